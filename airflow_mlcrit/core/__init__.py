@@ -1,0 +1,1 @@
+"""Pure-Python core of airflow-mlcrit. Never imports airflow."""

@@ -1,0 +1,739 @@
+"""The artifact store: immutable versions committed by manifest, CAS aliases with history.
+
+Layout under the root (see docs/concepts.md)::
+
+    <kind>/<name>/v000003/<payload files>   the version's files
+    <kind>/<name>/v000003/_CLAIM.json       version number taken (exclusive create)
+    <kind>/<name>/v000003/_MANIFEST.json    written last: the commit point
+    <kind>/<name>/_aliases/<alias>/h000001.json   alias history; the newest entry is the alias
+    <kind>/<name>/_idempotency/<sha256>.json      idempotency key -> version
+    <kind>/<name>/_children/v000003/<kind>/<name>/v000005   downstream index
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import platform
+import re
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Iterable, Mapping
+
+from airflow_mlcrit.core.artifacts.backends import Backend, LocalBackend, S3Backend, check_key
+from airflow_mlcrit.core.artifacts.refs import (
+    KINDS,
+    ArtifactRef,
+    parse_key,
+    parse_ref,
+    validate_alias,
+    validate_kind,
+    validate_name,
+)
+from airflow_mlcrit.exceptions import (
+    ArtifactConflictError,
+    ArtifactError,
+    ArtifactIntegrityError,
+    ArtifactNotFoundError,
+    ConfigError,
+    InvalidReferenceError,
+)
+
+MANIFEST = "_MANIFEST.json"
+CLAIM = "_CLAIM.json"
+RESERVED_FILES = frozenset({MANIFEST, CLAIM})
+MANIFEST_FORMAT = 1
+_VERSION_DIR = re.compile(r"v([0-9]{6,})")
+_HISTORY_ENTRY = re.compile(r"h([0-9]{6,})\.json")
+_UNSET: Any = object()
+# Heavy libraries whose versions go into a manifest when the producing process has loaded them.
+_TRACKED_LIBRARIES = ("torch", "transformers", "peft", "apache_beam", "great_expectations", "pyarrow", "numpy")
+
+
+def _vdir(version: int) -> str:
+    return f"v{version:06d}"
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, indent=2, sort_keys=True).encode()
+
+
+def content_digest(files: Iterable[Mapping[str, Any]]) -> str:
+    """The version's identity: SHA-256 over the sorted (path, sha256, size) list."""
+    canonical = [[f["path"], f["sha256"], f["size"]] for f in sorted(files, key=lambda f: f["path"])]
+    return "sha256:" + hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()
+
+
+def library_versions(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    from importlib import metadata
+
+    from airflow_mlcrit import __version__
+
+    versions = {"airflow_mlcrit": __version__, "python": platform.python_version()}
+    for mod in _TRACKED_LIBRARIES:
+        if mod in sys.modules:
+            versions[mod] = str(getattr(sys.modules[mod], "__version__", "unknown"))
+    if "airflow" in sys.modules:
+        try:
+            versions["apache-airflow"] = metadata.version("apache-airflow")
+        except metadata.PackageNotFoundError:
+            pass
+    versions.update(extra or {})
+    return versions
+
+
+def default_producer() -> dict[str, str]:
+    """Who made a version when no Airflow task did (the CLI, a notebook)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return {"tool": os.path.basename(sys.argv[0]) or "python", "user": user, "host": socket.gethostname()}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The committed description of one artifact version."""
+
+    kind: str
+    name: str
+    version: int
+    digest: str
+    files: list[dict[str, Any]]
+    parents: list[dict[str, str]]
+    producer: dict[str, Any]
+    created_at: str
+    libraries: dict[str, str]
+    metadata: dict[str, Any]
+    idempotency_key: str | None
+    uri: str = ""
+
+    @property
+    def ref(self) -> ArtifactRef:
+        return ArtifactRef(self.kind, self.name, version=self.version)
+
+    @property
+    def size(self) -> int:
+        return sum(f["size"] for f in self.files)
+
+    def file(self, path: str) -> dict[str, Any]:
+        for f in self.files:
+            if f["path"] == path:
+                return f
+        raise ArtifactNotFoundError(
+            f"{self.ref} has no file {path!r}; it has: {', '.join(f['path'] for f in self.files)}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": MANIFEST_FORMAT,
+            "ref": str(self.ref),
+            "kind": self.kind,
+            "name": self.name,
+            "version": self.version,
+            "digest": self.digest,
+            "files": self.files,
+            "size": self.size,
+            "parents": self.parents,
+            "producer": self.producer,
+            "created_at": self.created_at,
+            "libraries": self.libraries,
+            "metadata": self.metadata,
+            "idempotency_key": self.idempotency_key,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], uri: str = "") -> Manifest:
+        manifest = cls(
+            kind=data["kind"],
+            name=data["name"],
+            version=int(data["version"]),
+            digest=data["digest"],
+            files=list(data["files"]),
+            parents=list(data.get("parents", [])),
+            producer=dict(data.get("producer", {})),
+            created_at=data["created_at"],
+            libraries=dict(data.get("libraries", {})),
+            metadata=dict(data.get("metadata", {})),
+            idempotency_key=data.get("idempotency_key"),
+            uri=uri,
+        )
+        if content_digest(manifest.files) != manifest.digest:
+            raise ArtifactIntegrityError(
+                f"manifest of {manifest.ref} at {uri} is corrupt: its file list does not hash to its digest"
+            )
+        return manifest
+
+    def summary(self) -> dict[str, Any]:
+        """The small JSON operators push to XCom."""
+        return {"ref": str(self.ref), "uri": self.uri, "digest": self.digest}
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One entry of an alias's append-only history."""
+
+    seq: int
+    kind: str
+    name: str
+    alias: str
+    from_version: int | None
+    to_version: int
+    actor: str
+    at: str
+    reason: str
+    forced: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "kind": self.kind,
+            "name": self.name,
+            "alias": self.alias,
+            "from_version": self.from_version,
+            "to_version": self.to_version,
+            "actor": self.actor,
+            "at": self.at,
+            "reason": self.reason,
+            "forced": self.forced,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AliasMove:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass(frozen=True)
+class GcCandidate:
+    ref: str
+    claimed_at: str
+    age_seconds: float
+    idempotency_key: str | None
+
+
+def _payload_files(source: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]]) -> list[tuple[str, Path]]:
+    """(relative posix path, local file) pairs for a file, a directory or an explicit mapping."""
+    if isinstance(source, Mapping):
+        pairs = [(str(rel), Path(p)) for rel, p in source.items()]
+    else:
+        src = Path(source)
+        if src.is_file():
+            pairs = [(src.name, src)]
+        elif src.is_dir():
+            pairs = [
+                (p.relative_to(src).as_posix(), p) for p in sorted(src.rglob("*")) if p.is_file()
+            ]
+            if not pairs:
+                raise ArtifactError(f"directory {src} is empty: an artifact version needs at least one file")
+        else:
+            raise ArtifactNotFoundError(f"no such file or directory: {src}")
+    seen = set()
+    for rel, path in pairs:
+        try:
+            check_key(rel)
+        except InvalidReferenceError as exc:
+            raise ArtifactError(f"payload file path {rel!r} is not allowed: {exc}") from None
+        if rel in RESERVED_FILES:
+            raise ArtifactError(f"payload file name {rel!r} is reserved by the store; rename the file")
+        if not path.is_file():
+            raise ArtifactNotFoundError(f"payload file {path} does not exist or is not a regular file")
+        if rel in seen:
+            raise ArtifactError(f"payload file path {rel!r} appears twice")
+        seen.add(rel)
+    return pairs
+
+
+class _VerifyingReader:
+    """Stream a stored file; raise ArtifactIntegrityError at EOF if the bytes do not match."""
+
+    def __init__(self, raw: IO[bytes], entry: Mapping[str, Any], where: str):
+        self._raw, self._entry, self._where = raw, entry, where
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._checked = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read() if n is None or n < 0 else self._raw.read(n)
+        self._hash.update(data)
+        self._size += len(data)
+        if (not data or n is None or n < 0) and not self._checked:
+            self._checked = True
+            if self._hash.hexdigest() != self._entry["sha256"] or self._size != self._entry["size"]:
+                raise ArtifactIntegrityError(
+                    f"file {self._entry['path']!r} of {self._where} does not match its manifest digest "
+                    f"(expected sha256 {self._entry['sha256'][:12]}..., {self._entry['size']} bytes): "
+                    "the stored copy is corrupt; restore it or use another version"
+                )
+        return data
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> _VerifyingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ArtifactStore:
+    """Versioned, immutable artifacts on a :class:`Backend`."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({self.backend.root_uri!r})"
+
+    @property
+    def root_uri(self) -> str:
+        return self.backend.root_uri
+
+    # ---- reading -----------------------------------------------------------------------
+
+    def _versions_claimed(self, kind: str, name: str) -> list[int]:
+        found = []
+        for child in self.backend.list_children(f"{kind}/{name}"):
+            m = _VERSION_DIR.fullmatch(child)
+            if m:
+                found.append(int(m.group(1)))
+        return sorted(found)
+
+    def _load_manifest(self, kind: str, name: str, version: int) -> Manifest | None:
+        key = f"{kind}/{name}/{_vdir(version)}/{MANIFEST}"
+        try:
+            raw = self.backend.read_bytes(key)
+        except FileNotFoundError:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise ArtifactIntegrityError(f"manifest {self.backend.uri(key)} is not valid JSON: {exc}") from None
+        return Manifest.from_dict(data, uri=self.backend.uri(f"{kind}/{name}/{_vdir(version)}"))
+
+    def versions(self, key: str) -> list[int]:
+        """Committed version numbers of ``kind/name``, ascending."""
+        kind, name = parse_key(key)
+        return [v for v in self._versions_claimed(kind, name) if self.backend.exists(self._manifest_key(kind, name, v))]
+
+    def _manifest_key(self, kind: str, name: str, version: int) -> str:
+        return f"{kind}/{name}/{_vdir(version)}/{MANIFEST}"
+
+    def resolve(self, ref: str | ArtifactRef) -> Manifest:
+        """Return the committed manifest a reference points to (``@vN``, ``@latest`` or an alias)."""
+        r = parse_ref(ref)
+        if r.version is not None:
+            manifest = self._load_manifest(r.kind, r.name, r.version)
+            if manifest is None:
+                known = self.versions(r.key)
+                raise ArtifactNotFoundError(
+                    f"{r} does not exist; committed versions of {r.key}: "
+                    + (", ".join(f"v{v}" for v in known) or "none")
+                )
+            return manifest
+        if r.alias is not None:
+            current = self.alias_version(r.key, r.alias)
+            if current is None:
+                raise ArtifactNotFoundError(
+                    f"alias {r.alias!r} of {r.key} is not set; aliases: "
+                    + (", ".join(f"{a}->v{v}" for a, v in self.aliases(r.key).items()) or "none")
+                )
+            return self.resolve(r.at(current))
+        for version in reversed(self._versions_claimed(r.kind, r.name)):
+            manifest = self._load_manifest(r.kind, r.name, version)
+            if manifest is not None:
+                return manifest
+        raise ArtifactNotFoundError(f"{r.key} has no committed version")
+
+    def exists(self, ref: str | ArtifactRef) -> bool:
+        try:
+            self.resolve(ref)
+            return True
+        except ArtifactNotFoundError:
+            return False
+
+    def list_artifacts(self, kind: str | None = None) -> list[str]:
+        """``kind/name`` of every artifact with at least one committed version."""
+        kinds = [validate_kind(kind)] if kind else [k for k in self.backend.list_children("") if not k.startswith("_")]
+        keys = []
+        for k in kinds:
+            for name in self.backend.list_children(k):
+                try:
+                    key = f"{validate_kind(k)}/{validate_name(name)}"
+                except InvalidReferenceError:
+                    continue  # foreign files under the root are not artifacts
+                if self.versions(key):
+                    keys.append(key)
+        return keys
+
+    def open(self, ref: str | ArtifactRef, path: str) -> _VerifyingReader:
+        """Stream one payload file; the digest is checked when the stream is read to its end."""
+        manifest = self.resolve(ref)
+        entry = manifest.file(path)
+        raw = self.backend.open_read(f"{manifest.kind}/{manifest.name}/{_vdir(manifest.version)}/{path}")
+        return _VerifyingReader(raw, entry, str(manifest.ref))
+
+    def read_bytes(self, ref: str | ArtifactRef, path: str) -> bytes:
+        with self.open(ref, path) as f:
+            return f.read()
+
+    def get(self, ref: str | ArtifactRef, dest: str | os.PathLike[str]) -> Manifest:
+        """Download every file of a version into directory ``dest``, verifying each digest."""
+        manifest = self.resolve(ref)
+        dest = Path(dest)
+        for entry in manifest.files:
+            target = dest / entry["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            key = f"{manifest.kind}/{manifest.name}/{_vdir(manifest.version)}/{entry['path']}"
+            try:
+                digest, size = self.backend.download_file(key, target)
+            except FileNotFoundError:
+                raise ArtifactIntegrityError(
+                    f"file {entry['path']!r} of {manifest.ref} is listed in its manifest but missing from the store"
+                ) from None
+            if digest != entry["sha256"] or size != entry["size"]:
+                target.unlink(missing_ok=True)
+                raise ArtifactIntegrityError(
+                    f"file {entry['path']!r} of {manifest.ref} does not match its manifest digest "
+                    f"(expected sha256 {entry['sha256'][:12]}..., {entry['size']} bytes; got {digest[:12]}..., "
+                    f"{size} bytes): the stored copy is corrupt; restore it or use another version"
+                )
+        return manifest
+
+    def verify(self, ref: str | ArtifactRef) -> Manifest:
+        """Re-hash every stored file of a version; raise ArtifactIntegrityError naming the first bad one."""
+        manifest = self.resolve(ref)
+        for entry in manifest.files:
+            try:
+                with self.open(manifest.ref, entry["path"]) as f:
+                    while f.read(8 * 1024 * 1024):
+                        pass
+            except FileNotFoundError:
+                raise ArtifactIntegrityError(
+                    f"file {entry['path']!r} of {manifest.ref} is listed in its manifest but missing from the store"
+                ) from None
+        return manifest
+
+    # ---- writing -----------------------------------------------------------------------
+
+    def _resolve_parents(self, parents: Iterable[str | ArtifactRef]) -> list[dict[str, str]]:
+        resolved = []
+        for p in parents:
+            m = self.resolve(p)
+            resolved.append({"ref": str(m.ref), "digest": m.digest})
+        return resolved
+
+    def _claim(self, kind: str, name: str, claim: dict[str, Any]) -> int:
+        claimed = self._versions_claimed(kind, name)
+        version = (claimed[-1] if claimed else 0) + 1
+        for _ in range(10_000):
+            if self.backend.create_exclusive(f"{kind}/{name}/{_vdir(version)}/{CLAIM}", _dumps(claim)):
+                return version
+            version += 1
+        raise ArtifactConflictError(f"could not allocate a version of {kind}/{name}: too many concurrent writers")
+
+    def _idempotency_key_path(self, kind: str, name: str, key: str) -> str:
+        return f"{kind}/{name}/_idempotency/{hashlib.sha256(key.encode()).hexdigest()}.json"
+
+    def _read_json(self, key: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.backend.read_bytes(key))
+        except FileNotFoundError:
+            return None
+
+    def _version_for_key(self, kind: str, name: str, idem_key: str) -> int | None:
+        """The version a previous attempt with this idempotency key took, if its claim is still ours."""
+        marker = self._read_json(self._idempotency_key_path(kind, name, idem_key))
+        if marker is None:
+            return None
+        claim = self._read_json(f"{kind}/{name}/{_vdir(marker['version'])}/{CLAIM}")
+        if claim is None or claim.get("idempotency_key") != idem_key:
+            return None  # stale marker: gc removed that attempt's version
+        return int(marker["version"])
+
+    def put(
+        self,
+        key: str,
+        source: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]],
+        *,
+        parents: Iterable[str | ArtifactRef] = (),
+        metadata: Mapping[str, Any] | None = None,
+        producer: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        libraries: Mapping[str, str] | None = None,
+    ) -> Manifest:
+        """Commit ``source`` (a file, a directory, or {relative path: file}) as a new version of ``key``.
+
+        With an ``idempotency_key`` a retry returns the version the first attempt committed, or
+        finishes the version the first attempt took but never committed.
+        """
+        kind, name = parse_key(key)
+        files = _payload_files(source)
+        parent_list = self._resolve_parents(parents)
+        meta = json.loads(json.dumps(dict(metadata or {})))  # must be JSON: fail before writing
+        version = None
+        attempt_key = None
+        if idempotency_key is not None:
+            # Same key + same inputs = a retry. Changed inputs (a cleared task re-run after a fix
+            # upstream) make a new version rather than returning a stale one.
+            inputs = hashlib.sha256(json.dumps(parent_list, sort_keys=True).encode()).hexdigest()[:16]
+            attempt_key = f"{idempotency_key}|inputs:{inputs}"
+            version = self._version_for_key(kind, name, attempt_key)
+            if version is not None:
+                existing = self._load_manifest(kind, name, version)
+                if existing is not None:
+                    return existing
+                # The earlier attempt died before its commit: take its version over, from scratch.
+                vprefix = f"{kind}/{name}/{_vdir(version)}"
+                for k in self.backend.list_keys(vprefix):
+                    if not k.endswith("/" + CLAIM):
+                        self.backend.delete(k)
+        if version is None:
+            claim = {"idempotency_key": attempt_key, "claimed_at": utcnow(), "claimed_at_epoch": time.time(),
+                     "host": socket.gethostname(), "pid": os.getpid()}
+            version = self._claim(kind, name, claim)
+            if attempt_key is not None:
+                self.backend.write_bytes(
+                    self._idempotency_key_path(kind, name, attempt_key),
+                    _dumps({"idempotency_key": attempt_key, "version": version}),
+                )
+        vprefix = f"{kind}/{name}/{_vdir(version)}"
+        entries = []
+        for rel, path in files:
+            digest, size = self.backend.upload_file(f"{vprefix}/{rel}", path)
+            entries.append({"path": rel, "sha256": digest, "size": size})
+        entries.sort(key=lambda e: e["path"])
+        manifest = Manifest(
+            kind=kind,
+            name=name,
+            version=version,
+            digest=content_digest(entries),
+            files=entries,
+            parents=parent_list,
+            producer=dict(producer or default_producer()),
+            created_at=utcnow(),
+            libraries=library_versions(libraries),
+            metadata=meta,
+            idempotency_key=idempotency_key,
+            uri=self.backend.uri(vprefix),
+        )
+        # Downstream index before the commit, so every committed child is indexed; readers
+        # ignore entries whose child never committed (or whose digest differs).
+        for parent in parent_list:
+            p = parse_ref(parent["ref"])
+            self.backend.write_bytes(
+                f"{p.kind}/{p.name}/_children/{_vdir(p.version)}/{kind}/{name}/{_vdir(version)}",
+                _dumps({"digest": manifest.digest}),
+            )
+        if not self.backend.create_exclusive(f"{vprefix}/{MANIFEST}", _dumps(manifest.to_dict())):
+            winner = self._load_manifest(kind, name, version)
+            if winner is not None and winner.idempotency_key == idempotency_key and idempotency_key is not None:
+                return winner  # a concurrent retry of the same attempt committed first
+            raise ArtifactConflictError(f"{manifest.ref} was committed by another writer")
+        return manifest
+
+    # ---- aliases -----------------------------------------------------------------------
+
+    def _history_prefix(self, kind: str, name: str, alias: str) -> str:
+        return f"{kind}/{name}/_aliases/{alias}"
+
+    def _history_seqs(self, kind: str, name: str, alias: str) -> list[int]:
+        seqs = []
+        for child in self.backend.list_children(self._history_prefix(kind, name, alias)):
+            m = _HISTORY_ENTRY.fullmatch(child)
+            if m:
+                seqs.append(int(m.group(1)))
+        return sorted(seqs)
+
+    def _history_entry(self, kind: str, name: str, alias: str, seq: int) -> AliasMove:
+        data = self._read_json(f"{self._history_prefix(kind, name, alias)}/h{seq:06d}.json")
+        if data is None:
+            raise ArtifactNotFoundError(f"alias history entry {seq} of {kind}/{name}@{alias} vanished")
+        return AliasMove.from_dict(data)
+
+    def _alias_head(self, kind: str, name: str, alias: str) -> AliasMove | None:
+        seqs = self._history_seqs(kind, name, alias)
+        return self._history_entry(kind, name, alias, seqs[-1]) if seqs else None
+
+    def alias_version(self, key: str, alias: str) -> int | None:
+        kind, name = parse_key(key)
+        head = self._alias_head(kind, name, validate_alias(alias))
+        return head.to_version if head else None
+
+    def aliases(self, key: str) -> dict[str, int]:
+        kind, name = parse_key(key)
+        out = {}
+        for alias in self.backend.list_children(f"{kind}/{name}/_aliases"):
+            head = self._alias_head(kind, name, alias)
+            if head is not None:
+                out[alias] = head.to_version
+        return out
+
+    def alias_history(self, key: str, alias: str) -> list[AliasMove]:
+        kind, name = parse_key(key)
+        validate_alias(alias)
+        return [self._history_entry(kind, name, alias, s) for s in self._history_seqs(kind, name, alias)]
+
+    def move_alias(
+        self,
+        ref: str | ArtifactRef,
+        alias: str,
+        *,
+        reason: str,
+        actor: str | None = None,
+        expected: int | None = _UNSET,
+        forced: bool = False,
+        extra: Mapping[str, Any] | None = None,
+    ) -> AliasMove:
+        """Point ``alias`` at the committed version ``ref`` resolves to, by compare-and-swap.
+
+        ``expected`` is the version the caller believes the alias points at now (None: unset).
+        Left out, the value read just before the write is expected, so a concurrent move still
+        makes exactly one of the movers fail with ArtifactConflictError.
+        """
+        target = self.resolve(ref)
+        validate_alias(alias)
+        if not reason or not reason.strip():
+            raise ConfigError("moving an alias needs a reason: it is recorded in the alias history for audit")
+        kind, name = target.kind, target.name
+        seqs = self._history_seqs(kind, name, alias)
+        head = self._history_entry(kind, name, alias, seqs[-1]) if seqs else None
+        current = head.to_version if head else None
+        if expected is not _UNSET and expected != current:
+            raise ArtifactConflictError(
+                f"alias {alias!r} of {kind}/{name} points at "
+                f"{'v%d' % current if current else 'nothing'}, not the expected "
+                f"{'v%d' % expected if expected else 'nothing'}: someone moved it; re-read and retry"
+            )
+        move = AliasMove(
+            seq=(seqs[-1] if seqs else 0) + 1,
+            kind=kind,
+            name=name,
+            alias=alias,
+            from_version=current,
+            to_version=target.version,
+            actor=actor or default_producer()["user"],
+            at=utcnow(),
+            reason=reason,
+            forced=forced,
+            extra=json.loads(json.dumps(dict(extra or {}))),
+        )
+        entry_key = f"{self._history_prefix(kind, name, alias)}/h{move.seq:06d}.json"
+        if not self.backend.create_exclusive(entry_key, _dumps(move.to_dict())):
+            raise ArtifactConflictError(
+                f"alias {alias!r} of {kind}/{name} was moved concurrently by another writer; re-read and retry"
+            )
+        return move
+
+    def rollback(
+        self,
+        key: str,
+        alias: str,
+        *,
+        reason: str,
+        to_version: int | None = None,
+        actor: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> AliasMove:
+        """Move ``alias`` back: to ``to_version``, or to the newest version it pointed at before
+        that was neither the current one nor rolled back from (so repeated rollbacks walk back)."""
+        kind, name = parse_key(key)
+        history = self.alias_history(key, alias)
+        if not history:
+            raise ArtifactNotFoundError(f"alias {alias!r} of {key} has never been set: nothing to roll back")
+        current = history[-1].to_version
+        if to_version is None:
+            rolled_back_from = {m.from_version for m in history if m.extra.get("rollback")}
+            earlier = [m.to_version for m in reversed(history)
+                       if m.to_version != current and m.to_version not in rolled_back_from]
+            if not earlier:
+                raise ArtifactNotFoundError(
+                    f"alias {alias!r} of {key} has no earlier version to roll back to (it points at v{current}); "
+                    "pass an explicit version"
+                )
+            to_version = earlier[0]
+        if to_version == current:
+            raise ConfigError(f"alias {alias!r} of {key} already points at v{to_version}")
+        return self.move_alias(
+            ArtifactRef(kind, name, version=to_version),
+            alias,
+            reason=reason,
+            actor=actor,
+            expected=current,
+            extra={**dict(extra or {}), "rollback": True},
+        )
+
+    # ---- lineage -----------------------------------------------------------------------
+
+    def parents(self, ref: str | ArtifactRef) -> list[Manifest]:
+        return [self.resolve(p["ref"]) for p in self.resolve(ref).parents]
+
+    def children(self, ref: str | ArtifactRef) -> list[Manifest]:
+        """Committed versions that list ``ref`` as a parent (from the downstream index)."""
+        m = self.resolve(ref)
+        prefix = f"{m.kind}/{m.name}/_children/{_vdir(m.version)}"
+        out = []
+        for key in self.backend.list_keys(prefix):
+            ckind, cname, cdir = key[len(prefix) + 1 :].split("/")
+            match = _VERSION_DIR.fullmatch(cdir)
+            entry = self._read_json(key)
+            child = self._load_manifest(ckind, cname, int(match.group(1))) if match and entry else None
+            if child is not None and child.digest == entry.get("digest"):
+                out.append(child)
+        return out
+
+    # ---- garbage collection ------------------------------------------------------------
+
+    def gc(self, *, grace_seconds: float = 24 * 3600, dry_run: bool = True, now: float | None = None) -> list[GcCandidate]:
+        """Find (and unless ``dry_run`` remove) versions claimed longer ago than the grace period
+        but never committed: the leftovers of crashed writers."""
+        now = time.time() if now is None else now
+        found = []
+        for kind in self.backend.list_children(""):
+            if kind not in KINDS:
+                continue
+            for name in self.backend.list_children(kind):
+                for version in self._versions_claimed(kind, name):
+                    vprefix = f"{kind}/{name}/{_vdir(version)}"
+                    if self.backend.exists(f"{vprefix}/{MANIFEST}"):
+                        continue
+                    claim = self._read_json(f"{vprefix}/{CLAIM}")
+                    if claim is None:
+                        continue  # being created this instant; the claim is the first object written
+                    age = now - float(claim.get("claimed_at_epoch", now))
+                    if age < grace_seconds:
+                        continue
+                    idem = claim.get("idempotency_key")
+                    found.append(GcCandidate(f"{kind}/{name}@v{version}", claim.get("claimed_at", ""), age, idem))
+                    if not dry_run:
+                        if idem is not None:
+                            self.backend.delete(self._idempotency_key_path(kind, name, idem))
+                        self.backend.delete_prefix(vprefix)
+        return found
+
+
+def open_store(root: str | os.PathLike[str], **s3_options: Any) -> ArtifactStore:
+    """A store on ``root``: ``s3://bucket/prefix`` (boto3 options as keywords) or a local directory."""
+    root = str(root)
+    if not root:
+        raise ConfigError("artifact root is empty: set [mlcrit] artifact_root, MLCRIT_ARTIFACT_ROOT or --root")
+    if root.startswith("s3://"):
+        return ArtifactStore(S3Backend(root, **s3_options))
+    if "://" in root and not root.startswith("file://"):
+        raise ConfigError(f"unsupported artifact root {root!r}: use a local path, file:///path or s3://bucket/prefix")
+    if s3_options:
+        raise ConfigError(f"S3 options {sorted(s3_options)} given for the local artifact root {root!r}")
+    path = root[len("file://") :] if root.startswith("file://") else root
+    return ArtifactStore(LocalBackend(path))

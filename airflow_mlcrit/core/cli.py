@@ -1,0 +1,263 @@
+"""`mlcrit`: inspect and manage the artifact store from a shell (no Airflow needed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from airflow_mlcrit.core.artifacts import ArtifactStore, Manifest, open_store, parse_ref
+from airflow_mlcrit.core.config import embedded_default_root, root_from_env
+from airflow_mlcrit.exceptions import ArtifactIntegrityError, ConfigError, MlcritError
+
+
+def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*[c.upper() for c in columns]), fmt.format(*["-" * w for w in widths])]
+    lines += [fmt.format(*row).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _kv(pairs: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--meta expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)  # numbers, booleans and JSON stay typed
+        except ValueError:
+            out[key] = value
+    return out
+
+
+class _Cli:
+    def __init__(self, args: argparse.Namespace):
+        args.root = getattr(args, "root", None)
+        args.json = getattr(args, "json", False)
+        self.args = args
+        self._store: ArtifactStore | None = None
+
+    @property
+    def store(self) -> ArtifactStore:
+        if self._store is None:
+            self._store = open_store(self.args.root or root_from_env() or embedded_default_root())
+        return self._store
+
+    def emit(self, payload: Any, text: str) -> None:
+        print(json.dumps(payload, indent=2, sort_keys=True) if self.args.json else text)
+
+    def _manifest_text(self, m: Manifest) -> str:
+        lines = [
+            f"ref:        {m.ref}",
+            f"uri:        {m.uri}",
+            f"digest:     {m.digest}",
+            f"created_at: {m.created_at}",
+            f"size:       {_human(m.size)} in {len(m.files)} file(s)",
+            "producer:   " + ", ".join(f"{k}={v}" for k, v in sorted(m.producer.items())),
+            "parents:    " + (", ".join(p["ref"] for p in m.parents) or "-"),
+        ]
+        if m.idempotency_key:
+            lines.append(f"idempotency_key: {m.idempotency_key}")
+        if m.metadata:
+            lines.append("metadata:   " + json.dumps(m.metadata, sort_keys=True))
+        lines.append("files:")
+        lines.append(_table([{"path": f["path"], "size": f["size"], "sha256": f["sha256"]} for f in m.files],
+                            ["path", "size", "sha256"]))
+        return "\n".join(lines)
+
+    # artifacts ---------------------------------------------------------------------------
+    def artifacts_put(self) -> int:
+        a = self.args
+        m = self.store.put(a.key, a.path, parents=a.parent or (), metadata=_kv(a.meta or ()),
+                           idempotency_key=a.idempotency_key)
+        self.emit(m.to_dict() | {"uri": m.uri}, f"committed {m.ref}  {m.digest}  ({_human(m.size)})")
+        return 0
+
+    def artifacts_get(self) -> int:
+        m = self.store.get(self.args.ref, self.args.dest)
+        self.emit(m.to_dict() | {"dest": self.args.dest},
+                  f"{m.ref}: {len(m.files)} file(s), {_human(m.size)}, verified -> {self.args.dest}")
+        return 0
+
+    def artifacts_list(self) -> int:
+        target = self.args.target
+        if target and "/" in target:
+            ref = parse_ref(target)
+            aliases: dict[int, list[str]] = {}
+            for alias, v in self.store.aliases(ref.key).items():
+                aliases.setdefault(v, []).append(alias)
+            rows = []
+            for v in self.store.versions(ref.key):
+                m = self.store.resolve(ref.at(v))
+                rows.append({"ref": str(m.ref), "created_at": m.created_at, "size": m.size,
+                             "digest": m.digest, "aliases": ",".join(sorted(aliases.get(v, [])))})
+            text_rows = [r | {"size": _human(r["size"]), "digest": r["digest"][:19]} for r in rows]
+            self.emit(rows, _table(text_rows, ["ref", "created_at", "size", "digest", "aliases"]))
+            return 0
+        rows = []
+        for key in self.store.list_artifacts(target or None):
+            versions = self.store.versions(key)
+            rows.append({"artifact": key, "versions": len(versions), "latest": f"v{versions[-1]}",
+                         "aliases": ",".join(f"{a}=v{v}" for a, v in sorted(self.store.aliases(key).items()))})
+        self.emit(rows, _table(rows, ["artifact", "versions", "latest", "aliases"]))
+        return 0
+
+    def artifacts_show(self) -> int:
+        m = self.store.resolve(self.args.ref)
+        self.emit(m.to_dict() | {"uri": m.uri}, self._manifest_text(m))
+        return 0
+
+    def artifacts_verify(self) -> int:
+        m = self.store.verify(self.args.ref)
+        self.emit({"ref": str(m.ref), "digest": m.digest, "ok": True, "files": len(m.files)},
+                  f"{m.ref}: OK, {len(m.files)} file(s) match {m.digest}")
+        return 0
+
+    # aliases / promote / rollback ---------------------------------------------------------
+    def aliases_history(self) -> int:
+        moves = self.store.alias_history(self.args.key, self.args.alias)
+        rows = [m.to_dict() for m in moves]
+        text_rows = [r | {"from": f"v{r['from_version']}" if r["from_version"] else "-",
+                          "to": f"v{r['to_version']}", "forced": "yes" if r["forced"] else ""} for r in rows]
+        self.emit(rows, _table(text_rows, ["seq", "at", "actor", "from", "to", "forced", "reason"]))
+        return 0
+
+    def promote(self) -> int:
+        a = self.args
+        move = self.store.move_alias(a.ref, a.alias, reason=a.reason, forced=a.force,
+                                     extra={"via": "mlcrit promote"})
+        self.emit(move.to_dict(), f"{move.kind}/{move.name}@{move.alias}: "
+                                  f"{'v%d' % move.from_version if move.from_version else '-'} -> v{move.to_version}")
+        return 0
+
+    def rollback(self) -> int:
+        a = self.args
+        move = self.store.rollback(a.key, a.alias, reason=a.reason, to_version=a.to,
+                                   extra={"via": "mlcrit rollback"})
+        self.emit(move.to_dict(), f"{move.kind}/{move.name}@{move.alias}: rolled back "
+                                  f"v{move.from_version} -> v{move.to_version}")
+        return 0
+
+    # lineage / gc ---------------------------------------------------------------------------
+    def lineage(self) -> int:
+        from airflow_mlcrit.core.lineage_graph import lineage
+
+        graph = lineage(self.store, self.args.ref, "downstream" if self.args.downstream else "upstream")
+        fmt = "json" if self.args.json else self.args.format
+        if fmt == "json":
+            print(json.dumps(graph.to_dict(), indent=2, sort_keys=True))
+        else:
+            print(graph.to_mermaid() if fmt == "mermaid" else graph.to_text())
+        return 0
+
+    def gc(self) -> int:
+        found = self.store.gc(grace_seconds=self.args.grace_hours * 3600, dry_run=not self.args.delete)
+        rows = [{"ref": c.ref, "claimed_at": c.claimed_at, "age_h": f"{c.age_seconds / 3600:.1f}"} for c in found]
+        verb = "removed" if self.args.delete else "would remove (dry run; pass --delete to remove)"
+        self.emit({"removed" if self.args.delete else "would_remove": [c.ref for c in found]},
+                  f"{verb}: {len(found)} uncommitted version(s)\n" + (_table(rows, ["ref", "claimed_at", "age_h"])
+                                                                     if rows else ""))
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand must not reset --root/--json given before it to None.
+    common.add_argument("--root", default=argparse.SUPPRESS, help="artifact store root: a directory or s3://bucket/prefix "
+                                       "(default: $MLCRIT_ARTIFACT_ROOT, else $AIRFLOW_HOME/mlcrit/artifacts)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print JSON instead of tables")
+
+    p = argparse.ArgumentParser(prog="mlcrit", parents=[common],
+                                description="Versioned ML artifacts, aliases and lineage (airflow-mlcrit).")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    art = sub.add_parser("artifacts", help="put, get, list, show and verify artifact versions")
+    asub = art.add_subparsers(dest="action", required=True, metavar="ACTION")
+    put = asub.add_parser("put", parents=[common], help="register a file or directory as a new version")
+    put.add_argument("key", metavar="KIND/NAME")
+    put.add_argument("path", metavar="PATH")
+    put.add_argument("--meta", action="append", metavar="KEY=VALUE", help="user metadata (repeatable)")
+    put.add_argument("--parent", action="append", metavar="REF", help="input artifact reference (repeatable)")
+    put.add_argument("--idempotency-key", help="a retry with the same key returns the same version")
+    put.set_defaults(fn=_Cli.artifacts_put)
+    get = asub.add_parser("get", parents=[common], help="download a version into a directory, verifying digests")
+    get.add_argument("ref", metavar="REF")
+    get.add_argument("dest", metavar="DEST")
+    get.set_defaults(fn=_Cli.artifacts_get)
+    lst = asub.add_parser("list", parents=[common], help="list artifacts, or the versions of one")
+    lst.add_argument("target", nargs="?", metavar="KIND[/NAME]")
+    lst.set_defaults(fn=_Cli.artifacts_list)
+    show = asub.add_parser("show", parents=[common], help="print a version's manifest")
+    show.add_argument("ref", metavar="REF")
+    show.set_defaults(fn=_Cli.artifacts_show)
+    ver = asub.add_parser("verify", parents=[common], help="re-hash every stored file (exit 1 on mismatch)")
+    ver.add_argument("ref", metavar="REF")
+    ver.set_defaults(fn=_Cli.artifacts_verify)
+
+    al = sub.add_parser("aliases", help="alias audit trail")
+    alsub = al.add_subparsers(dest="action", required=True, metavar="ACTION")
+    hist = alsub.add_parser("history", parents=[common], help="every move of an alias: who, when, from, to, why")
+    hist.add_argument("key", metavar="KIND/NAME")
+    hist.add_argument("alias", metavar="ALIAS")
+    hist.set_defaults(fn=_Cli.aliases_history)
+
+    lin = sub.add_parser("lineage", parents=[common], help="walk the lineage graph of a version")
+    lin.add_argument("ref", metavar="REF")
+    direction = lin.add_mutually_exclusive_group(required=True)
+    direction.add_argument("--upstream", action="store_true", help="inputs it was made from, recursively")
+    direction.add_argument("--downstream", action="store_true", help="versions made from it, recursively")
+    lin.add_argument("--format", choices=("text", "json", "mermaid"), default="text")
+    lin.set_defaults(fn=_Cli.lineage)
+
+    pro = sub.add_parser("promote", parents=[common], help="point an alias at a version")
+    pro.add_argument("ref", metavar="REF")
+    pro.add_argument("--alias", required=True)
+    pro.add_argument("--reason", required=True, help="recorded in the alias history")
+    pro.add_argument("--force", action="store_true", help="mark the move as a forced override")
+    pro.set_defaults(fn=_Cli.promote)
+
+    rb = sub.add_parser("rollback", parents=[common], help="move an alias back to an earlier version")
+    rb.add_argument("key", metavar="KIND/NAME")
+    rb.add_argument("--alias", required=True)
+    rb.add_argument("--to", type=lambda s: int(s.lstrip("v")), metavar="vN", help="target version (default: previous)")
+    rb.add_argument("--reason", required=True, help="recorded in the alias history")
+    rb.set_defaults(fn=_Cli.rollback)
+
+    gc = sub.add_parser("gc", parents=[common], help="remove versions that were never committed (dry run by default)")
+    gc.add_argument("--grace-hours", type=float, default=24.0,
+                    help="only versions claimed longer ago than this (default 24)")
+    gc.add_argument("--delete", action="store_true", help="really delete (default: only list)")
+    gc.set_defaults(fn=_Cli.gc)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(_Cli(args))
+    except ArtifactIntegrityError as exc:
+        print(f"mlcrit: integrity error: {exc}", file=sys.stderr)
+        return 1
+    except MlcritError as exc:
+        print(f"mlcrit: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Where the artifact store lives when nobody says: shared by the CLI and the Airflow hook."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def embedded_default_root() -> str:
+    """``$AIRFLOW_HOME/mlcrit/artifacts`` (``~/airflow`` when AIRFLOW_HOME is unset)."""
+    home = os.environ.get("AIRFLOW_HOME") or str(Path.home() / "airflow")
+    return str(Path(home) / "mlcrit" / "artifacts")
+
+
+def root_from_env() -> str | None:
+    """``MLCRIT_ARTIFACT_ROOT``, else Airflow's env form of ``[mlcrit] artifact_root``."""
+    return os.environ.get("MLCRIT_ARTIFACT_ROOT") or os.environ.get("AIRFLOW__MLCRIT__ARTIFACT_ROOT") or None

@@ -1,0 +1,50 @@
+"""Errors raised by airflow-mlcrit: one tree rooted at MlcritError."""
+
+from __future__ import annotations
+
+
+class MlcritError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(MlcritError, ValueError):
+    """A configuration value is missing or invalid; the message names the field and the fix."""
+
+
+class ArtifactError(MlcritError):
+    """Base class of artifact store errors."""
+
+
+class InvalidReferenceError(ArtifactError, ValueError):
+    """An artifact kind, name, alias or reference does not follow the allowed syntax."""
+
+
+class ArtifactNotFoundError(ArtifactError, LookupError):
+    """The referenced artifact, version or alias does not exist (or is not committed)."""
+
+
+class ArtifactIntegrityError(ArtifactError):
+    """Stored bytes do not match the digest recorded in the manifest."""
+
+
+class ArtifactConflictError(ArtifactError):
+    """A compare-and-swap lost: someone else moved the alias or took the version first."""
+
+
+class DataValidationError(MlcritError):
+    """Data failed a validation check whose policy is `fail`."""
+
+
+class GateFailedError(MlcritError):
+    """An evaluation gate did not bless the candidate."""
+
+
+class MissingDependencyError(MlcritError, ImportError):
+    """An optional dependency is not installed; the message says which extra to install."""
+
+    def __init__(self, package: str, extra: str):
+        super().__init__(
+            f"{package} is required for this feature: pip install 'airflow-mlcrit[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra

@@ -1,0 +1,81 @@
+"""Provider metadata read by Airflow's ProvidersManager (entry point ``apache_airflow_provider``)."""
+
+from __future__ import annotations
+
+
+def get_provider_info() -> dict:
+    from airflow_mlcrit import __version__
+
+    return {
+        "package-name": "airflow-mlcrit",
+        "name": "ML Critical (airflow-mlcrit)",
+        "description": "Mission-critical production ML on Airflow: versioned artifacts with digests and "
+        "aliases, data validation, Beam preprocessing, fine-tuning, sliced evaluation gates, "
+        "promotion/rollback and OpenLineage lineage for every step.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "ML Critical",
+                "external-doc-url": "https://github.com/airflow-mlcrit/airflow-mlcrit",
+                "tags": ["software"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "ML Critical",
+                "python-modules": ["airflow_mlcrit.operators.artifacts"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "ML Critical",
+                "python-modules": ["airflow_mlcrit.hooks.artifacts"],
+            }
+        ],
+        "connection-types": [
+            {
+                "connection-type": "mlcrit",
+                "hook-class-name": "airflow_mlcrit.hooks.artifacts.ArtifactStoreHook",
+                "hook-name": "ML Critical artifact store",
+            }
+        ],
+        "config": {
+            "mlcrit": {
+                "description": "Settings of the airflow-mlcrit provider.",
+                "options": {
+                    "artifact_root": {
+                        "description": "Root of the artifact store used when an operator has no "
+                        "store_conn_id: a local directory (shared by all workers) or s3://bucket/prefix. "
+                        "Empty means $AIRFLOW_HOME/mlcrit/artifacts.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://ml-artifacts/prod",
+                        "default": "",
+                    },
+                    "s3_endpoint_url": {
+                        "description": "Endpoint of an S3-compatible store (MinIO, moto) for an s3:// "
+                        "artifact_root when no connection is given. Empty means AWS.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "http://minio:9000",
+                        "default": "",
+                    },
+                    "s3_max_attempts": {
+                        "description": "Total attempts per S3 request (botocore standard retry mode).",
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "8",
+                        "default": "5",
+                    },
+                    "marquez_url": {
+                        "description": "Base URL of the Marquez web UI, used for extra links from tasks "
+                        "to their lineage. Empty disables the link.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "http://localhost:3000",
+                        "default": "",
+                    },
+                },
+            }
+        },
+    }

@@ -1,0 +1,90 @@
+"""ArtifactStoreHook: an Airflow connection (or ``[mlcrit] artifact_root``) -> ArtifactStore."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_mlcrit.core.artifacts import ArtifactStore, open_store
+from airflow_mlcrit.core.config import embedded_default_root
+from airflow_mlcrit.exceptions import ConfigError
+from airflow_mlcrit.version_compat import BaseHook, conf
+
+
+class ArtifactStoreHook(BaseHook):
+    """Builds the artifact store an operator reads and writes.
+
+    Connection types:
+
+    * ``mlcrit``: extra ``root`` (a directory or ``s3://bucket/prefix``); for S3, login/password
+      are the access key id/secret (empty: boto3's default chain) and extras ``endpoint_url``,
+      ``region_name``, ``aws_session_token``, ``max_attempts``.
+    * ``aws`` (the Amazon provider's type): the same credentials and extras, with the store root
+      in extra ``artifact_root``.
+
+    Without a connection: ``[mlcrit] artifact_root`` (+ ``s3_endpoint_url``), else the embedded
+    default ``$AIRFLOW_HOME/mlcrit/artifacts``.
+
+    :param store_conn_id: connection id, or None for the configured default.
+    :param root: overrides the root from the connection or config.
+    """
+
+    conn_name_attr = "store_conn_id"
+    default_conn_name = "mlcrit_default"
+    conn_type = "mlcrit"
+    hook_name = "ML Critical artifact store"
+
+    def __init__(self, store_conn_id: str | None = None, root: str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.store_conn_id = store_conn_id
+        self.root = root
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["schema", "port", "host"],
+            "relabeling": {"login": "AWS access key id (S3 only)", "password": "AWS secret access key (S3 only)"},
+            "placeholders": {
+                "extra": '{"root": "s3://bucket/prefix", "endpoint_url": "http://minio:9000", "region_name": "us-east-1"}'
+            },
+        }
+
+    def store_options(self) -> tuple[str, dict[str, Any]]:
+        """(root, S3 keyword options) without building the store; secrets stay out of logs."""
+        if not self.store_conn_id:
+            root = self.root or conf.get("mlcrit", "artifact_root", fallback="") or embedded_default_root()
+            options: dict[str, Any] = {}
+            if root.startswith("s3://"):
+                endpoint = conf.get("mlcrit", "s3_endpoint_url", fallback="")
+                if endpoint:
+                    options["endpoint_url"] = endpoint
+                options["max_attempts"] = conf.getint("mlcrit", "s3_max_attempts", fallback=5)
+            return root, options
+        conn = self.get_connection(self.store_conn_id)
+        extra = conn.extra_dejson
+        field = "artifact_root" if conn.conn_type == "aws" else "root"
+        root = self.root or extra.get(field) or extra.get("artifact_root") or extra.get("root")
+        if not root:
+            raise ConfigError(
+                f"connection {self.store_conn_id!r} (type {conn.conn_type}) has no artifact store root: "
+                f"set extra {field!r} to a directory or 's3://bucket/prefix'"
+            )
+        if not str(root).startswith("s3://"):
+            return str(root), {}
+        options = {
+            "aws_access_key_id": conn.login or None,
+            "aws_secret_access_key": conn.password or None,
+            "aws_session_token": extra.get("aws_session_token"),
+            "region_name": extra.get("region_name"),
+            "endpoint_url": extra.get("endpoint_url") or (extra.get("service_config", {}).get("s3", {}) or {}).get(
+                "endpoint_url"
+            ),
+            "max_attempts": int(extra.get("max_attempts", 5)),
+        }
+        return str(root), {k: v for k, v in options.items() if v is not None}
+
+    def get_store(self) -> ArtifactStore:
+        root, options = self.store_options()
+        return open_store(root, **options)
+
+    def get_conn(self) -> ArtifactStore:
+        return self.get_store()

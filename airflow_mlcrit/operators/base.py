@@ -1,0 +1,158 @@
+"""What every mlcrit operator shares: the store, idempotent commits, OpenLineage and Assets."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+from airflow_mlcrit.core.artifacts import ArtifactRef, ArtifactStore, Manifest, parse_ref
+from airflow_mlcrit.core.lineage import LineageDataset, LineageRecord
+from airflow_mlcrit.hooks.artifacts import ArtifactStoreHook
+from airflow_mlcrit.version_compat import Asset, BaseOperator
+
+if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
+    from airflow.sdk import Context
+
+log = logging.getLogger(__name__)
+
+
+def artifact_asset(key: str) -> Asset:
+    """The Airflow Asset standing for every version of ``kind/name``."""
+    ref = parse_ref(key)
+    return Asset(name=f"mlcrit:{ref.key}", uri=f"mlcrit://{ref.key}", group="mlcrit")
+
+
+@functools.cache
+def _facet_class(base: type, schema_url: str) -> type:
+    """An OpenLineage facet class whose ``_schemaURL`` is ``schema_url``."""
+    import attr
+
+    cls = attr.make_class(base.__name__, {}, bases=(base,))
+    cls._get_schema = staticmethod(lambda: schema_url)
+    return cls
+
+
+def _to_ol_facet(payload: Mapping[str, Any], base: type):
+    fields = {k: v for k, v in payload.items() if not k.startswith("_")}
+    instance = _facet_class(base, payload["_schemaURL"])(producer=payload["_producer"])
+    return instance.with_additional_properties(**fields) if fields else instance
+
+
+def to_operator_lineage(record: LineageRecord) -> OperatorLineage:
+    """Core LineageRecord -> the OpenLineage provider's OperatorLineage."""
+    from airflow.providers.openlineage.extractors import OperatorLineage
+    from openlineage.client.event_v2 import InputDataset, OutputDataset
+    from openlineage.client.generated.base import DatasetFacet
+
+    def convert(ds: LineageDataset, cls: type):
+        return cls(
+            namespace=ds.namespace,
+            name=ds.name,
+            facets={key: _to_ol_facet(payload, DatasetFacet) for key, payload in ds.facets.items()},
+        )
+
+    return OperatorLineage(
+        inputs=[convert(d, InputDataset) for d in record.inputs],
+        outputs=[convert(d, OutputDataset) for d in record.outputs],
+    )
+
+
+class MlcritLineageMixin:
+    """Reports what the operator read and wrote to Airflow's OpenLineage provider.
+
+    Lineage is best effort by design: any error here is logged and swallowed, never failing
+    the task that did the real work.
+    """
+
+    lineage: LineageRecord
+
+    def _operator_lineage(self) -> OperatorLineage | None:
+        try:
+            return to_operator_lineage(getattr(self, "lineage", None) or LineageRecord())
+        except Exception:
+            log.warning("mlcrit: could not build OpenLineage facets; the task result is unaffected", exc_info=True)
+            return None
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        return self._operator_lineage()
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage | None:
+        return self._operator_lineage()
+
+
+class MlcritBaseOperator(MlcritLineageMixin, BaseOperator):
+    """Base of the mlcrit operators.
+
+    :param store_conn_id: connection of the artifact store (``mlcrit`` or ``aws`` type); None
+        uses ``[mlcrit] artifact_root``. (templated)
+    :param artifact_root: overrides the store root of the connection or config. (templated)
+    """
+
+    template_fields: Sequence[str] = ("store_conn_id", "artifact_root")
+    ui_color = "#e8f0fe"
+
+    def __init__(self, *, store_conn_id: str | None = None, artifact_root: str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.store_conn_id = store_conn_id
+        self.artifact_root = artifact_root
+        self.lineage = LineageRecord()
+        self._store: ArtifactStore | None = None
+
+    @property
+    def store(self) -> ArtifactStore:
+        if self._store is None:
+            self._store = ArtifactStoreHook(self.store_conn_id, root=self.artifact_root).get_store()
+        return self._store
+
+    @staticmethod
+    def producer(context: Context) -> dict[str, Any]:
+        ti = context["ti"]
+        return {
+            "dag_id": ti.dag_id,
+            "run_id": ti.run_id,
+            "task_id": ti.task_id,
+            "map_index": ti.map_index,
+            "try_number": ti.try_number,
+        }
+
+    @staticmethod
+    def idempotency_key(context: Context, output: str) -> str:
+        """One key per task instance and output: an Airflow retry maps to the same version."""
+        ti = context["ti"]
+        return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}/{output}"
+
+    def read_input(self, ref: str | ArtifactRef, **facets: dict[str, Any]) -> Manifest:
+        """Resolve an input reference to its committed version and record it as a lineage input."""
+        manifest = self.store.resolve(ref)
+        self.lineage.add_input(self.store, manifest, **facets)
+        return manifest
+
+    def commit(
+        self,
+        context: Context,
+        key: str,
+        source: Any,
+        *,
+        parents: Iterable[str | ArtifactRef] = (),
+        metadata: Mapping[str, Any] | None = None,
+        libraries: Mapping[str, str] | None = None,
+        **facets: dict[str, Any],
+    ) -> Manifest:
+        """Commit an output version idempotently; record it for lineage and the asset event."""
+        manifest = self.store.put(
+            key,
+            source,
+            parents=parents,
+            metadata=metadata,
+            producer=self.producer(context),
+            idempotency_key=self.idempotency_key(context, key),
+            libraries=libraries,
+        )
+        self.log.info("committed %s (%s) at %s", manifest.ref, manifest.digest, manifest.uri)
+        self.lineage.add_output(self.store, manifest, **facets)
+        asset = artifact_asset(key)
+        if any(getattr(o, "uri", None) == asset.uri for o in self.outlets or ()):
+            context["outlet_events"][asset].extra = {"ref": str(manifest.ref), "digest": manifest.digest}
+        return manifest

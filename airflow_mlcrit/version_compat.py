@@ -1,0 +1,12 @@
+"""Imports that moved between Airflow 3 minor versions, in one place."""
+
+from __future__ import annotations
+
+try:
+    from airflow.sdk.configuration import conf
+except ImportError:  # Airflow < 3.2
+    from airflow.configuration import conf  # type: ignore[no-redef]
+
+from airflow.sdk import Asset, BaseHook, BaseOperator
+
+__all__ = ["Asset", "BaseHook", "BaseOperator", "conf"]
