@@ -128,7 +128,8 @@ def parse_ref(ref: str | ArtifactRef, *, default_selector: str | None = LATEST) 
     parts = body.split("/")
     if len(parts) != 2:
         raise InvalidReferenceError(
-            f"invalid artifact reference {ref!r}: expected 'kind/name[@v<N>|@latest|@<alias>]'"
+            f"invalid artifact reference {ref!r}: expected 'kind/name[@v<N>|@latest|@<alias>]' "
+            f"with a name matching {NAME_PATTERN!r} (no '/')"
         )
     kind, name = parts
     if selector == LATEST:

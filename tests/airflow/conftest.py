@@ -1,0 +1,43 @@
+import json
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def dag_files(tmp_path) -> dict[str, str]:
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,label\ngood,1\nbad,0\n")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "adapter_model.safetensors").write_bytes(b"\x01" * 32)
+    return {"data": str(data), "model": str(model)}
+
+
+class LineageTail:
+    """The OpenLineage events appended to the session's file transport since creation."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def events(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with open(self.path) as f:
+            f.seek(self.offset)
+            return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture
+def lineage_tail(lineage_file):
+    return LineageTail(lineage_file)
+
+
+def run_dag(dag_id: str, conf: dict | None = None):
+    """dag.test() on a DAG from tests/airflow/dags (it must live in the configured DAG bundle)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(Path(__file__).parent / "dags"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.get_dag(dag_id).test(run_conf=conf or {})

@@ -1,0 +1,160 @@
+"""`mlcrit` end to end, in-process through main() and once through the installed console script."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from airflow_mlcrit.core.artifacts import open_store
+from airflow_mlcrit.core.cli import main
+
+
+@pytest.fixture
+def cli(store_spec, monkeypatch, capsys):
+    root, options = store_spec
+    monkeypatch.setenv("MLCRIT_ARTIFACT_ROOT", root)
+    if "endpoint_url" in options:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", options["endpoint_url"])
+
+    def run(*args):
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    run.store = open_store(root, **options)
+    return run
+
+
+@pytest.fixture
+def files(tmp_path):
+    raw = tmp_path / "raw.csv"
+    raw.write_text("text,label\nhi,1\n")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.safetensors").write_bytes(b"\x00" * 64)
+    return raw, model
+
+
+def test_put_list_show_get_verify(cli, files, tmp_path):
+    raw, model = files
+    code, out, _ = cli("artifacts", "put", "dataset/raw", str(raw), "--meta", "rows=1", "--meta", "source=crm")
+    assert code == 0 and out.startswith("committed dataset/raw@v1  sha256:")
+    code, out, _ = cli("--json", "artifacts", "put", "model/clf", str(model), "--parent", "dataset/raw")
+    assert code == 0
+    put = json.loads(out)
+    assert (put["ref"], put["parents"][0]["ref"]) == ("model/clf@v1", "dataset/raw@v1")
+    assert cli.store.resolve("dataset/raw@v1").metadata == {"rows": 1, "source": "crm"}
+
+    code, out, _ = cli("artifacts", "list")
+    lines = out.splitlines()
+    assert lines[0].split() == ["ARTIFACT", "VERSIONS", "LATEST", "ALIASES"]
+    assert [line.split() for line in lines[2:]] == [["dataset/raw", "1", "v1"], ["model/clf", "1", "v1"]]
+    code, out, _ = cli("--json", "artifacts", "list", "model/clf")
+    assert [(r["ref"], r["size"]) for r in json.loads(out)] == [("model/clf@v1", 64)]
+
+    code, out, _ = cli("artifacts", "show", "model/clf@v1")
+    assert "parents:    dataset/raw@v1" in out and "weights.safetensors  64" in out
+
+    dest = tmp_path / "dest"
+    code, out, _ = cli("artifacts", "get", "model/clf@latest", str(dest))
+    assert code == 0 and (dest / "weights.safetensors").read_bytes() == b"\x00" * 64
+    code, out, _ = cli("artifacts", "verify", "model/clf@v1")
+    assert code == 0 and out.startswith("model/clf@v1: OK, 1 file(s) match sha256:")
+
+
+def test_verify_fails_on_flipped_byte(cli, files):
+    raw, _ = files
+    cli("artifacts", "put", "dataset/raw", str(raw))
+    key = "dataset/raw/v000001/raw.csv"
+    data = bytearray(cli.store.backend.read_bytes(key))
+    data[0] ^= 1
+    cli.store.backend.write_bytes(key, bytes(data))
+    code, out, err = cli("artifacts", "verify", "dataset/raw@v1")
+    assert code == 1 and out == ""
+    assert err.startswith("mlcrit: integrity error: file 'raw.csv' of dataset/raw@v1 does not match its manifest digest")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_promote_rollback_history(cli, files):
+    _, model = files
+    for _ in range(2):
+        cli("artifacts", "put", "model/clf", str(model))
+    assert cli("promote", "model/clf@v1", "--alias", "production", "--reason", "first")[1] == (
+        "model/clf@production: - -> v1\n"
+    )
+    assert cli("promote", "model/clf@v2", "--alias", "production", "--reason", "better", "--force")[0] == 0
+    code, out, _ = cli("rollback", "model/clf", "--alias", "production", "--reason", "regressed on NE")
+    assert out == "model/clf@production: rolled back v2 -> v1\n"
+    code, out, _ = cli("--json", "aliases", "history", "model/clf", "production")
+    rows = json.loads(out)
+    assert [(r["from_version"], r["to_version"], r["reason"], r["forced"]) for r in rows] == [
+        (None, 1, "first", False),
+        (1, 2, "better", True),
+        (2, 1, "regressed on NE", False),
+    ]
+    code, out, _ = cli("aliases", "history", "model/clf", "production")
+    assert out.splitlines()[0].split() == ["SEQ", "AT", "ACTOR", "FROM", "TO", "FORCED", "REASON"]
+    code, out, err = cli("rollback", "model/clf", "--alias", "production", "--to", "v7", "--reason", "x")
+    assert code == 1 and "model/clf@v7 does not exist" in err
+
+
+def test_lineage_formats(cli, files):
+    raw, model = files
+    cli("artifacts", "put", "dataset/raw", str(raw))
+    cli("artifacts", "put", "statistics/raw", str(raw), "--parent", "dataset/raw@v1")
+    cli("artifacts", "put", "model/clf", str(model), "--parent", "dataset/raw@v1", "--parent", "statistics/raw@v1")
+    code, out, _ = cli("lineage", "model/clf", "--upstream", "--format", "json")
+    graph = json.loads(out)
+    assert sorted((e["parent"], e["child"]) for e in graph["edges"]) == [
+        ("dataset/raw@v1", "model/clf@v1"),
+        ("dataset/raw@v1", "statistics/raw@v1"),
+        ("statistics/raw@v1", "model/clf@v1"),
+    ]
+    code, out, _ = cli("lineage", "dataset/raw@v1", "--downstream", "--format", "mermaid")
+    assert out.splitlines()[0] == "graph LR" and '["model/clf@v1"]' in out and '["statistics/raw@v1"]' in out
+    code, out, _ = cli("lineage", "dataset/raw@v1", "--downstream")
+    assert out.splitlines()[0].startswith("dataset/raw@v1  sha256:")
+    assert sorted(line.split()[1] for line in out.splitlines()[1:3]) == ["model/clf@v1", "statistics/raw@v1"]
+
+
+def test_gc_dry_run_then_delete(cli, files, monkeypatch):
+    raw, _ = files
+    real = cli.store.backend.create_exclusive
+    monkeypatch.setattr(cli.store.backend, "create_exclusive",
+                        lambda k, d: (_ for _ in ()).throw(KeyboardInterrupt()) if k.endswith("_MANIFEST.json") else real(k, d))
+    with pytest.raises(KeyboardInterrupt):
+        cli.store.put("dataset/raw", raw)
+    code, out, _ = cli("--json", "gc", "--grace-hours", "0")
+    assert json.loads(out) == {"would_remove": ["dataset/raw@v1"]}
+    code, out, _ = cli("gc", "--grace-hours", "0", "--delete")
+    assert out.startswith("removed: 1 uncommitted version(s)")
+    assert cli.store.backend.list_keys("dataset/raw") == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("artifacts", "show", "dataset/../x@v1"), "mlcrit: error: invalid artifact reference 'dataset/../x@v1'"),
+        (("artifacts", "show", "dataset/none"), "mlcrit: error: dataset/none has no committed version"),
+        (("artifacts", "put", "dataset/x", "/nonexistent/file"), "mlcrit: error: no such file or directory: /nonexistent/file"),
+        (("artifacts", "put", "dataset/x", "/etc/hostname", "--meta", "novalue"), "mlcrit: error: --meta expects KEY=VALUE, got 'novalue'"),
+    ],
+)
+def test_errors_are_one_line_with_exit_1(cli, args, message):
+    code, out, err = cli(*args)
+    assert code == 1
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_console_script_is_installed(tmp_path, files):
+    raw, _ = files
+    exe = Path(sys.executable).with_name("mlcrit")
+    result = subprocess.run([str(exe), "--root", str(tmp_path / "s"), "artifacts", "put", "dataset/raw", str(raw)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("committed dataset/raw@v1")
+    result = subprocess.run([str(exe), "--root", str(tmp_path / "s"), "artifacts", "verify", "dataset/raw@v1"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0

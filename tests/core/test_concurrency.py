@@ -1,0 +1,88 @@
+"""Compare-and-swap under real concurrency: separate processes against one store."""
+
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+
+import pytest
+
+from airflow_mlcrit.core.artifacts import open_store
+from airflow_mlcrit.exceptions import ArtifactConflictError
+
+WRITERS = 8
+
+
+def _put(root, options, src, barrier, out):
+    store = open_store(root, **options)
+    barrier.wait()
+    out.put(store.put("dataset/shared", src).version)
+
+
+def _move(root, options, version, barrier, out):
+    store = open_store(root, **options)
+    barrier.wait()
+    try:
+        store.move_alias(f"model/m@v{version}", "production", reason=f"to v{version}", expected=1)
+        out.put(("won", version))
+    except ArtifactConflictError as exc:
+        out.put(("conflict", str(exc)))
+
+
+def _run(target, args_list):
+    ctx = mp.get_context("fork")
+    barrier, out = ctx.Barrier(len(args_list)), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*a, barrier, out)) for a in args_list]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    return results
+
+
+def test_concurrent_puts_get_distinct_gap_free_versions(store_spec, tmp_path):
+    root, options = store_spec
+    src = tmp_path / "f.txt"
+    src.write_text("same bytes")
+    versions = _run(_put, [(root, options, src)] * WRITERS)
+    assert sorted(versions) == list(range(1, WRITERS + 1))
+    assert open_store(root, **options).versions("dataset/shared") == list(range(1, WRITERS + 1))
+
+
+def test_concurrent_cli_puts_get_distinct_gap_free_versions(store_spec, tmp_path):
+    root, options = store_spec
+    src = tmp_path / "f.txt"
+    src.write_text("cli bytes")
+    env = dict(os.environ, MLCRIT_ARTIFACT_ROOT=root)
+    if "endpoint_url" in options:
+        env["AWS_ENDPOINT_URL"] = options["endpoint_url"]
+    cmd = [sys.executable, "-m", "airflow_mlcrit.core.cli", "--json", "artifacts", "put", "dataset/cli", str(src)]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(WRITERS)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * WRITERS, outputs
+    import json
+
+    versions = sorted(json.loads(out)["version"] for out, _err in outputs)
+    assert versions == list(range(1, WRITERS + 1))
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_racing_alias_moves_one_wins_the_other_conflicts(store_spec, tmp_path, round_):
+    root, options = store_spec
+    store = open_store(root, **options)
+    src = tmp_path / "f.txt"
+    src.write_text("m")
+    for _ in range(3):
+        store.put("model/m", src)
+    store.move_alias("model/m@v1", "production", reason="bootstrap")
+    results = _run(_move, [(root, options, 2), (root, options, 3)])
+    won = [r for r in results if r[0] == "won"]
+    lost = [r for r in results if r[0] == "conflict"]
+    assert len(won) == 1 and len(lost) == 1, results
+    assert "production" in lost[0][1] and ("moved concurrently" in lost[0][1] or "not the expected v1" in lost[0][1])
+    history = store.alias_history("model/m", "production")
+    assert [(h.from_version, h.to_version) for h in history] == [(None, 1), (1, won[0][1])]
+    assert store.resolve("model/m@production").version == won[0][1]

@@ -1,0 +1,241 @@
+"""The artifact store's contract, run against the local backend and S3 (moto server on 127.0.0.1)."""
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from airflow_mlcrit.core.artifacts import open_store
+from airflow_mlcrit.core.artifacts.store import content_digest
+from airflow_mlcrit.exceptions import (
+    ArtifactConflictError,
+    ArtifactError,
+    ArtifactIntegrityError,
+    ArtifactNotFoundError,
+    ConfigError,
+    InvalidReferenceError,
+)
+
+
+@pytest.fixture
+def payload(tmp_path) -> Path:
+    d = tmp_path / "payload"
+    (d / "sub").mkdir(parents=True)
+    (d / "data.csv").write_text("a,b\n1,2\n")
+    (d / "sub" / "weights.bin").write_bytes(bytes(range(256)) * 10)
+    return d
+
+
+def raw_keys(store, prefix):
+    return store.backend.list_keys(prefix)
+
+
+def test_put_then_get_round_trip(store, payload, tmp_path):
+    m = store.put("dataset/reviews", payload, metadata={"rows": 1}, producer={"tool": "test"})
+    assert str(m.ref) == "dataset/reviews@v1"
+    assert [f["path"] for f in m.files] == ["data.csv", "sub/weights.bin"]
+    assert [f["size"] for f in m.files] == [8, 2560]
+    assert m.files[0]["sha256"] == hashlib.sha256(b"a,b\n1,2\n").hexdigest()
+    assert m.files[1]["sha256"] == hashlib.sha256(bytes(range(256)) * 10).hexdigest()
+    assert m.digest == content_digest(m.files)
+    assert m.producer == {"tool": "test"}
+    assert m.metadata == {"rows": 1}
+    assert m.libraries["airflow_mlcrit"] == "0.1.0"
+    out = tmp_path / "out"
+    got = store.get("dataset/reviews@latest", out)
+    assert got == store.resolve("dataset/reviews@v1")
+    assert (out / "data.csv").read_text() == "a,b\n1,2\n"
+    assert (out / "sub" / "weights.bin").read_bytes() == bytes(range(256)) * 10
+    assert store.read_bytes("dataset/reviews@v1", "data.csv") == b"a,b\n1,2\n"
+
+
+def test_manifest_is_written_last_and_versions_increase(store, payload):
+    store.put("dataset/reviews", payload)
+    store.put("dataset/reviews", payload / "data.csv")
+    assert store.versions("dataset/reviews") == [1, 2]
+    assert [f["path"] for f in store.resolve("dataset/reviews").files] == ["data.csv"]
+    manifest = json.loads(store.backend.read_bytes("dataset/reviews/v000002/_MANIFEST.json"))
+    assert manifest["ref"] == "dataset/reviews@v2"
+    assert manifest["format"] == 1
+    assert store.list_artifacts() == ["dataset/reviews"]
+    assert store.list_artifacts("model") == []
+
+
+def test_idempotent_retry_returns_same_version_and_writes_nothing(store, payload):
+    first = store.put("model/m", payload, idempotency_key="dag/run/task/-1")
+    before = {k: store.backend.read_bytes(k) for k in raw_keys(store, "model/m")}
+    again = store.put("model/m", payload / "data.csv", idempotency_key="dag/run/task/-1")
+    assert again == first
+    assert {k: store.backend.read_bytes(k) for k in raw_keys(store, "model/m")} == before
+    other = store.put("model/m", payload, idempotency_key="dag/run2/task/-1")
+    assert other.version == 2
+
+
+def test_changed_inputs_with_the_same_key_make_a_new_version(store, payload):
+    d1 = store.put("dataset/d", payload / "data.csv")
+    m1 = store.put("model/m", payload, parents=[d1.ref], idempotency_key="k")
+    d2 = store.put("dataset/d", payload / "sub" / "weights.bin")
+    m2 = store.put("model/m", payload, parents=[d2.ref], idempotency_key="k")
+    assert (m1.version, m2.version) == (1, 2)
+    assert store.put("model/m", payload, parents=[d2.ref], idempotency_key="k") == m2
+
+
+def test_flipped_byte_fails_get_and_verify_naming_the_file(store, payload, tmp_path):
+    store.put("model/m", payload)
+    key = "model/m/v000001/sub/weights.bin"
+    data = bytearray(store.backend.read_bytes(key))
+    data[100] ^= 0xFF
+    store.backend.write_bytes(key, bytes(data))
+    with pytest.raises(ArtifactIntegrityError, match=re.escape("file 'sub/weights.bin' of model/m@v1 does not match")):
+        store.get("model/m@v1", tmp_path / "out")
+    assert not (tmp_path / "out" / "sub" / "weights.bin").exists()
+    with pytest.raises(ArtifactIntegrityError, match=re.escape("file 'sub/weights.bin' of model/m@v1")):
+        store.verify("model/m@v1")
+    with pytest.raises(ArtifactIntegrityError, match=re.escape("file 'sub/weights.bin' of model/m@v1")):
+        store.read_bytes("model/m@v1", "sub/weights.bin")
+    assert store.read_bytes("model/m@v1", "data.csv") == b"a,b\n1,2\n"
+
+
+def test_tampered_manifest_is_detected(store, payload):
+    store.put("model/m", payload)
+    key = "model/m/v000001/_MANIFEST.json"
+    manifest = json.loads(store.backend.read_bytes(key))
+    manifest["files"][0]["sha256"] = "0" * 64
+    store.backend.write_bytes(key, json.dumps(manifest).encode())
+    with pytest.raises(ArtifactIntegrityError, match="its file list does not hash to its digest"):
+        store.resolve("model/m@v1")
+
+
+def test_missing_file_is_an_integrity_error(store, payload):
+    store.put("model/m", payload)
+    store.backend.delete("model/m/v000001/data.csv")
+    with pytest.raises(ArtifactIntegrityError, match=re.escape("file 'data.csv' of model/m@v1 is listed in its manifest but missing")):
+        store.verify("model/m@v1")
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "", "x" * 300])
+def test_hostile_names_are_rejected(store, payload, name):
+    with pytest.raises(InvalidReferenceError, match=re.escape("[a-z0-9][a-z0-9._-]*")):
+        store.put(f"dataset/{name}" if "/" not in name else f"dataset/{name}", payload)
+    assert store.backend.list_keys("") == []
+
+
+def test_hostile_payload_paths_are_rejected(store, tmp_path):
+    f = tmp_path / "f.txt"
+    f.write_text("x")
+    for rel in ("../escape.txt", "/abs.txt", "a/../../b", "_MANIFEST.json"):
+        with pytest.raises(ArtifactError, match=re.escape(repr(rel))):
+            store.put("dataset/d", {rel: f})
+    assert store.backend.list_keys("") == []
+
+
+def test_not_found_messages(store, payload):
+    with pytest.raises(ArtifactNotFoundError, match=re.escape("dataset/nope has no committed version")):
+        store.resolve("dataset/nope")
+    store.put("dataset/d", payload)
+    with pytest.raises(ArtifactNotFoundError, match=re.escape("dataset/d@v7 does not exist; committed versions of dataset/d: v1")):
+        store.resolve("dataset/d@v7")
+    with pytest.raises(ArtifactNotFoundError, match=re.escape("alias 'production' of dataset/d is not set; aliases: none")):
+        store.resolve("dataset/d@production")
+    with pytest.raises(ArtifactNotFoundError, match="no such file or directory"):
+        store.put("dataset/d", payload / "missing.csv")
+
+
+def test_parents_must_exist_and_are_pinned(store, payload):
+    with pytest.raises(ArtifactNotFoundError):
+        store.put("model/m", payload, parents=["dataset/absent"])
+    d = store.put("dataset/d", payload)
+    m = store.put("model/m", payload, parents=["dataset/d@latest"])
+    assert m.parents == [{"ref": "dataset/d@v1", "digest": d.digest}]
+    assert [str(c.ref) for c in store.children("dataset/d@v1")] == ["model/m@v1"]
+    assert [str(p.ref) for p in store.parents("model/m")] == ["dataset/d@v1"]
+
+
+def test_aliases_cas_and_history(store, payload):
+    for _ in range(3):
+        store.put("model/m", payload)
+    store.move_alias("model/m@v1", "production", reason="first", actor="alice", expected=None)
+    store.move_alias("model/m@v2", "production", reason="better", actor="bob", expected=1)
+    assert store.resolve("model/m@production").version == 2
+    with pytest.raises(ArtifactConflictError, match=re.escape("points at v2, not the expected v1")):
+        store.move_alias("model/m@v3", "production", reason="stale", expected=1)
+    with pytest.raises(ConfigError, match="needs a reason"):
+        store.move_alias("model/m@v3", "production", reason=" ")
+    with pytest.raises(ArtifactNotFoundError):
+        store.move_alias("model/m@v9", "production", reason="absent")
+    history = store.alias_history("model/m", "production")
+    assert [(h.seq, h.from_version, h.to_version, h.actor, h.reason) for h in history] == [
+        (1, None, 1, "alice", "first"),
+        (2, 1, 2, "bob", "better"),
+    ]
+    assert store.aliases("model/m") == {"production": 2}
+
+
+def test_rollback_walks_back_and_records_it(store, payload):
+    for _ in range(3):
+        store.put("model/m", payload)
+    for v in (1, 2, 3):
+        store.move_alias(f"model/m@v{v}", "production", reason=f"promote v{v}")
+    assert store.rollback("model/m", "production", reason="v3 regressed").to_version == 2
+    assert store.rollback("model/m", "production", reason="v2 regressed too").to_version == 1
+    with pytest.raises(ArtifactNotFoundError, match="no earlier version to roll back to"):
+        store.rollback("model/m", "production", reason="again")
+    move = store.rollback("model/m", "production", reason="v3 fixed after all", to_version=3)
+    assert (move.from_version, move.to_version, move.extra) == (1, 3, {"rollback": True})
+    assert [h.to_version for h in store.alias_history("model/m", "production")] == [1, 2, 3, 2, 1, 3]
+
+
+def test_crash_before_manifest_leaves_no_version_and_gc_removes_it(store, payload):
+    """Simulated crash: payload uploaded, then the process dies before the commit."""
+    real = store.backend.create_exclusive
+
+    def crash_on_commit(key, data):
+        if key.endswith("_MANIFEST.json"):
+            raise KeyboardInterrupt("simulated crash")
+        return real(key, data)
+
+    store.backend.create_exclusive = crash_on_commit
+    with pytest.raises(KeyboardInterrupt):
+        store.put("dataset/d", payload, idempotency_key="k1")
+    with pytest.raises(KeyboardInterrupt):
+        store.put("dataset/d", payload, idempotency_key="k2")
+    store.backend.create_exclusive = real
+    assert store.versions("dataset/d") == []
+    assert store.list_artifacts() == []
+    with pytest.raises(ArtifactNotFoundError):
+        store.resolve("dataset/d")
+    assert "dataset/d/v000001/data.csv" in raw_keys(store, "dataset/d")
+    # The retry of attempt k1 takes its version over and commits it whole.
+    assert store.put("dataset/d", payload, idempotency_key="k1").version == 1
+    # gc: within the grace period nothing goes; after it, exactly the dead v2 does.
+    assert store.gc(grace_seconds=3600, dry_run=False) == []
+    found = store.gc(grace_seconds=0, dry_run=True)
+    assert [c.ref for c in found] == ["dataset/d@v2"]
+    assert "dataset/d/v000002/data.csv" in raw_keys(store, "dataset/d")
+    assert [c.ref for c in store.gc(grace_seconds=0, dry_run=False)] == ["dataset/d@v2"]
+    assert not [k for k in raw_keys(store, "dataset/d") if "v000002" in k]
+    assert store.versions("dataset/d") == [1]
+    assert store.put("dataset/d", payload, idempotency_key="k2").version == 2
+
+
+def test_empty_directory_and_bad_metadata_write_nothing(store, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArtifactError, match="is empty"):
+        store.put("dataset/d", tmp_path / "empty")
+    f = tmp_path / "f"
+    f.write_text("x")
+    with pytest.raises(TypeError):
+        store.put("dataset/d", f, metadata={"x": object()})
+    assert store.backend.list_keys("") == []
+
+
+def test_open_store_roots(tmp_path):
+    assert open_store(f"file://{tmp_path}/s").root_uri == (tmp_path / "s").as_uri()
+    with pytest.raises(ConfigError, match="unsupported artifact root 'gs://b'"):
+        open_store("gs://b")
+    with pytest.raises(ConfigError, match="artifact root is empty"):
+        open_store("")
+    with pytest.raises(ConfigError, match=re.escape("S3 artifact root must look like 's3://bucket/prefix'")):
+        open_store("s3://")

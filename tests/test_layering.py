@@ -1,0 +1,66 @@
+"""DESIGN.md's layering rules, enforced: core never imports airflow; operators and DAG parsing
+import nothing heavy."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ["torch", "transformers", "peft", "apache_beam", "great_expectations"]
+
+
+def _run(code: str) -> str:
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                            cwd=REPO, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_core_imports_with_airflow_unimportable():
+    out = _run(
+        """
+        import importlib, pkgutil, sys
+
+        class BlockAirflow:
+            def find_spec(self, name, path=None, target=None):
+                if name == "airflow" or name.startswith("airflow."):
+                    raise ImportError(f"airflow is blocked in this test: {name}")
+
+        sys.meta_path.insert(0, BlockAirflow())
+        import airflow_mlcrit.core, airflow_mlcrit.exceptions
+        names = []
+        for m in pkgutil.walk_packages(airflow_mlcrit.core.__path__, "airflow_mlcrit.core."):
+            importlib.import_module(m.name)
+            names.append(m.name)
+        assert not [n for n in sys.modules if n == "airflow" or n.startswith("airflow.")]
+        print(len(names))
+        """
+    )
+    assert int(out) >= 8
+
+
+def test_operator_modules_and_dag_parsing_import_nothing_heavy():
+    out = _run(
+        f"""
+        import importlib, json, pkgutil, sys
+        import airflow_mlcrit
+        modules = []
+        for sub in ("operators", "sensors", "hooks", "triggers"):
+            pkg = importlib.import_module("airflow_mlcrit." + sub)
+            for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+                importlib.import_module(m.name)
+                modules.append(m.name)
+        from airflow.dag_processing.dagbag import DagBag
+        bag = DagBag(dag_folder={str(REPO / "dags")!r})
+        print(json.dumps({{"modules": modules, "dags": sorted(bag.dag_ids), "errors": bag.import_errors,
+                          "heavy": [h for h in {HEAVY!r} if h in sys.modules]}}))
+        """
+    )
+    result = json.loads(out.strip().splitlines()[-1])
+    assert "airflow_mlcrit.operators.artifacts" in result["modules"]
+    assert "airflow_mlcrit.hooks.artifacts" in result["modules"]
+    assert result["errors"] == {}
+    assert "mlcrit_register_dataset" in result["dags"]
+    assert result["heavy"] == []
