@@ -43,8 +43,6 @@ class MissingDependencyError(MlcritError, ImportError):
     """An optional dependency is not installed; the message says which extra to install."""
 
     def __init__(self, package: str, extra: str):
-        super().__init__(
-            f"{package} is required for this feature: pip install 'airflow-mlcrit[{extra}]'"
-        )
+        super().__init__(f"{package} is required for this feature: pip install 'airflow-mlcrit[{extra}]'")
         self.package = package
         self.extra = extra

@@ -12,8 +12,9 @@ HEAVY = ["torch", "transformers", "peft", "apache_beam", "great_expectations"]
 
 
 def _run(code: str) -> str:
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                            cwd=REPO, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=REPO, check=False
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 

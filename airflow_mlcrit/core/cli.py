@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from airflow_mlcrit.core.artifacts import ArtifactStore, Manifest, open_store, parse_ref
 from airflow_mlcrit.core.config import embedded_default_root, root_from_env
@@ -18,9 +19,8 @@ def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
     cells = [[str(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*[c.upper() for c in columns]), fmt.format(*["-" * w for w in widths])]
-    lines += [fmt.format(*row).rstrip() for row in cells]
-    return "\n".join(lines)
+    lines = [[c.upper() for c in columns], ["-" * w for w in widths], *cells]
+    return "\n".join(fmt.format(*line).rstrip() for line in lines)
 
 
 def _human(n: int) -> str:
@@ -76,22 +76,29 @@ class _Cli:
         if m.metadata:
             lines.append("metadata:   " + json.dumps(m.metadata, sort_keys=True))
         lines.append("files:")
-        lines.append(_table([{"path": f["path"], "size": f["size"], "sha256": f["sha256"]} for f in m.files],
-                            ["path", "size", "sha256"]))
+        lines.append(
+            _table(
+                [{"path": f["path"], "size": f["size"], "sha256": f["sha256"]} for f in m.files],
+                ["path", "size", "sha256"],
+            )
+        )
         return "\n".join(lines)
 
     # artifacts ---------------------------------------------------------------------------
     def artifacts_put(self) -> int:
         a = self.args
-        m = self.store.put(a.key, a.path, parents=a.parent or (), metadata=_kv(a.meta or ()),
-                           idempotency_key=a.idempotency_key)
+        m = self.store.put(
+            a.key, a.path, parents=a.parent or (), metadata=_kv(a.meta or ()), idempotency_key=a.idempotency_key
+        )
         self.emit(m.to_dict() | {"uri": m.uri}, f"committed {m.ref}  {m.digest}  ({_human(m.size)})")
         return 0
 
     def artifacts_get(self) -> int:
         m = self.store.get(self.args.ref, self.args.dest)
-        self.emit(m.to_dict() | {"dest": self.args.dest},
-                  f"{m.ref}: {len(m.files)} file(s), {_human(m.size)}, verified -> {self.args.dest}")
+        self.emit(
+            m.to_dict() | {"dest": self.args.dest},
+            f"{m.ref}: {len(m.files)} file(s), {_human(m.size)}, verified -> {self.args.dest}",
+        )
         return 0
 
     def artifacts_list(self) -> int:
@@ -104,16 +111,29 @@ class _Cli:
             rows = []
             for v in self.store.versions(ref.key):
                 m = self.store.resolve(ref.at(v))
-                rows.append({"ref": str(m.ref), "created_at": m.created_at, "size": m.size,
-                             "digest": m.digest, "aliases": ",".join(sorted(aliases.get(v, [])))})
+                rows.append(
+                    {
+                        "ref": str(m.ref),
+                        "created_at": m.created_at,
+                        "size": m.size,
+                        "digest": m.digest,
+                        "aliases": ",".join(sorted(aliases.get(v, []))),
+                    }
+                )
             text_rows = [r | {"size": _human(r["size"]), "digest": r["digest"][:19]} for r in rows]
             self.emit(rows, _table(text_rows, ["ref", "created_at", "size", "digest", "aliases"]))
             return 0
         rows = []
         for key in self.store.list_artifacts(target or None):
             versions = self.store.versions(key)
-            rows.append({"artifact": key, "versions": len(versions), "latest": f"v{versions[-1]}",
-                         "aliases": ",".join(f"{a}=v{v}" for a, v in sorted(self.store.aliases(key).items()))})
+            rows.append(
+                {
+                    "artifact": key,
+                    "versions": len(versions),
+                    "latest": f"v{versions[-1]}",
+                    "aliases": ",".join(f"{a}=v{v}" for a, v in sorted(self.store.aliases(key).items())),
+                }
+            )
         self.emit(rows, _table(rows, ["artifact", "versions", "latest", "aliases"]))
         return 0
 
@@ -124,33 +144,42 @@ class _Cli:
 
     def artifacts_verify(self) -> int:
         m = self.store.verify(self.args.ref)
-        self.emit({"ref": str(m.ref), "digest": m.digest, "ok": True, "files": len(m.files)},
-                  f"{m.ref}: OK, {len(m.files)} file(s) match {m.digest}")
+        self.emit(
+            {"ref": str(m.ref), "digest": m.digest, "ok": True, "files": len(m.files)},
+            f"{m.ref}: OK, {len(m.files)} file(s) match {m.digest}",
+        )
         return 0
 
     # aliases / promote / rollback ---------------------------------------------------------
     def aliases_history(self) -> int:
         moves = self.store.alias_history(self.args.key, self.args.alias)
         rows = [m.to_dict() for m in moves]
-        text_rows = [r | {"from": f"v{r['from_version']}" if r["from_version"] else "-",
-                          "to": f"v{r['to_version']}", "forced": "yes" if r["forced"] else ""} for r in rows]
+        text_rows = [
+            r
+            | {
+                "from": f"v{r['from_version']}" if r["from_version"] else "-",
+                "to": f"v{r['to_version']}",
+                "forced": "yes" if r["forced"] else "",
+            }
+            for r in rows
+        ]
         self.emit(rows, _table(text_rows, ["seq", "at", "actor", "from", "to", "forced", "reason"]))
         return 0
 
     def promote(self) -> int:
         a = self.args
-        move = self.store.move_alias(a.ref, a.alias, reason=a.reason, forced=a.force,
-                                     extra={"via": "mlcrit promote"})
-        self.emit(move.to_dict(), f"{move.kind}/{move.name}@{move.alias}: "
-                                  f"{'v%d' % move.from_version if move.from_version else '-'} -> v{move.to_version}")
+        move = self.store.move_alias(a.ref, a.alias, reason=a.reason, forced=a.force, extra={"via": "mlcrit promote"})
+        before = f"v{move.from_version}" if move.from_version else "-"
+        self.emit(move.to_dict(), f"{move.kind}/{move.name}@{move.alias}: {before} -> v{move.to_version}")
         return 0
 
     def rollback(self) -> int:
         a = self.args
-        move = self.store.rollback(a.key, a.alias, reason=a.reason, to_version=a.to,
-                                   extra={"via": "mlcrit rollback"})
-        self.emit(move.to_dict(), f"{move.kind}/{move.name}@{move.alias}: rolled back "
-                                  f"v{move.from_version} -> v{move.to_version}")
+        move = self.store.rollback(a.key, a.alias, reason=a.reason, to_version=a.to, extra={"via": "mlcrit rollback"})
+        self.emit(
+            move.to_dict(),
+            f"{move.kind}/{move.name}@{move.alias}: rolled back v{move.from_version} -> v{move.to_version}",
+        )
         return 0
 
     # lineage / gc ---------------------------------------------------------------------------
@@ -169,22 +198,28 @@ class _Cli:
         found = self.store.gc(grace_seconds=self.args.grace_hours * 3600, dry_run=not self.args.delete)
         rows = [{"ref": c.ref, "claimed_at": c.claimed_at, "age_h": f"{c.age_seconds / 3600:.1f}"} for c in found]
         verb = "removed" if self.args.delete else "would remove (dry run; pass --delete to remove)"
-        self.emit({"removed" if self.args.delete else "would_remove": [c.ref for c in found]},
-                  f"{verb}: {len(found)} uncommitted version(s)\n" + (_table(rows, ["ref", "claimed_at", "age_h"])
-                                                                     if rows else ""))
+        self.emit(
+            {"removed" if self.args.delete else "would_remove": [c.ref for c in found]},
+            f"{verb}: {len(found)} uncommitted version(s)\n"
+            + (_table(rows, ["ref", "claimed_at", "age_h"]) if rows else ""),
+        )
         return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a subcommand must not reset --root/--json given before it to None.
-    common.add_argument("--root", default=argparse.SUPPRESS, help="artifact store root: a directory or s3://bucket/prefix "
-                                       "(default: $MLCRIT_ARTIFACT_ROOT, else $AIRFLOW_HOME/mlcrit/artifacts)")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print JSON instead of tables")
+    common.add_argument(
+        "--root",
+        default=argparse.SUPPRESS,
+        help="artifact store root: a directory or s3://bucket/prefix "
+        "(default: $MLCRIT_ARTIFACT_ROOT, else $AIRFLOW_HOME/mlcrit/artifacts)",
+    )
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of tables")
 
-    p = argparse.ArgumentParser(prog="mlcrit", parents=[common],
-                                description="Versioned ML artifacts, aliases and lineage (airflow-mlcrit).")
+    p = argparse.ArgumentParser(
+        prog="mlcrit", parents=[common], description="Versioned ML artifacts, aliases and lineage (airflow-mlcrit)."
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     art = sub.add_parser("artifacts", help="put, get, list, show and verify artifact versions")
@@ -240,8 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     rb.set_defaults(fn=_Cli.rollback)
 
     gc = sub.add_parser("gc", parents=[common], help="remove versions that were never committed (dry run by default)")
-    gc.add_argument("--grace-hours", type=float, default=24.0,
-                    help="only versions claimed longer ago than this (default 24)")
+    gc.add_argument(
+        "--grace-hours", type=float, default=24.0, help="only versions claimed longer ago than this (default 24)"
+    )
     gc.add_argument("--delete", action="store_true", help="really delete (default: only list)")
     gc.set_defaults(fn=_Cli.gc)
     return p

@@ -41,8 +41,10 @@ class LineageGraph:
 
         def walk(ref: str, depth: int, seen: frozenset[str]) -> None:
             m = self.nodes[ref]
-            out.append(f"{'  ' * depth}{'<- ' if depth and self.direction == 'upstream' else '-> ' if depth else ''}"
-                       f"{ref}  {m.digest[:19]}  {m.created_at}")
+            out.append(
+                f"{'  ' * depth}{'<- ' if depth and self.direction == 'upstream' else '-> ' if depth else ''}"
+                f"{ref}  {m.digest[:19]}  {m.created_at}"
+            )
             for nxt in sorted(children.get(ref, [])):
                 if nxt not in seen:
                     walk(nxt, depth + 1, seen | {nxt})

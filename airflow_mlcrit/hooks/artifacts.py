@@ -44,7 +44,8 @@ class ArtifactStoreHook(BaseHook):
             "hidden_fields": ["schema", "port", "host"],
             "relabeling": {"login": "AWS access key id (S3 only)", "password": "AWS secret access key (S3 only)"},
             "placeholders": {
-                "extra": '{"root": "s3://bucket/prefix", "endpoint_url": "http://minio:9000", "region_name": "us-east-1"}'
+                "extra": '{"root": "s3://bucket/prefix", "endpoint_url": "http://minio:9000", '
+                '"region_name": "us-east-1"}'
             },
         }
 
@@ -75,9 +76,8 @@ class ArtifactStoreHook(BaseHook):
             "aws_secret_access_key": conn.password or None,
             "aws_session_token": extra.get("aws_session_token"),
             "region_name": extra.get("region_name"),
-            "endpoint_url": extra.get("endpoint_url") or (extra.get("service_config", {}).get("s3", {}) or {}).get(
-                "endpoint_url"
-            ),
+            "endpoint_url": extra.get("endpoint_url")
+            or (extra.get("service_config", {}).get("s3", {}) or {}).get("endpoint_url"),
             "max_attempts": int(extra.get("max_attempts", 5)),
         }
         return str(root), {k: v for k, v in options.items() if v is not None}

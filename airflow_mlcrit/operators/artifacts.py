@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from airflow_mlcrit.core.artifacts import parse_ref
 from airflow_mlcrit.operators.base import MlcritBaseOperator, artifact_asset
@@ -19,8 +20,14 @@ class RegisterArtifactOperator(MlcritBaseOperator):
     :param description: documentation facet of the lineage dataset. (templated)
     """
 
-    template_fields: Sequence[str] = (*MlcritBaseOperator.template_fields, "artifact", "path", "parents",
-                                      "metadata", "description")
+    template_fields: Sequence[str] = (
+        *MlcritBaseOperator.template_fields,
+        "artifact",
+        "path",
+        "parents",
+        "metadata",
+        "description",
+    )
     template_fields_renderers = {"metadata": "json"}
 
     def __init__(

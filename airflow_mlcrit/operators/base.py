@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from airflow_mlcrit.core.artifacts import ArtifactRef, ArtifactStore, Manifest, parse_ref
 from airflow_mlcrit.core.lineage import LineageDataset, LineageRecord

@@ -40,27 +40,47 @@ def test_mlcrit_connection_local(monkeypatch, tmp_path):
 
 def test_aws_connection_credentials_and_endpoint(monkeypatch, moto_server):
     root = make_s3_root(moto_server)
-    _conn(monkeypatch, "aws_ml", conn_type="aws", login="AKIDEXAMPLE", password="s3cr3t-value",
-          extra={"artifact_root": root, "endpoint_url": moto_server.endpoint_url, "region_name": "eu-west-1"})
+    _conn(
+        monkeypatch,
+        "aws_ml",
+        conn_type="aws",
+        login="AKIDEXAMPLE",
+        password="s3cr3t-value",
+        extra={"artifact_root": root, "endpoint_url": moto_server.endpoint_url, "region_name": "eu-west-1"},
+    )
     hook = ArtifactStoreHook("aws_ml")
     root_out, options = hook.store_options()
     assert root_out == root
-    assert options == {"aws_access_key_id": "AKIDEXAMPLE", "aws_secret_access_key": "s3cr3t-value",
-                       "region_name": "eu-west-1", "endpoint_url": moto_server.endpoint_url, "max_attempts": 5}
+    assert options == {
+        "aws_access_key_id": "AKIDEXAMPLE",
+        "aws_secret_access_key": "s3cr3t-value",
+        "region_name": "eu-west-1",
+        "endpoint_url": moto_server.endpoint_url,
+        "max_attempts": 5,
+    }
     client = hook.get_store().backend.client
     assert client.meta.region_name == "eu-west-1"
 
 
 def test_connection_without_root_names_the_field(monkeypatch):
     _conn(monkeypatch, "aws_noroot", conn_type="aws", extra={"region_name": "us-east-1"})
-    with pytest.raises(ConfigError, match=re.escape("connection 'aws_noroot' (type aws) has no artifact store root: set extra 'artifact_root'")):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape("connection 'aws_noroot' (type aws) has no artifact store root: set extra 'artifact_root'"),
+    ):
         ArtifactStoreHook("aws_noroot").get_store()
 
 
 def test_operators_write_to_s3_through_a_connection(monkeypatch, moto_server, dag_files, airflow_db):
     root = make_s3_root(moto_server)
-    _conn(monkeypatch, "s3_store", conn_type="mlcrit", login="testing", password="testing",
-          extra={"root": root, "endpoint_url": moto_server.endpoint_url, "region_name": "us-east-1"})
+    _conn(
+        monkeypatch,
+        "s3_store",
+        conn_type="mlcrit",
+        login="testing",
+        password="testing",
+        extra={"root": root, "endpoint_url": moto_server.endpoint_url, "region_name": "us-east-1"},
+    )
     dr = run_dag("test_mlcrit_register", {**dag_files, "conn_id": "s3_store"})
     assert dr.state == "success"
     store = open_store(root, endpoint_url=moto_server.endpoint_url, region_name="us-east-1")

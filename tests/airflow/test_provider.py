@@ -47,7 +47,9 @@ def test_airflow_providers_list_and_get(airflow_db):
 
 def test_mlcrit_connection_type_and_config_section_are_registered(airflow_db):
     hooks = json.loads(_airflow("providers", "hooks", "--output", "json"))
-    assert any(h["connection_type"] == "mlcrit" and h["class"] == "airflow_mlcrit.hooks.artifacts.ArtifactStoreHook"
-               for h in hooks)
+    assert any(
+        h["connection_type"] == "mlcrit" and h["class"] == "airflow_mlcrit.hooks.artifacts.ArtifactStoreHook"
+        for h in hooks
+    )
     out = _airflow("config", "get-value", "mlcrit", "s3_max_attempts")
     assert out.strip() == "5"

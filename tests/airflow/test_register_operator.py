@@ -28,8 +28,11 @@ def _xcom(dag_run, task_id):
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        row = session.query(XComModel).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id,
-                                                 task_id=task_id, key="return_value").one()
+        row = (
+            session.query(XComModel)
+            .filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id, task_id=task_id, key="return_value")
+            .one()
+        )
         return XComModel.deserialize_value(row)
 
 
@@ -41,13 +44,22 @@ def test_register_commits_versions_with_producer_and_parents(local_root, dag_fil
     model = store.resolve("model/clf@v1")
     assert data.metadata == {"rows": 2}
     assert model.parents == [{"ref": "dataset/reviews@v1", "digest": data.digest}]
-    assert model.producer == {"dag_id": "test_mlcrit_register", "run_id": dr.run_id, "task_id": "register_model",
-                              "map_index": -1, "try_number": 1}
+    assert model.producer == {
+        "dag_id": "test_mlcrit_register",
+        "run_id": dr.run_id,
+        "task_id": "register_model",
+        "map_index": -1,
+        "try_number": 1,
+    }
     assert model.idempotency_key == f"test_mlcrit_register/{dr.run_id}/register_model/-1/model/clf"
     assert "apache-airflow" in model.libraries
     xcom = _xcom(dr, "register_model")
-    assert xcom == {"ref": "model/clf@v1", "uri": model.uri, "digest": model.digest,
-                    "summary": {"files": 1, "bytes": 32}}
+    assert xcom == {
+        "ref": "model/clf@v1",
+        "uri": model.uri,
+        "digest": model.digest,
+        "summary": {"files": 1, "bytes": 32},
+    }
 
 
 def test_an_airflow_retry_returns_the_version_the_first_try_committed(local_root, dag_files):
@@ -67,8 +79,12 @@ def test_asset_events_carry_the_committed_ref(local_root, dag_files):
 
     dr = run_dag("test_mlcrit_register", dag_files)
     with create_session() as session:
-        rows = (session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-                .filter(AssetModel.uri == "mlcrit://model/clf", AssetEvent.source_run_id == dr.run_id).all())
+        rows = (
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.uri == "mlcrit://model/clf", AssetEvent.source_run_id == dr.run_id)
+            .all()
+        )
         extras = [r.extra for r in rows]
     digest = open_store(local_root).resolve("model/clf@v1").digest
     assert extras == [{"ref": "model/clf@v1", "digest": digest}]
@@ -109,7 +125,9 @@ def test_a_lineage_failure_never_fails_the_task(local_root, dag_files, monkeypat
     assert dr.state == "success"
     assert _task_states(dr) == {"register_data": ("success", 1), "register_model": ("success", 1)}
     assert open_store(local_root).versions("model/clf") == [1]
-    complete = [e for e in lineage_tail.events() if e["eventType"] == "COMPLETE" and e["job"]["name"].endswith("register_model")]
+    complete = [
+        e for e in lineage_tail.events() if e["eventType"] == "COMPLETE" and e["job"]["name"].endswith("register_model")
+    ]
     assert complete and complete[-1]["outputs"] == []  # the event still went out, without our datasets
 
 
@@ -120,10 +138,16 @@ def test_a_broken_lineage_transport_never_fails_the_task(local_root, dag_files, 
     import subprocess
     import sys
 
-    env = dict(os.environ, AIRFLOW__OPENLINEAGE__TRANSPORT=json.dumps(
-        {"type": "file", "log_file_path": "/proc/mlcrit-no-such-dir/lineage.jsonl", "append": True}))
-    code = ("import sys; from tests.airflow.conftest import run_dag; "
-            f"dr = run_dag('test_mlcrit_register', {dag_files!r}); print('STATE', dr.state)")
+    env = dict(
+        os.environ,
+        AIRFLOW__OPENLINEAGE__TRANSPORT=json.dumps(
+            {"type": "file", "log_file_path": "/proc/mlcrit-no-such-dir/lineage.jsonl", "append": True}
+        ),
+    )
+    code = (
+        "import sys; from tests.airflow.conftest import run_dag; "
+        f"dr = run_dag('test_mlcrit_register', {dag_files!r}); print('STATE', dr.state)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "STATE success" in result.stdout

@@ -73,7 +73,9 @@ def test_verify_fails_on_flipped_byte(cli, files):
     cli.store.backend.write_bytes(key, bytes(data))
     code, out, err = cli("artifacts", "verify", "dataset/raw@v1")
     assert code == 1 and out == ""
-    assert err.startswith("mlcrit: integrity error: file 'raw.csv' of dataset/raw@v1 does not match its manifest digest")
+    assert err.startswith(
+        "mlcrit: integrity error: file 'raw.csv' of dataset/raw@v1 does not match its manifest digest"
+    )
     assert len(err.strip().splitlines()) == 1
 
 
@@ -113,6 +115,7 @@ def test_lineage_formats(cli, files):
         ("statistics/raw@v1", "model/clf@v1"),
     ]
     code, out, _ = cli("lineage", "dataset/raw@v1", "--downstream", "--format", "mermaid")
+    assert code == 0
     assert out.splitlines()[0] == "graph LR" and '["model/clf@v1"]' in out and '["statistics/raw@v1"]' in out
     code, out, _ = cli("lineage", "dataset/raw@v1", "--downstream")
     assert out.splitlines()[0].startswith("dataset/raw@v1  sha256:")
@@ -122,11 +125,15 @@ def test_lineage_formats(cli, files):
 def test_gc_dry_run_then_delete(cli, files, monkeypatch):
     raw, _ = files
     real = cli.store.backend.create_exclusive
-    monkeypatch.setattr(cli.store.backend, "create_exclusive",
-                        lambda k, d: (_ for _ in ()).throw(KeyboardInterrupt()) if k.endswith("_MANIFEST.json") else real(k, d))
+    monkeypatch.setattr(
+        cli.store.backend,
+        "create_exclusive",
+        lambda k, d: (_ for _ in ()).throw(KeyboardInterrupt()) if k.endswith("_MANIFEST.json") else real(k, d),
+    )
     with pytest.raises(KeyboardInterrupt):
         cli.store.put("dataset/raw", raw)
     code, out, _ = cli("--json", "gc", "--grace-hours", "0")
+    assert code == 0
     assert json.loads(out) == {"would_remove": ["dataset/raw@v1"]}
     code, out, _ = cli("gc", "--grace-hours", "0", "--delete")
     assert out.startswith("removed: 1 uncommitted version(s)")
@@ -138,23 +145,37 @@ def test_gc_dry_run_then_delete(cli, files, monkeypatch):
     [
         (("artifacts", "show", "dataset/../x@v1"), "mlcrit: error: invalid artifact reference 'dataset/../x@v1'"),
         (("artifacts", "show", "dataset/none"), "mlcrit: error: dataset/none has no committed version"),
-        (("artifacts", "put", "dataset/x", "/nonexistent/file"), "mlcrit: error: no such file or directory: /nonexistent/file"),
-        (("artifacts", "put", "dataset/x", "/etc/hostname", "--meta", "novalue"), "mlcrit: error: --meta expects KEY=VALUE, got 'novalue'"),
+        (
+            ("artifacts", "put", "dataset/x", "/nonexistent/file"),
+            "mlcrit: error: no such file or directory: /nonexistent/file",
+        ),
+        (
+            ("artifacts", "put", "dataset/x", "/etc/hostname", "--meta", "novalue"),
+            "mlcrit: error: --meta expects KEY=VALUE, got 'novalue'",
+        ),
     ],
 )
 def test_errors_are_one_line_with_exit_1(cli, args, message):
     code, out, err = cli(*args)
-    assert code == 1
+    assert code == 1 and out == ""
     assert err.startswith(message) and err.count("\n") == 1
 
 
 def test_console_script_is_installed(tmp_path, files):
     raw, _ = files
     exe = Path(sys.executable).with_name("mlcrit")
-    result = subprocess.run([str(exe), "--root", str(tmp_path / "s"), "artifacts", "put", "dataset/raw", str(raw)],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [str(exe), "--root", str(tmp_path / "s"), "artifacts", "put", "dataset/raw", str(raw)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("committed dataset/raw@v1")
-    result = subprocess.run([str(exe), "--root", str(tmp_path / "s"), "artifacts", "verify", "dataset/raw@v1"],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [str(exe), "--root", str(tmp_path / "s"), "artifacts", "verify", "dataset/raw@v1"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0

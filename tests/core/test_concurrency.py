@@ -59,8 +59,10 @@ def test_concurrent_cli_puts_get_distinct_gap_free_versions(store_spec, tmp_path
     if "endpoint_url" in options:
         env["AWS_ENDPOINT_URL"] = options["endpoint_url"]
     cmd = [sys.executable, "-m", "airflow_mlcrit.core.cli", "--json", "artifacts", "put", "dataset/cli", str(src)]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(WRITERS)]
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(WRITERS)
+    ]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * WRITERS, outputs
     import json

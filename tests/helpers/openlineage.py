@@ -16,7 +16,10 @@ SPEC_DIR = Path(__file__).resolve().parents[3] / "shared" / "openlineage-spec"
 def _registry():
     from referencing import Registry, Resource
 
-    schemas = [json.loads(p.read_text()) for p in [SPEC_DIR / "OpenLineage.json", *sorted((SPEC_DIR / "facets").glob("*.json"))]]
+    schemas = [
+        json.loads(p.read_text())
+        for p in [SPEC_DIR / "OpenLineage.json", *sorted((SPEC_DIR / "facets").glob("*.json"))]
+    ]
     schemas += [json.loads(schema_path(key).read_text()) for key in CUSTOM_FACETS]
     return Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in schemas)
 

@@ -14,9 +14,10 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Iterator, Protocol
+from typing import IO, Protocol
 from urllib.parse import urlparse
 
 from airflow_mlcrit.exceptions import ArtifactError, ConfigError, InvalidReferenceError
@@ -298,10 +299,13 @@ class S3Backend:
             batch = [{"Key": self._key(k)} for k in keys[i : i + 1000]]
             self._call(prefix, self.client.delete_objects, Delete={"Objects": batch, "Quiet": True})
 
-    def _transfer_config(self):
+    @staticmethod
+    def _transfer_config(part_mb: int):
         from boto3.s3.transfer import TransferConfig
 
-        return TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=64 * 1024 * 1024)
+        # Uploads: 16 MiB parts; downloads: 64 MiB ranged GETs (fewer requests). Measured in
+        # dev/bench/bench_artifacts.py; see docs/benchmarks.md.
+        return TransferConfig(multipart_threshold=part_mb * 1024 * 1024, multipart_chunksize=part_mb * 1024 * 1024)
 
     def upload_file(self, key: str, src: Path) -> tuple[str, int]:
         from boto3.exceptions import S3UploadFailedError
@@ -311,7 +315,7 @@ class S3Backend:
         with ThreadPoolExecutor(1) as pool:
             hashed = pool.submit(sha256_file, src)
             try:
-                self.client.upload_file(str(src), self.bucket, self._key(key), Config=self._transfer_config())
+                self.client.upload_file(str(src), self.bucket, self._key(key), Config=self._transfer_config(16))
             except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
                 raise self._error(exc, key) from exc
             return hashed.result()
@@ -320,11 +324,10 @@ class S3Backend:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.download_file(self.bucket, self._key(key), str(dest), Config=self._transfer_config())
+            self.client.download_file(self.bucket, self._key(key), str(dest), Config=self._transfer_config(64))
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, key) from exc
         return sha256_file(dest)
 
     def open_read(self, key: str) -> IO[bytes]:
         return self._call(key, self.client.get_object, Key=self._key(key))["Body"]
-

@@ -54,9 +54,7 @@ def validate_name(value: object, what: str = "name") -> str:
 
 def validate_kind(value: object) -> str:
     if value not in KINDS:
-        raise InvalidReferenceError(
-            f"unknown artifact kind {value!r}: use one of {', '.join(sorted(KINDS))}"
-        )
+        raise InvalidReferenceError(f"unknown artifact kind {value!r}: use one of {', '.join(sorted(KINDS))}")
     return value  # type: ignore[return-value]
 
 

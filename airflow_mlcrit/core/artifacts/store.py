@@ -21,10 +21,11 @@ import re
 import socket
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
-from typing import IO, Any, Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any
 
 from airflow_mlcrit.core.artifacts.backends import Backend, LocalBackend, S3Backend, check_key
 from airflow_mlcrit.core.artifacts.refs import (
@@ -58,6 +59,10 @@ _TRACKED_LIBRARIES = ("torch", "transformers", "peft", "apache_beam", "great_exp
 
 def _vdir(version: int) -> str:
     return f"v{version:06d}"
+
+
+def _vname(version: int | None) -> str:
+    return f"v{version}" if version else "nothing"
 
 
 def utcnow() -> str:
@@ -232,9 +237,7 @@ def _payload_files(source: str | os.PathLike[str] | Mapping[str, str | os.PathLi
         if src.is_file():
             pairs = [(src.name, src)]
         elif src.is_dir():
-            pairs = [
-                (p.relative_to(src).as_posix(), p) for p in sorted(src.rglob("*")) if p.is_file()
-            ]
+            pairs = [(p.relative_to(src).as_posix(), p) for p in sorted(src.rglob("*")) if p.is_file()]
             if not pairs:
                 raise ArtifactError(f"directory {src} is empty: an artifact version needs at least one file")
         else:
@@ -501,8 +504,13 @@ class ArtifactStore:
                     if not k.endswith("/" + CLAIM):
                         self.backend.delete(k)
         if version is None:
-            claim = {"idempotency_key": attempt_key, "claimed_at": utcnow(), "claimed_at_epoch": time.time(),
-                     "host": socket.gethostname(), "pid": os.getpid()}
+            claim = {
+                "idempotency_key": attempt_key,
+                "claimed_at": utcnow(),
+                "claimed_at_epoch": time.time(),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+            }
             version = self._claim(kind, name, claim)
             if attempt_key is not None:
                 self.backend.write_bytes(
@@ -613,9 +621,8 @@ class ArtifactStore:
         current = head.to_version if head else None
         if expected is not _UNSET and expected != current:
             raise ArtifactConflictError(
-                f"alias {alias!r} of {kind}/{name} points at "
-                f"{'v%d' % current if current else 'nothing'}, not the expected "
-                f"{'v%d' % expected if expected else 'nothing'}: someone moved it; re-read and retry"
+                f"alias {alias!r} of {kind}/{name} points at {_vname(current)}, not the expected "
+                f"{_vname(expected)}: someone moved it; re-read and retry"
             )
         move = AliasMove(
             seq=(seqs[-1] if seqs else 0) + 1,
@@ -656,8 +663,11 @@ class ArtifactStore:
         current = history[-1].to_version
         if to_version is None:
             rolled_back_from = {m.from_version for m in history if m.extra.get("rollback")}
-            earlier = [m.to_version for m in reversed(history)
-                       if m.to_version != current and m.to_version not in rolled_back_from]
+            earlier = [
+                m.to_version
+                for m in reversed(history)
+                if m.to_version != current and m.to_version not in rolled_back_from
+            ]
             if not earlier:
                 raise ArtifactNotFoundError(
                     f"alias {alias!r} of {key} has no earlier version to roll back to (it points at v{current}); "
@@ -696,7 +706,9 @@ class ArtifactStore:
 
     # ---- garbage collection ------------------------------------------------------------
 
-    def gc(self, *, grace_seconds: float = 24 * 3600, dry_run: bool = True, now: float | None = None) -> list[GcCandidate]:
+    def gc(
+        self, *, grace_seconds: float = 24 * 3600, dry_run: bool = True, now: float | None = None
+    ) -> list[GcCandidate]:
         """Find (and unless ``dry_run`` remove) versions claimed longer ago than the grace period
         but never committed: the leftovers of crashed writers."""
         now = time.time() if now is None else now

@@ -16,7 +16,9 @@ from airflow_mlcrit.core.artifacts import ArtifactStore, Manifest
 
 PRODUCER = f"https://github.com/airflow-mlcrit/airflow-mlcrit/tree/v{__version__}"
 OL_FACETS = "https://openlineage.io/spec/facets"
-MLCRIT_SCHEMA_BASE = "https://raw.githubusercontent.com/airflow-mlcrit/airflow-mlcrit/main/airflow_mlcrit/core/lineage/schemas"
+MLCRIT_SCHEMA_BASE = (
+    "https://raw.githubusercontent.com/airflow-mlcrit/airflow-mlcrit/main/airflow_mlcrit/core/lineage/schemas"
+)
 STANDARD_SCHEMAS = {
     "version": f"{OL_FACETS}/1-0-1/DatasetVersionDatasetFacet.json#/$defs/DatasetVersionDatasetFacet",
     "storage": f"{OL_FACETS}/1-0-1/StorageDatasetFacet.json#/$defs/StorageDatasetFacet",
