@@ -245,3 +245,41 @@ def test_open_store_roots(tmp_path):
         open_store("")
     with pytest.raises(ConfigError, match=re.escape("S3 artifact root must look like 's3://bucket/prefix'")):
         open_store("s3://")
+
+
+def test_a_writer_killed_after_upload_leaves_nothing_and_mlcrit_gc_cleans_up(store_spec, tmp_path):
+    """A real SIGKILL between the payload upload and the manifest, then `mlcrit gc`."""
+    import os
+    import subprocess
+    import sys
+
+    root, options = store_spec
+    src = tmp_path / "data.csv"
+    src.write_text("a,b\n1,2\n")
+    code = f"""
+import os, signal
+from airflow_mlcrit.core.artifacts import open_store
+store = open_store({root!r}, **{options!r})
+real = store.backend.create_exclusive
+def die_at_commit(key, data):
+    if key.endswith("_MANIFEST.json"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(key, data)
+store.backend.create_exclusive = die_at_commit
+store.put("dataset/d", {str(src)!r})
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == -9, result.stderr
+    store = open_store(root, **options)
+    assert "dataset/d/v000001/data.csv" in store.backend.list_keys("dataset/d")
+    assert store.versions("dataset/d") == [] and store.list_artifacts() == []
+    env = dict(os.environ, MLCRIT_ARTIFACT_ROOT=root)
+    if "endpoint_url" in options:
+        env["AWS_ENDPOINT_URL"] = options["endpoint_url"]
+    cli = [sys.executable, "-m", "airflow_mlcrit.core.cli"]
+    dry = subprocess.run([*cli, "--json", "gc", "--grace-hours", "0"], env=env, capture_output=True, text=True)
+    assert json.loads(dry.stdout) == {"would_remove": ["dataset/d@v1"]}
+    assert store.backend.list_keys("dataset/d") != []
+    done = subprocess.run([*cli, "gc", "--grace-hours", "0", "--delete"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("removed: 1 uncommitted version(s)")
+    assert store.backend.list_keys("dataset/d") == []
