@@ -1,0 +1,195 @@
+"""Tabular inputs (Parquet, CSV, JSONL) from a path, an S3 URI or a dataset artifact, read in
+bounded record batches with pyarrow. Bad input becomes one clear DataValidationError."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airflow_mlcrit.core.artifacts import ArtifactStore, Manifest
+from airflow_mlcrit.core.artifacts.refs import KINDS
+from airflow_mlcrit.exceptions import ConfigError, DataValidationError, MissingDependencyError
+
+FORMATS = ("parquet", "csv", "jsonl")
+_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+def _pyarrow():
+    try:
+        import pyarrow
+
+        return pyarrow
+    except ImportError:
+        raise MissingDependencyError("pyarrow", "validation") from None
+
+
+def is_artifact_ref(source: str) -> bool:
+    head = source.split("/", 1)[0]
+    return "://" not in source and head in KINDS and source.count("/") == 1
+
+
+@dataclass
+class TableSource:
+    """Local files of one table, with where they came from."""
+
+    files: list[Path]
+    fmt: str
+    description: str
+    manifest: Manifest | None = None  # set when the source is an artifact
+    _tmp: Any = field(default=None, repr=False)
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> TableSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _detect_format(files: list[Path], fmt: str, description: str) -> str:
+    if fmt != "auto":
+        if fmt not in FORMATS:
+            raise ConfigError(f"format must be one of auto, {', '.join(FORMATS)}; got {fmt!r}")
+        return fmt
+    found = {_SUFFIXES.get(f.suffix.lower()) for f in files}
+    found.discard(None)
+    if len(found) != 1:
+        raise ConfigError(
+            f"cannot tell the format of {description} from its file names "
+            f"({', '.join(sorted(f.name for f in files)[:5])}): set format to one of {', '.join(FORMATS)}"
+        )
+    return found.pop()
+
+
+def _data_files(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in _SUFFIXES)
+    return files
+
+
+def open_table(source: str, *, store: ArtifactStore | None = None, fmt: str = "auto",
+               s3_options: dict[str, Any] | None = None) -> TableSource:
+    """Resolve ``source`` (a local path, ``s3://bucket/key`` or ``kind/name@selector``) to local files."""
+    if not isinstance(source, str) or not source:
+        raise ConfigError(f"data source must be a path, an s3:// URI or an artifact reference; got {source!r}")
+    if is_artifact_ref(source.split("@")[0]):
+        if store is None:
+            raise ConfigError(f"{source!r} is an artifact reference but no artifact store was given")
+        tmp = tempfile.TemporaryDirectory(prefix="mlcrit-table-")
+        manifest = store.get(source, tmp.name)
+        files = [Path(tmp.name) / f["path"] for f in manifest.files if Path(f["path"]).suffix.lower() in _SUFFIXES]
+        if not files:
+            tmp.cleanup()
+            raise DataValidationError(
+                f"{manifest.ref} has no .parquet, .csv or .jsonl files: {', '.join(f['path'] for f in manifest.files)}"
+            )
+        desc = str(manifest.ref)
+        return TableSource(files, _detect_format(files, fmt, desc), desc, manifest, tmp)
+    if source.startswith("s3://"):
+        return _download_s3(source, fmt, s3_options or {})
+    path = Path(source)
+    if not path.exists():
+        raise DataValidationError(f"data source {source} does not exist: check the path (or the artifact reference)")
+    files = _data_files(path)
+    if not files:
+        raise DataValidationError(f"directory {source} has no .parquet, .csv or .jsonl files")
+    return TableSource(files, _detect_format(files, fmt, source), source)
+
+
+def _download_s3(uri: str, fmt: str, s3_options: dict[str, Any]) -> TableSource:
+    import boto3
+
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    client = boto3.client("s3", **s3_options)
+    tmp = tempfile.TemporaryDirectory(prefix="mlcrit-table-")
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+            for o in page.get("Contents", []) if Path(o["Key"]).suffix.lower() in _SUFFIXES]
+    if not keys:
+        tmp.cleanup()
+        raise DataValidationError(f"no .parquet, .csv or .jsonl objects at {uri}")
+    files = []
+    for i, k in enumerate(sorted(keys)):
+        dest = Path(tmp.name) / f"{i:05d}{Path(k).suffix}"
+        client.download_file(bucket, k, str(dest))
+        files.append(dest)
+    return TableSource(files, _detect_format(files, fmt, uri), uri, None, tmp)
+
+
+def iter_batches(table: TableSource, batch_size: int = 65_536, columns: list[str] | None = None) -> Iterator[Any]:
+    """Yield pyarrow RecordBatches of at most about ``batch_size`` rows, file after file.
+
+    Every file must have the same columns and types as the first; problems name the file.
+    """
+    pa = _pyarrow()
+    import pyarrow.csv as pcsv
+    import pyarrow.json as pjson
+    import pyarrow.parquet as pq
+
+    expected = None
+    total = 0
+    for path in table.files:
+        if os.path.getsize(path) == 0:
+            raise DataValidationError(f"{_where(table, path)} is empty (0 bytes): nothing to read")
+        try:
+            if table.fmt == "parquet":
+                reader = pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
+            elif table.fmt == "csv":
+                reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 22),
+                                       convert_options=pcsv.ConvertOptions(include_columns=columns or []))
+            else:
+                reader = pjson.open_json(path, read_options=pjson.ReadOptions(block_size=1 << 22))
+            for batch in reader:
+                if table.fmt == "jsonl" and columns:
+                    batch = batch.select(columns)
+                if expected is None:
+                    expected = batch.schema
+                elif not batch.schema.equals(expected):
+                    raise DataValidationError(_schema_diff(table, path, expected, batch.schema))
+                total += batch.num_rows
+                if batch.num_rows > batch_size and table.fmt != "parquet":
+                    for offset in range(0, batch.num_rows, batch_size):
+                        yield batch.slice(offset, batch_size)
+                else:
+                    yield batch
+        except DataValidationError:
+            raise
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError, OSError) as exc:
+            raise DataValidationError(f"cannot read {_where(table, path)} as {table.fmt}: {_clean(exc)}") from None
+    if total == 0:
+        raise DataValidationError(f"{table.description} has no rows")
+
+
+def read_schema(table: TableSource) -> Any:
+    """The Arrow schema of the first batch (raises like iter_batches on unreadable input)."""
+    for batch in iter_batches(table, batch_size=1024):
+        return batch.schema
+    raise AssertionError("unreachable: iter_batches raises on empty input")
+
+
+def _where(table: TableSource, path: Path) -> str:
+    if table.manifest is not None:
+        return f"{path.name} of {table.description}"
+    return str(path) if len(table.files) > 1 or str(path) != table.description else table.description
+
+
+def _clean(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _schema_diff(table: TableSource, path: Path, expected: Any, got: Any) -> str:
+    exp = {f.name: str(f.type) for f in expected}
+    cur = {f.name: str(f.type) for f in got}
+    parts = [f"missing column {c!r}" for c in exp if c not in cur]
+    parts += [f"unexpected column {c!r}" for c in cur if c not in exp]
+    parts += [f"column {c!r} is {cur[c]}, expected {exp[c]}" for c in exp if c in cur and cur[c] != exp[c]]
+    return (f"{_where(table, path)} does not match the schema of the first file: {'; '.join(parts)}; "
+            "write all files of a table with the same columns and types")

@@ -1,0 +1,359 @@
+"""Dataset statistics in one streaming pass over pyarrow record batches.
+
+Memory is bounded by the batch size plus fixed-size sketches per column (a uniform sample for
+quantiles and histograms, exact value counts up to a bound and then HyperLogLog), except the
+exact duplicate counts, which keep one 8-byte hash per row up to ``max_exact_rows``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from airflow_mlcrit.core.configbase import Config, require
+from airflow_mlcrit.core.validation.sketches import HyperLogLog, Moments, Reservoir, hash_array, mix64
+
+STATISTICS_FILE = "statistics.json"
+STATISTICS_FORMAT = 1
+
+
+@dataclass
+class StatisticsConfig(Config):
+    """What to profile and how (all fields JSON-able, so operators can template them)."""
+
+    source: str = field(metadata={"help": "local path, s3:// URI or dataset artifact reference"})
+    format: Literal["auto", "parquet", "csv", "jsonl"] = field(default="auto", metadata={"help": "input format"})
+    columns: list[str] | None = field(default=None, metadata={"help": "profile only these columns"})
+    text_columns: list[str] | None = field(
+        default=None, metadata={"help": "string columns profiled as free text; None = detect from the first batch"}
+    )
+    categorical_columns: list[str] | None = field(
+        default=None, metadata={"help": "string columns always profiled as categories"}
+    )
+    batch_size: int = field(default=65_536, metadata={"help": "rows per record batch: bounds memory"})
+    top_k: int = field(default=20, metadata={"help": "most frequent values kept per categorical column"})
+    quantiles: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99])
+    histogram_bins: int = field(default=20, metadata={"help": "equal-width bins of numeric histograms"})
+    sample_size: int = field(default=10_000, metadata={"help": "uniform sample per numeric column (quantiles, drift)"})
+    max_exact_distinct: int = field(default=100_000, metadata={"help": "exact distinct counts up to this many values"})
+    max_exact_rows: int = field(default=20_000_000, metadata={"help": "exact duplicate counts up to this many rows"})
+    max_domain_values: int = field(default=1_000, metadata={"help": "full frequency table kept up to this many values"})
+    tokenizer: str | None = field(default=None, metadata={"help": "HF tokenizer path for token-length statistics"})
+    seed: int = field(default=0, metadata={"help": "seed of the sampling: same data + seed = same statistics"})
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.source, str) and bool(self.source), "StatisticsConfig.source must name the data")
+        require(self.batch_size >= 1, f"StatisticsConfig.batch_size must be >= 1, got {self.batch_size}")
+        require(self.sample_size >= 10, f"StatisticsConfig.sample_size must be >= 10, got {self.sample_size}")
+        require(self.histogram_bins >= 1, f"StatisticsConfig.histogram_bins must be >= 1, got {self.histogram_bins}")
+        require(all(0 <= q <= 1 for q in self.quantiles), f"StatisticsConfig.quantiles must lie in [0, 1]: {self.quantiles}")
+        overlap = set(self.text_columns or ()) & set(self.categorical_columns or ())
+        require(not overlap, f"columns {sorted(overlap)} are in both text_columns and categorical_columns")
+
+
+def _numeric_summary(moments: Moments, reservoir: Reservoir, cfg: StatisticsConfig) -> dict[str, Any]:
+    if moments.n == 0:
+        return {"count": 0}
+    sample = reservoir.sorted()
+    qs = np.quantile(sample, cfg.quantiles) if len(sample) else []
+    counts, edges = np.histogram(sample, bins=cfg.histogram_bins, range=(moments.min, moments.max))
+    scale = moments.n / len(sample)
+    return {
+        "count": moments.n,
+        "min": moments.min,
+        "max": moments.max,
+        "mean": moments.mean,
+        "std": moments.std,
+        "quantiles": {str(q): float(v) for q, v in zip(cfg.quantiles, qs)},
+        "histogram": {"edges": edges.tolist(), "counts": [round(c * scale) for c in counts.tolist()],
+                      "estimated": scale != 1},
+        "sample": sample.tolist(),
+    }
+
+
+class _Numeric:
+    kind = "numeric"
+
+    def __init__(self, cfg: StatisticsConfig, seed: int):
+        self.moments, self.reservoir = Moments(), Reservoir(cfg.sample_size, seed)
+        self.nan = self.inf = self.zeros = 0
+        self.cfg = cfg
+
+    def add(self, arr: Any) -> None:
+        import pyarrow as pa
+
+        values = arr.cast(pa.float64()).drop_null().to_numpy(zero_copy_only=False)
+        nan = np.isnan(values)
+        inf = np.isinf(values)
+        self.nan += int(nan.sum())
+        self.inf += int(inf.sum())
+        finite = values[~(nan | inf)]
+        self.zeros += int((finite == 0).sum())
+        self.moments.add(finite)
+        self.reservoir.add(finite)
+
+    def result(self) -> dict[str, Any]:
+        return {"nan": self.nan, "inf": self.inf, "zeros": self.zeros,
+                **_numeric_summary(self.moments, self.reservoir, self.cfg)}
+
+
+class _Categorical:
+    kind = "categorical"
+
+    def __init__(self, cfg: StatisticsConfig, seed: int):
+        self.cfg = cfg
+        self.counts: dict[Any, int] = {}
+        self.exact = True
+        self.hll: HyperLogLog | None = None
+        self.lengths = Moments()
+
+    def add(self, arr: Any) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        arr = arr.drop_null()
+        if pa.types.is_dictionary(arr.type):
+            arr = arr.dictionary_decode()
+        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+            self.lengths.add(pc.utf8_length(arr).to_numpy(zero_copy_only=False).astype(np.float64))
+        vc = pc.value_counts(arr)
+        for value, count in zip(vc.field("values").to_pylist(), vc.field("counts").to_numpy()):
+            self.counts[value] = self.counts.get(value, 0) + int(count)
+        if self.hll is not None:
+            self.hll.add_hashes(hash_array(arr))
+        if len(self.counts) > self.cfg.max_exact_distinct:
+            if self.hll is None:  # switch to an estimate; seed it with every value seen so far
+                self.hll = HyperLogLog()
+                self.hll.add_hashes(hash_array(pa.array(list(self.counts))))
+            self.exact = False
+            keep = sorted(self.counts.items(), key=lambda kv: -kv[1])[: self.cfg.max_exact_distinct // 2]
+            self.counts = dict(keep)  # lossy counting: frequent values survive, rare ones drop
+
+    def result(self) -> dict[str, Any]:
+        ordered = sorted(self.counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
+        out: dict[str, Any] = {
+            "distinct": len(self.counts) if self.exact else self.hll.estimate(),  # type: ignore[union-attr]
+            "distinct_exact": self.exact,
+            "top": [[_jsonable(v), c] for v, c in ordered[: self.cfg.top_k]],
+        }
+        if self.exact and len(ordered) <= self.cfg.max_domain_values:
+            out["frequencies"] = {str(_jsonable(v)): c for v, c in ordered}
+        if self.lengths.n:
+            out["avg_length"] = self.lengths.mean
+        return out
+
+
+class _Text:
+    kind = "text"
+
+    def __init__(self, cfg: StatisticsConfig, seed: int):
+        self.cfg = cfg
+        self.chars = (Moments(), Reservoir(cfg.sample_size, seed))
+        self.words = (Moments(), Reservoir(cfg.sample_size, seed + 1))
+        self.tokens = (Moments(), Reservoir(cfg.sample_size, seed + 2)) if cfg.tokenizer else None
+        self.empty = self.blank = 0
+        self.hashes: list[np.ndarray] = []
+        self.hll: HyperLogLog | None = None
+        self.rows = 0
+        self._tokenizer = None
+
+    def add(self, arr: Any) -> None:
+        import pyarrow.compute as pc
+
+        arr = arr.drop_null()
+        chars = pc.utf8_length(arr).to_numpy(zero_copy_only=False).astype(np.float64)
+        words = pc.count_substring_regex(arr, r"\S+").to_numpy(zero_copy_only=False).astype(np.float64)
+        self.empty += int((chars == 0).sum())
+        self.blank += int(((words == 0) & (chars > 0)).sum())
+        for (m, r), values in ((self.chars, chars), (self.words, words)):
+            m.add(values)
+            r.add(values)
+        if self.tokens is not None:
+            lengths = np.asarray([len(ids) for ids in self._tokenize(arr.to_pylist())], dtype=np.float64)
+            self.tokens[0].add(lengths)
+            self.tokens[1].add(lengths)
+        hashed = hash_array(arr)
+        self.rows += len(hashed)
+        if self.hll is None and self.rows <= self.cfg.max_exact_rows:
+            self.hashes.append(hashed)
+        else:
+            if self.hll is None:
+                self.hll = HyperLogLog()
+                for h in self.hashes:
+                    self.hll.add_hashes(h)
+                self.hashes = []
+            self.hll.add_hashes(hashed)
+
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        if self._tokenizer is None:
+            from airflow_mlcrit.core.validation.textchecks import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.cfg.tokenizer)
+        return self._tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def result(self) -> dict[str, Any]:
+        distinct = len(np.unique(np.concatenate(self.hashes))) if self.hll is None and self.hashes else (
+            self.hll.estimate() if self.hll else 0)
+        out = {
+            "chars": _numeric_summary(*self.chars, self.cfg),
+            "words": _numeric_summary(*self.words, self.cfg),
+            "empty": self.empty,
+            "whitespace_only": self.blank,
+            "distinct": distinct,
+            "duplicates": self.rows - distinct,
+            "duplicates_exact": self.hll is None,
+        }
+        if self.tokens is not None:
+            out["tokens"] = _numeric_summary(*self.tokens, self.cfg)
+        return out
+
+
+class _Other:
+    kind = "other"
+
+    def __init__(self, cfg: StatisticsConfig, seed: int):
+        self.hll = HyperLogLog()
+
+    def add(self, arr: Any) -> None:
+        self.hll.add_hashes(hash_array(arr.drop_null()))
+
+    def result(self) -> dict[str, Any]:
+        return {"distinct": self.hll.estimate(), "distinct_exact": False}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    return str(value)
+
+
+def classify(field_: Any, first: Any, cfg: StatisticsConfig) -> str:
+    """numeric | categorical | text | other, from the Arrow type (and, for strings, the first batch)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = field_.type
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "numeric"
+    if pa.types.is_boolean(t):
+        return "categorical"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        if field_.name in (cfg.text_columns or ()):
+            return "text"
+        if field_.name in (cfg.categorical_columns or ()) or cfg.text_columns is not None:
+            return "categorical"
+        col = first.column(field_.name).drop_null()
+        if pa.types.is_dictionary(col.type):
+            return "categorical"
+        if len(col) == 0:
+            return "categorical"
+        mean_len = pc.mean(pc.utf8_length(col)).as_py()
+        distinct_ratio = len(pc.unique(col)) / len(col)
+        return "text" if mean_len >= 20 and distinct_ratio > 0.2 else "categorical"
+    return "other"
+
+
+_ACCUMULATORS = {"numeric": _Numeric, "categorical": _Categorical, "text": _Text, "other": _Other}
+
+
+class TableProfiler:
+    """Feed record batches with :meth:`add`; :meth:`result` returns the statistics dict."""
+
+    def __init__(self, cfg: StatisticsConfig):
+        self.cfg = cfg
+        self.rows = 0
+        self.batches = 0
+        self.schema = None
+        self.columns: dict[str, Any] = {}
+        self.kinds: dict[str, str] = {}
+        self.missing: dict[str, int] = {}
+        self.row_hashes: list[np.ndarray] = []
+        self.row_hll: HyperLogLog | None = None
+        self.started = time.monotonic()
+
+    def add(self, batch: Any) -> np.ndarray:
+        """Profile one batch; returns its row hashes (callers reuse them for duplicate checks)."""
+        if self.schema is None:
+            self.schema = batch.schema
+            for i, f in enumerate(batch.schema):
+                kind = classify(f, batch, self.cfg)
+                self.kinds[f.name] = kind
+                self.columns[f.name] = _ACCUMULATORS[kind](self.cfg, self.cfg.seed + 7919 * i)
+                self.missing[f.name] = 0
+        self.rows += batch.num_rows
+        self.batches += 1
+        row_hash = np.zeros(batch.num_rows, dtype=np.uint64)
+        for name, acc in self.columns.items():
+            col = batch.column(name)
+            self.missing[name] += col.null_count
+            acc.add(col)
+            with np.errstate(over="ignore"):
+                row_hash = mix64(row_hash * np.uint64(1_000_003) + hash_array(col))
+        if self.row_hll is None and self.rows <= self.cfg.max_exact_rows:
+            self.row_hashes.append(row_hash)
+        else:
+            if self.row_hll is None:
+                self.row_hll = HyperLogLog()
+                for h in self.row_hashes:
+                    self.row_hll.add_hashes(h)
+                self.row_hashes = []
+            self.row_hll.add_hashes(row_hash)
+        return row_hash
+
+    def result(self, **extra: Any) -> dict[str, Any]:
+        if self.row_hll is None:
+            distinct = len(np.unique(np.concatenate(self.row_hashes))) if self.row_hashes else 0
+        else:
+            distinct = self.row_hll.estimate()
+        columns = {}
+        for name, acc in self.columns.items():
+            columns[name] = {
+                "kind": self.kinds[name],
+                "arrow_type": str(self.schema.field(name).type),  # type: ignore[union-attr]
+                "rows": self.rows,
+                "missing": self.missing[name],
+                **acc.result(),
+            }
+        return {
+            "format": STATISTICS_FORMAT,
+            "rows": self.rows,
+            "batches": self.batches,
+            "duplicate_rows": self.rows - distinct,
+            "duplicate_rows_exact": self.row_hll is None,
+            "columns": columns,
+            "seconds": round(time.monotonic() - self.started, 3),
+            **extra,
+        }
+
+
+@dataclass
+class StatisticsResult:
+    statistics: dict[str, Any]
+    source: Any  # the TableSource (its manifest, if an artifact, is the lineage parent)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        s = self.statistics
+        return {"rows": s["rows"], "columns": len(s["columns"]), "duplicate_rows": s["duplicate_rows"],
+                "columns_with_missing": sorted(c for c, v in s["columns"].items() if v["missing"])}
+
+
+def compute_statistics(cfg: StatisticsConfig | dict[str, Any], *, store: Any = None) -> StatisticsResult:
+    """Profile ``cfg.source`` in one streaming pass."""
+    from airflow_mlcrit.core.tables import iter_batches, open_table
+
+    cfg = StatisticsConfig.coerce(cfg)
+    table = open_table(cfg.source, store=store, fmt=cfg.format)
+    try:
+        profiler = TableProfiler(cfg)
+        for batch in iter_batches(table, cfg.batch_size, cfg.columns):
+            profiler.add(batch)
+        stats = profiler.result(source=table.description, source_format=table.fmt, config=cfg.to_dict())
+        return StatisticsResult(stats, table)
+    finally:
+        table.close()
