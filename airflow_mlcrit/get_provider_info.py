@@ -23,7 +23,7 @@ def get_provider_info() -> dict:
         "operators": [
             {
                 "integration-name": "ML Critical",
-                "python-modules": ["airflow_mlcrit.operators.artifacts"],
+                "python-modules": ["airflow_mlcrit.operators.artifacts", "airflow_mlcrit.operators.validation"],
             }
         ],
         "hooks": [

@@ -75,8 +75,9 @@ def _data_files(root: Path) -> list[Path]:
     return files
 
 
-def open_table(source: str, *, store: ArtifactStore | None = None, fmt: str = "auto",
-               s3_options: dict[str, Any] | None = None) -> TableSource:
+def open_table(
+    source: str, *, store: ArtifactStore | None = None, fmt: str = "auto", s3_options: dict[str, Any] | None = None
+) -> TableSource:
     """Resolve ``source`` (a local path, ``s3://bucket/key`` or ``kind/name@selector``) to local files."""
     if not isinstance(source, str) or not source:
         raise ConfigError(f"data source must be a path, an s3:// URI or an artifact reference; got {source!r}")
@@ -107,11 +108,15 @@ def open_table(source: str, *, store: ArtifactStore | None = None, fmt: str = "a
 def _download_s3(uri: str, fmt: str, s3_options: dict[str, Any]) -> TableSource:
     import boto3
 
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     client = boto3.client("s3", **s3_options)
     tmp = tempfile.TemporaryDirectory(prefix="mlcrit-table-")
-    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
-            for o in page.get("Contents", []) if Path(o["Key"]).suffix.lower() in _SUFFIXES]
+    keys = [
+        o["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+        for o in page.get("Contents", [])
+        if Path(o["Key"]).suffix.lower() in _SUFFIXES
+    ]
     if not keys:
         tmp.cleanup()
         raise DataValidationError(f"no .parquet, .csv or .jsonl objects at {uri}")
@@ -142,8 +147,11 @@ def iter_batches(table: TableSource, batch_size: int = 65_536, columns: list[str
             if table.fmt == "parquet":
                 reader = pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
             elif table.fmt == "csv":
-                reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 22),
-                                       convert_options=pcsv.ConvertOptions(include_columns=columns or []))
+                reader = pcsv.open_csv(
+                    path,
+                    read_options=pcsv.ReadOptions(block_size=1 << 22),
+                    convert_options=pcsv.ConvertOptions(include_columns=columns or []),
+                )
             else:
                 reader = pjson.open_json(path, read_options=pjson.ReadOptions(block_size=1 << 22))
             for batch in reader:
@@ -191,5 +199,7 @@ def _schema_diff(table: TableSource, path: Path, expected: Any, got: Any) -> str
     parts = [f"missing column {c!r}" for c in exp if c not in cur]
     parts += [f"unexpected column {c!r}" for c in cur if c not in exp]
     parts += [f"column {c!r} is {cur[c]}, expected {exp[c]}" for c in exp if c in cur and cur[c] != exp[c]]
-    return (f"{_where(table, path)} does not match the schema of the first file: {'; '.join(parts)}; "
-            "write all files of a table with the same columns and types")
+    return (
+        f"{_where(table, path)} does not match the schema of the first file: {'; '.join(parts)}; "
+        "write all files of a table with the same columns and types"
+    )

@@ -1,5 +1,10 @@
 """Operators of airflow-mlcrit. Importing them loads nothing heavy (no torch, Beam or GX)."""
 
 from airflow_mlcrit.operators.artifacts import RegisterArtifactOperator
+from airflow_mlcrit.operators.validation import (
+    ComputeStatisticsOperator,
+    InferSchemaOperator,
+    ValidateDataOperator,
+)
 
-__all__ = ["RegisterArtifactOperator"]
+__all__ = ["ComputeStatisticsOperator", "InferSchemaOperator", "RegisterArtifactOperator", "ValidateDataOperator"]

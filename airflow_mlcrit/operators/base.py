@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlcrit.core.artifacts import ArtifactRef, ArtifactStore, Manifest, parse_ref
-from airflow_mlcrit.core.lineage import LineageDataset, LineageRecord
+from airflow_mlcrit.core.lineage import LineageRecord
 from airflow_mlcrit.hooks.artifacts import ArtifactStoreHook
 from airflow_mlcrit.version_compat import Asset, BaseOperator
 
@@ -45,18 +45,30 @@ def to_operator_lineage(record: LineageRecord) -> OperatorLineage:
     """Core LineageRecord -> the OpenLineage provider's OperatorLineage."""
     from airflow.providers.openlineage.extractors import OperatorLineage
     from openlineage.client.event_v2 import InputDataset, OutputDataset
-    from openlineage.client.generated.base import DatasetFacet
+    from openlineage.client.generated.base import DatasetFacet, InputDatasetFacet, OutputDatasetFacet
 
-    def convert(ds: LineageDataset, cls: type):
-        return cls(
-            namespace=ds.namespace,
-            name=ds.name,
-            facets={key: _to_ol_facet(payload, DatasetFacet) for key, payload in ds.facets.items()},
-        )
+    def facets(payloads: dict, base: type) -> dict:
+        return {key: _to_ol_facet(payload, base) for key, payload in payloads.items()}
 
     return OperatorLineage(
-        inputs=[convert(d, InputDataset) for d in record.inputs],
-        outputs=[convert(d, OutputDataset) for d in record.outputs],
+        inputs=[
+            InputDataset(
+                namespace=d.namespace,
+                name=d.name,
+                facets=facets(d.facets, DatasetFacet),
+                inputFacets=facets(d.input_facets, InputDatasetFacet),
+            )
+            for d in record.inputs
+        ],
+        outputs=[
+            OutputDataset(
+                namespace=d.namespace,
+                name=d.name,
+                facets=facets(d.facets, DatasetFacet),
+                outputFacets=facets(d.output_facets, OutputDatasetFacet),
+            )
+            for d in record.outputs
+        ],
     )
 
 

@@ -24,7 +24,16 @@ STANDARD_SCHEMAS = {
     "storage": f"{OL_FACETS}/1-0-1/StorageDatasetFacet.json#/$defs/StorageDatasetFacet",
     "documentation": f"{OL_FACETS}/1-1-0/DocumentationDatasetFacet.json#/$defs/DocumentationDatasetFacet",
     "schema": f"{OL_FACETS}/1-2-0/SchemaDatasetFacet.json#/$defs/SchemaDatasetFacet",
+    "dataQualityMetrics": f"{OL_FACETS}/1-0-3/DataQualityMetricsInputDatasetFacet.json"
+    "#/$defs/DataQualityMetricsInputDatasetFacet",
+    "dataQualityAssertions": f"{OL_FACETS}/1-1-0/DataQualityAssertionsDatasetFacet.json"
+    "#/$defs/DataQualityAssertionsDatasetFacet",
+    "outputStatistics": f"{OL_FACETS}/1-0-2/OutputStatisticsOutputDatasetFacet.json"
+    "#/$defs/OutputStatisticsOutputDatasetFacet",
 }
+# Facets that OpenLineage defines on the input/output side of a dataset, not on the dataset itself.
+INPUT_FACETS = frozenset({"dataQualityMetrics", "dataQualityAssertions"})
+OUTPUT_FACETS = frozenset({"outputStatistics"})
 # Our facets: key in the event -> schema file shipped in airflow_mlcrit/core/lineage/schemas/.
 CUSTOM_FACETS = {
     "mlcrit_artifact": "MlcritArtifactDatasetFacet",
@@ -53,6 +62,15 @@ class LineageDataset:
     namespace: str
     name: str
     facets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    input_facets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    output_facets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add_facets(self, **facets: dict[str, Any]) -> LineageDataset:
+        """Add facets, each where OpenLineage defines it (dataset, input or output side)."""
+        for key, payload in facets.items():
+            side = self.input_facets if key in INPUT_FACETS else self.output_facets if key in OUTPUT_FACETS else None
+            (self.facets if side is None else side)[key] = payload
+        return self
 
 
 @dataclass
@@ -71,6 +89,19 @@ class LineageRecord:
         ds = artifact_dataset(store, manifest, **facets)
         self.outputs.append(ds)
         return ds
+
+
+def external_dataset(uri: str, **facets: dict[str, Any]) -> LineageDataset:
+    """A dataset that is not an artifact: a local path or an s3:// URI read directly."""
+    import os
+    import socket
+
+    if uri.startswith("s3://"):
+        bucket, _, key = uri[len("s3://") :].partition("/")
+        ds = LineageDataset(f"s3://{bucket}", key)
+    else:
+        ds = LineageDataset(f"file://{socket.gethostname()}", os.path.abspath(uri).lstrip("/"))
+    return ds.add_facets(**facets)
 
 
 def dataset_identity(store: ArtifactStore, kind: str, name: str) -> tuple[str, str]:
@@ -110,5 +141,4 @@ def artifact_dataset(
         facets["documentation"] = facet("documentation", description=description)
     if schema_fields:
         facets["schema"] = facet("schema", fields=schema_fields)
-    facets.update(extra_facets)
-    return LineageDataset(namespace, name, facets)
+    return LineageDataset(namespace, name, facets).add_facets(**extra_facets)

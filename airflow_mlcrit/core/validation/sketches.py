@@ -95,7 +95,8 @@ class Reservoir:
 
     def __init__(self, k: int, seed: int = 0):
         self.k = k
-        self.rng = np.random.default_rng(seed)
+        # Salted so the sampling keys never replay a user's own default_rng(seed) stream.
+        self.rng = np.random.default_rng([seed, 0x6D6C6372])
         self.keys = np.empty(0)
         self.values = np.empty(0)
 

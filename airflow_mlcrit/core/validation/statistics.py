@@ -49,7 +49,9 @@ class StatisticsConfig(Config):
         require(self.batch_size >= 1, f"StatisticsConfig.batch_size must be >= 1, got {self.batch_size}")
         require(self.sample_size >= 10, f"StatisticsConfig.sample_size must be >= 10, got {self.sample_size}")
         require(self.histogram_bins >= 1, f"StatisticsConfig.histogram_bins must be >= 1, got {self.histogram_bins}")
-        require(all(0 <= q <= 1 for q in self.quantiles), f"StatisticsConfig.quantiles must lie in [0, 1]: {self.quantiles}")
+        require(
+            all(0 <= q <= 1 for q in self.quantiles), f"StatisticsConfig.quantiles must lie in [0, 1]: {self.quantiles}"
+        )
         overlap = set(self.text_columns or ()) & set(self.categorical_columns or ())
         require(not overlap, f"columns {sorted(overlap)} are in both text_columns and categorical_columns")
 
@@ -68,8 +70,11 @@ def _numeric_summary(moments: Moments, reservoir: Reservoir, cfg: StatisticsConf
         "mean": moments.mean,
         "std": moments.std,
         "quantiles": {str(q): float(v) for q, v in zip(cfg.quantiles, qs)},
-        "histogram": {"edges": edges.tolist(), "counts": [round(c * scale) for c in counts.tolist()],
-                      "estimated": scale != 1},
+        "histogram": {
+            "edges": edges.tolist(),
+            "counts": [round(c * scale) for c in counts.tolist()],
+            "estimated": scale != 1,
+        },
         "sample": sample.tolist(),
     }
 
@@ -96,8 +101,12 @@ class _Numeric:
         self.reservoir.add(finite)
 
     def result(self) -> dict[str, Any]:
-        return {"nan": self.nan, "inf": self.inf, "zeros": self.zeros,
-                **_numeric_summary(self.moments, self.reservoir, self.cfg)}
+        return {
+            "nan": self.nan,
+            "inf": self.inf,
+            "zeros": self.zeros,
+            **_numeric_summary(self.moments, self.reservoir, self.cfg),
+        }
 
 
 class _Categorical:
@@ -195,8 +204,11 @@ class _Text:
         return self._tokenizer(texts, add_special_tokens=False)["input_ids"]
 
     def result(self) -> dict[str, Any]:
-        distinct = len(np.unique(np.concatenate(self.hashes))) if self.hll is None and self.hashes else (
-            self.hll.estimate() if self.hll else 0)
+        distinct = (
+            len(np.unique(np.concatenate(self.hashes)))
+            if self.hll is None and self.hashes
+            else (self.hll.estimate() if self.hll else 0)
+        )
         out = {
             "chars": _numeric_summary(*self.chars, self.cfg),
             "words": _numeric_summary(*self.words, self.cfg),
@@ -339,8 +351,12 @@ class StatisticsResult:
     @property
     def summary(self) -> dict[str, Any]:
         s = self.statistics
-        return {"rows": s["rows"], "columns": len(s["columns"]), "duplicate_rows": s["duplicate_rows"],
-                "columns_with_missing": sorted(c for c, v in s["columns"].items() if v["missing"])}
+        return {
+            "rows": s["rows"],
+            "columns": len(s["columns"]),
+            "duplicate_rows": s["duplicate_rows"],
+            "columns_with_missing": sorted(c for c, v in s["columns"].items() if v["missing"]),
+        }
 
 
 def compute_statistics(cfg: StatisticsConfig | dict[str, Any], *, store: Any = None) -> StatisticsResult:

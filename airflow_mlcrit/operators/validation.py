@@ -1,0 +1,229 @@
+"""Statistics, schema inference and validation operators (thin glue over core.validation)."""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow_mlcrit.core.artifacts import Manifest
+from airflow_mlcrit.core.tables import is_artifact_ref
+from airflow_mlcrit.operators.base import MlcritBaseOperator, artifact_asset
+
+
+def default_output_name(dag_id: str) -> str:
+    """A valid artifact name derived from a dag_id (``My DAG`` -> ``my-dag``)."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", dag_id.lower()).strip("-._")
+    return name[:128] or "output"
+
+
+class _ValidationOperator(MlcritBaseOperator):
+    """Shared input handling: a dataset given as an artifact ref or a path/URI."""
+
+    template_fields: Sequence[str] = (*MlcritBaseOperator.template_fields, "dataset", "config", "output_name")
+    template_fields_renderers = {"config": "json"}
+    output_kind = ""
+
+    def __init__(self, *, dataset: str, config: Any = None, output_name: str | None = None, **kwargs: Any):
+        if output_name and "{{" not in output_name and self.output_kind:
+            kwargs.setdefault("outlets", [artifact_asset(f"{self.output_kind}/{output_name}")])
+        super().__init__(**kwargs)
+        self.dataset = dataset
+        self.config = config
+        self.output_name = output_name
+
+    def _config_dict(self) -> dict[str, Any]:
+        cfg = self.config
+        if cfg is None:
+            return {}
+        return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+
+    def _name(self, context: Any) -> str:
+        return self.output_name or default_output_name(context["ti"].dag_id)
+
+    def _pin(self, ref: str) -> tuple[str, Manifest | None]:
+        """Pin an artifact reference to its version now, so what is read is what lineage records."""
+        if is_artifact_ref(ref.split("@")[0]):
+            manifest = self.store.resolve(ref)
+            return str(manifest.ref), manifest
+        return ref, None
+
+    def _record_input(self, source: str, manifest: Manifest | None, **facets: dict[str, Any]) -> None:
+        from airflow_mlcrit.core.lineage import external_dataset
+
+        if manifest is not None:
+            self.lineage.add_input(self.store, manifest, **facets)
+        else:
+            self.lineage.inputs.append(external_dataset(source, **facets))
+
+
+class ComputeStatisticsOperator(_ValidationOperator):
+    """Profile a dataset in one streaming pass and commit a ``statistics`` artifact.
+
+    :param dataset: dataset artifact reference (``dataset/reviews@latest``), local path or s3:// URI. (templated)
+    :param config: :class:`~airflow_mlcrit.core.validation.statistics.StatisticsConfig` fields (without
+        ``source``), as a dataclass or dict. (templated)
+    :param output_name: name of the ``statistics`` artifact; default derived from the dag_id. (templated)
+    """
+
+    output_kind = "statistics"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_mlcrit.core.validation.lineage import quality_metrics
+        from airflow_mlcrit.core.validation.statistics import STATISTICS_FILE, StatisticsConfig, compute_statistics
+
+        source, manifest = self._pin(self.dataset)
+        cfg = StatisticsConfig.from_dict({**self._config_dict(), "source": source})
+        result = compute_statistics(cfg, store=self.store)
+        self.log.info(
+            "profiled %s: %s rows, %s columns in %ss",
+            source,
+            result.statistics["rows"],
+            len(result.statistics["columns"]),
+            result.statistics["seconds"],
+        )
+        self._record_input(source, manifest, dataQualityMetrics=quality_metrics(result.statistics))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / STATISTICS_FILE
+            path.write_text(json.dumps(result.statistics, sort_keys=True))
+            out = self.commit(
+                context,
+                f"statistics/{self._name(context)}",
+                path,
+                parents=[source] if manifest else [],
+                metadata={"source": source},
+                description=f"statistics of {source}",
+            )
+        return out.summary() | {"summary": result.summary}
+
+
+class InferSchemaOperator(MlcritBaseOperator):
+    """Infer a human-editable YAML ``schema`` artifact from a ``statistics`` artifact.
+
+    :param statistics: statistics artifact reference. (templated)
+    :param config: :class:`~airflow_mlcrit.core.validation.schema.SchemaConfig` fields, e.g.
+        ``{"label_columns": ["label"]}``. (templated)
+    :param output_name: name of the ``schema`` artifact; default derived from the dag_id. (templated)
+    """
+
+    template_fields: Sequence[str] = (*MlcritBaseOperator.template_fields, "statistics", "config", "output_name")
+    template_fields_renderers = {"config": "json"}
+
+    def __init__(self, *, statistics: str, config: Any = None, output_name: str | None = None, **kwargs: Any):
+        if output_name and "{{" not in output_name:
+            kwargs.setdefault("outlets", [artifact_asset(f"schema/{output_name}")])
+        super().__init__(**kwargs)
+        self.statistics = statistics
+        self.config = config
+        self.output_name = output_name
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_mlcrit.core.validation.schema import SCHEMA_FILE, SchemaConfig, dump_schema, infer_schema
+        from airflow_mlcrit.core.validation.statistics import STATISTICS_FILE
+
+        stats_manifest = self.read_input(self.statistics)
+        stats = json.loads(self.store.read_bytes(stats_manifest.ref, STATISTICS_FILE))
+        cfg = self.config.to_dict() if hasattr(self.config, "to_dict") else (self.config or {})
+        schema = infer_schema(stats, SchemaConfig.from_dict(dict(cfg)))
+        name = self.output_name or default_output_name(context["ti"].dag_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / SCHEMA_FILE
+            path.write_text(dump_schema(schema))
+            out = self.commit(
+                context,
+                f"schema/{name}",
+                path,
+                parents=[stats_manifest.ref],
+                schema_fields=[{"name": c["name"], "type": c["type"]} for c in schema["columns"]],
+            )
+        return out.summary() | {
+            "summary": {
+                "columns": len(schema["columns"]),
+                "required": sum(bool(c["required"]) for c in schema["columns"]),
+            }
+        }
+
+
+class ValidateDataOperator(_ValidationOperator):
+    """Validate a dataset: GX suite, schema anomalies, drift/skew and text checks, each with a policy.
+
+    Commits a ``validation_report`` (report.json, the data's statistics and GX Data Docs). With a
+    ``quarantine`` policy, also commits the failing rows as a ``quarantine`` artifact and the rest as
+    a new ``dataset`` version. Failures under policy ``fail`` raise DataValidationError after the
+    report is committed, listing every failed check with its column, observed and expected values.
+
+    :param dataset: dataset artifact reference, local path or s3:// URI. (templated)
+    :param config: :class:`~airflow_mlcrit.core.validation.validate.ValidationConfig` fields without
+        ``source``. ``baseline_statistics`` defaults to ``"previous"``: the statistics of the previous
+        version of the same dataset artifact (no drift check when there is none). (templated)
+    :param output_name: name of the report (and quarantine/clean dataset) artifacts. (templated)
+    """
+
+    output_kind = "validation_report"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_mlcrit.core.validation.lineage import previous_statistics, quality_assertions, quality_metrics
+        from airflow_mlcrit.core.validation.statistics import STATISTICS_FILE
+        from airflow_mlcrit.core.validation.validate import CHECKS, ValidationConfig, validate
+
+        source, manifest = self._pin(self.dataset)
+        raw = {"baseline_statistics": "previous", **self._config_dict(), "source": source}
+        if raw["baseline_statistics"] == "previous":
+            raw["baseline_statistics"] = previous_statistics(self.store, source) if manifest else None
+            self.log.info("drift baseline: %s", raw["baseline_statistics"] or "none (first version)")
+        cfg = ValidationConfig.from_dict(raw)
+        refs = [
+            r
+            for r in (cfg.baseline_statistics, cfg.training_statistics, cfg.schema)
+            if isinstance(r, str) and is_artifact_ref(r.split("@")[0])
+        ]
+        pinned_refs = [str(self.read_input(r).ref) for r in refs]
+        name = self._name(context)
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            result = validate(cfg, store=self.store, workdir=work / "run")
+            self._record_input(
+                source,
+                manifest,
+                dataQualityMetrics=quality_metrics(result.statistics),
+                dataQualityAssertions=quality_assertions(result.findings, list(CHECKS), result.report["expectations"]),
+            )
+            files = {"report.json": work / "run" / "report.json"}
+            (work / STATISTICS_FILE).write_text(json.dumps(result.statistics, sort_keys=True))
+            files[STATISTICS_FILE] = work / STATISTICS_FILE
+            if result.data_docs_dir and result.data_docs_dir.is_dir():
+                for p in sorted(result.data_docs_dir.rglob("*")):
+                    if p.is_file():
+                        files[f"data_docs/{p.relative_to(result.data_docs_dir).as_posix()}"] = p
+            parents = ([source] if manifest else []) + pinned_refs
+            summary: dict[str, Any] = {
+                "status": result.report["status"],
+                "failed": [f.line() for f in result.failed],
+                "warned": [f.line() for f in result.findings if f.policy == "warn"],
+            }
+            if cfg.quarantines:
+                summary.update(result.report["quarantine"])
+                q = self.commit(context, f"quarantine/{name}", result.quarantine_path, parents=parents)
+                clean = self.commit(
+                    context,
+                    f"dataset/{name}-clean",
+                    result.clean_path,
+                    parents=parents,
+                    metadata={"rows": result.report["quarantine"]["clean_rows"]},
+                )
+                summary.update(quarantine=str(q.ref), clean=str(clean.ref))
+            report = self.commit(
+                context,
+                f"validation_report/{name}",
+                files,
+                parents=parents,
+                metadata={"status": result.report["status"], "rows": result.report["rows"]},
+            )
+        for finding in result.findings:
+            if finding.policy == "warn":
+                self.log.warning("validation warning: %s", finding.line())
+        result.raise_for_failures()
+        return report.summary() | {"summary": summary}

@@ -1,0 +1,107 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from airflow_mlcrit.core.validation.sketches import HyperLogLog, hash_array
+from airflow_mlcrit.core.validation.statistics import compute_statistics
+from tests.core.validation.data import clean, write
+
+
+@pytest.fixture
+def table(tmp_path):
+    df = clean(5000)
+    df.loc[::50, "amount"] = np.nan
+    df.loc[3, "text"] = ""
+    df.loc[4, "text"] = "   "
+    df = pd.concat([df, df.iloc[:25]], ignore_index=True)
+    return df, write(df, tmp_path / "t.parquet")
+
+
+def test_exact_values_match_pandas(table):
+    df, path = table
+    s = compute_statistics({"source": path, "batch_size": 777}).statistics
+    assert s["rows"] == len(df) == 5025
+    assert s["duplicate_rows"] == int(df.duplicated().sum()) == 25
+    amount = s["columns"]["amount"]
+    assert amount["kind"] == "numeric"
+    assert amount["missing"] == int(df.amount.isna().sum())
+    assert amount["count"] == int(df.amount.notna().sum())
+    assert math.isclose(amount["mean"], df.amount.mean(), rel_tol=1e-12)
+    assert math.isclose(amount["std"], df.amount.std(), rel_tol=1e-9)
+    assert (amount["min"], amount["max"]) == (df.amount.min(), df.amount.max())
+    region = s["columns"]["region"]
+    assert region["kind"] == "categorical" and region["distinct"] == 4 and region["distinct_exact"]
+    assert region["frequencies"] == df.region.value_counts().to_dict()
+    assert region["top"][0] == [df.region.value_counts().index[0], int(df.region.value_counts().iloc[0])]
+    text = s["columns"]["text"]
+    assert text["kind"] == "text"
+    blank = df.text.str.strip().eq("")
+    assert (text["empty"], text["whitespace_only"]) == (int(df.text.eq("").sum()), int((blank & df.text.ne("")).sum()))
+    assert text["empty"] == 2  # row 3 and its duplicate
+    assert text["distinct"] == df.text.nunique()
+    assert text["duplicates"] == len(df) - df.text.nunique()
+    words = df.text.str.split().str.len()
+    assert math.isclose(text["words"]["mean"], words.mean(), rel_tol=1e-12)
+    assert text["chars"]["max"] == df.text.str.len().max()
+    assert s["columns"]["label"]["kind"] == "numeric"
+
+
+def test_batch_size_does_not_change_exact_statistics(table):
+    _, path = table
+    a = compute_statistics({"source": path, "batch_size": 100}).statistics
+    b = compute_statistics({"source": path, "batch_size": 100_000}).statistics
+    for col in ("amount", "region", "text"):
+        for key in ("missing", "distinct", "count", "min", "max"):
+            assert a["columns"][col].get(key) == b["columns"][col].get(key)
+    assert math.isclose(a["columns"]["amount"]["mean"], b["columns"]["amount"]["mean"], rel_tol=1e-12)
+
+
+def test_same_seed_same_statistics(table):
+    _, path = table
+    a = compute_statistics({"source": path, "seed": 3}).statistics
+    b = compute_statistics({"source": path, "seed": 3}).statistics
+    assert a["columns"]["amount"]["sample"] == b["columns"]["amount"]["sample"]
+    assert a["columns"]["amount"]["quantiles"] == b["columns"]["amount"]["quantiles"]
+
+
+def test_quantiles_from_the_sample_are_close(tmp_path):
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"x": rng.uniform(0, 1, 200_000)})
+    s = compute_statistics({"source": write(df, tmp_path / "u.parquet"), "sample_size": 20_000}).statistics
+    for q, v in s["columns"]["x"]["quantiles"].items():
+        assert abs(v - float(q)) < 0.02
+
+
+def test_hyperloglog_estimate_within_three_percent():
+    import pyarrow as pa
+
+    hll = HyperLogLog()
+    hll.add_hashes(hash_array(pa.array([f"user-{i}" for i in range(300_000)])))
+    hll.add_hashes(hash_array(pa.array([f"user-{i}" for i in range(100_000)])))  # repeats add nothing
+    assert abs(hll.estimate() - 300_000) / 300_000 < 0.03
+
+
+def test_distinct_switches_to_estimate_beyond_the_bound(tmp_path):
+    df = pd.DataFrame({"user": [f"u{i % 30_000}" for i in range(60_000)]})
+    s = compute_statistics(
+        {
+            "source": write(df, tmp_path / "u.parquet"),
+            "max_exact_distinct": 1_000,
+            "categorical_columns": ["user"],
+            "batch_size": 5_000,
+        }
+    ).statistics
+    user = s["columns"]["user"]
+    assert user["distinct_exact"] is False
+    assert abs(user["distinct"] - 30_000) / 30_000 < 0.03
+
+
+def test_csv_and_jsonl_inputs(tmp_path):
+    df = clean(300)
+    df.to_csv(tmp_path / "t.csv", index=False)
+    df.to_json(tmp_path / "t.jsonl", orient="records", lines=True)
+    for name in ("t.csv", "t.jsonl"):
+        s = compute_statistics({"source": str(tmp_path / name)}).statistics
+        assert s["rows"] == 300 and s["columns"]["region"]["frequencies"] == df.region.value_counts().to_dict()
