@@ -69,7 +69,7 @@ def _numeric_summary(moments: Moments, reservoir: Reservoir, cfg: StatisticsConf
         "max": moments.max,
         "mean": moments.mean,
         "std": moments.std,
-        "quantiles": {str(q): float(v) for q, v in zip(cfg.quantiles, qs)},
+        "quantiles": {str(q): float(v) for q, v in zip(cfg.quantiles, qs, strict=True)},
         "histogram": {
             "edges": edges.tolist(),
             "counts": [round(c * scale) for c in counts.tolist()],
@@ -129,7 +129,7 @@ class _Categorical:
         if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
             self.lengths.add(pc.utf8_length(arr).to_numpy(zero_copy_only=False).astype(np.float64))
         vc = pc.value_counts(arr)
-        for value, count in zip(vc.field("values").to_pylist(), vc.field("counts").to_numpy()):
+        for value, count in zip(vc.field("values").to_pylist(), vc.field("counts").to_numpy(), strict=True):
             self.counts[value] = self.counts.get(value, 0) + int(count)
         if self.hll is not None:
             self.hll.add_hashes(hash_array(arr))

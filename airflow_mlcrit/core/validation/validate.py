@@ -221,15 +221,7 @@ def validate(cfg: ValidationConfig | dict[str, Any], *, store: Any = None, workd
             row_hash = profiler.add(batch)
             n = batch.num_rows
             text_cols = [c for c, k in profiler.kinds.items() if k == "text"]
-            quarantine = np.zeros(n, dtype=bool)
-            reasons: list[list[str]] = [[] for _ in range(n)] if cfg.quarantines else []
-
-            def hit(check: str, column: str | None, mask: np.ndarray) -> None:
-                rows.add(check, column, mask, offset)
-                if cfg.policy(check) == "quarantine" and mask.any():
-                    quarantine[mask] = True
-                    for i in np.flatnonzero(mask):
-                        reasons[i].append(f"{check}:{column}" if column else check)
+            hit = _BatchHits(rows, cfg, n, offset)
 
             for name, spec in columns.items():
                 if name not in batch.schema.names or cfg.environment not in spec.get("environments", ENVIRONMENTS):
@@ -274,15 +266,13 @@ def validate(cfg: ValidationConfig | dict[str, Any], *, store: Any = None, workd
                     overlap |= np.isin(hash_array(normalize(col)), ref_hashes[1])
                 hit("contamination", None, overlap)
             if cfg.quarantines:
-                quarantined_rows += int(quarantine.sum())
-                _write(writers, "clean", workdir / "clean.parquet", batch.filter(pa.array(~quarantine)))
+                q = hit.quarantine
+                quarantined_rows += int(q.sum())
+                _write(writers, "clean", workdir / "clean.parquet", batch.filter(pa.array(~q)))
                 bad = (
-                    batch.filter(pa.array(quarantine))
-                    .append_column("_mlcrit_row", pa.array(np.flatnonzero(quarantine) + offset, pa.int64()))
-                    .append_column(
-                        "_mlcrit_reasons",
-                        pa.array([";".join(r) for r, q in zip(reasons, quarantine) if q], pa.string()),
-                    )
+                    batch.filter(pa.array(q))
+                    .append_column("_mlcrit_row", pa.array(np.flatnonzero(q) + offset, pa.int64()))
+                    .append_column("_mlcrit_reasons", pa.array(hit.quarantined_reasons(), pa.string()))
                 )
                 _write(writers, "quarantine", workdir / "quarantine.parquet", bad)
             offset += n
@@ -336,6 +326,25 @@ def validate(cfg: ValidationConfig | dict[str, Any], *, store: Any = None, workd
         quarantine_path=workdir / "quarantine.parquet" if cfg.quarantines else None,
         data_docs_dir=data_docs,
     )
+
+
+class _BatchHits:
+    """Row-level hits of one batch: counted for the report and, under quarantine, marked for removal."""
+
+    def __init__(self, rows: _RowFindings, cfg: ValidationConfig, n: int, offset: int):
+        self.rows, self.cfg, self.offset = rows, cfg, offset
+        self.quarantine = np.zeros(n, dtype=bool)
+        self.reasons: list[list[str]] = [[] for _ in range(n)] if cfg.quarantines else []
+
+    def __call__(self, check: str, column: str | None, mask: np.ndarray) -> None:
+        self.rows.add(check, column, mask, self.offset)
+        if self.cfg.policy(check) == "quarantine" and mask.any():
+            self.quarantine[mask] = True
+            for i in np.flatnonzero(mask):
+                self.reasons[i].append(f"{check}:{column}" if column else check)
+
+    def quarantined_reasons(self) -> list[str]:
+        return [";".join(r) for r, q in zip(self.reasons, self.quarantine, strict=True) if q]
 
 
 def _write(writers: dict[str, Any], key: str, path: Path, batch: Any) -> None:
