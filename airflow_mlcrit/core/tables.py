@@ -157,6 +157,8 @@ def iter_batches(table: TableSource, batch_size: int = 65_536, columns: list[str
             for batch in reader:
                 if table.fmt == "jsonl" and columns:
                     batch = batch.select(columns)
+                if table.fmt == "csv":
+                    _check_utf8(batch, table, path, total)
                 if expected is None:
                     expected = batch.schema
                 elif not batch.schema.equals(expected):
@@ -173,6 +175,22 @@ def iter_batches(table: TableSource, batch_size: int = 65_536, columns: list[str
             raise DataValidationError(f"cannot read {_where(table, path)} as {table.fmt}: {_clean(exc)}") from None
     if total == 0:
         raise DataValidationError(f"{table.description} has no rows")
+
+
+def _check_utf8(batch: Any, table: TableSource, path: Path, offset: int) -> None:
+    """pyarrow reads CSV text with invalid UTF-8 as binary instead of failing: turn that into an error."""
+    import pyarrow as pa
+
+    for field_ in batch.schema:
+        if pa.types.is_binary(field_.type) or pa.types.is_large_binary(field_.type):
+            for i, value in enumerate(batch.column(field_.name).to_pylist()):
+                try:
+                    value is None or value.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataValidationError(
+                        f"{_where(table, path)} is not valid UTF-8: column {field_.name!r}, data row "
+                        f"{offset + i + 1}: {exc.reason} at byte {exc.start}; re-export the file as UTF-8"
+                    ) from None
 
 
 def read_schema(table: TableSource) -> Any:

@@ -218,6 +218,8 @@ def validate(cfg: ValidationConfig | dict[str, Any], *, store: Any = None, workd
     table = open_table(cfg.source, store=store, fmt=cfg.format)
     try:
         for batch in iter_batches(table, cfg.batch_size):
+            if offset == 0 and schema:
+                _check_declared_types(batch.schema, columns, table.description)
             row_hash = profiler.add(batch)
             n = batch.num_rows
             text_cols = [c for c, k in profiler.kinds.items() if k == "text"]
@@ -326,6 +328,32 @@ def validate(cfg: ValidationConfig | dict[str, Any], *, store: Any = None, workd
         quarantine_path=workdir / "quarantine.parquet" if cfg.quarantines else None,
         data_docs_dir=data_docs,
     )
+
+
+def type_family(arrow_type: str) -> str:
+    """numeric | string | boolean | other: types that may differ between writers but mean the same."""
+    t = arrow_type.lower()
+    if t.startswith(("int", "uint", "float", "double", "halffloat", "decimal")):
+        return "numeric"
+    if t.startswith(("string", "large_string", "utf8", "large_utf8")) or t.startswith("dictionary<values=string"):
+        return "string"
+    return "boolean" if t == "bool" else "other"
+
+
+def _check_declared_types(arrow_schema: Any, columns: dict[str, Any], where: str) -> None:
+    """Input whose columns have other types than the schema declares is unreadable for validation."""
+    wrong = [
+        f"column {name!r} is {f.type}, the schema declares {columns[name]['arrow_type']}"
+        for f in arrow_schema
+        if (name := f.name) in columns
+        and "arrow_type" in columns[name]
+        and type_family(str(f.type)) != type_family(columns[name]["arrow_type"])
+    ]
+    if wrong:
+        raise DataValidationError(
+            f"{where} does not match the declared schema: {'; '.join(wrong)}. Fix the producer of the data, or "
+            "update the schema if the change is intended"
+        )
 
 
 class _BatchHits:
