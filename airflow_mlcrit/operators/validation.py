@@ -167,7 +167,7 @@ class ValidateDataOperator(_ValidationOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_mlcrit.core.validation.lineage import previous_statistics, quality_assertions, quality_metrics
         from airflow_mlcrit.core.validation.statistics import STATISTICS_FILE
-        from airflow_mlcrit.core.validation.validate import CHECKS, ValidationConfig, validate
+        from airflow_mlcrit.core.validation.validate import ValidationConfig, validate
 
         source, manifest = self._pin(self.dataset)
         raw = {"baseline_statistics": "previous", **self._config_dict(), "source": source}
@@ -189,7 +189,9 @@ class ValidateDataOperator(_ValidationOperator):
                 source,
                 manifest,
                 dataQualityMetrics=quality_metrics(result.statistics),
-                dataQualityAssertions=quality_assertions(result.findings, list(CHECKS), result.report["expectations"]),
+                dataQualityAssertions=quality_assertions(
+                    result.findings, result.report["checks_run"], result.report["expectations"]
+                ),
             )
             files = {"report.json": work / "run" / "report.json"}
             (work / STATISTICS_FILE).write_text(json.dumps(result.statistics, sort_keys=True))

@@ -303,9 +303,25 @@ def validate(cfg: ValidationConfig | dict[str, Any], *, store: Any = None, workd
                         expected=e.get("kwargs"),
                     )
                 )
+    has_text = any(k == "text" for k in profiler.kinds.values())
+    ran = {
+        "schema": bool(schema),
+        "missing": bool(schema),
+        "domain": bool(schema),
+        "range": bool(schema),
+        "duplicates": True,
+        "empty_text": has_text,
+        "pii": has_text or bool(cfg.pii_columns),
+        "contamination": bool(cfg.contamination_reference),
+        "drift": baseline is not None,
+        "skew": training is not None,
+        "text_length": bool(cfg.text_length_limits),
+        "expectations": cfg.suite is not None,
+    }
     report = {
         "format": 1,
         "source": table.description,
+        "checks_run": [c for c in CHECKS if ran[c]],
         "rows": stats["rows"],
         "status": "FAILED" if any(f.policy == "fail" for f in findings) else "PASSED",
         "findings": [f.to_dict() for f in findings],

@@ -1,0 +1,137 @@
+"""Statistics, schema and validation operators through real dag.test() runs."""
+
+import json
+
+import pytest
+
+from airflow_mlcrit.core.artifacts import open_store
+from tests.airflow.conftest import run_dag
+from tests.core.validation.data import clean, dirty, write
+from tests.helpers.openlineage import SPEC_DIR, validate_event
+
+
+@pytest.fixture
+def store_root(tmp_path, monkeypatch, airflow_db):
+    root = tmp_path / "store"
+    monkeypatch.setenv("AIRFLOW__MLCRIT__ARTIFACT_ROOT", str(root))
+    return root
+
+
+def _states(dr):
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return {
+            ti.task_id: ti.state for ti in session.query(TaskInstance).filter_by(dag_id=dr.dag_id, run_id=dr.run_id)
+        }
+
+
+def _report(store, ref="validation_report/reviews@latest"):
+    return json.loads(store.read_bytes(ref, "report.json"))
+
+
+def _week1(tmp_path):
+    """First version: clean data; its statistics become the drift baseline of the next version."""
+    dr = run_dag("test_mlcrit_validation", {"data": write(clean(), tmp_path / "week1.parquet")})
+    assert dr.state == "success", _states(dr)
+
+
+def test_clean_data_passes_and_lineage_carries_quality_facets(store_root, tmp_path, lineage_tail):
+    _week1(tmp_path)
+    store = open_store(store_root)
+    report = _report(store)
+    assert report["status"] == "PASSED" and report["findings"] == []
+    assert [p.ref.key for p in store.parents("validation_report/reviews@v1")] == ["dataset/reviews", "schema/reviews"]
+    stats = json.loads(store.read_bytes("statistics/reviews@v1", "statistics.json"))
+    assert stats["rows"] == 4000 and stats["columns"]["region"]["distinct"] == 4
+    assert "schema.yaml" in [f["path"] for f in store.resolve("schema/reviews@v1").files]
+    if not SPEC_DIR.is_dir():
+        pytest.skip(f"official OpenLineage schemas not found at {SPEC_DIR}")
+    events = lineage_tail.events()
+    for event in events:
+        validate_event(event)
+    [done] = [e for e in events if e["eventType"] == "COMPLETE" and e["job"]["name"].endswith(".validate")]
+    [data_in] = [i for i in done["inputs"] if i["name"].endswith("/dataset/reviews")]
+    assert data_in["inputFacets"]["dataQualityMetrics"]["rowCount"] == 4000
+    assert data_in["inputFacets"]["dataQualityMetrics"]["columnMetrics"]["region"]["distinctCount"] == 4
+    assertions = data_in["inputFacets"]["dataQualityAssertions"]["assertions"]
+    assert sorted(a["assertion"] for a in assertions) == sorted(
+        ["schema", "missing", "domain", "range", "duplicates", "empty_text", "pii"]
+    )  # no drift baseline at v1
+    assert all(a["success"] for a in assertions)
+    assert validate_event(done) >= {"dataQualityMetrics", "dataQualityAssertions", "mlcrit_artifact"}
+
+
+def test_defects_fail_the_task_naming_each_column_and_check(store_root, tmp_path):
+    _week1(tmp_path)
+    store = open_store(store_root)
+    dr = run_dag(
+        "test_mlcrit_validation", {"data": write(dirty(), tmp_path / "week2.parquet"), "schema": "schema/reviews@v1"}
+    )
+    assert dr.state == "failed"
+    assert _states(dr)["validate"] == "failed"
+    report = _report(store, "validation_report/reviews@v2")  # committed before failing, for the audit
+    assert report["status"] == "FAILED"
+    assert sorted({(f["check"], f.get("column")) for f in report["findings"]}) == [
+        ("domain", "region"),
+        ("drift", "amount"),
+        ("duplicates", None),
+        ("missing", "region"),
+        ("pii", "text:email"),
+        ("range", "amount"),
+    ]
+    drift = [f for f in report["findings"] if f["check"] == "drift"][0]
+    assert drift["expected"] == "<= 0.1" and drift["observed"] > 0.5
+    # the drift baseline defaulted to the statistics of dataset/reviews@v1
+    assert "statistics/reviews@v1" in [p["ref"] for p in store.resolve("validation_report/reviews@v2").parents]
+
+
+def test_warn_passes_and_quarantine_splits_rows(store_root, tmp_path):
+    _week1(tmp_path)
+    store = open_store(store_root)
+    dr = run_dag(
+        "test_mlcrit_validation",
+        {
+            "data": write(dirty(), tmp_path / "week2.parquet"),
+            "schema": "schema/reviews@v1",
+            "validation": {"default_policy": "warn"},
+        },
+    )
+    assert dr.state == "success"
+    assert len(_report(store)["findings"]) == 6
+    dr = run_dag(
+        "test_mlcrit_validation",
+        {
+            "data": write(dirty(), tmp_path / "week3.parquet"),
+            "schema": "schema/reviews@v1",
+            "validation": {
+                "default_policy": "warn",
+                "policies": {
+                    "missing": "quarantine",
+                    "domain": "quarantine",
+                    "duplicates": "quarantine",
+                    "pii": "quarantine",
+                },
+            },
+        },
+    )
+    assert dr.state == "success"
+    report = _report(store)
+    assert report["quarantine"] == {"input_rows": 4200, "clean_rows": 3880, "quarantined_rows": 320}
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    store.get("dataset/reviews-clean@latest", out / "clean")
+    store.get("quarantine/reviews@latest", out / "q")
+    assert pq.read_table(out / "clean" / "clean.parquet").num_rows == 3880
+    assert pq.read_table(out / "q" / "quarantine.parquet").num_rows == 320
+
+
+def test_bad_input_fails_before_any_artifact(store_root, tmp_path):
+    (tmp_path / "bad.csv").write_text('text,label\n"unbalanced,1\nok,0\n')
+    dr = run_dag("test_mlcrit_validation", {"data": str(tmp_path / "bad.csv")})
+    assert dr.state == "failed"
+    assert _states(dr)["statistics"] == "failed"
+    store = open_store(store_root)
+    assert store.list_artifacts() == ["dataset/reviews"]  # only the raw file that was registered
