@@ -81,7 +81,7 @@ def test_defects_fail_the_task_naming_each_column_and_check(store_root, tmp_path
         ("pii", "text:email"),
         ("range", "amount"),
     ]
-    drift = [f for f in report["findings"] if f["check"] == "drift"][0]
+    drift = next(f for f in report["findings"] if f["check"] == "drift")
     assert drift["expected"] == "<= 0.1" and drift["observed"] > 0.5
     # the drift baseline defaulted to the statistics of dataset/reviews@v1
     assert "statistics/reviews@v1" in [p["ref"] for p in store.resolve("validation_report/reviews@v2").parents]
