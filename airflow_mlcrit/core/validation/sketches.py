@@ -23,11 +23,24 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def hash_array(arr: Any) -> np.ndarray:
-    """64-bit hash of every value of a pyarrow array (nulls hash to one constant)."""
+def count_distinct(hashes: list[np.ndarray]) -> int:
+    """Distinct values among 64-bit hashes (sort + count: far faster than np.unique here)."""
+    if not hashes:
+        return 0
+    s = np.sort(np.concatenate(hashes))
+    return int(1 + np.count_nonzero(s[1:] != s[:-1])) if len(s) else 0
+
+
+def hash_array(arr: Any, low_cardinality: bool = False) -> np.ndarray:
+    """64-bit hash of every value of a pyarrow array (nulls hash to one constant).
+
+    ``low_cardinality``: dictionary-encode strings first, so each distinct value is hashed once.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if low_cardinality and (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = pc.dictionary_encode(arr)
     if pa.types.is_dictionary(arr.type):
         indices = arr.indices.fill_null(0).to_numpy(zero_copy_only=False)
         return _with_nulls(hash_array(arr.dictionary)[indices], arr)

@@ -14,7 +14,15 @@ from typing import Any, Literal
 import numpy as np
 
 from airflow_mlcrit.core.configbase import Config, require
-from airflow_mlcrit.core.validation.sketches import HyperLogLog, Moments, Reservoir, hash_array, mix64
+from airflow_mlcrit.core.validation.sketches import (
+    HyperLogLog,
+    Moments,
+    Reservoir,
+    count_distinct,
+    hash_array,
+    mix64,
+)
+from airflow_mlcrit.core.validation.textchecks import word_counts
 
 STATISTICS_FILE = "statistics.json"
 STATISTICS_FORMAT = 1
@@ -174,7 +182,7 @@ class _Text:
 
         arr = arr.drop_null()
         chars = pc.utf8_length(arr).to_numpy(zero_copy_only=False).astype(np.float64)
-        words = pc.count_substring_regex(arr, r"\S+").to_numpy(zero_copy_only=False).astype(np.float64)
+        words = word_counts(arr).astype(np.float64)
         self.empty += int((chars == 0).sum())
         self.blank += int(((words == 0) & (chars > 0)).sum())
         for (m, r), values in ((self.chars, chars), (self.words, words)):
@@ -204,11 +212,7 @@ class _Text:
         return self._tokenizer(texts, add_special_tokens=False)["input_ids"]
 
     def result(self) -> dict[str, Any]:
-        distinct = (
-            len(np.unique(np.concatenate(self.hashes)))
-            if self.hll is None and self.hashes
-            else (self.hll.estimate() if self.hll else 0)
-        )
+        distinct = count_distinct(self.hashes) if self.hll is None else self.hll.estimate()
         out = {
             "chars": _numeric_summary(*self.chars, self.cfg),
             "words": _numeric_summary(*self.words, self.cfg),
@@ -305,7 +309,8 @@ class TableProfiler:
             self.missing[name] += col.null_count
             acc.add(col)
             with np.errstate(over="ignore"):
-                row_hash = mix64(row_hash * np.uint64(1_000_003) + hash_array(col))
+                col_hash = hash_array(col, low_cardinality=self.kinds[name] == "categorical")
+                row_hash = mix64(row_hash * np.uint64(1_000_003) + col_hash)
         if self.row_hll is None and self.rows <= self.cfg.max_exact_rows:
             self.row_hashes.append(row_hash)
         else:
@@ -319,7 +324,7 @@ class TableProfiler:
 
     def result(self, **extra: Any) -> dict[str, Any]:
         if self.row_hll is None:
-            distinct = len(np.unique(np.concatenate(self.row_hashes))) if self.row_hashes else 0
+            distinct = count_distinct(self.row_hashes)
         else:
             distinct = self.row_hll.estimate()
         columns = {}

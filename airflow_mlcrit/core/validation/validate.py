@@ -14,7 +14,7 @@ from airflow_mlcrit.core.configbase import Config, require
 from airflow_mlcrit.core.validation import drift as drift_mod
 from airflow_mlcrit.core.validation.schema import ENVIRONMENTS, load_schema
 from airflow_mlcrit.core.validation.statistics import StatisticsConfig, TableProfiler
-from airflow_mlcrit.core.validation.textchecks import PII_KINDS, normalize, pii_masks
+from airflow_mlcrit.core.validation.textchecks import PII_KINDS, normalize, pii_masks, word_counts
 from airflow_mlcrit.exceptions import ConfigError, DataValidationError
 
 REPORT_FILE = "report.json"
@@ -251,8 +251,7 @@ def validate(cfg: ValidationConfig | dict[str, Any], *, store: Any = None, workd
             hit("duplicates", None, dup)
             for name in text_cols:
                 col = batch.column(name)
-                words = pc.fill_null(pc.count_substring_regex(col, r"\S+"), -1).to_numpy(zero_copy_only=False)
-                hit("empty_text", name, words == 0)
+                hit("empty_text", name, word_counts(col) == 0)
             for name in cfg.pii_columns if cfg.pii_columns is not None else text_cols:
                 if name not in batch.schema.names:
                     raise ConfigError(f"pii_columns names {name!r}, which is not a column: {batch.schema.names}")
