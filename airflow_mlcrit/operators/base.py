@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -169,3 +170,67 @@ class MlcritBaseOperator(MlcritLineageMixin, BaseOperator):
         if any(getattr(o, "uri", None) == asset.uri for o in self.outlets or ()):
             context["outlet_events"][asset].extra = {"ref": str(manifest.ref), "digest": manifest.digest}
         return manifest
+
+
+def default_output_name(dag_id: str) -> str:
+    """A valid artifact name derived from a dag_id (``My DAG`` -> ``my-dag``)."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", dag_id.lower()).strip("-._")
+    return name[:128] or "output"
+
+
+class StepOperator(MlcritBaseOperator):
+    """An operator running one core step from a config, committing a ``output_kind`` artifact.
+
+    :param config: the step's config dataclass or a dict of its fields. (templated)
+    :param output_name: name of the output artifact; default derived from the dag_id. (templated)
+    """
+
+    template_fields: Sequence[str] = (*MlcritBaseOperator.template_fields, "config", "output_name")
+    template_fields_renderers = {"config": "json"}
+    output_kind = ""
+
+    def __init__(self, *, config: Any = None, output_name: str | None = None, **kwargs: Any):
+        if output_name and "{{" not in output_name and self.output_kind:
+            kwargs.setdefault("outlets", [artifact_asset(f"{self.output_kind}/{output_name}")])
+        super().__init__(**kwargs)
+        self.config = config
+        self.output_name = output_name
+
+    def config_dict(self) -> dict[str, Any]:
+        """The (rendered) config as a plain dict, whether it was given as a dataclass or a dict."""
+        if self.config is None:
+            return {}
+        return self.config.to_dict() if hasattr(self.config, "to_dict") else dict(self.config)
+
+    def output_name_for(self, context: Context) -> str:
+        return self.output_name or default_output_name(context["ti"].dag_id)
+
+
+class DatasetStepOperator(StepOperator):
+    """A step that reads one dataset, given as an artifact reference or a path / s3:// URI.
+
+    :param dataset: dataset artifact reference (``dataset/reviews@latest``), local path or s3:// URI. (templated)
+    """
+
+    template_fields: Sequence[str] = (*StepOperator.template_fields, "dataset")
+
+    def __init__(self, *, dataset: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.dataset = dataset
+
+    def pin(self, ref: str) -> tuple[str, Manifest | None]:
+        """Pin an artifact reference to its version now, so what is read is what lineage records."""
+        from airflow_mlcrit.core.tables import is_artifact_ref
+
+        if is_artifact_ref(ref.split("@")[0]):
+            manifest = self.store.resolve(ref)
+            return str(manifest.ref), manifest
+        return ref, None
+
+    def record_input(self, source: str, manifest: Manifest | None, **facets: dict[str, Any]) -> None:
+        from airflow_mlcrit.core.lineage import external_dataset
+
+        if manifest is not None:
+            self.lineage.add_input(self.store, manifest, **facets)
+        else:
+            self.lineage.inputs.append(external_dataset(source, **facets))

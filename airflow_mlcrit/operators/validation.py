@@ -3,64 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow_mlcrit.core.artifacts import Manifest
 from airflow_mlcrit.core.tables import is_artifact_ref
-from airflow_mlcrit.operators.base import MlcritBaseOperator, artifact_asset
+from airflow_mlcrit.operators.base import DatasetStepOperator, StepOperator
 
 
-def default_output_name(dag_id: str) -> str:
-    """A valid artifact name derived from a dag_id (``My DAG`` -> ``my-dag``)."""
-    name = re.sub(r"[^a-z0-9._-]+", "-", dag_id.lower()).strip("-._")
-    return name[:128] or "output"
-
-
-class _ValidationOperator(MlcritBaseOperator):
-    """Shared input handling: a dataset given as an artifact ref or a path/URI."""
-
-    template_fields: Sequence[str] = (*MlcritBaseOperator.template_fields, "dataset", "config", "output_name")
-    template_fields_renderers = {"config": "json"}
-    output_kind = ""
-
-    def __init__(self, *, dataset: str, config: Any = None, output_name: str | None = None, **kwargs: Any):
-        if output_name and "{{" not in output_name and self.output_kind:
-            kwargs.setdefault("outlets", [artifact_asset(f"{self.output_kind}/{output_name}")])
-        super().__init__(**kwargs)
-        self.dataset = dataset
-        self.config = config
-        self.output_name = output_name
-
-    def _config_dict(self) -> dict[str, Any]:
-        cfg = self.config
-        if cfg is None:
-            return {}
-        return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
-
-    def _name(self, context: Any) -> str:
-        return self.output_name or default_output_name(context["ti"].dag_id)
-
-    def _pin(self, ref: str) -> tuple[str, Manifest | None]:
-        """Pin an artifact reference to its version now, so what is read is what lineage records."""
-        if is_artifact_ref(ref.split("@")[0]):
-            manifest = self.store.resolve(ref)
-            return str(manifest.ref), manifest
-        return ref, None
-
-    def _record_input(self, source: str, manifest: Manifest | None, **facets: dict[str, Any]) -> None:
-        from airflow_mlcrit.core.lineage import external_dataset
-
-        if manifest is not None:
-            self.lineage.add_input(self.store, manifest, **facets)
-        else:
-            self.lineage.inputs.append(external_dataset(source, **facets))
-
-
-class ComputeStatisticsOperator(_ValidationOperator):
+class ComputeStatisticsOperator(DatasetStepOperator):
     """Profile a dataset in one streaming pass and commit a ``statistics`` artifact.
 
     :param dataset: dataset artifact reference (``dataset/reviews@latest``), local path or s3:// URI. (templated)
@@ -75,8 +27,8 @@ class ComputeStatisticsOperator(_ValidationOperator):
         from airflow_mlcrit.core.validation.lineage import quality_metrics
         from airflow_mlcrit.core.validation.statistics import STATISTICS_FILE, StatisticsConfig, compute_statistics
 
-        source, manifest = self._pin(self.dataset)
-        cfg = StatisticsConfig.from_dict({**self._config_dict(), "source": source})
+        source, manifest = self.pin(self.dataset)
+        cfg = StatisticsConfig.from_dict({**self.config_dict(), "source": source})
         result = compute_statistics(cfg, store=self.store)
         self.log.info(
             "profiled %s: %s rows, %s columns in %ss",
@@ -85,13 +37,13 @@ class ComputeStatisticsOperator(_ValidationOperator):
             len(result.statistics["columns"]),
             result.statistics["seconds"],
         )
-        self._record_input(source, manifest, dataQualityMetrics=quality_metrics(result.statistics))
+        self.record_input(source, manifest, dataQualityMetrics=quality_metrics(result.statistics))
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / STATISTICS_FILE
             path.write_text(json.dumps(result.statistics, sort_keys=True))
             out = self.commit(
                 context,
-                f"statistics/{self._name(context)}",
+                f"statistics/{self.output_name_for(context)}",
                 path,
                 parents=[source] if manifest else [],
                 metadata={"source": source},
@@ -100,7 +52,7 @@ class ComputeStatisticsOperator(_ValidationOperator):
         return out.summary() | {"summary": result.summary}
 
 
-class InferSchemaOperator(MlcritBaseOperator):
+class InferSchemaOperator(StepOperator):
     """Infer a human-editable YAML ``schema`` artifact from a ``statistics`` artifact.
 
     :param statistics: statistics artifact reference. (templated)
@@ -109,16 +61,12 @@ class InferSchemaOperator(MlcritBaseOperator):
     :param output_name: name of the ``schema`` artifact; default derived from the dag_id. (templated)
     """
 
-    template_fields: Sequence[str] = (*MlcritBaseOperator.template_fields, "statistics", "config", "output_name")
-    template_fields_renderers = {"config": "json"}
+    template_fields: Sequence[str] = (*StepOperator.template_fields, "statistics")
+    output_kind = "schema"
 
-    def __init__(self, *, statistics: str, config: Any = None, output_name: str | None = None, **kwargs: Any):
-        if output_name and "{{" not in output_name:
-            kwargs.setdefault("outlets", [artifact_asset(f"schema/{output_name}")])
+    def __init__(self, *, statistics: str, **kwargs: Any):
         super().__init__(**kwargs)
         self.statistics = statistics
-        self.config = config
-        self.output_name = output_name
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_mlcrit.core.validation.schema import SCHEMA_FILE, SchemaConfig, dump_schema, infer_schema
@@ -126,9 +74,8 @@ class InferSchemaOperator(MlcritBaseOperator):
 
         stats_manifest = self.read_input(self.statistics)
         stats = json.loads(self.store.read_bytes(stats_manifest.ref, STATISTICS_FILE))
-        cfg = self.config.to_dict() if hasattr(self.config, "to_dict") else (self.config or {})
-        schema = infer_schema(stats, SchemaConfig.from_dict(dict(cfg)))
-        name = self.output_name or default_output_name(context["ti"].dag_id)
+        schema = infer_schema(stats, SchemaConfig.from_dict(self.config_dict()))
+        name = self.output_name_for(context)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / SCHEMA_FILE
             path.write_text(dump_schema(schema))
@@ -147,7 +94,7 @@ class InferSchemaOperator(MlcritBaseOperator):
         }
 
 
-class ValidateDataOperator(_ValidationOperator):
+class ValidateDataOperator(DatasetStepOperator):
     """Validate a dataset: GX suite, schema anomalies, drift/skew and text checks, each with a policy.
 
     Commits a ``validation_report`` (report.json, the data's statistics and GX Data Docs). With a
@@ -169,8 +116,8 @@ class ValidateDataOperator(_ValidationOperator):
         from airflow_mlcrit.core.validation.statistics import STATISTICS_FILE
         from airflow_mlcrit.core.validation.validate import ValidationConfig, validate
 
-        source, manifest = self._pin(self.dataset)
-        raw = {"baseline_statistics": "previous", **self._config_dict(), "source": source}
+        source, manifest = self.pin(self.dataset)
+        raw = {"baseline_statistics": "previous", **self.config_dict(), "source": source}
         if raw["baseline_statistics"] == "previous":
             raw["baseline_statistics"] = previous_statistics(self.store, source) if manifest else None
             self.log.info("drift baseline: %s", raw["baseline_statistics"] or "none (first version)")
@@ -181,11 +128,11 @@ class ValidateDataOperator(_ValidationOperator):
             if isinstance(r, str) and is_artifact_ref(r.split("@")[0])
         ]
         pinned_refs = [str(self.read_input(r).ref) for r in refs]
-        name = self._name(context)
+        name = self.output_name_for(context)
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             result = validate(cfg, store=self.store, workdir=work / "run")
-            self._record_input(
+            self.record_input(
                 source,
                 manifest,
                 dataQualityMetrics=quality_metrics(result.statistics),
