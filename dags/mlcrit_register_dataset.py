@@ -1,7 +1,9 @@
-"""Bring a raw data file into the artifact store as a new `dataset` version.
+"""Bring a raw data file into the artifact store as a new `dataset` version, profile it and
+validate it: drift against the previous version's statistics, duplicates, empty texts and
+personal data (rows with PII or duplicates are quarantined; everything else only warns).
 
-Trigger with ``{"path": "/data/reviews-2026-11-26.parquet", "name": "reviews"}``. Downstream
-DAGs can be scheduled on the ``mlcrit:dataset/<name>`` asset.
+Trigger with ``{"path": "/data/reviews-2026-11-26.parquet", "source": "crm"}``. Downstream
+DAGs can be scheduled on the ``mlcrit:dataset/reviews`` asset.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Param
 
-from airflow_mlcrit.operators import RegisterArtifactOperator
+from airflow_mlcrit.operators import ComputeStatisticsOperator, RegisterArtifactOperator, ValidateDataOperator
 
 with DAG(
     dag_id="mlcrit_register_dataset",
@@ -23,10 +25,26 @@ with DAG(
     },
     doc_md=__doc__,
 ) as dag:
-    RegisterArtifactOperator(
+    register = RegisterArtifactOperator(
         task_id="register",
         artifact="dataset/reviews",
         path="{{ params.path }}",
         metadata={"source": "{{ params.source }}"},
         description="Raw customer reviews as delivered by the CRM export.",
     )
+    statistics = ComputeStatisticsOperator(
+        task_id="statistics",
+        dataset="{{ ti.xcom_pull(task_ids='register')['ref'] }}",
+        output_name="reviews",
+    )
+    validate = ValidateDataOperator(
+        task_id="validate",
+        dataset="{{ ti.xcom_pull(task_ids='register')['ref'] }}",
+        config={
+            "default_policy": "warn",
+            "policies": {"pii": "quarantine", "duplicates": "quarantine"},
+            "drift_thresholds": {"js_divergence": 0.05, "linf": 0.05},
+        },
+        output_name="reviews",
+    )
+    register >> statistics >> validate
