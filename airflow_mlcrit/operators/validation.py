@@ -24,7 +24,7 @@ class ComputeStatisticsOperator(DatasetStepOperator):
     output_kind = "statistics"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow_mlcrit.core.validation.lineage import quality_metrics
+        from airflow_mlcrit.core.validation.lineage import quality_metrics, schema_facet
         from airflow_mlcrit.core.validation.statistics import STATISTICS_FILE, StatisticsConfig, compute_statistics
 
         source, manifest = self.pin(self.dataset)
@@ -37,7 +37,12 @@ class ComputeStatisticsOperator(DatasetStepOperator):
             len(result.statistics["columns"]),
             result.statistics["seconds"],
         )
-        self.record_input(source, manifest, dataQualityMetrics=quality_metrics(result.statistics))
+        self.record_input(
+            source,
+            manifest,
+            dataQualityMetrics=quality_metrics(result.statistics),
+            schema=schema_facet(result.statistics),
+        )
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / STATISTICS_FILE
             path.write_text(json.dumps(result.statistics, sort_keys=True))
@@ -112,7 +117,12 @@ class ValidateDataOperator(DatasetStepOperator):
     output_kind = "validation_report"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow_mlcrit.core.validation.lineage import previous_statistics, quality_assertions, quality_metrics
+        from airflow_mlcrit.core.validation.lineage import (
+            previous_statistics,
+            quality_assertions,
+            quality_metrics,
+            schema_facet,
+        )
         from airflow_mlcrit.core.validation.statistics import STATISTICS_FILE
         from airflow_mlcrit.core.validation.validate import ValidationConfig, validate
 
@@ -136,6 +146,7 @@ class ValidateDataOperator(DatasetStepOperator):
                 source,
                 manifest,
                 dataQualityMetrics=quality_metrics(result.statistics),
+                schema=schema_facet(result.statistics),
                 dataQualityAssertions=quality_assertions(
                     result.findings, result.report["checks_run"], result.report["expectations"]
                 ),

@@ -60,7 +60,11 @@ def test_clean_data_passes_and_lineage_carries_quality_facets(store_root, tmp_pa
         ["schema", "missing", "domain", "range", "duplicates", "empty_text", "pii"]
     )  # no drift baseline at v1
     assert all(a["success"] for a in assertions)
-    assert validate_event(done) >= {"dataQualityMetrics", "dataQualityAssertions", "mlcrit_artifact"}
+    assert validate_event(done) >= {"dataQualityMetrics", "dataQualityAssertions", "mlcrit_artifact", "schema"}
+    assert data_in["facets"]["schema"]["fields"][:2] == [
+        {"name": "id", "type": "int64", "description": "numeric"},
+        {"name": "amount", "type": "double", "description": "numeric"},
+    ]
 
 
 def test_defects_fail_the_task_naming_each_column_and_check(store_root, tmp_path):
@@ -128,8 +132,13 @@ def test_warn_passes_and_quarantine_splits_rows(store_root, tmp_path):
     assert pq.read_table(out / "q" / "quarantine.parquet").num_rows == 320
 
 
-def test_bad_input_fails_before_any_artifact(store_root, tmp_path):
-    (tmp_path / "bad.csv").write_text('text,label\n"unbalanced,1\nok,0\n')
+@pytest.mark.parametrize(
+    "content",
+    [b"", b'text,label\n"unbalanced,1\nok,0\n', b"text,label\ncaf\xe9,1\n"],
+    ids=["empty", "unbalanced-quotes", "latin-1"],
+)
+def test_bad_input_fails_before_any_artifact(store_root, tmp_path, content):
+    (tmp_path / "bad.csv").write_bytes(content)
     dr = run_dag("test_mlcrit_validation", {"data": str(tmp_path / "bad.csv")})
     assert dr.state == "failed"
     assert _states(dr)["statistics"] == "failed"

@@ -25,6 +25,14 @@ def quality_metrics(stats: dict[str, Any]) -> dict[str, Any]:
     return facet("dataQualityMetrics", rowCount=stats["rows"], columnMetrics=columns)
 
 
+def schema_facet(stats: dict[str, Any]) -> dict[str, Any]:
+    """OpenLineage schema facet: the columns as read, with their Arrow types and our kind."""
+    fields = [
+        {"name": name, "type": col["arrow_type"], "description": col["kind"]} for name, col in stats["columns"].items()
+    ]
+    return facet("schema", fields=fields)
+
+
 def quality_assertions(findings: list[Any], checks_run: list[str], expectations: list[dict[str, Any]]) -> dict:
     """DataQualityAssertions input facet: one assertion per finding, per clean check and per expectation."""
     assertions = []

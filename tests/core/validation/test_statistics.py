@@ -105,3 +105,29 @@ def test_csv_and_jsonl_inputs(tmp_path):
     for name in ("t.csv", "t.jsonl"):
         s = compute_statistics({"source": str(tmp_path / name)}).statistics
         assert s["rows"] == 300 and s["columns"]["region"]["frequencies"] == df.region.value_counts().to_dict()
+
+
+def test_token_lengths_with_a_local_tokenizer(tmp_path):
+    """A word-level tokenizer trained here (no hub): token counts equal word counts."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    df = clean(200)
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.train_from_iterator(df.text.tolist(), trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(tmp_path / "tok")
+    s = compute_statistics({"source": write(df, tmp_path / "t.parquet"), "tokenizer": str(tmp_path / "tok")}).statistics
+    tokens, words = s["columns"]["text"]["tokens"], s["columns"]["text"]["words"]
+    assert tokens["mean"] == words["mean"] == df.text.str.split().str.len().mean()
+    assert tokens["max"] == words["max"]
+
+
+def test_s3_uri_source(tmp_path, moto_server, monkeypatch):
+    client = moto_server.client()
+    client.create_bucket(Bucket="raw-data")
+    df = clean(100)
+    client.upload_file(write(df, tmp_path / "t.parquet"), "raw-data", "exports/2026/t.parquet")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
+    s = compute_statistics({"source": "s3://raw-data/exports/2026/"}).statistics
+    assert s["rows"] == 100 and s["source"] == "s3://raw-data/exports/2026/"
