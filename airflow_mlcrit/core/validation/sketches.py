@@ -103,6 +103,50 @@ class HyperLogLog:
         return round(raw)
 
 
+class DistinctCounter:
+    """Exact distinct count of 64-bit hashes up to ``max_exact`` rows seen, then HyperLogLog."""
+
+    def __init__(self, max_exact: int):
+        self.max_exact = max_exact
+        self.rows = 0
+        self.hashes: list[np.ndarray] = []
+        self.hll: HyperLogLog | None = None
+
+    def add(self, hashes: np.ndarray) -> None:
+        self.rows += len(hashes)
+        if self.hll is None and self.rows <= self.max_exact:
+            self.hashes.append(hashes)
+            return
+        self._to_estimate()
+        self.hll.add_hashes(hashes)  # type: ignore[union-attr]
+
+    def _to_estimate(self) -> None:
+        if self.hll is None:
+            self.hll = HyperLogLog()
+            for h in self.hashes:
+                self.hll.add_hashes(h)
+            self.hashes = []
+
+    def merge(self, other: DistinctCounter) -> None:
+        if self.hll is None and other.hll is None and self.rows + other.rows <= self.max_exact:
+            self.hashes += other.hashes
+            self.rows += other.rows
+            return
+        self._to_estimate()
+        self.rows += other.rows
+        if other.hll is not None:
+            self.hll.merge(other.hll)  # type: ignore[union-attr]
+        for h in other.hashes:
+            self.hll.add_hashes(h)  # type: ignore[union-attr]
+
+    @property
+    def exact(self) -> bool:
+        return self.hll is None
+
+    def count(self) -> int:
+        return count_distinct(self.hashes) if self.hll is None else self.hll.estimate()
+
+
 class Reservoir:
     """A uniform sample of at most ``k`` values (priority sampling: keep the k smallest random keys)."""
 
@@ -118,6 +162,15 @@ class Reservoir:
             return
         keys = np.concatenate([self.keys, self.rng.random(len(values))])
         vals = np.concatenate([self.values, values.astype(np.float64, copy=False)])
+        if len(keys) > self.k:
+            keep = np.argpartition(keys, self.k - 1)[: self.k]
+            keys, vals = keys[keep], vals[keep]
+        self.keys, self.values = keys, vals
+
+    def merge(self, other: Reservoir) -> None:
+        """Union of two samples drawn with independent keys: still a uniform sample (priority sampling)."""
+        keys = np.concatenate([self.keys, other.keys])
+        vals = np.concatenate([self.values, other.values])
         if len(keys) > self.k:
             keep = np.argpartition(keys, self.k - 1)[: self.k]
             keys, vals = keys[keep], vals[keep]
@@ -150,6 +203,16 @@ class Moments:
         self.n = n
         self.min = min(self.min, float(values.min()))
         self.max = max(self.max, float(values.max()))
+
+    def merge(self, other: Moments) -> None:
+        if other.n == 0:
+            return
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        self.mean += delta * other.n / n
+        self.m2 += other.m2 + delta * delta * self.n * other.n / n
+        self.n = n
+        self.min, self.max = min(self.min, other.min), max(self.max, other.max)
 
     @property
     def std(self) -> float | None:

@@ -15,14 +15,15 @@ import numpy as np
 
 from airflow_mlcrit.core.configbase import Config, require
 from airflow_mlcrit.core.validation.sketches import (
+    DistinctCounter,
     HyperLogLog,
     Moments,
     Reservoir,
-    count_distinct,
     hash_array,
     mix64,
 )
 from airflow_mlcrit.core.validation.textchecks import word_counts
+from airflow_mlcrit.exceptions import DataValidationError
 
 STATISTICS_FILE = "statistics.json"
 STATISTICS_FORMAT = 1
@@ -51,6 +52,14 @@ class StatisticsConfig(Config):
     max_domain_values: int = field(default=1_000, metadata={"help": "full frequency table kept up to this many values"})
     tokenizer: str | None = field(default=None, metadata={"help": "HF tokenizer path for token-length statistics"})
     seed: int = field(default=0, metadata={"help": "seed of the sampling: same data + seed = same statistics"})
+    engine: Literal["arrow", "beam"] = field(
+        default="arrow",
+        metadata={"help": "arrow: one process, streaming; beam: a Beam pipeline over file/row-group splits"},
+    )
+    runner: str | None = field(default=None, metadata={"help": "Beam runner (engine='beam'); default FnApiRunner"})
+    pipeline_options: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "Beam pipeline options, passed verbatim as --key=value"}
+    )
 
     def __post_init__(self) -> None:
         require(isinstance(self.source, str) and bool(self.source), "StatisticsConfig.source must name the data")
@@ -59,6 +68,9 @@ class StatisticsConfig(Config):
         require(self.histogram_bins >= 1, f"StatisticsConfig.histogram_bins must be >= 1, got {self.histogram_bins}")
         require(
             all(0 <= q <= 1 for q in self.quantiles), f"StatisticsConfig.quantiles must lie in [0, 1]: {self.quantiles}"
+        )
+        require(
+            self.engine in ("arrow", "beam"), f"StatisticsConfig.engine must be 'arrow' or 'beam', got {self.engine!r}"
         )
         overlap = set(self.text_columns or ()) & set(self.categorical_columns or ())
         require(not overlap, f"columns {sorted(overlap)} are in both text_columns and categorical_columns")
@@ -108,6 +120,11 @@ class _Numeric:
         self.moments.add(finite)
         self.reservoir.add(finite)
 
+    def merge(self, other: _Numeric) -> None:
+        self.nan, self.inf, self.zeros = self.nan + other.nan, self.inf + other.inf, self.zeros + other.zeros
+        self.moments.merge(other.moments)
+        self.reservoir.merge(other.reservoir)
+
     def result(self) -> dict[str, Any]:
         return {
             "nan": self.nan,
@@ -141,13 +158,33 @@ class _Categorical:
             self.counts[value] = self.counts.get(value, 0) + int(count)
         if self.hll is not None:
             self.hll.add_hashes(hash_array(arr))
+        self._bound()
+
+    def _bound(self) -> None:
+        import pyarrow as pa
+
         if len(self.counts) > self.cfg.max_exact_distinct:
-            if self.hll is None:  # switch to an estimate; seed it with every value seen so far
-                self.hll = HyperLogLog()
-                self.hll.add_hashes(hash_array(pa.array(list(self.counts))))
-            self.exact = False
+            self._to_estimate(pa)
             keep = sorted(self.counts.items(), key=lambda kv: -kv[1])[: self.cfg.max_exact_distinct // 2]
             self.counts = dict(keep)  # lossy counting: frequent values survive, rare ones drop
+
+    def _to_estimate(self, pa: Any) -> None:
+        if self.hll is None:  # switch to an estimate; seed it with every value seen so far
+            self.hll = HyperLogLog()
+            self.hll.add_hashes(hash_array(pa.array(list(self.counts))))
+        self.exact = False
+
+    def merge(self, other: _Categorical) -> None:
+        import pyarrow as pa
+
+        if not (self.exact and other.exact):
+            self._to_estimate(pa)
+            other._to_estimate(pa)
+            self.hll.merge(other.hll)  # type: ignore[union-attr]
+        for value, count in other.counts.items():
+            self.counts[value] = self.counts.get(value, 0) + count
+        self.lengths.merge(other.lengths)
+        self._bound()
 
     def result(self) -> dict[str, Any]:
         ordered = sorted(self.counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
@@ -172,9 +209,7 @@ class _Text:
         self.words = (Moments(), Reservoir(cfg.sample_size, seed + 1))
         self.tokens = (Moments(), Reservoir(cfg.sample_size, seed + 2)) if cfg.tokenizer else None
         self.empty = self.blank = 0
-        self.hashes: list[np.ndarray] = []
-        self.hll: HyperLogLog | None = None
-        self.rows = 0
+        self.distinct = DistinctCounter(cfg.max_exact_rows)
         self._tokenizer = None
 
     def add(self, arr: Any) -> None:
@@ -192,17 +227,15 @@ class _Text:
             lengths = np.asarray([len(ids) for ids in self._tokenize(arr.to_pylist())], dtype=np.float64)
             self.tokens[0].add(lengths)
             self.tokens[1].add(lengths)
-        hashed = hash_array(arr)
-        self.rows += len(hashed)
-        if self.hll is None and self.rows <= self.cfg.max_exact_rows:
-            self.hashes.append(hashed)
-        else:
-            if self.hll is None:
-                self.hll = HyperLogLog()
-                for h in self.hashes:
-                    self.hll.add_hashes(h)
-                self.hashes = []
-            self.hll.add_hashes(hashed)
+        self.distinct.add(hash_array(arr))
+
+    def merge(self, other: _Text) -> None:
+        for mine, theirs in ((self.chars, other.chars), (self.words, other.words), (self.tokens, other.tokens)):
+            if mine is not None and theirs is not None:
+                mine[0].merge(theirs[0])
+                mine[1].merge(theirs[1])
+        self.empty, self.blank = self.empty + other.empty, self.blank + other.blank
+        self.distinct.merge(other.distinct)
 
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
         if self._tokenizer is None:
@@ -212,15 +245,15 @@ class _Text:
         return self._tokenizer(texts, add_special_tokens=False)["input_ids"]
 
     def result(self) -> dict[str, Any]:
-        distinct = count_distinct(self.hashes) if self.hll is None else self.hll.estimate()
+        distinct = self.distinct.count()
         out = {
             "chars": _numeric_summary(*self.chars, self.cfg),
             "words": _numeric_summary(*self.words, self.cfg),
             "empty": self.empty,
             "whitespace_only": self.blank,
             "distinct": distinct,
-            "duplicates": self.rows - distinct,
-            "duplicates_exact": self.hll is None,
+            "duplicates": self.distinct.rows - distinct,
+            "duplicates_exact": self.distinct.exact,
         }
         if self.tokens is not None:
             out["tokens"] = _numeric_summary(*self.tokens, self.cfg)
@@ -231,13 +264,16 @@ class _Other:
     kind = "other"
 
     def __init__(self, cfg: StatisticsConfig, seed: int):
-        self.hll = HyperLogLog()
+        self.distinct = DistinctCounter(cfg.max_exact_rows)
 
     def add(self, arr: Any) -> None:
-        self.hll.add_hashes(hash_array(arr.drop_null()))
+        self.distinct.add(hash_array(arr.drop_null()))
+
+    def merge(self, other: _Other) -> None:
+        self.distinct.merge(other.distinct)
 
     def result(self) -> dict[str, Any]:
-        return {"distinct": self.hll.estimate(), "distinct_exact": False}
+        return {"distinct": self.distinct.count(), "distinct_exact": self.distinct.exact}
 
 
 def _jsonable(value: Any) -> Any:
@@ -280,16 +316,18 @@ _ACCUMULATORS = {"numeric": _Numeric, "categorical": _Categorical, "text": _Text
 class TableProfiler:
     """Feed record batches with :meth:`add`; :meth:`result` returns the statistics dict."""
 
-    def __init__(self, cfg: StatisticsConfig):
+    def __init__(self, cfg: StatisticsConfig, kinds: dict[str, str] | None = None, split: int = 0):
+        """``kinds`` fixes each column's kind up front (parallel splits must agree); ``split``
+        decorrelates the sampling of splits profiled in parallel."""
         self.cfg = cfg
+        self.split = split
         self.rows = 0
         self.batches = 0
         self.schema = None
         self.columns: dict[str, Any] = {}
-        self.kinds: dict[str, str] = {}
+        self.kinds: dict[str, str] = dict(kinds or {})
         self.missing: dict[str, int] = {}
-        self.row_hashes: list[np.ndarray] = []
-        self.row_hll: HyperLogLog | None = None
+        self.duplicates = DistinctCounter(cfg.max_exact_rows)
         self.started = time.monotonic()
 
     def add(self, batch: Any) -> np.ndarray:
@@ -297,9 +335,10 @@ class TableProfiler:
         if self.schema is None:
             self.schema = batch.schema
             for i, f in enumerate(batch.schema):
-                kind = classify(f, batch, self.cfg)
+                kind = self.kinds.get(f.name) or classify(f, batch, self.cfg)
                 self.kinds[f.name] = kind
-                self.columns[f.name] = _ACCUMULATORS[kind](self.cfg, self.cfg.seed + 7919 * i)
+                seed = self.cfg.seed + 7919 * i + 1_000_003 * self.split
+                self.columns[f.name] = _ACCUMULATORS[kind](self.cfg, seed)
                 self.missing[f.name] = 0
         self.rows += batch.num_rows
         self.batches += 1
@@ -311,22 +350,27 @@ class TableProfiler:
             with np.errstate(over="ignore"):
                 col_hash = hash_array(col, low_cardinality=self.kinds[name] == "categorical")
                 row_hash = mix64(row_hash * np.uint64(1_000_003) + col_hash)
-        if self.row_hll is None and self.rows <= self.cfg.max_exact_rows:
-            self.row_hashes.append(row_hash)
-        else:
-            if self.row_hll is None:
-                self.row_hll = HyperLogLog()
-                for h in self.row_hashes:
-                    self.row_hll.add_hashes(h)
-                self.row_hashes = []
-            self.row_hll.add_hashes(row_hash)
+        self.duplicates.add(row_hash)
         return row_hash
 
+    def merge(self, other: TableProfiler) -> TableProfiler:
+        """Fold in the profile of another split of the same table (Beam's combine step)."""
+        if other.schema is None:
+            return self
+        if self.schema is None:
+            return other
+        if not self.schema.equals(other.schema):
+            raise DataValidationError("splits of one table have different schemas; cannot merge their statistics")
+        self.rows += other.rows
+        self.batches += other.batches
+        for name, acc in self.columns.items():
+            self.missing[name] += other.missing[name]
+            acc.merge(other.columns[name])
+        self.duplicates.merge(other.duplicates)
+        return self
+
     def result(self, **extra: Any) -> dict[str, Any]:
-        if self.row_hll is None:
-            distinct = count_distinct(self.row_hashes)
-        else:
-            distinct = self.row_hll.estimate()
+        distinct = self.duplicates.count()
         columns = {}
         for name, acc in self.columns.items():
             columns[name] = {
@@ -341,7 +385,7 @@ class TableProfiler:
             "rows": self.rows,
             "batches": self.batches,
             "duplicate_rows": self.rows - distinct,
-            "duplicate_rows_exact": self.row_hll is None,
+            "duplicate_rows_exact": self.duplicates.exact,
             "columns": columns,
             "seconds": round(time.monotonic() - self.started, 3),
             **extra,
@@ -371,10 +415,17 @@ def compute_statistics(cfg: StatisticsConfig | dict[str, Any], *, store: Any = N
     cfg = StatisticsConfig.coerce(cfg)
     table = open_table(cfg.source, store=store, fmt=cfg.format)
     try:
+        extra = {"source": table.description, "source_format": table.fmt, "config": cfg.to_dict()}
+        if cfg.engine == "beam":
+            from airflow_mlcrit.core.validation.beam_stats import compute_with_beam
+
+            first = next(iter_batches(table, min(cfg.batch_size, 10_000), cfg.columns))
+            kinds = {f.name: classify(f, first, cfg) for f in first.schema}  # every split must agree
+            stats = compute_with_beam(cfg, table, kinds, cfg.runner, cfg.pipeline_options)
+            return StatisticsResult({**stats, **extra, "engine": "beam"}, table)
         profiler = TableProfiler(cfg)
         for batch in iter_batches(table, cfg.batch_size, cfg.columns):
             profiler.add(batch)
-        stats = profiler.result(source=table.description, source_format=table.fmt, config=cfg.to_dict())
-        return StatisticsResult(stats, table)
+        return StatisticsResult(profiler.result(**extra, engine="arrow"), table)
     finally:
         table.close()

@@ -131,3 +131,26 @@ def test_s3_uri_source(tmp_path, moto_server, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
     s = compute_statistics({"source": "s3://raw-data/exports/2026/"}).statistics
     assert s["rows"] == 100 and s["source"] == "s3://raw-data/exports/2026/"
+
+
+@pytest.mark.slow
+def test_beam_engine_matches_the_arrow_engine(tmp_path):
+    """FnApiRunner, multi-process (2 workers): same exact statistics as the in-process engine."""
+    df = clean(6000)
+    df.loc[::7, "amount"] = np.nan
+    df = pd.concat([df, df.iloc[:40]], ignore_index=True)
+    path = tmp_path / "t.parquet"
+    df.to_parquet(path, index=False, row_group_size=1000)  # 7 row groups = 7 splits
+    arrow = compute_statistics({"source": str(path)}).statistics
+    beam = compute_statistics(
+        {"source": str(path), "engine": "beam", "pipeline_options": {"direct_num_workers": 2}}
+    ).statistics
+    assert (beam["rows"], beam["duplicate_rows"], beam["engine"]) == (6040, 40, "beam")
+    for name, col in arrow["columns"].items():
+        other = beam["columns"][name]
+        for key in ("kind", "missing", "distinct", "count", "min", "max", "empty", "frequencies", "duplicates"):
+            assert other.get(key) == col.get(key), (name, key)
+        if col["kind"] == "numeric":
+            assert math.isclose(other["mean"], col["mean"], rel_tol=1e-12)
+            assert math.isclose(other["std"], col["std"], rel_tol=1e-9)
+            assert len(other["sample"]) == len(col["sample"]) == min(6040 - col["missing"], 10_000)
