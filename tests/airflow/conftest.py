@@ -30,6 +30,24 @@ class LineageTail:
 
 
 @pytest.fixture
+def store_root(tmp_path, monkeypatch, airflow_db):
+    """An empty local store as the configured [mlcrit] artifact_root."""
+    root = tmp_path / "store"
+    monkeypatch.setenv("AIRFLOW__MLCRIT__ARTIFACT_ROOT", str(root))
+    return root
+
+
+def task_states(dag_run) -> dict[str, tuple[str, int]]:
+    """{task_id: (state, try_number)} of a finished DAG run, from the metadata DB."""
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = session.query(TaskInstance).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).all()
+        return {ti.task_id: (ti.state, ti.try_number) for ti in tis}
+
+
+@pytest.fixture
 def lineage_tail(lineage_file):
     return LineageTail(lineage_file)
 

@@ -3,24 +3,8 @@
 import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
-from tests.airflow.conftest import run_dag
+from tests.airflow.conftest import run_dag, task_states
 from tests.helpers.openlineage import SPEC_DIR, validate_event
-
-
-@pytest.fixture
-def local_root(tmp_path, monkeypatch, airflow_db):
-    root = tmp_path / "store"
-    monkeypatch.setenv("AIRFLOW__MLCRIT__ARTIFACT_ROOT", str(root))
-    return root
-
-
-def _task_states(dag_run):
-    from airflow.models import TaskInstance
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        tis = session.query(TaskInstance).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).all()
-        return {ti.task_id: (ti.state, ti.try_number) for ti in tis}
 
 
 def _xcom(dag_run, task_id):
@@ -36,10 +20,10 @@ def _xcom(dag_run, task_id):
         return XComModel.deserialize_value(row)
 
 
-def test_register_commits_versions_with_producer_and_parents(local_root, dag_files):
+def test_register_commits_versions_with_producer_and_parents(store_root, dag_files):
     dr = run_dag("test_mlcrit_register", dag_files)
     assert dr.state == "success"
-    store = open_store(local_root)
+    store = open_store(store_root)
     data = store.resolve("dataset/reviews@v1")
     model = store.resolve("model/clf@v1")
     assert data.metadata == {"rows": 2}
@@ -62,18 +46,18 @@ def test_register_commits_versions_with_producer_and_parents(local_root, dag_fil
     }
 
 
-def test_an_airflow_retry_returns_the_version_the_first_try_committed(local_root, dag_files):
+def test_an_airflow_retry_returns_the_version_the_first_try_committed(store_root, dag_files):
     dr = run_dag("test_mlcrit_retry", dag_files)
     assert dr.state == "success"
-    assert _task_states(dr) == {"register": ("success", 2)}
-    store = open_store(local_root)
+    assert task_states(dr) == {"register": ("success", 2)}
+    store = open_store(store_root)
     assert store.versions("dataset/reviews") == [1]
     manifest = store.resolve("dataset/reviews@v1")
     assert manifest.producer["try_number"] == 1
     assert _xcom(dr, "register")["ref"] == "dataset/reviews@v1"
 
 
-def test_asset_events_carry_the_committed_ref(local_root, dag_files):
+def test_asset_events_carry_the_committed_ref(store_root, dag_files):
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
 
@@ -86,12 +70,12 @@ def test_asset_events_carry_the_committed_ref(local_root, dag_files):
             .all()
         )
         extras = [r.extra for r in rows]
-    digest = open_store(local_root).resolve("model/clf@v1").digest
+    digest = open_store(store_root).resolve("model/clf@v1").digest
     assert extras == [{"ref": "model/clf@v1", "digest": digest}]
 
 
 @pytest.mark.skipif(not SPEC_DIR.is_dir(), reason=f"official OpenLineage schemas not found at {SPEC_DIR}")
-def test_every_openlineage_event_validates_against_the_official_schemas(local_root, dag_files, lineage_tail):
+def test_every_openlineage_event_validates_against_the_official_schemas(store_root, dag_files, lineage_tail):
     dr = run_dag("test_mlcrit_register", dag_files)
     assert dr.state == "success"
     events = lineage_tail.events()
@@ -102,7 +86,7 @@ def test_every_openlineage_event_validates_against_the_official_schemas(local_ro
     reg_model = complete["test_mlcrit_register.register_model"]
     [out] = reg_model["outputs"]
     [inp] = reg_model["inputs"]
-    prefix = str(local_root).lstrip("/")
+    prefix = str(store_root).lstrip("/")
     assert (out["name"], inp["name"]) == (f"{prefix}/model/clf", f"{prefix}/dataset/reviews")
     assert out["namespace"].startswith("file://")
     assert validate_event(reg_model) >= {"mlcrit_artifact", "version", "storage"}
@@ -114,7 +98,7 @@ def test_every_openlineage_event_validates_against_the_official_schemas(local_ro
     assert "documentation" in validate_event(complete["test_mlcrit_register.register_data"])
 
 
-def test_a_lineage_failure_never_fails_the_task(local_root, dag_files, monkeypatch, lineage_tail):
+def test_a_lineage_failure_never_fails_the_task(store_root, dag_files, monkeypatch, lineage_tail):
     import airflow_mlcrit.operators.base as base
 
     def broken(record):
@@ -123,15 +107,15 @@ def test_a_lineage_failure_never_fails_the_task(local_root, dag_files, monkeypat
     monkeypatch.setattr(base, "to_operator_lineage", broken)
     dr = run_dag("test_mlcrit_register", dag_files)
     assert dr.state == "success"
-    assert _task_states(dr) == {"register_data": ("success", 1), "register_model": ("success", 1)}
-    assert open_store(local_root).versions("model/clf") == [1]
+    assert task_states(dr) == {"register_data": ("success", 1), "register_model": ("success", 1)}
+    assert open_store(store_root).versions("model/clf") == [1]
     complete = [
         e for e in lineage_tail.events() if e["eventType"] == "COMPLETE" and e["job"]["name"].endswith("register_model")
     ]
     assert complete and complete[-1]["outputs"] == []  # the event still went out, without our datasets
 
 
-def test_a_broken_lineage_transport_never_fails_the_task(local_root, dag_files, tmp_path):
+def test_a_broken_lineage_transport_never_fails_the_task(store_root, dag_files, tmp_path):
     """The file transport points into a path that cannot be created: emitting fails, tasks succeed."""
     import json
     import os
@@ -151,6 +135,6 @@ def test_a_broken_lineage_transport_never_fails_the_task(local_root, dag_files, 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "STATE success" in result.stdout
-    assert open_store(local_root).versions("model/clf") == [1]
+    assert open_store(store_root).versions("model/clf") == [1]
     output = result.stdout + result.stderr
     assert output.count("Failed to emit OpenLineage `COMPLETE` event") >= 2  # both tasks tried and failed

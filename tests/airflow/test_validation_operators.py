@@ -5,26 +5,9 @@ import json
 import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
-from tests.airflow.conftest import run_dag
+from tests.airflow.conftest import run_dag, task_states
 from tests.core.validation.data import clean, dirty, write
 from tests.helpers.openlineage import SPEC_DIR, validate_event
-
-
-@pytest.fixture
-def store_root(tmp_path, monkeypatch, airflow_db):
-    root = tmp_path / "store"
-    monkeypatch.setenv("AIRFLOW__MLCRIT__ARTIFACT_ROOT", str(root))
-    return root
-
-
-def _states(dr):
-    from airflow.models import TaskInstance
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        return {
-            ti.task_id: ti.state for ti in session.query(TaskInstance).filter_by(dag_id=dr.dag_id, run_id=dr.run_id)
-        }
 
 
 def _report(store, ref="validation_report/reviews@latest"):
@@ -34,7 +17,7 @@ def _report(store, ref="validation_report/reviews@latest"):
 def _week1(tmp_path):
     """First version: clean data; its statistics become the drift baseline of the next version."""
     dr = run_dag("test_mlcrit_validation", {"data": write(clean(), tmp_path / "week1.parquet")})
-    assert dr.state == "success", _states(dr)
+    assert dr.state == "success", task_states(dr)
 
 
 def test_clean_data_passes_and_lineage_carries_quality_facets(store_root, tmp_path, lineage_tail):
@@ -74,7 +57,7 @@ def test_defects_fail_the_task_naming_each_column_and_check(store_root, tmp_path
         "test_mlcrit_validation", {"data": write(dirty(), tmp_path / "week2.parquet"), "schema": "schema/reviews@v1"}
     )
     assert dr.state == "failed"
-    assert _states(dr)["validate"] == "failed"
+    assert task_states(dr)["validate"][0] == "failed"
     report = _report(store, "validation_report/reviews@v2")  # committed before failing, for the audit
     assert report["status"] == "FAILED"
     assert sorted({(f["check"], f.get("column")) for f in report["findings"]}) == [
@@ -141,6 +124,6 @@ def test_bad_input_fails_before_any_artifact(store_root, tmp_path, content):
     (tmp_path / "bad.csv").write_bytes(content)
     dr = run_dag("test_mlcrit_validation", {"data": str(tmp_path / "bad.csv")})
     assert dr.state == "failed"
-    assert _states(dr)["statistics"] == "failed"
+    assert task_states(dr)["statistics"][0] == "failed"
     store = open_store(store_root)
     assert store.list_artifacts() == ["dataset/reviews"]  # only the raw file that was registered
