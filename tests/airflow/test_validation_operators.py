@@ -82,11 +82,20 @@ def test_warn_passes_and_quarantine_splits_rows(store_root, tmp_path):
         {
             "data": write(dirty(), tmp_path / "week2.parquet"),
             "schema": "schema/reviews@v1",
-            "validation": {"default_policy": "warn"},
+            "validation": {"default_policy": "warn", "suite": "from_schema"},
         },
     )
     assert dr.state == "success"
-    assert len(_report(store)["findings"]) == 6
+    report = _report(store)
+    assert len([f for f in report["findings"] if f["check"] != "expectations"]) == 6
+    failed = sorted((e["expectation_type"], e["column"]) for e in report["expectations"] if not e["success"])
+    assert failed == [
+        ("expect_column_values_to_be_between", "amount"),
+        ("expect_column_values_to_be_in_set", "region"),
+        ("expect_column_values_to_not_be_null", "region"),
+    ]
+    files = [f["path"] for f in store.resolve("validation_report/reviews@latest").files]
+    assert "data_docs/index.html" in files and "statistics.json" in files
     dr = run_dag(
         "test_mlcrit_validation",
         {
