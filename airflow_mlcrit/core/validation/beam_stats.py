@@ -19,7 +19,8 @@ def pipeline_args(runner: str | None, options: dict[str, Any] | None) -> list[st
     runner = runner or "FnApiRunner"
     if runner == "FnApiRunner":
         opts.setdefault("direct_running_mode", "multi_processing")
-        opts.setdefault("direct_num_workers", os.cpu_count() or 1)
+        if opts["direct_running_mode"] != "in_memory":
+            opts.setdefault("direct_num_workers", os.cpu_count() or 1)
     args = [f"--runner={runner}"]
     for key, value in opts.items():
         if isinstance(value, bool):

@@ -1,0 +1,206 @@
+"""The built-in Beam pipeline: determinism across engines, splits, dedup, formatting, analyzers."""
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from airflow_mlcrit.core.preprocessing.pipeline import run_preprocess
+from airflow_mlcrit.core.preprocessing.textops import normalize_text
+from airflow_mlcrit.exceptions import ConfigError, DataValidationError
+
+IN_MEMORY = {"direct_running_mode": "in_memory"}
+WORDS = "good bad slow fast friendly rude price delivery quality support refund great late early cheap".split()
+
+
+def reviews(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    texts = [" ".join(rng.choice(WORDS, 12)) + f" ticket {i}" for i in range(n)]
+    return pd.DataFrame(
+        {
+            "text": texts,
+            "user": [f"u{i % max(1, n // 4)}" for i in range(n)],
+            "label": rng.choice(["neg", "pos"], n),
+            "amount": rng.normal(10, 2, n),
+        }
+    )
+
+
+def write(df: pd.DataFrame, path, row_group_size: int = 1000) -> str:
+    df.to_parquet(path, index=False, row_group_size=row_group_size)
+    return str(path)
+
+
+def rows(result) -> dict[str, list[str]]:
+    """Every split's rows, canonically serialized and sorted (row order across shards is not fixed)."""
+    out = {}
+    for split in result.row_counts:
+        files = sorted((result.output_dir / split).glob("*.parquet"))
+        records = [r for f in files for r in pq.read_table(f).to_pylist()]
+        out[split] = sorted(json.dumps(r, sort_keys=True) for r in records)
+    return out
+
+
+@pytest.fixture(scope="module")
+def portable_engine():
+    from tests.helpers.servers import BeamPortableEngine
+
+    engine = BeamPortableEngine()
+    yield engine
+    engine.stop()
+
+
+@pytest.mark.slow
+def test_identical_outputs_on_three_engines(tmp_path, portable_engine):
+    df = reviews(3000)
+    df = pd.concat([df, df.iloc[:50].assign(text=lambda d: "  " + d.text.str.upper() + " ")], ignore_index=True)
+    cfg = {
+        "source": write(df, tmp_path / "in.parquet", 500),
+        "key_column": "user",
+        "label_column": "label",
+        "lowercase": True,
+        "near_dedup_threshold": 0.8,
+        "analyze_numeric": ["amount"],
+    }
+    in_process = run_preprocess({**cfg, "pipeline_options": IN_MEMORY}, workdir=tmp_path / "a")
+    multi = run_preprocess({**cfg, "pipeline_options": {"direct_num_workers": 2}}, workdir=tmp_path / "b")
+    portable = run_preprocess(
+        {**cfg, "runner": "PortableRunner", "pipeline_options": portable_engine.options}, workdir=tmp_path / "c"
+    )
+    assert in_process.row_counts == multi.row_counts == portable.row_counts
+    assert sum(in_process.row_counts.values()) == 3000  # the 50 re-cased copies are exact duplicates
+    assert rows(in_process) == rows(multi) == rows(portable)
+    assert in_process.analyzers["label_vocabulary"] == ["neg", "pos"]
+    assert in_process.analyzers["amount.mean"] == pytest.approx(df.amount.iloc[:3000].mean(), rel=1e-9)
+
+
+def test_split_is_by_group_key_and_close_to_the_fractions(tmp_path):
+    n = 100_000
+    df = pd.DataFrame({"text": [f"text number {i}" for i in range(n)], "user": [f"user{i // 2}" for i in range(n)]})
+    result = run_preprocess(
+        {
+            "source": write(df, tmp_path / "in.parquet", 25_000),
+            "key_column": "user",
+            "exact_dedup": False,
+            "pipeline_options": IN_MEMORY,
+        },
+        workdir=tmp_path / "w",
+    )
+    splits = rows(result)
+    users = {name: {json.loads(r)["user"] for r in rs} for name, rs in splits.items()}
+    assert (
+        not (users["train"] & users["eval"])
+        and not (users["train"] & users["test"])
+        and not (users["eval"] & users["test"])
+    )
+    total = sum(result.row_counts.values())
+    assert total == n
+    for name, fraction in {"train": 0.8, "eval": 0.1, "test": 0.1}.items():
+        assert abs(result.row_counts[name] / total - fraction) < 0.01
+
+
+def test_exact_dedup_removes_exactly_the_duplicates(tmp_path):
+    df = reviews(500)
+    dups = df.iloc[[3, 7, 7, 42]].copy()
+    dups["text"] = ["  " + t.replace(" ", "   ") for t in dups.text]  # same after normalization
+    result = run_preprocess(
+        {
+            "source": write(pd.concat([df, dups]), tmp_path / "in.parquet"),
+            "splits": {"all": 1.0},
+            "pipeline_options": IN_MEMORY,
+        },
+        workdir=tmp_path / "w",
+    )
+    texts = sorted(json.loads(r)["text"] for r in rows(result)["all"])
+    assert texts == sorted(normalize_text(t) for t in df.text)
+
+
+def test_near_dedup_recall_on_one_word_edits(tmp_path):
+    rng = np.random.default_rng(1)
+    base = [" ".join(rng.choice(WORDS, 30)) + f" order {i} from store {i * 7}" for i in range(300)]
+    edits = []
+    for text in base[:200]:  # 200 near duplicates: one word replaced
+        words = text.split()
+        words[int(rng.integers(0, 30))] = "zzz"
+        edits.append(" ".join(words))
+    df = pd.DataFrame({"text": base + edits})
+    result = run_preprocess(
+        {
+            "source": write(df, tmp_path / "in.parquet"),
+            "near_dedup_threshold": 0.7,
+            "splits": {"all": 1.0},
+            "pipeline_options": IN_MEMORY,
+        },
+        workdir=tmp_path / "w",
+    )
+    kept = {json.loads(r)["text"] for r in rows(result)["all"]}
+    pairs_caught = sum(1 for a, b in zip(base[:200], edits, strict=True) if not (a in kept and b in kept))
+    assert pairs_caught / 200 >= 0.95
+    assert all(b in kept for b in base[200:])  # distinct texts survive
+
+
+def test_instruction_formatting_masks_the_prompt(tmp_path, word_tokenizer):
+    df = pd.DataFrame({"prompt": ["how are you", "what is two plus two"], "response": ["fine thanks", "four"]})
+    result = run_preprocess(
+        {
+            "source": write(df, tmp_path / "in.parquet"),
+            "prompt_column": "prompt",
+            "response_column": "response",
+            "template": "Q: {{ prompt }} A: {{ response }}",
+            "tokenizer": word_tokenizer,
+            "splits": {"all": 1.0},
+            "pipeline_options": IN_MEMORY,
+        },
+        workdir=tmp_path / "w",
+    )
+    records = sorted((json.loads(r) for r in rows(result)["all"]), key=lambda r: r["prompt"])
+    first = records[0]
+    assert first["text"] == "Q: how are you A: fine thanks"
+    prompt_len = len("Q: how are you A:".split())
+    assert first["labels"][:prompt_len] == [-100] * prompt_len
+    assert first["labels"][prompt_len:] == first["input_ids"][prompt_len:] and len(first["labels"]) == 7
+
+
+def test_bad_input_fails_before_workers_start(tmp_path):
+    df = reviews(10)
+    src = write(df, tmp_path / "in.parquet")
+    cases = [
+        (
+            {"source": src, "key_column": "customer"},
+            DataValidationError,
+            "PreprocessConfig.key_column is 'customer', but the input has no such column",
+        ),
+        (
+            {"source": write(df.assign(text=1), tmp_path / "num.parquet")},
+            DataValidationError,
+            "column 'text' must hold text, but its type is int64",
+        ),
+        (
+            {"source": src, "user_pipeline": "no_such_module_xyz:build"},
+            ConfigError,
+            "user_pipeline 'no_such_module_xyz:build': cannot import 'no_such_module_xyz'",
+        ),
+        ({"source": src, "template": "{{ prompt "}, ConfigError, "template has a syntax error on line 1"),
+    ]
+    (tmp_path / "empty.jsonl").write_text("")
+    cases.append(({"source": str(tmp_path / "empty.jsonl")}, DataValidationError, "is empty (0 bytes)"))
+    for cfg, error, message in cases:
+        with pytest.raises(error, match=re.escape(message)):
+            run_preprocess(cfg, workdir=tmp_path / "w")
+    assert not list((tmp_path / "w" / "output").rglob("*.parquet"))
+
+
+def test_user_pipeline(tmp_path):
+    result = run_preprocess(
+        {
+            "source": write(reviews(40), tmp_path / "in.parquet"),
+            "user_pipeline": "tests.core.preprocessing.user_pipeline:only_positive",
+            "pipeline_options": IN_MEMORY,
+        },
+        workdir=tmp_path / "w",
+    )
+    labels = {json.loads(r)["label"] for r in rows(result)["positive"]}
+    assert labels == {"pos"} and result.row_counts["positive"] == (reviews(40).label == "pos").sum()
