@@ -23,7 +23,11 @@ def get_provider_info() -> dict:
         "operators": [
             {
                 "integration-name": "ML Critical",
-                "python-modules": ["airflow_mlcrit.operators.artifacts", "airflow_mlcrit.operators.validation"],
+                "python-modules": [
+                    "airflow_mlcrit.operators.artifacts",
+                    "airflow_mlcrit.operators.preprocessing",
+                    "airflow_mlcrit.operators.validation",
+                ],
             }
         ],
         "hooks": [

@@ -1,10 +1,17 @@
 """Operators of airflow-mlcrit. Importing them loads nothing heavy (no torch, Beam or GX)."""
 
 from airflow_mlcrit.operators.artifacts import RegisterArtifactOperator
+from airflow_mlcrit.operators.preprocessing import BeamPreprocessOperator
 from airflow_mlcrit.operators.validation import (
     ComputeStatisticsOperator,
     InferSchemaOperator,
     ValidateDataOperator,
 )
 
-__all__ = ["ComputeStatisticsOperator", "InferSchemaOperator", "RegisterArtifactOperator", "ValidateDataOperator"]
+__all__ = [
+    "BeamPreprocessOperator",
+    "ComputeStatisticsOperator",
+    "InferSchemaOperator",
+    "RegisterArtifactOperator",
+    "ValidateDataOperator",
+]

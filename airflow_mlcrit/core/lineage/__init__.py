@@ -37,6 +37,7 @@ OUTPUT_FACETS = frozenset({"outputStatistics"})
 # Our facets: key in the event -> schema file shipped in airflow_mlcrit/core/lineage/schemas/.
 CUSTOM_FACETS = {
     "mlcrit_artifact": "MlcritArtifactDatasetFacet",
+    "mlcrit_beam": "MlcritBeamJobFacet",
 }
 
 
@@ -79,6 +80,7 @@ class LineageRecord:
 
     inputs: list[LineageDataset] = field(default_factory=list)
     outputs: list[LineageDataset] = field(default_factory=list)
+    job_facets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add_input(self, store: ArtifactStore, manifest: Manifest, **facets: dict[str, Any]) -> LineageDataset:
         ds = artifact_dataset(store, manifest, **facets)

@@ -12,9 +12,18 @@ from airflow_mlcrit.exceptions import MlcritError
 
 CONTRACT_FILE = "transform_contract.json"
 # Tokenizer files that change how text becomes ids.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
-                   "merges.txt", "spiece.model", "sentencepiece.bpe.model", "added_tokens.json",
-                   "chat_template.jinja")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "added_tokens.json",
+    "chat_template.jinja",
+)
 
 
 class ContractMismatchError(MlcritError):
@@ -39,12 +48,21 @@ def build_contract(cfg: Any, analyzers: dict[str, Any], label_vocabulary: list[s
     components: dict[str, Any] = {
         "normalization": {"normalize": cfg.normalize, "lowercase": cfg.lowercase, "form": "NFKC"},
         "text_column": cfg.text_column,
-        "tokenizer": {"files": tokenizer_digests(cfg.tokenizer), "max_length": cfg.max_length,
-                      "truncation": cfg.truncation, "padding": cfg.padding},
-        "template": {"sha256": _sha(cfg.template.encode()) if cfg.template is not None else None,
-                     "chat_template": cfg.instruction and cfg.template is None},
-        "instruction": {"prompt_column": cfg.prompt_column, "response_column": cfg.response_column,
-                        "response_only_loss": cfg.instruction},
+        "tokenizer": {
+            "files": tokenizer_digests(cfg.tokenizer),
+            "max_length": cfg.max_length,
+            "truncation": cfg.truncation,
+            "padding": cfg.padding,
+        },
+        "template": {
+            "sha256": _sha(cfg.template.encode()) if cfg.template is not None else None,
+            "chat_template": cfg.instruction and cfg.template is None,
+        },
+        "instruction": {
+            "prompt_column": cfg.prompt_column,
+            "response_column": cfg.response_column,
+            "response_only_loss": cfg.instruction,
+        },
         "label_vocabulary": label_vocabulary,
         "analyzers": {k: v for k, v in analyzers.items() if k != "label_vocabulary"},
         "code_version": f"airflow-mlcrit {__version__}",
@@ -70,7 +88,9 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def check_contract(expected: dict[str, Any], actual: dict[str, Any], *, ignore: tuple[str, ...] = ("analyzers",)) -> None:
+def check_contract(
+    expected: dict[str, Any], actual: dict[str, Any], *, ignore: tuple[str, ...] = ("analyzers",)
+) -> None:
     """Refuse to go on when ``actual`` (e.g. the serving or evaluation preparation) differs from
     ``expected`` (the contract the model was trained with). ``ignore`` skips components that may
     legitimately differ (analyzer outputs are data-dependent: a new eval set has other quantiles)."""
