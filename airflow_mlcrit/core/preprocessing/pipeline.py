@@ -1,7 +1,7 @@
 """The built-in preprocessing pipeline on Apache Beam, and the runner around it.
 
-Everything a worker runs is a module-level function or DoFn (picklable, deterministic in every
-process): hashing uses blake2b, never Python's salted hash().
+Elements are Arrow record batches (see batchops). Everything a worker runs is a module-level
+function (picklable, deterministic in every process: no salted hash(), seeded sampling).
 """
 
 from __future__ import annotations
@@ -13,15 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airflow_mlcrit.core.preprocessing.config import PreprocessConfig
-from airflow_mlcrit.core.preprocessing.textops import (
-    jaccard_estimate,
-    lsh_bands,
-    minhash,
-    normalize_text,
-    split_of,
-    stable_hash,
+import numpy as np
+
+from airflow_mlcrit.core.preprocessing.batchops import (
+    DEDUP_BUCKETS,
+    dedup_bucket,
+    normalize_array,
+    replace_column,
+    row_hashes,
+    split_indices,
+    split_points,
+    take,
+    text_hashes,
 )
+from airflow_mlcrit.core.preprocessing.config import PreprocessConfig
+from airflow_mlcrit.core.preprocessing.textops import jaccard_estimate, lsh_bands, minhash, stable_hash
 from airflow_mlcrit.exceptions import ConfigError, DataValidationError, MissingDependencyError
 
 COUNTS_FILE = "_row_counts.json"
@@ -40,6 +46,8 @@ class PreprocessResult:
 
 # ---- reading --------------------------------------------------------------------------------
 
+READ_BATCH = 8192
+
 
 def _splits_of(files: list[Path], fmt: str) -> list[tuple[str, str, int | None]]:
     if fmt == "parquet":
@@ -50,89 +58,16 @@ def _splits_of(files: list[Path], fmt: str) -> list[tuple[str, str, int | None]]
 
 
 def read_split(split: tuple[str, str, int | None]) -> Any:
-    """Records (dicts) of one Parquet row group or one JSONL file."""
+    """Record batches of one Parquet row group or one JSONL file."""
     path, fmt, group = split
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        table = pq.ParquetFile(path).read_row_groups([group])
+        yield from pq.ParquetFile(path).iter_batches(batch_size=READ_BATCH, row_groups=[group])
     else:
         import pyarrow.json as pj
 
-        table = pj.read_json(path)
-    yield from table.to_pylist()
-
-
-# ---- per-record steps -------------------------------------------------------------------------
-
-
-def normalize_record(record: dict, cfg: dict) -> dict:
-    text = record.get(cfg["text_column"])
-    if text is not None and cfg["normalize"]:
-        record = {**record, cfg["text_column"]: normalize_text(text, cfg["lowercase"])}
-    return record
-
-
-def length_ok(record: dict, cfg: dict) -> bool:
-    n = len(record.get(cfg["text_column"]) or "")
-    return (cfg["min_chars"] is None or n >= cfg["min_chars"]) and (cfg["max_chars"] is None or n <= cfg["max_chars"])
-
-
-def canonical(record: dict) -> str:
-    return json.dumps(record, sort_keys=True, default=str)
-
-
-def dedup_key(record: dict, cfg: dict) -> tuple[int, dict]:
-    return stable_hash(record.get(cfg["text_column"]) or ""), record
-
-
-def first_of(records: Any) -> dict:
-    """The deterministic survivor of a group of duplicates: the smallest canonical form."""
-    return min(records, key=canonical)
-
-
-def record_id(record: dict) -> str:
-    return format(stable_hash(canonical(record)), "016x")
-
-
-def band_keys(item: tuple[str, dict], cfg: dict, bands: int, rows: int) -> Any:
-    rid, record = item
-    sig = minhash(record.get(cfg["text_column"]) or "", cfg["minhash_permutations"], cfg["seed"])
-    for b in range(bands):
-        band = sig[b * rows : (b + 1) * rows]
-        yield (b, stable_hash(band.tobytes().hex())), (rid, sig.tobytes())
-
-
-def near_duplicates(bucket: tuple[Any, Any], threshold: float) -> Any:
-    """Within one LSH bucket, every id that is near a smaller id is a duplicate (the smallest stays)."""
-    import numpy as np
-
-    members = sorted(set(bucket[1]))
-    if len(members) < 2:
-        return
-    sigs = [(rid, np.frombuffer(sig, dtype=np.uint64)) for rid, sig in members]
-    for j in range(1, len(sigs)):
-        for i in range(j):
-            if jaccard_estimate(sigs[i][1], sigs[j][1]) >= threshold:
-                yield sigs[j][0]
-                break
-
-
-def drop_marked(item: tuple[str, dict]) -> Any:
-    _rid, grouped = item
-    if not list(grouped["dup"]):
-        yield from grouped["rec"]
-
-
-def encode_label(record: dict, cfg: dict, vocabulary: list) -> dict:
-    value = record.get(cfg["label_column"])
-    index = {v: i for i, v in enumerate(vocabulary)}
-    return {**record, "label_id": index.get(str(value), -1) if value is not None else -1}
-
-
-def add_split(record: dict, cfg: dict) -> tuple[str, dict]:
-    key = record.get(cfg["key_column"]) if cfg["key_column"] else record.get(cfg["text_column"])
-    return split_of(str(key), cfg["splits"], cfg["seed"]), record
+        yield from pj.read_json(path).to_batches(max_chunksize=READ_BATCH)
 
 
 class FormatAndTokenize:
@@ -203,24 +138,178 @@ class FormatAndTokenize:
         return out
 
 
-def _format_batches(batch: list[dict], fn: FormatAndTokenize) -> Any:
+# ---- per-batch steps ----------------------------------------------------------------------------
+
+
+def normalize_batch(batch: Any, cfg: dict) -> Any:
+    col = cfg["text_column"]
+    return replace_column(batch, col, normalize_array(batch.column(col), cfg["lowercase"]))
+
+
+def length_filter(batch: Any, cfg: dict) -> Any:
+    import pyarrow.compute as pc
+
+    n = pc.fill_null(pc.utf8_length(batch.column(cfg["text_column"])), 0).to_numpy(zero_copy_only=False)
+    keep = np.ones(len(n), dtype=bool)
+    if cfg["min_chars"] is not None:
+        keep &= n >= cfg["min_chars"]
+    if cfg["max_chars"] is not None:
+        keep &= n <= cfg["max_chars"]
+    if keep.any():
+        yield take(batch, keep)
+
+
+def to_dedup_buckets(batch: Any, cfg: dict) -> Any:
+    """(bucket, sub-batch tagged with its text hash ``_h`` and full-row hash ``_rh``)."""
+    import pyarrow as pa
+
+    h = text_hashes(batch.column(cfg["text_column"]))
+    tagged = batch.append_column("_h", pa.array(h)).append_column("_rh", pa.array(row_hashes(batch)))
+    buckets = (h % np.uint64(DEDUP_BUCKETS)).astype(np.int64)
+    for b in np.unique(buckets):
+        yield int(b), take(tagged, buckets == b)
+
+
+def dedup_group(item: tuple[int, Any]) -> Any:
+    out = dedup_bucket(list(item[1]))
+    if out is not None:
+        yield out
+
+
+def record_ids(batch: Any) -> np.ndarray:
+    return row_hashes(batch)
+
+
+def band_entries(batch: Any, cfg: dict, bands: int, rows: int) -> Any:
+    ids = record_ids(batch)
+    texts = batch.column(cfg["text_column"]).to_pylist()
+    for rid, text in zip(ids.tolist(), texts, strict=True):
+        sig = minhash(text or "", cfg["minhash_permutations"], cfg["seed"])
+        for b in range(bands):
+            yield (b, stable_hash(sig[b * rows : (b + 1) * rows].tobytes().hex())), (rid, sig.tobytes())
+
+
+def near_duplicates(bucket: tuple[Any, Any], threshold: float) -> Any:
+    """Within one LSH bucket, every id that is near a smaller id is a duplicate (the smallest stays)."""
+    members = sorted(set(bucket[1]))
+    if len(members) < 2:
+        return
+    sigs = [(rid, np.frombuffer(sig, dtype=np.uint64)) for rid, sig in members]
+    for j in range(1, len(sigs)):
+        for i in range(j):
+            if jaccard_estimate(sigs[i][1], sigs[j][1]) >= threshold:
+                yield sigs[j][0]
+                break
+
+
+def drop_ids(batch: Any, ids: list[int]) -> Any:
+    if not ids:
+        yield batch
+        return
+    keep = ~np.isin(record_ids(batch), np.fromiter(ids, dtype=np.uint64, count=len(ids)))
+    if keep.any():
+        yield take(batch, keep)
+
+
+def batch_labels(batch: Any, cfg: dict) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = batch.column(cfg["label_column"])
+    yield from pc.unique(pc.cast(col, pa.string())).drop_null().to_pylist()
+
+
+def encode_labels(batch: Any, cfg: dict, vocabulary: list[str]) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = pc.cast(batch.column(cfg["label_column"]), pa.string())
+    ids = pc.fill_null(pc.index_in(col, value_set=pa.array(vocabulary, pa.string())), -1)
+    return replace_column(batch, "label_id", pc.cast(ids, pa.int64()))
+
+
+def tokenize_batch(batch: Any, fn: FormatAndTokenize, schema: Any) -> Any:
+    import pyarrow as pa
+
     if not fn.ready:
         fn.setup()
-    yield from fn.process_batch(batch)
+    records = fn.process_batch(batch.to_pylist())
+    return pa.RecordBatch.from_pylist(records, schema=schema)
 
 
-# ---- analyzers ----------------------------------------------------------------------------------
+def keyed_by_split(batch: Any, cfg: dict) -> Any:
+    key = cfg["key_column"] or cfg["text_column"]
+    names = list(cfg["splits"])
+    idx = split_indices(split_points(batch.column(key), cfg["seed"]), [cfg["splits"][n] for n in names])
+    for i, name in enumerate(names):
+        mask = idx == i
+        if mask.any():
+            yield name, take(batch, mask)
 
 
-def _numeric_values(record: dict, columns: list[str]) -> Any:
-    for c in columns:
-        v = record.get(c)
-        if isinstance(v, (int, float)) and v == v:
-            yield c, float(v)
+def to_table(batch: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.Table.from_batches([batch])
 
 
-def _words(record: dict, cfg: dict) -> Any:
-    yield from (record.get(cfg["text_column"]) or "").split()
+# ---- analyzers (combined from per-batch partials: no per-record elements) ------------------------
+
+
+def numeric_partial(batch: Any, column: str, seed: int) -> Any:
+    import pyarrow as pa
+
+    from airflow_mlcrit.core.validation.sketches import Moments, Reservoir
+
+    values = batch.column(column).cast(pa.float64()).drop_null().to_numpy(zero_copy_only=False)
+    values = values[np.isfinite(values)]
+    moments, reservoir = Moments(), Reservoir(20_000, seed)
+    moments.add(values)
+    reservoir.add(values)
+    return moments, reservoir
+
+
+def merge_numeric(partials: Any) -> Any:
+    from airflow_mlcrit.core.validation.sketches import Moments, Reservoir
+
+    moments, reservoir = Moments(), Reservoir(20_000, 0)
+    for m, r in partials:
+        moments.merge(m)
+        reservoir.merge(r)
+    return moments, reservoir
+
+
+def numeric_summary(partial: Any) -> dict[str, Any]:
+    moments, reservoir = partial
+    sample = reservoir.sorted()
+    return {
+        "count": moments.n,
+        "mean": moments.mean if moments.n else None,
+        "std": moments.std,
+        "min": moments.min if moments.n else None,
+        "max": moments.max if moments.n else None,
+        "quantiles": np.quantile(sample, np.linspace(0, 1, 11)).tolist() if len(sample) else [],
+    }
+
+
+def word_counts_partial(batch: Any, cfg: dict) -> dict[str, int]:
+    import pyarrow.compute as pc
+
+    words = pc.list_flatten(pc.ascii_split_whitespace(batch.column(cfg["text_column"])))
+    vc = pc.value_counts(words)
+    return dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True))
+
+
+def merge_counts(partials: Any) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for p in partials:
+        for k, v in p.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def top_words(counts: dict[str, int], n: int) -> list[list[Any]]:
+    return [[w, c] for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n] if w]
 
 
 def _write_json(value: Any, path: str) -> None:
@@ -317,10 +406,9 @@ def run_preprocess(
         if table.fmt not in ("parquet", "jsonl"):
             raise DataValidationError(f"{table.description} is {table.fmt}; preprocessing reads Parquet or JSONL")
         first = next(iter_batches(table, 1024))  # raises on empty or unreadable input
-        input_rows = sum(b.num_rows for b in iter_batches(table)) if table.fmt == "jsonl" else _parquet_rows(table)
         schema = first.schema
+        input_rows = _parquet_rows(table) if table.fmt == "parquet" else sum(b.num_rows for b in iter_batches(table))
         check_inputs(cfg, schema)
-        fmt_fn = FormatAndTokenize(cfg.to_dict())
         if cfg.tokenizer or cfg.template is not None:
             FormatAndTokenize(cfg.to_dict()).setup()  # fail here, not in a worker, on a bad tokenizer or template
         splits = _splits_of(table.files, table.fmt)
@@ -331,27 +419,35 @@ def run_preprocess(
         except SystemExit:
             raise ConfigError(f"invalid Beam pipeline options {cfg.pipeline_options!r}") from None
         with beam.Pipeline(options=options) as p:
-            records = p | "Read" >> beam.Create(splits, reshuffle=True) | "Records" >> beam.FlatMap(read_split)
+            batches = p | "Read" >> beam.Create(splits, reshuffle=True) | "Batches" >> beam.FlatMap(read_split)
             if user_fn is not None:
-                outputs = user_fn(records, c)
+                outputs = user_fn(batches | "Records" >> beam.FlatMap(lambda b: b.to_pylist()), c)
                 if not isinstance(outputs, dict):
                     outputs = {"train": outputs}
                 out_schema = schema
+                outputs = {
+                    name: pc
+                    | f"ToBatch_{name}" >> beam.BatchElements(min_batch_size=1024, max_batch_size=8192)
+                    | f"Table_{name}" >> beam.Map(_records_to_table, out_schema)
+                    for name, pc in outputs.items()
+                }
             else:
-                outputs, out_schema = _builtin(beam, records, cfg, c, schema, out_dir, fmt_fn)
-            for name, pcoll in outputs.items():
-                _ = pcoll | f"Write_{name}" >> beam.io.WriteToParquet(
+                out_schema = output_schema(schema, cfg)
+                outputs = _builtin(beam, batches, cfg, c, out_schema, out_dir, cfg.text_column in schema.names)
+            counts = []
+            for name, tables in outputs.items():
+                _ = tables | f"Write_{name}" >> beam.io.WriteToParquetBatched(
                     str(out_dir / name / "part"),
                     out_schema,
                     num_shards=cfg.shards_per_split,
                     file_name_suffix=".parquet",
                 )
-            counts = [
-                pcoll
-                | f"Count_{name}" >> beam.combiners.Count.Globally()
-                | f"Key_{name}" >> beam.Map(lambda n, name=name: (name, n))
-                for name, pcoll in outputs.items()
-            ]
+                counts.append(
+                    tables
+                    | f"Rows_{name}" >> beam.Map(lambda t: t.num_rows)
+                    | f"Count_{name}" >> beam.CombineGlobally(sum)
+                    | f"Key_{name}" >> beam.Map(lambda n, name=name: (name, n))
+                )
             _ = (
                 counts
                 | "AllCounts" >> beam.Flatten()
@@ -370,6 +466,12 @@ def run_preprocess(
         table.close()
 
 
+def _records_to_table(records: list[dict], schema: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(records, schema=schema)
+
+
 def _parquet_rows(table: Any) -> int:
     import pyarrow.parquet as pq
 
@@ -377,68 +479,59 @@ def _parquet_rows(table: Any) -> int:
 
 
 def _builtin(
-    beam: Any, records: Any, cfg: PreprocessConfig, c: dict, schema: Any, out_dir: Path, fmt_fn: FormatAndTokenize
-) -> tuple[dict[str, Any], Any]:
-    if cfg.normalize:
-        records = records | "Normalize" >> beam.Map(normalize_record, c)
-    if cfg.min_chars is not None or cfg.max_chars is not None:
-        records = records | "LengthFilter" >> beam.Filter(length_ok, c)
-    if cfg.exact_dedup:
-        records = (
-            records
-            | "DedupKey" >> beam.Map(dedup_key, c)
+    beam: Any, batches: Any, cfg: PreprocessConfig, c: dict, out_schema: Any, out_dir: Path, has_text: bool
+) -> dict:
+    """The built-in steps. The text steps (normalize .. near dedup) need the text column in the input;
+    instruction data without one gets its text from the formatting step."""
+    if has_text and cfg.normalize:
+        batches = batches | "Normalize" >> beam.Map(normalize_batch, c)
+    if has_text and (cfg.min_chars is not None or cfg.max_chars is not None):
+        batches = batches | "LengthFilter" >> beam.FlatMap(length_filter, c)
+    if has_text and cfg.exact_dedup:
+        batches = (
+            batches
+            | "DedupBuckets" >> beam.FlatMap(to_dedup_buckets, c)
             | "DedupGroup" >> beam.GroupByKey()
-            | "DedupPick" >> beam.MapTuple(lambda _k, rs: first_of(rs))
+            | "DedupPick" >> beam.FlatMap(dedup_group)
         )
-    if cfg.near_dedup_threshold is not None:
+    if has_text and cfg.near_dedup_threshold is not None:
         bands, rows = lsh_bands(cfg.minhash_permutations, cfg.near_dedup_threshold)
-        keyed = records | "Id" >> beam.Map(lambda r: (record_id(r), r))
-        dups = (
-            keyed
-            | "Bands" >> beam.FlatMap(band_keys, c, bands, rows)
+        dup_ids = (
+            batches
+            | "Bands" >> beam.FlatMap(band_entries, c, bands, rows)
             | "Buckets" >> beam.GroupByKey()
             | "Candidates" >> beam.FlatMap(near_duplicates, cfg.near_dedup_threshold)
             | "DupIds" >> beam.Distinct()
-            | "DupMark" >> beam.Map(lambda rid: (rid, True))
         )
-        records = {"rec": keyed, "dup": dups} | "Join" >> beam.CoGroupByKey() | "DropNear" >> beam.FlatMap(drop_marked)
+        batches = batches | "DropNear" >> beam.FlatMap(drop_ids, beam.pvalue.AsList(dup_ids))
     analyzers: dict[str, Any] = {}
     if cfg.label_column:
         vocab = (
-            records
-            | "Labels" >> beam.Map(lambda r, col=cfg.label_column: str(r.get(col)))
+            batches
+            | "Labels" >> beam.FlatMap(batch_labels, c)
             | "LabelSet" >> beam.Distinct()
             | "LabelVocab" >> beam.combiners.ToList()
             | "Sorted" >> beam.Map(sorted)
         )
         analyzers["label_vocabulary"] = vocab
-        records = records | "EncodeLabel" >> beam.Map(encode_label, c, beam.pvalue.AsSingleton(vocab))
+        batches = batches | "EncodeLabel" >> beam.Map(encode_labels, c, beam.pvalue.AsSingleton(vocab))
     if cfg.instruction or cfg.tokenizer:
-        records = (
-            records
-            | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=1024)
-            | "FormatTokenize" >> beam.FlatMap(_format_batches, fmt_fn)
+        batches = batches | "FormatTokenize" >> beam.Map(tokenize_batch, FormatAndTokenize(c), out_schema)
+    for i, column in enumerate(cfg.analyze_numeric):
+        summary = (
+            batches
+            | f"Partial_{column}" >> beam.Map(numeric_partial, column, cfg.seed + i)
+            | f"Merge_{column}" >> beam.CombineGlobally(merge_numeric)
+            | f"Summary_{column}" >> beam.Map(numeric_summary)
         )
-    for column in cfg.analyze_numeric:
-        values = records | f"Values_{column}" >> beam.FlatMap(
-            lambda r, col=column: [v for _, v in _numeric_values(r, [col])]
-        )
-        analyzers[f"{column}.mean"] = values | f"Mean_{column}" >> beam.combiners.Mean.Globally()
-        analyzers[f"{column}.quantiles"] = (
-            values | f"Quantiles_{column}" >> beam.transforms.stats.ApproximateQuantiles.Globally(11)
-        )
-        analyzers[f"{column}.std"] = (
-            values
-            | f"Moments_{column}" >> beam.Map(lambda v: (1, v, v * v))
-            | f"SumMoments_{column}" >> beam.CombineGlobally(sum_triples)
-            | f"Std_{column}" >> beam.Map(std_of)
-        )
+        for key in ("mean", "std", "quantiles"):
+            analyzers[f"{column}.{key}"] = summary | f"{key}_{column}" >> beam.Map(lambda s, key=key: s[key])
     if cfg.vocabulary_size:
         analyzers["word_vocabulary"] = (
-            records
-            | "Words" >> beam.FlatMap(_words, c)
-            | "WordCounts" >> beam.combiners.Count.PerElement()
-            | "TopWords" >> beam.combiners.Top.Of(cfg.vocabulary_size, key=lambda kv: (kv[1], kv[0]))
+            batches
+            | "WordCounts" >> beam.Map(word_counts_partial, c)
+            | "MergeWords" >> beam.CombineGlobally(merge_counts)
+            | "TopWords" >> beam.Map(top_words, cfg.vocabulary_size)
         )
     if analyzers:
         merged = [pc | f"Tag_{k}" >> beam.Map(lambda v, k=k: (k, v)) for k, pc in analyzers.items()]
@@ -448,11 +541,19 @@ def _builtin(
             | "AnalyzersDict" >> beam.combiners.ToDict()
             | "WriteAnalyzers" >> beam.Map(_write_json, str(out_dir / ANALYZERS_FILE))
         )
-    keyed_split = records | "Split" >> beam.Map(add_split, c)
+    keyed = batches | "Split" >> beam.FlatMap(keyed_by_split, c)
     names = list(cfg.splits)
-    parts = keyed_split | "Partition" >> beam.Partition(lambda kv, n, names=names: names.index(kv[0]), len(names))
-    outputs = {name: parts[i] | f"Unkey_{name}" >> beam.Values() for i, name in enumerate(names)}
-    return outputs, output_schema(schema, cfg)
+    parts = keyed | "Partition" >> beam.Partition(lambda kv, n, names=names: names.index(kv[0]), len(names))
+    return {
+        name: parts[i] | f"Unkey_{name}" >> beam.Values() | f"Cast_{name}" >> beam.Map(_cast_table, out_schema)
+        for i, name in enumerate(names)
+    }
+
+
+def _cast_table(batch: Any, schema: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.Table.from_batches([batch]).select(schema.names).cast(schema)
 
 
 def sum_triples(triples: Any) -> tuple[float, float, float]:

@@ -5,11 +5,12 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from airflow_mlcrit.core.preprocessing.batchops import normalize_array
 from airflow_mlcrit.core.preprocessing.pipeline import run_preprocess
-from airflow_mlcrit.core.preprocessing.textops import normalize_text
 from airflow_mlcrit.exceptions import ConfigError, DataValidationError
 
 IN_MEMORY = {"direct_running_mode": "in_memory"}
@@ -115,7 +116,7 @@ def test_exact_dedup_removes_exactly_the_duplicates(tmp_path):
         workdir=tmp_path / "w",
     )
     texts = sorted(json.loads(r)["text"] for r in rows(result)["all"])
-    assert texts == sorted(normalize_text(t) for t in df.text)
+    assert texts == sorted(normalize_array(pa.array(df.text.tolist())).to_pylist())
 
 
 def test_near_dedup_recall_on_one_word_edits(tmp_path):
