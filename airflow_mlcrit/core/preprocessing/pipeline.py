@@ -93,9 +93,8 @@ class FormatAndTokenize:
 
             self.tokenizer = load_tokenizer(self.cfg["tokenizer"])
 
-    def render(self, record: dict) -> tuple[str, str]:
-        """(full text, prompt part) of an instruction record."""
-        prompt, response = record[self.cfg["prompt_column"]], record[self.cfg["response_column"]]
+    def render(self, prompt: str, response: str) -> tuple[str, str]:
+        """(full text, prompt part) of one instruction example."""
         if self.template is not None:
             head = self.template.render(prompt=prompt, response="")
             return self.template.render(prompt=prompt, response=response), head
@@ -106,18 +105,21 @@ class FormatAndTokenize:
         )
         return full, head
 
-    def process_batch(self, records: list[dict]) -> list[dict]:
+    def process_batch(self, batch: Any) -> Any:
+        """Format and/or tokenize a record batch column-wise (no per-record dicts)."""
+        import pyarrow as pa
+
         cfg = self.cfg
-        out = [dict(r) for r in records]
         heads: list[str] | None = None
         if cfg["prompt_column"]:
-            rendered = [self.render(r) for r in out]
-            for r, (full, _) in zip(out, rendered, strict=True):
-                r[cfg["text_column"]] = full
+            prompts = batch.column(cfg["prompt_column"]).to_pylist()
+            responses = batch.column(cfg["response_column"]).to_pylist()
+            rendered = [self.render(p or "", r or "") for p, r in zip(prompts, responses, strict=True)]
+            batch = replace_column(batch, cfg["text_column"], pa.array([f for f, _ in rendered], pa.string()))
             heads = [h for _, h in rendered]
         if self.tokenizer is None:
-            return out
-        texts = [r.get(cfg["text_column"]) or "" for r in out]
+            return batch
+        texts = pc_fill_empty(batch.column(cfg["text_column"]))
         enc = self.tokenizer(
             texts,
             truncation=cfg["truncation"],
@@ -125,17 +127,24 @@ class FormatAndTokenize:
             padding=cfg["padding"],
             add_special_tokens=heads is None,
         )
-        for i, r in enumerate(out):
-            ids = list(enc["input_ids"][i])
-            r["input_ids"] = ids
-            r["attention_mask"] = list(enc["attention_mask"][i])
-            if heads is not None:
-                prompt_len = len(self.tokenizer(heads[i], add_special_tokens=False)["input_ids"])
-                # response-only loss: prompt and padding tokens carry the ignore index
-                r["labels"] = [
-                    -100 if (j < prompt_len or r["attention_mask"][j] == 0) else t for j, t in enumerate(ids)
-                ]
-        return out
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        batch = replace_column(batch, "input_ids", pa.array(ids, pa.list_(pa.int64())))
+        batch = replace_column(batch, "attention_mask", pa.array(mask, pa.list_(pa.int64())))
+        if heads is not None:
+            prompt_lens = [len(x) for x in self.tokenizer(heads, add_special_tokens=False)["input_ids"]]
+            # response-only loss: prompt and padding tokens carry the ignore index
+            labels = [
+                [-100 if (j < n or m[j] == 0) else t for j, t in enumerate(row)]
+                for row, m, n in zip(ids, mask, prompt_lens, strict=True)
+            ]
+            batch = replace_column(batch, "labels", pa.array(labels, pa.list_(pa.int64())))
+        return batch
+
+
+def pc_fill_empty(arr: Any) -> list[str]:
+    import pyarrow.compute as pc
+
+    return pc.fill_null(arr, "").to_pylist()
 
 
 # ---- per-batch steps ----------------------------------------------------------------------------
@@ -228,13 +237,10 @@ def encode_labels(batch: Any, cfg: dict, vocabulary: list[str]) -> Any:
     return replace_column(batch, "label_id", pc.cast(ids, pa.int64()))
 
 
-def tokenize_batch(batch: Any, fn: FormatAndTokenize, schema: Any) -> Any:
-    import pyarrow as pa
-
+def tokenize_batch(batch: Any, fn: FormatAndTokenize) -> Any:
     if not fn.ready:
         fn.setup()
-    records = fn.process_batch(batch.to_pylist())
-    return pa.RecordBatch.from_pylist(records, schema=schema)
+    return fn.process_batch(batch)
 
 
 def keyed_by_split(batch: Any, cfg: dict) -> Any:
@@ -516,7 +522,7 @@ def _builtin(
         analyzers["label_vocabulary"] = vocab
         batches = batches | "EncodeLabel" >> beam.Map(encode_labels, c, beam.pvalue.AsSingleton(vocab))
     if cfg.instruction or cfg.tokenizer:
-        batches = batches | "FormatTokenize" >> beam.Map(tokenize_batch, FormatAndTokenize(c), out_schema)
+        batches = batches | "FormatTokenize" >> beam.Map(tokenize_batch, FormatAndTokenize(c))
     for i, column in enumerate(cfg.analyze_numeric):
         summary = (
             batches
