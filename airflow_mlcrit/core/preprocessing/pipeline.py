@@ -71,52 +71,87 @@ def read_split(split: tuple[str, str, int | None]) -> Any:
 
 
 class FormatAndTokenize:
-    """DoFn-like: loads the tokenizer and template once per worker (setup), then per batch."""
+    """DoFn-like: loads the tokenizer and template once per worker (setup), then per batch.
+
+    The driver loads the Hugging Face tokenizer once (:meth:`prepare`: checks it and ships the
+    serialized Rust tokenizer with this object); workers rebuild it with the ``tokenizers``
+    library alone and never import transformers, unless they must render a chat template.
+    """
 
     def __init__(self, cfg: dict):
         self.cfg = cfg
-        self.tokenizer = None
+        self.shipped: dict[str, Any] = {}  # serialized tokenizer + pad token, set by prepare()
+        self.tokenizer = None  # transformers tokenizer: only for chat templates
         self.rust = None
         self.template = None
         self.ready = False
 
     def __getstate__(self) -> dict:
-        return {"cfg": self.cfg, "tokenizer": None, "rust": None, "template": None, "ready": False}  # workers load
+        return {
+            "cfg": self.cfg,
+            "shipped": self.shipped,
+            "tokenizer": None,
+            "rust": None,
+            "template": None,
+            "ready": False,
+        }
+
+    def prepare(self) -> FormatAndTokenize:
+        """Driver side: fail early on a bad template or tokenizer; capture what workers need."""
+        if self.cfg["template"] is not None:
+            from airflow_mlcrit.core.preprocessing.templates import compile_template
+
+            compile_template(self.cfg["template"])
+        if self.cfg["tokenizer"]:
+            tok = self._load_hf()
+            self.shipped = {
+                "json": tok.backend_tokenizer.to_str(),
+                "pad_id": tok.pad_token_id,
+                "pad_token": tok.pad_token,
+            }
+        return self
+
+    def _load_hf(self) -> Any:
+        from airflow_mlcrit.core.validation.textchecks import load_tokenizer
+
+        tok = load_tokenizer(self.cfg["tokenizer"])
+        if not getattr(tok, "is_fast", False):
+            raise ConfigError(
+                f"tokenizer {self.cfg['tokenizer']!r} is not a fast tokenizer (no tokenizer.json); "
+                "preprocessing needs a Hugging Face fast tokenizer"
+            )
+        return tok
 
     def setup(self) -> None:
-        self.ready = True
+        import os
+
+        # Beam already runs one worker per core; the tokenizer's own threads would oversubscribe.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         if self.cfg["template"] is not None:
             from airflow_mlcrit.core.preprocessing.templates import compile_template
 
             self.template = compile_template(self.cfg["template"])
         if self.cfg["tokenizer"]:
-            import os
-
-            from airflow_mlcrit.core.validation.textchecks import load_tokenizer
-
-            # Beam already runs one worker per core; the tokenizer's own threads would oversubscribe.
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-            self.tokenizer = load_tokenizer(self.cfg["tokenizer"])
-            if not getattr(self.tokenizer, "is_fast", False):
-                raise ConfigError(
-                    f"tokenizer {self.cfg['tokenizer']!r} is not a fast tokenizer (no tokenizer.json); "
-                    "preprocessing needs a Hugging Face fast tokenizer"
-                )
+            if not self.shipped:
+                self.prepare()
+            if self.cfg["prompt_column"] and self.template is None:
+                self.tokenizer = self._load_hf()  # the chat template needs transformers
             self.rust = self._rust_tokenizer()
+        self.ready = True
 
     def _rust_tokenizer(self) -> Any:
-        """The Rust tokenizer underneath, configured like ``tokenizer(texts, truncation=.., padding=..)``:
+        """The Rust tokenizer, configured like ``tokenizer(texts, truncation=.., padding=..)``:
         calling it directly skips transformers' per-text Python conversion (a third of the cost)."""
         from tokenizers import Tokenizer
 
-        rust = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+        rust = Tokenizer.from_str(self.shipped["json"])
         rust.no_truncation()
         rust.no_padding()
         if self.cfg["truncation"]:
             rust.enable_truncation(self.cfg["max_length"])
         if self.cfg["padding"] == "max_length":
             rust.enable_padding(
-                length=self.cfg["max_length"], pad_id=self.tokenizer.pad_token_id, pad_token=self.tokenizer.pad_token
+                length=self.cfg["max_length"], pad_id=self.shipped["pad_id"], pad_token=self.shipped["pad_token"]
             )
         return rust
 
@@ -148,7 +183,7 @@ class FormatAndTokenize:
             rendered = [self.render(p or "", r or "") for p, r in zip(prompts, responses, strict=True)]
             batch = replace_column(batch, cfg["text_column"], pa.array([f for f, _ in rendered], pa.string()))
             heads = [h for _, h in rendered]
-        if self.tokenizer is None:
+        if self.rust is None:
             return batch
         texts = pc_fill_empty(batch.column(cfg["text_column"]))
         ids, mask = self.encode(texts, add_special_tokens=heads is None)
@@ -439,8 +474,7 @@ def run_preprocess(
         schema = first.schema
         input_rows = _parquet_rows(table) if table.fmt == "parquet" else sum(b.num_rows for b in iter_batches(table))
         check_inputs(cfg, schema)
-        if cfg.tokenizer or cfg.template is not None:
-            FormatAndTokenize(cfg.to_dict()).setup()  # fail here, not in a worker, on a bad tokenizer or template
+        fmt_fn = FormatAndTokenize(cfg.to_dict()).prepare()  # fails here, not in a worker, on a bad tokenizer
         splits = _splits_of(table.files, table.fmt)
         c = cfg.to_dict()
         started = time.monotonic()
@@ -463,7 +497,7 @@ def run_preprocess(
                 }
             else:
                 out_schema = output_schema(schema, cfg)
-                outputs = _builtin(beam, batches, cfg, c, out_schema, out_dir, cfg.text_column in schema.names)
+                outputs = _builtin(beam, batches, cfg, c, out_schema, out_dir, cfg.text_column in schema.names, fmt_fn)
             counts = []
             for name, tables in outputs.items():
                 _ = tables | f"Write_{name}" >> beam.io.WriteToParquetBatched(
@@ -509,7 +543,14 @@ def _parquet_rows(table: Any) -> int:
 
 
 def _builtin(
-    beam: Any, batches: Any, cfg: PreprocessConfig, c: dict, out_schema: Any, out_dir: Path, has_text: bool
+    beam: Any,
+    batches: Any,
+    cfg: PreprocessConfig,
+    c: dict,
+    out_schema: Any,
+    out_dir: Path,
+    has_text: bool,
+    fmt_fn: FormatAndTokenize,
 ) -> dict:
     """The built-in steps. The text steps (normalize .. near dedup) need the text column in the input;
     instruction data without one gets its text from the formatting step."""
@@ -546,7 +587,7 @@ def _builtin(
         analyzers["label_vocabulary"] = vocab
         batches = batches | "EncodeLabel" >> beam.Map(encode_labels, c, beam.pvalue.AsSingleton(vocab))
     if cfg.instruction or cfg.tokenizer:
-        batches = batches | "FormatTokenize" >> beam.Map(tokenize_batch, FormatAndTokenize(c))
+        batches = batches | "FormatTokenize" >> beam.Map(tokenize_batch, fmt_fn)
     for i, column in enumerate(cfg.analyze_numeric):
         summary = (
             batches
