@@ -45,7 +45,7 @@ class BeamPreprocessOperator(DatasetStepOperator):
                 result.row_counts,
                 result.input_rows,
             )
-            self.record_input(source, manifest)
+            self.record_input(source, manifest, schema=facet("schema", fields=result.input_fields))
             parents = [source] if manifest else []
             contract = build_contract(cfg, result.analyzers, result.analyzers.get("label_vocabulary"))
             contract_path = Path(tmp) / CONTRACT_FILE
@@ -75,6 +75,7 @@ class BeamPreprocessOperator(DatasetStepOperator):
                     "transform_contract": str(contract_manifest.ref),
                     "runner": result.runner,
                 },
+                schema_fields=result.output_fields,
                 outputStatistics=facet(
                     "outputStatistics", rowCount=sum(result.row_counts.values()), size=total_bytes, fileCount=len(files)
                 ),

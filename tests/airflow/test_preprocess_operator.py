@@ -57,6 +57,9 @@ def test_preprocess_commits_splits_and_contract(store_root, tmp_path, lineage_ta
     assert done["job"]["facets"]["mlcrit_beam"]["rowCounts"] == counts
     [data_out] = [o for o in done["outputs"] if o["name"].endswith("/transformed_dataset/reviews")]
     assert data_out["outputFacets"]["outputStatistics"]["rowCount"] == 300
+    assert [f["name"] for f in data_out["facets"]["schema"]["fields"]] == ["text", "label", "user", "label_id"]
+    [data_in] = [i for i in done["inputs"] if i["name"].endswith("/dataset/reviews")]
+    assert data_in["facets"]["schema"]["fields"][0] == {"name": "text", "type": "large_string"}
     assert validate_event(done) >= {"mlcrit_beam", "outputStatistics", "mlcrit_artifact"}
 
 

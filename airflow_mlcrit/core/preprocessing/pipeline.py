@@ -42,6 +42,12 @@ class PreprocessResult:
     input_rows: int
     seconds: float
     runner: str
+    input_fields: list[dict[str, str]]  # OpenLineage schema facet fields of the input ...
+    output_fields: list[dict[str, str]]  # ... and of every output split
+
+
+def schema_fields(schema: Any) -> list[dict[str, str]]:
+    return [{"name": f.name, "type": str(f.type)} for f in schema]
 
 
 # ---- reading --------------------------------------------------------------------------------
@@ -190,7 +196,8 @@ class FormatAndTokenize:
         batch = replace_column(batch, "input_ids", pa.array(ids, pa.list_(pa.int64())))
         batch = replace_column(batch, "attention_mask", pa.array(mask, pa.list_(pa.int64())))
         if heads is not None:
-            prompt_lens = [len(e.ids) for e in self.rust.encode_batch(heads, add_special_tokens=False)]
+            # attention_mask, not len(ids): with padding="max_length" the prompt encodings are padded too
+            prompt_lens = [sum(e.attention_mask) for e in self.rust.encode_batch(heads, add_special_tokens=False)]
             # response-only loss: prompt and padding tokens carry the ignore index
             labels = [
                 [-100 if (j < n or m[j] == 0) else t for j, t in enumerate(row)]
@@ -524,7 +531,14 @@ def run_preprocess(
         for name in outputs:
             row_counts.setdefault(name, 0)
         return PreprocessResult(
-            out_dir, row_counts, analyzers, input_rows, time.monotonic() - started, cfg.runner or "FnApiRunner"
+            out_dir,
+            row_counts,
+            analyzers,
+            input_rows,
+            time.monotonic() - started,
+            cfg.runner or "FnApiRunner",
+            schema_fields(schema),
+            schema_fields(out_schema),
         )
     finally:
         table.close()

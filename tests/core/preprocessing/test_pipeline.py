@@ -205,3 +205,35 @@ def test_user_pipeline(tmp_path):
     )
     labels = {json.loads(r)["label"] for r in rows(result)["positive"]}
     assert labels == {"pos"} and result.row_counts["positive"] == (reviews(40).label == "pos").sum()
+
+
+def test_chat_template_and_padding(tmp_path, word_tokenizer):
+    """Without a Jinja template the tokenizer's chat template formats; padding='max_length' pads
+    and masks (padding never counts in the loss)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(word_tokenizer)
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    tok.save_pretrained(tmp_path / "chat")
+    df = pd.DataFrame({"prompt": ["hello world"], "response": ["fine thanks"]})
+    result = run_preprocess(
+        {
+            "source": write(df, tmp_path / "in.parquet"),
+            "prompt_column": "prompt",
+            "response_column": "response",
+            "tokenizer": str(tmp_path / "chat"),
+            "padding": "max_length",
+            "max_length": 12,
+            "splits": {"all": 1.0},
+            "pipeline_options": IN_MEMORY,
+        },
+        workdir=tmp_path / "w",
+    )
+    [record] = [json.loads(r) for r in rows(result)["all"]]
+    assert record["text"] == "user: hello world assistant: fine thanks "
+    assert len(record["input_ids"]) == 12 and record["attention_mask"] == [1] * 6 + [0] * 6  # 6 words
+    prompt_len = len("user: hello world assistant:".split())
+    assert record["labels"] == [-100] * prompt_len + record["input_ids"][prompt_len:6] + [-100] * 6
