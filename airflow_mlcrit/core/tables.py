@@ -193,13 +193,6 @@ def _check_utf8(batch: Any, table: TableSource, path: Path, offset: int) -> None
                     ) from None
 
 
-def read_schema(table: TableSource) -> Any:
-    """The Arrow schema of the first batch (raises like iter_batches on unreadable input)."""
-    for batch in iter_batches(table, batch_size=1024):
-        return batch.schema
-    raise AssertionError("unreachable: iter_batches raises on empty input")
-
-
 def _where(table: TableSource, path: Path) -> str:
     if table.manifest is not None:
         return f"{path.name} of {table.description}"

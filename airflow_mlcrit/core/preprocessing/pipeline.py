@@ -462,11 +462,10 @@ def run_preprocess(
     """Validate inputs, build the pipeline, run it on the configured runner, return the outputs."""
     try:
         import apache_beam as beam
-        from apache_beam.options.pipeline_options import PipelineOptions
     except ImportError:
         raise MissingDependencyError("apache-beam", "beam") from None
+    from airflow_mlcrit.core.beam import pipeline_options
     from airflow_mlcrit.core.tables import iter_batches, open_table
-    from airflow_mlcrit.core.validation.beam_stats import pipeline_args
 
     cfg = PreprocessConfig.coerce(cfg)
     workdir = Path(workdir)
@@ -485,10 +484,7 @@ def run_preprocess(
         splits = _splits_of(table.files, table.fmt)
         c = cfg.to_dict()
         started = time.monotonic()
-        try:
-            options = PipelineOptions(pipeline_args(cfg.runner, cfg.pipeline_options))
-        except SystemExit:
-            raise ConfigError(f"invalid Beam pipeline options {cfg.pipeline_options!r}") from None
+        options = pipeline_options(cfg.runner, cfg.pipeline_options)
         with beam.Pipeline(options=options) as p:
             batches = p | "Read" >> beam.Create(splits, reshuffle=True) | "Batches" >> beam.FlatMap(read_split)
             if user_fn is not None:

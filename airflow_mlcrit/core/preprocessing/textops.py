@@ -3,36 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import struct
-import unicodedata
 
 import numpy as np
 
-_WS = re.compile(r"\s+")
 _MERSENNE = np.uint64((1 << 61) - 1)
-
-
-def normalize_text(text: str, lowercase: bool = False) -> str:
-    text = _WS.sub(" ", unicodedata.normalize("NFKC", text)).strip()
-    return text.lower() if lowercase else text
 
 
 def stable_hash(value: str) -> int:
     """64-bit hash that is the same in every process and run (Python's hash() is salted)."""
     return struct.unpack("<Q", hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest())[0]
-
-
-def split_of(key: str, splits: dict[str, float], seed: int = 0) -> str:
-    """Deterministic split by hashing the group key: the same key always lands in the same split."""
-    point = (stable_hash(f"{seed}:{key}") >> 11) / float(1 << 53)  # uniform in [0, 1)
-    total = 0.0
-    names = list(splits)
-    for name in names:
-        total += splits[name]
-        if point < total:
-            return name
-    return names[-1]
 
 
 def _permutations(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -5,32 +5,11 @@ worker process per core, which never tries to download anything."""
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from airflow_mlcrit.exceptions import ConfigError, MissingDependencyError
-
-
-def pipeline_args(runner: str | None, options: dict[str, Any] | None) -> list[str]:
-    """Beam command-line style args from a runner name and an options dict (passed verbatim)."""
-    opts = dict(options or {})
-    runner = runner or "FnApiRunner"
-    if runner == "FnApiRunner":
-        opts.setdefault("direct_running_mode", "multi_processing")
-        if opts["direct_running_mode"] != "in_memory":
-            opts.setdefault("direct_num_workers", os.cpu_count() or 1)
-    args = [f"--runner={runner}"]
-    for key, value in opts.items():
-        if isinstance(value, bool):
-            if value:
-                args.append(f"--{key}")
-        elif isinstance(value, (list, tuple)):
-            args += [f"--{key}={v}" for v in value]
-        else:
-            args.append(f"--{key}={value}")
-    return args
+from airflow_mlcrit.exceptions import MissingDependencyError
 
 
 def _splits(files: list[Path], fmt: str) -> list[tuple[str, int | None]]:
@@ -69,9 +48,10 @@ def profile_split(
 def compute_with_beam(
     cfg: Any, table: Any, kinds: dict[str, str], runner: str | None, options: dict[str, Any] | None
 ) -> dict[str, Any]:
+    from airflow_mlcrit.core.beam import pipeline_options
+
     try:
         import apache_beam as beam
-        from apache_beam.options.pipeline_options import PipelineOptions
     except ImportError:
         raise MissingDependencyError("apache-beam", "beam") from None
 
@@ -96,11 +76,7 @@ def compute_with_beam(
     cfg_dict = cfg.to_dict()
     with tempfile.TemporaryDirectory(prefix="mlcrit-beam-stats-") as tmp:
         out = Path(tmp) / "statistics.json"
-        try:
-            options_obj = PipelineOptions(pipeline_args(runner, options))
-        except SystemExit:
-            raise ConfigError(f"invalid Beam pipeline options {options!r} for runner {runner!r}") from None
-        with beam.Pipeline(options=options_obj) as p:
+        with beam.Pipeline(options=pipeline_options(runner, options)) as p:
             _ = (
                 p
                 | "Splits" >> beam.Create(splits, reshuffle=True)

@@ -1,0 +1,40 @@
+"""Beam runner options shared by every Beam-backed step (no Beam import at module level)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from airflow_mlcrit.exceptions import ConfigError, MissingDependencyError
+
+
+def pipeline_args(runner: str | None, options: dict[str, Any] | None) -> list[str]:
+    """Beam command-line style args from a runner name and an options dict (passed verbatim)."""
+    opts = dict(options or {})
+    runner = runner or "FnApiRunner"
+    if runner == "FnApiRunner":
+        opts.setdefault("direct_running_mode", "multi_processing")
+        if opts["direct_running_mode"] != "in_memory":
+            opts.setdefault("direct_num_workers", os.cpu_count() or 1)
+    args = [f"--runner={runner}"]
+    for key, value in opts.items():
+        if isinstance(value, bool):
+            if value:
+                args.append(f"--{key}")
+        elif isinstance(value, (list, tuple)):
+            args += [f"--{key}={v}" for v in value]
+        else:
+            args.append(f"--{key}={value}")
+    return args
+
+
+def pipeline_options(runner: str | None, options: dict[str, Any] | None) -> Any:
+    """Beam PipelineOptions; an option Beam rejects becomes a ConfigError naming it."""
+    try:
+        from apache_beam.options.pipeline_options import PipelineOptions
+    except ImportError:
+        raise MissingDependencyError("apache-beam", "beam") from None
+    try:
+        return PipelineOptions(pipeline_args(runner, options))
+    except SystemExit:  # argparse inside Beam exits on a bad value
+        raise ConfigError(f"invalid Beam pipeline options {options!r} for runner {runner or 'FnApiRunner'!r}") from None

@@ -1,0 +1,1 @@
+"""Fine-tuning of pretrained models: LoRA (peft) or full, sequence classification first."""

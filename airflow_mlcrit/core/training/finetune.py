@@ -1,0 +1,279 @@
+"""The fine-tuning loop (plain PyTorch + peft): deterministic on CPU, progress every N steps."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from airflow_mlcrit.core.training.config import DEFAULT_TARGETS, FineTuneConfig
+from airflow_mlcrit.exceptions import ConfigError, DataValidationError, MissingDependencyError
+
+METRICS_FILE = "training_metrics.json"
+LABELS_FILE = "labels.json"
+
+
+@dataclass
+class FineTuneResult:
+    output_dir: Path
+    metrics: dict[str, Any]
+    labels: list[str]
+
+
+def _imports() -> tuple[Any, Any, Any]:
+    try:
+        import peft
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise MissingDependencyError(exc.name or "torch", "train") from None
+    return torch, transformers, peft
+
+
+def load_examples(source: str, cfg: FineTuneConfig, store: Any = None) -> tuple[list[str], list[str]]:
+    """(texts, labels) of a dataset (artifact ref or path); errors name the column and the fix."""
+    from airflow_mlcrit.core.tables import iter_batches, open_table
+
+    texts: list[str] = []
+    labels: list[str] = []
+    with open_table(source, store=store) as table:
+        for batch in iter_batches(table):
+            names = batch.schema.names
+            for column, field_name in ((cfg.text_column, "text_column"), (cfg.label_column, "label_column")):
+                if column not in names:
+                    raise DataValidationError(
+                        f"FineTuneConfig.{field_name} is {column!r}, but {table.description} has no such column; "
+                        f"columns: {names}"
+                    )
+            texts += [t or "" for t in batch.column(cfg.text_column).to_pylist()]
+            labels += [str(v) for v in batch.column(cfg.label_column).to_pylist()]
+    return texts, labels
+
+
+def _resolve_base(cfg: FineTuneConfig, store: Any, workdir: Path) -> Path:
+    from airflow_mlcrit.core.tables import is_artifact_ref
+
+    if is_artifact_ref(cfg.base_model.split("@")[0]):
+        if store is None:
+            raise ConfigError(f"base_model {cfg.base_model!r} is an artifact reference but no store was given")
+        dest = workdir / "base_model"
+        store.get(cfg.base_model, dest)
+        return dest
+    path = Path(cfg.base_model)
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"base_model {cfg.base_model!r} is not a Hugging Face model directory (no config.json there); "
+            "give a local path or a base_model artifact reference (models are never downloaded at run time)"
+        )
+    return path
+
+
+def _load(cfg: FineTuneConfig, base: Path, labels: list[str]) -> tuple[Any, Any]:
+    _torch, transformers, _peft = _imports()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(
+        base, local_files_only=True, trust_remote_code=cfg.trust_remote_code
+    )
+    try:
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(
+            base,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={v: i for i, v in enumerate(labels)},
+            local_files_only=True,
+            trust_remote_code=cfg.trust_remote_code,
+            use_safetensors=not cfg.allow_pickle,
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot load base model from {base}: {exc}. Pickle (.bin) weights load only with allow_pickle=True"
+        ) from None
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and cfg.max_length > limit:
+        raise ConfigError(
+            f"FineTuneConfig.max_length {cfg.max_length} is above the model's maximum sequence "
+            f"length {limit}; lower max_length"
+        )
+    return tokenizer, model
+
+
+def _apply_method(cfg: FineTuneConfig, model: Any) -> Any:
+    _torch, _transformers, peft = _imports()
+    if cfg.method == "full":
+        return model
+    if cfg.method == "qlora":
+        raise ConfigError("method='qlora' needs bitsandbytes and a CUDA GPU; use method='lora' here")
+    targets = cfg.target_modules or DEFAULT_TARGETS.get(model.config.model_type)
+    if not targets:
+        raise ConfigError(
+            f"no default LoRA target_modules for model_type {model.config.model_type!r}; "
+            "set FineTuneConfig.target_modules"
+        )
+    names = {n.split(".")[-1] for n, _ in model.named_modules()}
+    missing = [t for t in targets if t not in names]
+    if missing:
+        raise ConfigError(
+            f"LoRA target_modules {missing} match no module of {model.config.model_type}; "
+            f"linear layers include: {sorted(n for n in names if n)[:20]}"
+        )
+    lora = peft.LoraConfig(
+        task_type=peft.TaskType.SEQ_CLS,
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+    )
+    return peft.get_peft_model(model, lora)
+
+
+def finetune(
+    cfg: FineTuneConfig | dict[str, Any],
+    train: str,
+    *,
+    workdir: str | Path,
+    store: Any = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> FineTuneResult:
+    """Fine-tune ``cfg.base_model`` on the ``train`` dataset; write a standard adapter (or model)."""
+    torch, transformers, _peft = _imports()
+    cfg = FineTuneConfig.coerce(cfg)
+    workdir = Path(workdir)
+    out = workdir / "output"
+    out.mkdir(parents=True, exist_ok=True)
+    texts, raw_labels = load_examples(train, cfg, store)
+    if not texts:
+        raise DataValidationError(f"training dataset {train} has no rows")
+    labels = sorted(set(raw_labels))
+    if len(labels) < 2:
+        raise DataValidationError(
+            f"column {cfg.label_column!r} has {len(labels)} distinct value(s); classification needs at least 2"
+        )
+    base = _resolve_base(cfg, store, workdir)
+    tokenizer, model = _load(cfg, base, labels)
+    device = _device(cfg, torch)
+    torch.manual_seed(cfg.seed)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    model = _apply_method(cfg, model).to(device)
+    enc = tokenizer(texts, truncation=True, max_length=cfg.max_length, padding="longest", return_tensors="pt")
+    y = torch.tensor([labels.index(v) for v in raw_labels])
+    n = len(texts)
+    steps_per_epoch = math.ceil(n / (cfg.batch_size * cfg.gradient_accumulation_steps))
+    total = cfg.max_steps or cfg.epochs * steps_per_epoch
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = transformers.get_scheduler(
+        cfg.lr_scheduler, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total), num_training_steps=total
+    )
+    gen = torch.Generator().manual_seed(cfg.seed)
+    losses: list[float] = []
+    tokens = 0
+    started = time.monotonic()
+    step = 0
+    model.train()
+    while step < total:
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n, cfg.batch_size * cfg.gradient_accumulation_steps):
+            if step >= total:
+                break
+            chunk = order[start : start + cfg.batch_size * cfg.gradient_accumulation_steps]
+            optimizer.zero_grad()
+            loss_sum = 0.0
+            for micro in chunk.split(cfg.batch_size):
+                batch = {k: v[micro].to(device) for k, v in enc.items()}
+                outputs = model(**batch, labels=y[micro].to(device))
+                (outputs.loss * len(micro) / len(chunk)).backward()
+                loss_sum += outputs.loss.detach().item() * len(micro) / len(chunk)
+                tokens += int(batch["attention_mask"].sum())
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            losses.append(loss_sum)
+            if progress and (step % cfg.log_every == 0 or step == total):
+                elapsed = time.monotonic() - started
+                progress(
+                    {
+                        "step": step,
+                        "total": total,
+                        "loss": round(loss_sum, 6),
+                        "lr": scheduler.get_last_lr()[0],
+                        "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1),
+                        "eta_s": round(elapsed / step * (total - step), 1),
+                    }
+                )
+    wall = time.monotonic() - started
+    model.eval()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total_params = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    (out / LABELS_FILE).write_text(json.dumps(labels))
+    metrics = {
+        "loss_curve": losses,
+        "final_loss": losses[-1] if losses else None,
+        "steps": step,
+        "examples": n,
+        "tokens_seen": tokens,
+        "wall_seconds": round(wall, 3),
+        "trainable_params": trainable,
+        "total_params": total_params,
+        "device": str(device),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": _peft.__version__,
+        "config": cfg.to_dict(),
+    }
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    (out / "README.md").write_text(model_card(cfg, metrics, train, labels))
+    return FineTuneResult(out, metrics, labels)
+
+
+def _device(cfg: FineTuneConfig, torch: Any) -> Any:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("FineTuneConfig.device='cuda' but no CUDA GPU is available; use device='auto' or 'cpu'")
+    if cfg.device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def model_card(cfg: FineTuneConfig, metrics: dict[str, Any], train: str, labels: list[str]) -> str:
+    """A Hugging Face model card: YAML metadata the Hub and tools read, then a short summary."""
+    import yaml
+
+    meta = {
+        "base_model": cfg.base_model,
+        "library_name": "peft" if cfg.method == "lora" else "transformers",
+        "pipeline_tag": "text-classification",
+        "datasets": [train],
+        "tags": ["airflow-mlcrit", cfg.method],
+        "model-index": [{"name": "fine-tuned", "results": []}],
+    }
+    hyper = {
+        k: cfg.to_dict()[k]
+        for k in (
+            "learning_rate",
+            "lr_scheduler",
+            "warmup_ratio",
+            "epochs",
+            "max_steps",
+            "batch_size",
+            "gradient_accumulation_steps",
+            "weight_decay",
+            "seed",
+            "lora_r",
+            "lora_alpha",
+            "lora_dropout",
+            "max_length",
+        )
+    }
+    return (
+        "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n"
+        f"# Fine-tuned {cfg.base_model} ({cfg.method})\n\n"
+        f"Labels: {', '.join(labels)}. Trained by airflow-mlcrit on `{train}`: {metrics['steps']} steps, "
+        f"final loss {metrics['final_loss']:.4f}.\n\n## Training hyperparameters\n\n"
+        + "".join(f"- {k}: {v}\n" for k, v in hyper.items())
+    )

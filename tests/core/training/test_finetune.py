@@ -1,0 +1,132 @@
+"""LoRA and full fine-tuning of a tiny BERT on CPU: learning, standard outputs, determinism."""
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from airflow_mlcrit.core.training.finetune import finetune
+from airflow_mlcrit.exceptions import ConfigError, DataValidationError
+from tests.core.training.conftest import sentiment
+
+CFG = {"max_steps": 100, "batch_size": 16, "learning_rate": 2e-2, "log_every": 25, "max_length": 16}
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_lora_learns_and_saves_a_standard_adapter(tiny_bert, train_file, tmp_path):
+    seen = []
+    result = finetune({"base_model": tiny_bert, **CFG}, train_file, workdir=tmp_path / "w", progress=seen.append)
+    out = result.output_dir
+    assert {p.name for p in out.iterdir()} >= {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "README.md",
+        "training_metrics.json",
+        "labels.json",
+        "tokenizer.json",
+    }
+    assert not list(out.glob("*.bin"))  # safetensors only, never pickle
+    metrics = result.metrics
+    assert metrics["steps"] == 100 and len(metrics["loss_curve"]) == 100
+    assert sum(metrics["loss_curve"][-10:]) / 10 < 0.5 * sum(metrics["loss_curve"][:10]) / 10
+    assert [p["step"] for p in seen] == [25, 50, 75, 100] and all("eta_s" in p and "tokens_per_s" in p for p in seen)
+    assert 0 < metrics["trainable_params"] < metrics["total_params"]
+    assert result.labels == ["neg", "pos"]
+    card = (out / "README.md").read_text()
+    assert card.startswith(f"---\nbase_model: {tiny_bert}\nlibrary_name: peft\n")
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert (config["r"], config["lora_alpha"], sorted(config["target_modules"])) == (8, 16, ["query", "value"])
+
+
+def test_adapter_reloads_with_plain_peft_in_a_fresh_process(tiny_bert, train_file, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    result = finetune({"base_model": tiny_bert, **CFG}, train_file, workdir=tmp_path / "w")
+    texts = sentiment(8, seed=9).text.tolist()
+    tok = AutoTokenizer.from_pretrained(result.output_dir)
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    model = PeftModel.from_pretrained(base, result.output_dir).eval()
+    with torch.no_grad():
+        here = model(**tok(texts, return_tensors="pt", padding=True)).logits.tolist()
+    code = textwrap.dedent(f"""
+        import json, torch
+        from peft import PeftModel
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        tok = AutoTokenizer.from_pretrained({str(result.output_dir)!r})
+        base = AutoModelForSequenceClassification.from_pretrained({tiny_bert!r}, num_labels=2)
+        model = PeftModel.from_pretrained(base, {str(result.output_dir)!r}).eval()
+        with torch.no_grad():
+            print(json.dumps(model(**tok({texts!r}, return_tensors="pt", padding=True)).logits.tolist()))
+    """)
+    there = json.loads(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    assert max(abs(a - b) for ra, rb in zip(here, there, strict=True) for a, b in zip(ra, rb, strict=True)) < 1e-5
+    preds = [max(range(2), key=lambda i, r=r: r[i]) for r in there]
+    truth = [1 if y == "pos" else 0 for y in sentiment(8, seed=9).label]
+    assert sum(p == t for p, t in zip(preds, truth, strict=True)) >= 7
+
+
+def test_same_seed_same_adapter(tiny_bert, train_file, tmp_path):
+    a = finetune({"base_model": tiny_bert, **CFG, "max_steps": 10}, train_file, workdir=tmp_path / "a")
+    b = finetune({"base_model": tiny_bert, **CFG, "max_steps": 10}, train_file, workdir=tmp_path / "b")
+    assert _digest(a.output_dir / "adapter_model.safetensors") == _digest(b.output_dir / "adapter_model.safetensors")
+
+
+def test_full_fine_tuning_saves_the_whole_model(tiny_bert, train_file, tmp_path):
+    result = finetune(
+        {"base_model": tiny_bert, **CFG, "method": "full", "max_steps": 5, "learning_rate": 1e-3},
+        train_file,
+        workdir=tmp_path / "w",
+    )
+    assert (result.output_dir / "model.safetensors").is_file()
+    assert result.metrics["trainable_params"] == result.metrics["total_params"]
+
+
+def test_bad_input_fails_before_training(tiny_bert, train_file, tmp_path):
+    import pandas as pd
+
+    pd.DataFrame({"text": [], "label": []}).astype(str).to_parquet(tmp_path / "empty.parquet")
+    pd.DataFrame({"text": ["a", "b"]}).to_parquet(tmp_path / "nolabel.parquet")
+    cases = [
+        (
+            {"base_model": str(tmp_path / "nowhere")},
+            train_file,
+            ConfigError,
+            f"base_model '{tmp_path / 'nowhere'}' is not a Hugging Face model directory (no config.json there)",
+        ),
+        (
+            {"base_model": tiny_bert, "target_modules": ["q_proj"]},
+            train_file,
+            ConfigError,
+            "LoRA target_modules ['q_proj'] match no module of bert",
+        ),
+        ({"base_model": tiny_bert}, str(tmp_path / "empty.parquet"), DataValidationError, "has no rows"),
+        (
+            {"base_model": tiny_bert},
+            str(tmp_path / "nolabel.parquet"),
+            DataValidationError,
+            "FineTuneConfig.label_column is 'label', but",
+        ),
+        (
+            {"base_model": tiny_bert, "max_length": 512},
+            train_file,
+            ConfigError,
+            "FineTuneConfig.max_length 512 is above the model's maximum sequence length 64",
+        ),
+    ]
+    for cfg, data, error, message in cases:
+        with pytest.raises(error, match=re.escape(message)):
+            finetune({"max_length": 16, **cfg}, data, workdir=tmp_path / "w")
+    assert not (tmp_path / "w" / "output" / "adapter_model.safetensors").exists()
