@@ -53,6 +53,7 @@ class FineTuneConfig(Config):
     deterministic: bool = field(default=True, metadata={"help": "torch deterministic algorithms"})
     device: Literal["auto", "cpu", "cuda"] = "auto"
     log_every: int = 10
+    checkpoint_every: int | None = field(default=None, metadata={"help": "save a resumable checkpoint every N steps"})
 
     def __post_init__(self) -> None:
         require(bool(self.base_model), "FineTuneConfig.base_model must name a model directory or artifact")

@@ -136,8 +136,15 @@ def finetune(
     workdir: str | Path,
     store: Any = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    resume_from: str | Path | None = None,
+    on_checkpoint: Callable[[Path, int], None] | None = None,
 ) -> FineTuneResult:
-    """Fine-tune ``cfg.base_model`` on the ``train`` dataset; write a standard adapter (or model)."""
+    """Fine-tune ``cfg.base_model`` on the ``train`` dataset; write a standard adapter (or model).
+
+    With ``checkpoint_every``, a complete checkpoint (trainable weights, optimizer, scheduler,
+    RNG states, data position) lands in ``workdir/checkpoints/step-N`` and ``on_checkpoint`` is
+    called; ``resume_from`` continues from such a directory exactly where it stopped.
+    """
     torch, transformers, _peft = _imports()
     cfg = FineTuneConfig.coerce(cfg)
     workdir = Path(workdir)
@@ -173,10 +180,24 @@ def finetune(
     tokens = 0
     started = time.monotonic()
     step = 0
+    skip = 0  # chunks of the current epoch already done (when resuming)
+    epoch_gen_state = gen.get_state()
+    if resume_from is not None:
+        state = load_checkpoint(Path(resume_from), model, optimizer, scheduler)
+        step, skip, losses, tokens = state["step"], state["chunk"], state["losses"], state["tokens"]
+        epoch_gen_state = state["epoch_generator"]
+        torch.set_rng_state(state["torch_rng"])
+        if progress:
+            progress({"resumed_from_step": step, "total": total})
     model.train()
+    chunk_size = cfg.batch_size * cfg.gradient_accumulation_steps
     while step < total:
+        gen.set_state(epoch_gen_state)
         order = torch.randperm(n, generator=gen)
-        for start in range(0, n, cfg.batch_size * cfg.gradient_accumulation_steps):
+        next_epoch_state = gen.get_state()
+        for chunk_index, start in enumerate(range(0, n, chunk_size)):
+            if chunk_index < skip:
+                continue
             if step >= total:
                 break
             chunk = order[start : start + cfg.batch_size * cfg.gradient_accumulation_steps]
@@ -193,6 +214,23 @@ def finetune(
             scheduler.step()
             step += 1
             losses.append(loss_sum)
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
+                path = save_checkpoint(
+                    workdir / "checkpoints",
+                    model,
+                    optimizer,
+                    scheduler,
+                    {
+                        "step": step,
+                        "chunk": chunk_index + 1,
+                        "losses": losses,
+                        "tokens": tokens,
+                        "epoch_generator": epoch_gen_state,
+                        "torch_rng": torch.get_rng_state(),
+                    },
+                )
+                if on_checkpoint:
+                    on_checkpoint(path, step)
             if progress and (step % cfg.log_every == 0 or step == total):
                 elapsed = time.monotonic() - started
                 progress(
@@ -205,6 +243,8 @@ def finetune(
                         "eta_s": round(elapsed / step * (total - step), 1),
                     }
                 )
+        skip = 0
+        epoch_gen_state = next_epoch_state
     wall = time.monotonic() - started
     model.eval()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -230,6 +270,50 @@ def finetune(
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     (out / "README.md").write_text(model_card(cfg, metrics, train, labels))
     return FineTuneResult(out, metrics, labels)
+
+
+def save_checkpoint(root: Path, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any]) -> Path:
+    """Write ``root/step-N`` atomically (temp dir + rename); COMPLETE marks it usable."""
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{state['step']:08d}"
+    tmp = root / f".tmp-step-{state['step']:08d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    trainable = {k: v.detach().cpu().contiguous() for k, v in model.named_parameters() if v.requires_grad}
+    save_file(trainable, str(tmp / "trainable.safetensors"))
+    # optimizer/scheduler/RNG state: tensors and plain containers only, read back with weights_only=True
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **state}, tmp / "state.pt")
+    (tmp / "COMPLETE").write_text(str(state["step"]))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final
+
+
+def newest_checkpoint(root: Path) -> Path | None:
+    done = sorted(p for p in root.glob("step-*") if (p / "COMPLETE").is_file()) if root.is_dir() else []
+    return done[-1] if done else None
+
+
+def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> dict[str, Any]:
+    import torch
+    from safetensors.torch import load_file
+
+    if not (path / "COMPLETE").is_file():
+        raise ConfigError(f"checkpoint {path} is incomplete (no COMPLETE marker); it cannot be resumed")
+    weights = load_file(str(path / "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+    state = torch.load(path / "state.pt", weights_only=True)
+    optimizer.load_state_dict(state.pop("optimizer"))
+    scheduler.load_state_dict(state.pop("scheduler"))
+    return state
 
 
 def _device(cfg: FineTuneConfig, torch: Any) -> Any:

@@ -130,3 +130,33 @@ def test_bad_input_fails_before_training(tiny_bert, train_file, tmp_path):
         with pytest.raises(error, match=re.escape(message)):
             finetune({"max_length": 16, **cfg}, data, workdir=tmp_path / "w")
     assert not (tmp_path / "w" / "output" / "adapter_model.safetensors").exists()
+
+
+def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tiny_bert, train_file, tmp_path):
+    """Training interrupted after its second checkpoint and resumed ends with the same weights."""
+    from safetensors.torch import load_file
+
+    from airflow_mlcrit.core.training.finetune import newest_checkpoint
+
+    cfg = {"base_model": tiny_bert, **CFG, "max_steps": 40, "checkpoint_every": 10}
+    full = finetune(cfg, train_file, workdir=tmp_path / "full")
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_second(path, step):
+        if step == 20:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        finetune(cfg, train_file, workdir=tmp_path / "cut", on_checkpoint=stop_after_second)
+    latest = newest_checkpoint(tmp_path / "cut" / "checkpoints")
+    assert latest.name == "step-00000020"
+    seen = []
+    resumed = finetune(cfg, train_file, workdir=tmp_path / "resumed", resume_from=latest, progress=seen.append)
+    assert seen[0] == {"resumed_from_step": 20, "total": 40}
+    assert resumed.metrics["loss_curve"] == pytest.approx(full.metrics["loss_curve"], abs=1e-6)
+    a = load_file(str(full.output_dir / "adapter_model.safetensors"))
+    b = load_file(str(resumed.output_dir / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
