@@ -1,0 +1,91 @@
+"""Run fine-tuning in a child process with checkpoints kept in the artifact store, so a retry of
+the same task (same idempotency key) resumes from the newest complete checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from airflow_mlcrit import exceptions
+from airflow_mlcrit.core.training.finetune import FineTuneResult
+
+
+def checkpoint_key(output_name: str, idempotency_key: str) -> str:
+    """The ``checkpoint`` artifact of one task instance's training run."""
+    return f"checkpoint/{output_name}-{hashlib.sha256(idempotency_key.encode()).hexdigest()[:12]}"
+
+
+def run_training(
+    cfg: dict[str, Any],
+    train_path: str,
+    *,
+    workdir: Path,
+    store: Any,
+    ckpt_key: str,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    spawned: Callable[[subprocess.Popen], None] | None = None,
+) -> FineTuneResult:
+    """Resume from the newest stored checkpoint if there is one, run the child, store each new
+    checkpoint as it appears; raise the child's error (or a crash) as an MlcritError."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    resume_from = None
+    if store.versions(ckpt_key):
+        latest = store.resolve(ckpt_key)
+        resume_from = workdir / "resume" / f"v{latest.version}"
+        store.get(latest.ref, resume_from)
+        if on_event:
+            on_event({"event": "resume", "checkpoint": str(latest.ref), "step": latest.metadata.get("step")})
+    job = workdir / "job.json"
+    job.write_text(
+        json.dumps(
+            {
+                "config": cfg,
+                "train": train_path,
+                "workdir": str(workdir / "run"),
+                "resume_from": str(resume_from) if resume_from else None,
+            }
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "airflow_mlcrit.core.training.worker", str(job)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    if spawned:
+        spawned(proc)
+    done: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if not line.startswith("{"):
+            continue
+        event = json.loads(line)
+        if event["event"] == "checkpoint":
+            store.put(ckpt_key, event["path"], metadata={"step": event["step"]})
+        elif event["event"] == "done":
+            done = event
+        elif event["event"] == "error":
+            error = event
+        if on_event:
+            on_event(event)
+    stderr = proc.stderr.read() if proc.stderr else ""
+    code = proc.wait()
+    if error is not None:
+        raise getattr(exceptions, error["type"], exceptions.MlcritError)(error["message"])
+    if code != 0 or done is None:
+        tail = "\n".join(stderr.strip().splitlines()[-15:])
+        raise exceptions.MlcritError(
+            f"the training process exited with code {code}"
+            + (" (killed: out of memory or stopped)" if code < 0 else "")
+            + "; a retry resumes from the newest checkpoint"
+            + (f"\n{tail}" if tail else "")
+        )
+    return FineTuneResult(Path(done["output_dir"]), done["metrics"], done["labels"])

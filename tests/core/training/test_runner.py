@@ -1,0 +1,68 @@
+"""The training child process: SIGKILL after the second checkpoint, rerun, exact resume."""
+
+import re
+import signal
+
+import pytest
+
+from airflow_mlcrit.core.artifacts import open_store
+from airflow_mlcrit.core.training.runner import checkpoint_key, run_training
+from airflow_mlcrit.exceptions import ConfigError, MlcritError
+from tests.core.training.test_finetune import CFG
+
+
+def test_sigkilled_child_resumes_from_its_second_checkpoint(tiny_bert, train_file, tmp_path):
+    from safetensors.torch import load_file
+
+    store = open_store(tmp_path / "store")
+    cfg = {"base_model": tiny_bert, **CFG, "max_steps": 40, "checkpoint_every": 10}
+    key = checkpoint_key("clf", "dag/run/train/-1/adapter/clf")
+    reference = run_training(cfg, train_file, workdir=tmp_path / "ref", store=store, ckpt_key="checkpoint/ref")
+
+    procs = []
+
+    def kill_after_second(event):
+        if event["event"] == "checkpoint" and event["step"] == 20:
+            procs[0].send_signal(signal.SIGKILL)
+
+    with pytest.raises(MlcritError, match=re.escape("the training process exited with code -9 (killed")):
+        run_training(
+            cfg,
+            train_file,
+            workdir=tmp_path / "try1",
+            store=store,
+            ckpt_key=key,
+            on_event=kill_after_second,
+            spawned=procs.append,
+        )
+    assert [
+        store.resolve(key.replace("checkpoint/", "checkpoint/") + f"@v{v}").metadata["step"]
+        for v in store.versions(key)
+    ] == [10, 20]
+    events = []
+    result = run_training(cfg, train_file, workdir=tmp_path / "try2", store=store, ckpt_key=key, on_event=events.append)
+    assert events[0] == {"event": "resume", "checkpoint": f"{key}@v2", "step": 20}
+    assert {"event": "progress", "resumed_from_step": 20, "total": 40} in events
+    assert [e["step"] for e in events if e["event"] == "checkpoint"] == [30]  # only what was left to do
+    assert result.metrics["loss_curve"] == pytest.approx(reference.metrics["loss_curve"], abs=1e-6)
+    a = load_file(str(reference.output_dir / "adapter_model.safetensors"))
+    b = load_file(str(result.output_dir / "adapter_model.safetensors"))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+    assert store.purge(key) == 3 and store.versions(key) == []
+
+
+def test_child_errors_come_back_with_their_type(tiny_bert, train_file, tmp_path):
+    store = open_store(tmp_path / "store")
+    with pytest.raises(ConfigError, match=re.escape("LoRA target_modules ['nope'] match no module of bert")):
+        run_training(
+            {"base_model": tiny_bert, **CFG, "target_modules": ["nope"]},
+            train_file,
+            workdir=tmp_path / "w",
+            store=store,
+            ckpt_key="checkpoint/x",
+        )
+
+
+def test_only_checkpoints_can_be_purged(tmp_path):
+    with pytest.raises(ConfigError, match="only checkpoint artifacts can be purged"):
+        open_store(tmp_path / "s").purge("model/m")
