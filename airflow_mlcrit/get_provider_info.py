@@ -26,6 +26,7 @@ def get_provider_info() -> dict:
                 "python-modules": [
                     "airflow_mlcrit.operators.artifacts",
                     "airflow_mlcrit.operators.preprocessing",
+                    "airflow_mlcrit.operators.training",
                     "airflow_mlcrit.operators.validation",
                 ],
             }

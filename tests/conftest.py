@@ -62,6 +62,14 @@ def make_s3_root(moto_server) -> str:
     return f"s3://{bucket}/ml/artifacts"
 
 
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """Path of a tiny BERT (2 layers, hidden 32) with its own WordPiece tokenizer, built here."""
+    from tests.helpers.models import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
 @pytest.fixture(params=["local", "s3"])
 def store_spec(request, tmp_path):
     """(root, boto3 options) of an empty store: a local directory, or a fresh bucket on moto."""

@@ -2,6 +2,7 @@
 
 from airflow_mlcrit.operators.artifacts import RegisterArtifactOperator
 from airflow_mlcrit.operators.preprocessing import BeamPreprocessOperator
+from airflow_mlcrit.operators.training import FineTuneOperator
 from airflow_mlcrit.operators.validation import (
     ComputeStatisticsOperator,
     InferSchemaOperator,
@@ -11,6 +12,7 @@ from airflow_mlcrit.operators.validation import (
 __all__ = [
     "BeamPreprocessOperator",
     "ComputeStatisticsOperator",
+    "FineTuneOperator",
     "InferSchemaOperator",
     "RegisterArtifactOperator",
     "ValidateDataOperator",

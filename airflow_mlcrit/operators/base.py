@@ -46,7 +46,13 @@ def to_operator_lineage(record: LineageRecord) -> OperatorLineage:
     """Core LineageRecord -> the OpenLineage provider's OperatorLineage."""
     from airflow.providers.openlineage.extractors import OperatorLineage
     from openlineage.client.event_v2 import InputDataset, OutputDataset
-    from openlineage.client.generated.base import DatasetFacet, InputDatasetFacet, JobFacet, OutputDatasetFacet
+    from openlineage.client.generated.base import (
+        DatasetFacet,
+        InputDatasetFacet,
+        JobFacet,
+        OutputDatasetFacet,
+        RunFacet,
+    )
 
     def facets(payloads: dict, base: type) -> dict:
         return {key: _to_ol_facet(payload, base) for key, payload in payloads.items()}
@@ -71,6 +77,7 @@ def to_operator_lineage(record: LineageRecord) -> OperatorLineage:
             for d in record.outputs
         ],
         job_facets=facets(record.job_facets, JobFacet),
+        run_facets=facets(record.run_facets, RunFacet),
     )
 
 

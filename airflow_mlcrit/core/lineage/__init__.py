@@ -38,6 +38,8 @@ OUTPUT_FACETS = frozenset({"outputStatistics"})
 CUSTOM_FACETS = {
     "mlcrit_artifact": "MlcritArtifactDatasetFacet",
     "mlcrit_beam": "MlcritBeamJobFacet",
+    "mlcrit_model": "MlcritModelDatasetFacet",
+    "mlcrit_training": "MlcritTrainingRunFacet",
 }
 
 
@@ -81,6 +83,7 @@ class LineageRecord:
     inputs: list[LineageDataset] = field(default_factory=list)
     outputs: list[LineageDataset] = field(default_factory=list)
     job_facets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    run_facets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add_input(self, store: ArtifactStore, manifest: Manifest, **facets: dict[str, Any]) -> LineageDataset:
         ds = artifact_dataset(store, manifest, **facets)

@@ -11,7 +11,7 @@ import pytest
 
 from airflow_mlcrit.core.training.finetune import finetune
 from airflow_mlcrit.exceptions import ConfigError, DataValidationError
-from tests.core.training.conftest import sentiment
+from tests.helpers.models import sentiment
 
 CFG = {"max_steps": 100, "batch_size": 16, "learning_rate": 2e-2, "log_every": 25, "max_length": 16}
 

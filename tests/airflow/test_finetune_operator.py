@@ -1,0 +1,51 @@
+"""FineTuneOperator through a real dag.test() run: adapter artifact, lineage, no leftover checkpoints."""
+
+import json
+
+import pytest
+
+from airflow_mlcrit.core.artifacts import open_store
+from tests.airflow.conftest import run_dag, task_states
+from tests.helpers.models import sentiment
+from tests.helpers.openlineage import SPEC_DIR, validate_event
+
+
+def test_lora_fine_tune_commits_an_adapter_with_lineage(store_root, tmp_path, tiny_bert, lineage_tail):
+    sentiment(128).to_parquet(tmp_path / "train.parquet", index=False)
+    dr = run_dag(
+        "test_mlcrit_finetune",
+        {
+            "data": str(tmp_path / "train.parquet"),
+            "base": tiny_bert,
+            "finetune": {
+                "max_steps": 20,
+                "batch_size": 16,
+                "learning_rate": 2e-2,
+                "max_length": 16,
+                "checkpoint_every": 10,
+                "log_every": 5,
+            },
+        },
+    )
+    assert dr.state == "success", task_states(dr)
+    store = open_store(store_root)
+    adapter = store.resolve("adapter/sentiment@v1")
+    files = {f["path"] for f in adapter.files}
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "training_metrics.json"} <= files
+    assert [p["ref"] for p in adapter.parents] == ["dataset/reviews@v1", "base_model/tiny-bert@v1"]
+    assert adapter.metadata["labels"] == ["neg", "pos"] and adapter.metadata["steps"] == 20
+    assert adapter.libraries["peft"] and adapter.libraries["torch"]
+    assert [k for k in store.list_artifacts() if k.startswith("checkpoint/")] == []  # purged after the commit
+    metrics = json.loads(store.read_bytes(adapter.ref, "training_metrics.json"))
+    assert metrics["steps"] == 20 and len(metrics["loss_curve"]) == 20
+    if not SPEC_DIR.is_dir():
+        pytest.skip(f"official OpenLineage schemas not found at {SPEC_DIR}")
+    events = lineage_tail.events()
+    for event in events:
+        validate_event(event)
+    [done] = [e for e in events if e["eventType"] == "COMPLETE" and e["job"]["name"].endswith(".finetune")]
+    assert done["run"]["facets"]["mlcrit_training"]["steps"] == 20
+    [out] = done["outputs"]
+    assert out["facets"]["mlcrit_model"]["method"] == "lora"
+    assert out["facets"]["mlcrit_model"]["lora"]["r"] == 8
+    assert validate_event(done) >= {"mlcrit_model", "mlcrit_training", "mlcrit_artifact"}
