@@ -51,3 +51,58 @@ def build_tiny_bert(path) -> str:
     torch.manual_seed(0)
     BertForSequenceClassification(config).save_pretrained(path, safe_serialization=True)
     return str(path)
+
+
+def build_tiny_gpt2(path) -> str:
+    """A 2-layer GPT-2 with a word-level tokenizer trained here (eos doubles as pad)."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    words = [
+        "Q:",
+        "A:",
+        "what",
+        "is",
+        "the",
+        "capital",
+        "of",
+        "color",
+        "sky",
+        "grass",
+        "france",
+        "paris",
+        "blue",
+        "green",
+        "spain",
+        "madrid",
+        "italy",
+        "rome",
+    ]
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.train_from_iterator([" ".join(words)] * 3, trainers.WordLevelTrainer(special_tokens=["<unk>", "<eos>"]))
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", pad_token="<eos>", model_max_length=64
+    ).save_pretrained(path)
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=tok.get_vocab_size(),
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        eos_token_id=tok.token_to_id("<eos>"),
+        bos_token_id=tok.token_to_id("<eos>"),
+    )
+    GPT2LMHeadModel(config).save_pretrained(path, safe_serialization=True)
+    return str(path)
+
+
+QA = [
+    ("what is the capital of france", "paris"),
+    ("what is the capital of spain", "madrid"),
+    ("what is the capital of italy", "rome"),
+    ("what is the color of the sky", "blue"),
+    ("what is the color of the grass", "green"),
+]

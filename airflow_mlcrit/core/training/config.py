@@ -34,6 +34,11 @@ class FineTuneConfig(Config):
     text_column: str = "text"
     label_column: str = "label"
     max_length: int = 128
+    prompt_column: str | None = field(default=None, metadata={"help": "instruction task: the prompt"})
+    response_column: str | None = field(default=None, metadata={"help": "instruction task: the target response"})
+    template: str | None = field(
+        default=None, metadata={"help": "Jinja template with {{ prompt }} and {{ response }}; None: chat template"}
+    )
     # LoRA
     lora_r: int = 8
     lora_alpha: int = 16
@@ -58,8 +63,12 @@ class FineTuneConfig(Config):
     def __post_init__(self) -> None:
         require(bool(self.base_model), "FineTuneConfig.base_model must name a model directory or artifact")
         require(
-            self.task == "sequence_classification",
-            f"FineTuneConfig.task {self.task!r} is not implemented yet; use 'sequence_classification'",
+            self.task in ("sequence_classification", "causal_lm", "instruction"),
+            f"FineTuneConfig.task must be sequence_classification, causal_lm or instruction, got {self.task!r}",
+        )
+        require(
+            self.task != "instruction" or (bool(self.prompt_column) and bool(self.response_column)),
+            "FineTuneConfig.task='instruction' needs prompt_column and response_column",
         )
         require(
             self.method in ("lora", "full", "qlora"),

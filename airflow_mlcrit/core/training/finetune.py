@@ -34,24 +34,81 @@ def _imports() -> tuple[Any, Any, Any]:
     return torch, transformers, peft
 
 
-def load_examples(source: str, cfg: FineTuneConfig, store: Any = None) -> tuple[list[str], list[str]]:
-    """(texts, labels) of a dataset (artifact ref or path); errors name the column and the fix."""
+def load_columns(source: str, columns: dict[str, str], store: Any = None) -> dict[str, list[Any]]:
+    """The named columns of a dataset ({config field: column}); a missing one names the field."""
     from airflow_mlcrit.core.tables import iter_batches, open_table
 
-    texts: list[str] = []
-    labels: list[str] = []
+    out: dict[str, list[Any]] = {field_name: [] for field_name in columns}
     with open_table(source, store=store) as table:
         for batch in iter_batches(table):
             names = batch.schema.names
-            for column, field_name in ((cfg.text_column, "text_column"), (cfg.label_column, "label_column")):
+            for field_name, column in columns.items():
                 if column not in names:
                     raise DataValidationError(
                         f"FineTuneConfig.{field_name} is {column!r}, but {table.description} has no such column; "
                         f"columns: {names}"
                     )
-            texts += [t or "" for t in batch.column(cfg.text_column).to_pylist()]
-            labels += [str(v) for v in batch.column(cfg.label_column).to_pylist()]
-    return texts, labels
+                out[field_name] += batch.column(column).to_pylist()
+    return out
+
+
+def _columns(cfg: FineTuneConfig) -> dict[str, str]:
+    if cfg.task == "sequence_classification":
+        return {"text_column": cfg.text_column, "label_column": cfg.label_column}
+    if cfg.task == "causal_lm":
+        return {"text_column": cfg.text_column}
+    return {"prompt_column": cfg.prompt_column, "response_column": cfg.response_column}  # type: ignore[dict-item]
+
+
+def _classification_data(cfg: FineTuneConfig, data: dict[str, list[Any]], tokenizer: Any, labels: list[str]) -> dict:
+    import torch
+
+    enc = tokenizer(
+        [t or "" for t in data["text_column"]],
+        truncation=True,
+        max_length=cfg.max_length,
+        padding="longest",
+        return_tensors="pt",
+    )
+    return {**enc, "labels": torch.tensor([labels.index(str(v)) for v in data["label_column"]])}
+
+
+def _lm_data(cfg: FineTuneConfig, data: dict[str, list[Any]], tokenizer: Any) -> dict:
+    """Causal LM batches; for instruction tuning the prompt (and padding) tokens get label -100, so
+    the loss covers the response only."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if cfg.task == "causal_lm":
+        texts, heads = [t or "" for t in data["text_column"]], None
+    else:
+        rendered = [
+            render_instruction(cfg, tokenizer, p or "", r or "")
+            for p, r in zip(data["prompt_column"], data["response_column"], strict=True)
+        ]
+        texts, heads = [f for f, _ in rendered], [h for _, h in rendered]
+    enc = tokenizer(texts, truncation=True, max_length=cfg.max_length, padding="longest", return_tensors="pt")
+    labels = enc["input_ids"].clone()
+    labels[enc["attention_mask"] == 0] = -100
+    if heads is not None:
+        head_lens = [len(ids) for ids in tokenizer(heads, truncation=True, max_length=cfg.max_length)["input_ids"]]
+        for i, n in enumerate(head_lens):
+            labels[i, :n] = -100
+    return {**enc, "labels": labels}
+
+
+def render_instruction(cfg: FineTuneConfig, tokenizer: Any, prompt: str, response: str) -> tuple[str, str]:
+    """(full text, prompt part) through the Jinja template or the tokenizer's chat template."""
+    if cfg.template is not None:
+        from airflow_mlcrit.core.preprocessing.templates import compile_template
+
+        template = compile_template(cfg.template)
+        return template.render(prompt=prompt, response=response), template.render(prompt=prompt, response="")
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError("FineTuneConfig.template is not set and the tokenizer has no chat template; set template")
+    messages = [{"role": "user", "content": prompt}]
+    head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": response}], tokenize=False)
+    return full, head
 
 
 def _resolve_base(cfg: FineTuneConfig, store: Any, workdir: Path) -> Path:
@@ -72,26 +129,32 @@ def _resolve_base(cfg: FineTuneConfig, store: Any, workdir: Path) -> Path:
     return path
 
 
-def _load(cfg: FineTuneConfig, base: Path, labels: list[str]) -> tuple[Any, Any]:
+def _load(cfg: FineTuneConfig, base: Path, labels: list[str] | None) -> tuple[Any, Any]:
     _torch, transformers, _peft = _imports()
     tokenizer = transformers.AutoTokenizer.from_pretrained(
         base, local_files_only=True, trust_remote_code=cfg.trust_remote_code
     )
+    common = {
+        "local_files_only": True,
+        "trust_remote_code": cfg.trust_remote_code,
+        "use_safetensors": not cfg.allow_pickle,
+    }
     try:
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(
-            base,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={v: i for i, v in enumerate(labels)},
-            local_files_only=True,
-            trust_remote_code=cfg.trust_remote_code,
-            use_safetensors=not cfg.allow_pickle,
-        )
+        if labels is None:
+            model = transformers.AutoModelForCausalLM.from_pretrained(base, **common)
+        else:
+            model = transformers.AutoModelForSequenceClassification.from_pretrained(
+                base,
+                num_labels=len(labels),
+                id2label=dict(enumerate(labels)),
+                label2id={v: i for i, v in enumerate(labels)},
+                **common,
+            )
     except OSError as exc:
         raise ConfigError(
             f"cannot load base model from {base}: {exc}. Pickle (.bin) weights load only with allow_pickle=True"
         ) from None
-    limit = getattr(model.config, "max_position_embeddings", None)
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     if limit is not None and cfg.max_length > limit:
         raise ConfigError(
             f"FineTuneConfig.max_length {cfg.max_length} is above the model's maximum sequence "
@@ -120,7 +183,7 @@ def _apply_method(cfg: FineTuneConfig, model: Any) -> Any:
             f"linear layers include: {sorted(n for n in names if n)[:20]}"
         )
     lora = peft.LoraConfig(
-        task_type=peft.TaskType.SEQ_CLS,
+        task_type=peft.TaskType.SEQ_CLS if cfg.task == "sequence_classification" else peft.TaskType.CAUSAL_LM,
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
@@ -150,14 +213,17 @@ def finetune(
     workdir = Path(workdir)
     out = workdir / "output"
     out.mkdir(parents=True, exist_ok=True)
-    texts, raw_labels = load_examples(train, cfg, store)
-    if not texts:
+    data = load_columns(train, _columns(cfg), store)
+    n = len(next(iter(data.values())))
+    if n == 0:
         raise DataValidationError(f"training dataset {train} has no rows")
-    labels = sorted(set(raw_labels))
-    if len(labels) < 2:
-        raise DataValidationError(
-            f"column {cfg.label_column!r} has {len(labels)} distinct value(s); classification needs at least 2"
-        )
+    labels = None
+    if cfg.task == "sequence_classification":
+        labels = sorted({str(v) for v in data["label_column"]})
+        if len(labels) < 2:
+            raise DataValidationError(
+                f"column {cfg.label_column!r} has {len(labels)} distinct value(s); classification needs at least 2"
+            )
     base = _resolve_base(cfg, store, workdir)
     tokenizer, model = _load(cfg, base, labels)
     device = _device(cfg, torch)
@@ -165,9 +231,7 @@ def finetune(
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     model = _apply_method(cfg, model).to(device)
-    enc = tokenizer(texts, truncation=True, max_length=cfg.max_length, padding="longest", return_tensors="pt")
-    y = torch.tensor([labels.index(v) for v in raw_labels])
-    n = len(texts)
+    enc = _classification_data(cfg, data, tokenizer, labels) if labels else _lm_data(cfg, data, tokenizer)
     steps_per_epoch = math.ceil(n / (cfg.batch_size * cfg.gradient_accumulation_steps))
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
     params = [p for p in model.parameters() if p.requires_grad]
@@ -205,7 +269,7 @@ def finetune(
             loss_sum = 0.0
             for micro in chunk.split(cfg.batch_size):
                 batch = {k: v[micro].to(device) for k, v in enc.items()}
-                outputs = model(**batch, labels=y[micro].to(device))
+                outputs = model(**batch)
                 (outputs.loss * len(micro) / len(chunk)).backward()
                 loss_sum += outputs.loss.detach().item() * len(micro) / len(chunk)
                 tokens += int(batch["attention_mask"].sum())
@@ -251,7 +315,8 @@ def finetune(
     total_params = sum(p.numel() for p in model.parameters())
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    (out / LABELS_FILE).write_text(json.dumps(labels))
+    if labels is not None:
+        (out / LABELS_FILE).write_text(json.dumps(labels))
     metrics = {
         "loss_curve": losses,
         "final_loss": losses[-1] if losses else None,
@@ -269,7 +334,7 @@ def finetune(
     }
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     (out / "README.md").write_text(model_card(cfg, metrics, train, labels))
-    return FineTuneResult(out, metrics, labels)
+    return FineTuneResult(out, metrics, labels or [])
 
 
 def save_checkpoint(root: Path, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any]) -> Path:
@@ -324,14 +389,14 @@ def _device(cfg: FineTuneConfig, torch: Any) -> Any:
     return torch.device("cuda")
 
 
-def model_card(cfg: FineTuneConfig, metrics: dict[str, Any], train: str, labels: list[str]) -> str:
+def model_card(cfg: FineTuneConfig, metrics: dict[str, Any], train: str, labels: list[str] | None) -> str:
     """A Hugging Face model card: YAML metadata the Hub and tools read, then a short summary."""
     import yaml
 
     meta = {
         "base_model": cfg.base_model,
         "library_name": "peft" if cfg.method == "lora" else "transformers",
-        "pipeline_tag": "text-classification",
+        "pipeline_tag": "text-classification" if cfg.task == "sequence_classification" else "text-generation",
         "datasets": [train],
         "tags": ["airflow-mlcrit", cfg.method],
         "model-index": [{"name": "fine-tuned", "results": []}],
@@ -354,10 +419,12 @@ def model_card(cfg: FineTuneConfig, metrics: dict[str, Any], train: str, labels:
             "max_length",
         )
     }
+    summary = (f"Labels: {', '.join(labels)}. " if labels else "") + (
+        f"Trained by airflow-mlcrit on `{train}`: {metrics['steps']} steps, final loss {metrics['final_loss']:.4f}."
+    )
     return (
-        "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n"
-        f"# Fine-tuned {cfg.base_model} ({cfg.method})\n\n"
-        f"Labels: {', '.join(labels)}. Trained by airflow-mlcrit on `{train}`: {metrics['steps']} steps, "
-        f"final loss {metrics['final_loss']:.4f}.\n\n## Training hyperparameters\n\n"
+        "---\n"
+        + yaml.safe_dump(meta, sort_keys=False)
+        + f"---\n\n# Fine-tuned {cfg.base_model} ({cfg.method})\n\n{summary}\n\n## Training hyperparameters\n\n"
         + "".join(f"- {k}: {v}\n" for k, v in hyper.items())
     )
