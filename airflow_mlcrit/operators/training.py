@@ -152,6 +152,8 @@ class FineTuneOperator(DatasetStepOperator):
                 event["tokens_per_s"],
                 event["eta_s"],
             )
+        elif event["event"] == "progress" and "notice" in event:
+            self.log.warning("%s", event["notice"])
         elif event["event"] == "resume":
             self.log.info("resuming from %s (step %s)", event["checkpoint"], event["step"])
         elif event["event"] == "checkpoint":

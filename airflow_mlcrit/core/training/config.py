@@ -57,6 +57,10 @@ class FineTuneConfig(Config):
     seed: int = 0
     deterministic: bool = field(default=True, metadata={"help": "torch deterministic algorithms"})
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    gradient_checkpointing: bool = False
+    memory_limit_gb: float | None = field(
+        default=None, metadata={"help": "preflight budget instead of the device's free memory"}
+    )
     log_every: int = 10
     checkpoint_every: int | None = field(default=None, metadata={"help": "save a resumable checkpoint every N steps"})
 

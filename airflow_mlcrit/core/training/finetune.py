@@ -230,7 +230,13 @@ def finetune(
     torch.manual_seed(cfg.seed)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    model = _apply_method(cfg, model).to(device)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model = _apply_method(cfg, model)
+    memory = _preflight(cfg, model, device)
+    if progress and cfg.device == "auto" and device.type == "cpu":
+        progress({"notice": "device='auto' found no CUDA GPU: training on the CPU"})
+    model = model.to(device)
     enc = _classification_data(cfg, data, tokenizer, labels) if labels else _lm_data(cfg, data, tokenizer)
     steps_per_epoch = math.ceil(n / (cfg.batch_size * cfg.gradient_accumulation_steps))
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
@@ -325,6 +331,7 @@ def finetune(
         "tokens_seen": tokens,
         "wall_seconds": round(wall, 3),
         "trainable_params": trainable,
+        "memory_estimate_bytes": memory,
         "total_params": total_params,
         "device": str(device),
         "torch": torch.__version__,
@@ -379,6 +386,33 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> d
     optimizer.load_state_dict(state.pop("optimizer"))
     scheduler.load_state_dict(state.pop("scheduler"))
     return state
+
+
+def _preflight(cfg: FineTuneConfig, model: Any, device: Any) -> dict[str, int]:
+    from airflow_mlcrit.core.training.preflight import GIB, available_memory, check_fits, estimate_memory
+
+    c = model.config
+    estimate = estimate_memory(
+        sum(p.numel() for p in model.parameters()),
+        sum(p.numel() for p in model.parameters() if p.requires_grad),
+        batch_size=cfg.batch_size,
+        seq_len=cfg.max_length,
+        hidden=getattr(c, "hidden_size", None) or getattr(c, "n_embd", 768),
+        layers=getattr(c, "num_hidden_layers", None) or getattr(c, "n_layer", 12),
+        heads=getattr(c, "num_attention_heads", None) or getattr(c, "n_head", 12),
+        gradient_checkpointing=cfg.gradient_checkpointing,
+    )
+    limit = int(cfg.memory_limit_gb * GIB) if cfg.memory_limit_gb else available_memory(device)
+    where = "the configured memory_limit_gb" if cfg.memory_limit_gb else f"the {device} device"
+    check_fits(
+        estimate,
+        limit,
+        method=cfg.method,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        batch_size=cfg.batch_size,
+        where=where,
+    )
+    return estimate
 
 
 def _device(cfg: FineTuneConfig, torch: Any) -> Any:
