@@ -117,6 +117,15 @@ class FineTuneOperator(DatasetStepOperator):
                     },
                 ),
             )
+            if result.merged_dir is not None:
+                merged = self.commit(
+                    context,
+                    f"model/{name}",
+                    result.merged_dir,
+                    parents=[str(out.ref), *parents[1:]],
+                    metadata={"merged_from": str(out.ref), "labels": result.labels},
+                )
+                self.log.info("merged model committed as %s", merged.ref)
         self.lineage.run_facets["mlcrit_training"] = facet(
             "mlcrit_training",
             hyperparameters={k: v for k, v in cfg.to_dict().items() if k != "base_model"},

@@ -23,6 +23,7 @@ def test_lora_fine_tune_commits_an_adapter_with_lineage(store_root, tmp_path, ti
                 "learning_rate": 2e-2,
                 "max_length": 16,
                 "checkpoint_every": 10,
+                "merge_adapter": True,
                 "log_every": 5,
             },
         },
@@ -36,6 +37,9 @@ def test_lora_fine_tune_commits_an_adapter_with_lineage(store_root, tmp_path, ti
     assert adapter.metadata["labels"] == ["neg", "pos"] and adapter.metadata["steps"] == 20
     assert adapter.libraries["peft"] and adapter.libraries["torch"]
     assert [k for k in store.list_artifacts() if k.startswith("checkpoint/")] == []  # purged after the commit
+    merged = store.resolve("model/sentiment@v1")
+    assert [p["ref"] for p in merged.parents] == ["adapter/sentiment@v1", "base_model/tiny-bert@v1"]
+    assert "model.safetensors" in {f["path"] for f in merged.files}
     metrics = json.loads(store.read_bytes(adapter.ref, "training_metrics.json"))
     assert metrics["steps"] == 20 and len(metrics["loss_curve"]) == 20
     if not SPEC_DIR.is_dir():
@@ -45,7 +49,8 @@ def test_lora_fine_tune_commits_an_adapter_with_lineage(store_root, tmp_path, ti
         validate_event(event)
     [done] = [e for e in events if e["eventType"] == "COMPLETE" and e["job"]["name"].endswith(".finetune")]
     assert done["run"]["facets"]["mlcrit_training"]["steps"] == 20
-    [out] = done["outputs"]
+    [out] = [o for o in done["outputs"] if o["name"].endswith("/adapter/sentiment")]
+    assert any(o["name"].endswith("/model/sentiment") for o in done["outputs"])
     assert out["facets"]["mlcrit_model"]["method"] == "lora"
     assert out["facets"]["mlcrit_model"]["lora"]["r"] == 8
     assert validate_event(done) >= {"mlcrit_model", "mlcrit_training", "mlcrit_artifact"}

@@ -58,6 +58,7 @@ class FineTuneConfig(Config):
     deterministic: bool = field(default=True, metadata={"help": "torch deterministic algorithms"})
     device: Literal["auto", "cpu", "cuda"] = "auto"
     gradient_checkpointing: bool = False
+    merge_adapter: bool = field(default=False, metadata={"help": "LoRA: also write the base model merged with it"})
     memory_limit_gb: float | None = field(
         default=None, metadata={"help": "preflight budget instead of the device's free memory"}
     )

@@ -22,6 +22,7 @@ class FineTuneResult:
     output_dir: Path
     metrics: dict[str, Any]
     labels: list[str]
+    merged_dir: Path | None = None
 
 
 def _imports() -> tuple[Any, Any, Any]:
@@ -341,7 +342,15 @@ def finetune(
     }
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     (out / "README.md").write_text(model_card(cfg, metrics, train, labels))
-    return FineTuneResult(out, metrics, labels or [])
+    merged = None
+    if cfg.merge_adapter and cfg.method == "lora":
+        merged = workdir / "merged"
+        model.merge_and_unload().save_pretrained(merged, safe_serialization=True)
+        tokenizer.save_pretrained(merged)
+        (merged / "README.md").write_text(
+            model_card(cfg, metrics, train, labels).replace("library_name: peft", "library_name: transformers", 1)
+        )
+    return FineTuneResult(out, metrics, labels or [], merged)
 
 
 def save_checkpoint(root: Path, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any]) -> Path:

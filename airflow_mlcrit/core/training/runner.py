@@ -88,4 +88,5 @@ def run_training(
             + "; a retry resumes from the newest checkpoint"
             + (f"\n{tail}" if tail else "")
         )
-    return FineTuneResult(Path(done["output_dir"]), done["metrics"], done["labels"])
+    merged = Path(done["merged_dir"]) if done.get("merged_dir") else None
+    return FineTuneResult(Path(done["output_dir"]), done["metrics"], done["labels"], merged)

@@ -32,7 +32,13 @@ def main(job_path: str) -> int:
     except MlcritError as exc:
         emit("error", type=type(exc).__name__, message=str(exc))
         return 2
-    emit("done", output_dir=str(result.output_dir), metrics=result.metrics, labels=result.labels)
+    emit(
+        "done",
+        output_dir=str(result.output_dir),
+        metrics=result.metrics,
+        labels=result.labels,
+        merged_dir=str(result.merged_dir) if result.merged_dir else None,
+    )
     return 0
 
 

@@ -216,3 +216,24 @@ def test_preflight_refuses_what_will_not_fit_and_proposes_a_way_out(tiny_bert, t
             workdir=tmp_path / "w",
         )
     assert not (tmp_path / "w" / "output" / "model.safetensors").exists()
+
+
+def test_merged_adapter_gives_the_same_logits(tiny_bert, train_file, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    result = finetune(
+        {"base_model": tiny_bert, **CFG, "max_steps": 20, "merge_adapter": True}, train_file, workdir=tmp_path / "w"
+    )
+    assert (result.merged_dir / "model.safetensors").is_file()
+    assert "library_name: transformers" in (result.merged_dir / "README.md").read_text()
+    texts = sentiment(6, seed=4).text.tolist()
+    tok = AutoTokenizer.from_pretrained(result.output_dir)
+    inputs = tok(texts, return_tensors="pt", padding=True)
+    adapter = PeftModel.from_pretrained(
+        AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2), result.output_dir
+    ).eval()
+    merged = AutoModelForSequenceClassification.from_pretrained(result.merged_dir).eval()
+    with torch.no_grad():
+        assert torch.allclose(adapter(**inputs).logits, merged(**inputs).logits, atol=1e-5)
