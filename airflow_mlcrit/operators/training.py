@@ -24,19 +24,21 @@ class FineTuneOperator(DatasetStepOperator):
     :param dataset: training data: a ``dataset``/``transformed_dataset`` reference or a path. (templated)
     :param base_model: a local model directory or a ``base_model`` artifact reference. (templated)
     :param split: the split folder of a transformed_dataset to train on. (templated)
+    :param eval_split: its split for eval loss and early stopping when ``eval_every`` is set. (templated)
     :param config: :class:`~airflow_mlcrit.core.training.config.FineTuneConfig` fields. (templated)
     :param output_name: name of the output artifact; default derived from the dag_id. (templated)
     """
 
-    template_fields: Sequence[str] = (*DatasetStepOperator.template_fields, "base_model", "split")
+    template_fields: Sequence[str] = (*DatasetStepOperator.template_fields, "base_model", "split", "eval_split")
 
-    def __init__(self, *, base_model: str, split: str = "train", **kwargs: Any):
+    def __init__(self, *, base_model: str, split: str = "train", eval_split: str = "eval", **kwargs: Any):
         config = kwargs.get("config")
         method = config.get("method") if isinstance(config, dict) else getattr(config, "method", None)
         self.output_kind = "model" if method == "full" else "adapter"  # a templated config: adapter
         super().__init__(**kwargs)
         self.base_model = base_model
         self.split = split
+        self.eval_split = eval_split
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_mlcrit.core.lineage import facet
@@ -53,12 +55,14 @@ class FineTuneOperator(DatasetStepOperator):
         contract_ref = None
         with tempfile.TemporaryDirectory(prefix="mlcrit-finetune-") as tmp:
             work = Path(tmp)
-            train_path = source
+            train_path, eval_path = source, None
             if data_manifest is not None:
                 self.store.get(data_manifest.ref, work / "data")
                 train_path = str(work / "data")
                 if data_manifest.kind == "transformed_dataset":
                     train_path = str(work / "data" / self.split)
+                    if cfg.eval_every and (work / "data" / self.eval_split).is_dir():
+                        eval_path = str(work / "data" / self.eval_split)
                     contract_ref = next(
                         (p["ref"] for p in data_manifest.parents if p["ref"].startswith("transform_contract/")), None
                     )
@@ -80,6 +84,7 @@ class FineTuneOperator(DatasetStepOperator):
                 workdir=work / "train",
                 store=self.store,
                 ckpt_key=ckpt,
+                eval_path=eval_path,
                 on_event=self._log_event,
             )
             m = result.metrics
@@ -161,6 +166,8 @@ class FineTuneOperator(DatasetStepOperator):
                 event["tokens_per_s"],
                 event["eta_s"],
             )
+        elif event["event"] == "progress" and "eval_step" in event:
+            self.log.info("step %s eval loss %.4f", event["eval_step"], event["eval_loss"])
         elif event["event"] == "progress" and "notice" in event:
             self.log.warning("%s", event["notice"])
         elif event["event"] == "resume":

@@ -54,3 +54,17 @@ def test_lora_fine_tune_commits_an_adapter_with_lineage(store_root, tmp_path, ti
     assert out["facets"]["mlcrit_model"]["method"] == "lora"
     assert out["facets"]["mlcrit_model"]["lora"]["r"] == 8
     assert validate_event(done) >= {"mlcrit_model", "mlcrit_training", "mlcrit_artifact"}
+
+
+def test_fine_tune_on_a_transformed_dataset_records_the_contract(store_root, tmp_path, tiny_bert):
+    sentiment(200).to_parquet(tmp_path / "train.parquet", index=False)
+    dr = run_dag("test_mlcrit_prep_train", {"data": str(tmp_path / "train.parquet"), "base": tiny_bert})
+    assert dr.state == "success", task_states(dr)
+    store = open_store(store_root)
+    adapter = store.resolve("adapter/sentiment@v1")
+    assert [p["ref"] for p in adapter.parents] == ["transformed_dataset/reviews@v1", "transform_contract/reviews@v1"]
+    assert adapter.metadata["transform_contract"] == "transform_contract/reviews@v1"
+    metrics = json.loads(store.read_bytes(adapter.ref, "training_metrics.json"))
+    assert [s for s, _ in metrics["eval_curve"]] == [10, 20]
+    counts = store.resolve("transformed_dataset/reviews@v1").metadata["row_counts"]
+    assert metrics["examples"] == counts["train"]

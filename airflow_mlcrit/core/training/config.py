@@ -63,6 +63,10 @@ class FineTuneConfig(Config):
         default=None, metadata={"help": "preflight budget instead of the device's free memory"}
     )
     log_every: int = 10
+    eval_every: int | None = field(default=None, metadata={"help": "eval loss every N steps (needs eval data)"})
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "stop after this many evals without a better eval loss"}
+    )
     checkpoint_every: int | None = field(default=None, metadata={"help": "save a resumable checkpoint every N steps"})
 
     def __post_init__(self) -> None:

@@ -202,6 +202,7 @@ def finetune(
     progress: Callable[[dict[str, Any]], None] | None = None,
     resume_from: str | Path | None = None,
     on_checkpoint: Callable[[Path, int], None] | None = None,
+    eval_data: str | None = None,
 ) -> FineTuneResult:
     """Fine-tune ``cfg.base_model`` on the ``train`` dataset; write a standard adapter (or model).
 
@@ -239,6 +240,16 @@ def finetune(
         progress({"notice": "device='auto' found no CUDA GPU: training on the CPU"})
     model = model.to(device)
     enc = _classification_data(cfg, data, tokenizer, labels) if labels else _lm_data(cfg, data, tokenizer)
+    eval_enc = None
+    if eval_data is not None:
+        edata = load_columns(eval_data, _columns(cfg), store)
+        if labels:
+            unknown = sorted({str(v) for v in edata["label_column"]} - set(labels))
+            if unknown:
+                raise DataValidationError(f"eval data has labels {unknown} that the training data lacks")
+        eval_enc = _classification_data(cfg, edata, tokenizer, labels) if labels else _lm_data(cfg, edata, tokenizer)
+    elif cfg.eval_every:
+        raise ConfigError("FineTuneConfig.eval_every is set but no eval data was given")
     steps_per_epoch = math.ceil(n / (cfg.batch_size * cfg.gradient_accumulation_steps))
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
     params = [p for p in model.parameters() if p.requires_grad]
@@ -248,6 +259,8 @@ def finetune(
     )
     gen = torch.Generator().manual_seed(cfg.seed)
     losses: list[float] = []
+    evals: list[list[float]] = []  # [step, eval loss]
+    stopped_early = False
     tokens = 0
     started = time.monotonic()
     step = 0
@@ -256,6 +269,7 @@ def finetune(
     if resume_from is not None:
         state = load_checkpoint(Path(resume_from), model, optimizer, scheduler)
         step, skip, losses, tokens = state["step"], state["chunk"], state["losses"], state["tokens"]
+        evals = state.get("evals", [])
         epoch_gen_state = state["epoch_generator"]
         torch.set_rng_state(state["torch_rng"])
         if progress:
@@ -285,6 +299,12 @@ def finetune(
             scheduler.step()
             step += 1
             losses.append(loss_sum)
+            if eval_enc is not None and cfg.eval_every and step % cfg.eval_every == 0:
+                evals.append([step, _eval_loss(model, eval_enc, cfg.batch_size, device)])
+                if progress:
+                    progress({"eval_step": step, "eval_loss": round(evals[-1][1], 6)})
+                if _patience_exhausted(evals, cfg.early_stopping_patience):
+                    stopped_early, total = True, step
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
                 path = save_checkpoint(
                     workdir / "checkpoints",
@@ -296,6 +316,7 @@ def finetune(
                         "chunk": chunk_index + 1,
                         "losses": losses,
                         "tokens": tokens,
+                        "evals": evals,
                         "epoch_generator": epoch_gen_state,
                         "torch_rng": torch.get_rng_state(),
                     },
@@ -333,6 +354,9 @@ def finetune(
         "wall_seconds": round(wall, 3),
         "trainable_params": trainable,
         "memory_estimate_bytes": memory,
+        "eval_curve": evals,
+        "best_eval_loss": min((e[1] for e in evals), default=None),
+        "stopped_early": stopped_early,
         "total_params": total_params,
         "device": str(device),
         "torch": torch.__version__,
@@ -351,6 +375,30 @@ def finetune(
             model_card(cfg, metrics, train, labels).replace("library_name: peft", "library_name: transformers", 1)
         )
     return FineTuneResult(out, metrics, labels or [], merged)
+
+
+def _eval_loss(model: Any, enc: dict, batch_size: int, device: Any) -> float:
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        n = len(enc["labels"])
+        for start in range(0, n, batch_size):
+            batch = {k: v[start : start + batch_size].to(device) for k, v in enc.items()}
+            rows = len(batch["labels"])
+            total += model(**batch).loss.item() * rows
+            count += rows
+    model.train()
+    return total / count
+
+
+def _patience_exhausted(evals: list[list[float]], patience: int | None) -> bool:
+    """True when the last ``patience`` evals brought no improvement over the best one before them."""
+    if not patience or len(evals) <= patience:
+        return False
+    best_before = min(e[1] for e in evals[:-patience])
+    return all(e[1] >= best_before for e in evals[-patience:])
 
 
 def save_checkpoint(root: Path, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any]) -> Path:

@@ -28,6 +28,7 @@ def run_training(
     workdir: Path,
     store: Any,
     ckpt_key: str,
+    eval_path: str | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     spawned: Callable[[subprocess.Popen], None] | None = None,
 ) -> FineTuneResult:
@@ -47,6 +48,7 @@ def run_training(
             {
                 "config": cfg,
                 "train": train_path,
+                "eval": eval_path,
                 "workdir": str(workdir / "run"),
                 "resume_from": str(resume_from) if resume_from else None,
             }

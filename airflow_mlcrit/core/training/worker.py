@@ -26,6 +26,7 @@ def main(job_path: str) -> int:
             job["train"],
             workdir=job["workdir"],
             resume_from=job.get("resume_from"),
+            eval_data=job.get("eval"),
             progress=lambda p: emit("progress", **p),
             on_checkpoint=lambda path, step: emit("checkpoint", path=str(path), step=step),
         )

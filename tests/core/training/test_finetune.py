@@ -237,3 +237,25 @@ def test_merged_adapter_gives_the_same_logits(tiny_bert, train_file, tmp_path):
     merged = AutoModelForSequenceClassification.from_pretrained(result.merged_dir).eval()
     with torch.no_grad():
         assert torch.allclose(adapter(**inputs).logits, merged(**inputs).logits, atol=1e-5)
+
+
+def test_eval_curve_and_early_stopping(tiny_bert, train_file, tmp_path):
+    """Eval data with flipped labels gets worse as training learns: patience 2 stops the run."""
+    flipped = sentiment(64, seed=5)
+    flipped["label"] = flipped.label.map({"pos": "neg", "neg": "pos"})
+    flipped.to_parquet(tmp_path / "eval.parquet", index=False)
+    result = finetune(
+        {"base_model": tiny_bert, **CFG, "eval_every": 10, "early_stopping_patience": 2},
+        train_file,
+        workdir=tmp_path / "w",
+        eval_data=str(tmp_path / "eval.parquet"),
+    )
+    m = result.metrics
+    assert m["stopped_early"] is True and m["steps"] < 100
+    steps = [s for s, _ in m["eval_curve"]]
+    assert steps == list(range(10, m["steps"] + 1, 10))
+    losses = [loss for _, loss in m["eval_curve"]]
+    best = min(losses[:-2])
+    assert all(loss >= best for loss in losses[-2:]) and m["best_eval_loss"] == min(losses)
+    with pytest.raises(ConfigError, match="eval_every is set but no eval data was given"):
+        finetune({"base_model": tiny_bert, **CFG, "eval_every": 10}, train_file, workdir=tmp_path / "w2")
