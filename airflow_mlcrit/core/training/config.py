@@ -57,6 +57,9 @@ class FineTuneConfig(Config):
     seed: int = 0
     deterministic: bool = field(default=True, metadata={"help": "torch deterministic algorithms"})
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = field(
+        default="auto", metadata={"help": "auto: bf16 autocast on GPUs that support it, fp32 otherwise"}
+    )
     gradient_checkpointing: bool = False
     merge_adapter: bool = field(default=False, metadata={"help": "LoRA: also write the base model merged with it"})
     memory_limit_gb: float | None = field(

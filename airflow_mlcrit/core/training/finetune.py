@@ -239,6 +239,7 @@ def finetune(
     if progress and cfg.device == "auto" and device.type == "cpu":
         progress({"notice": "device='auto' found no CUDA GPU: training on the CPU"})
     model = model.to(device)
+    bf16 = _use_bf16(cfg, device, torch)
     enc = _classification_data(cfg, data, tokenizer, labels) if labels else _lm_data(cfg, data, tokenizer)
     eval_enc = None
     if eval_data is not None:
@@ -290,7 +291,8 @@ def finetune(
             loss_sum = 0.0
             for micro in chunk.split(cfg.batch_size):
                 batch = {k: v[micro].to(device) for k, v in enc.items()}
-                outputs = model(**batch)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+                    outputs = model(**batch)
                 (outputs.loss * len(micro) / len(chunk)).backward()
                 loss_sum += outputs.loss.detach().item() * len(micro) / len(chunk)
                 tokens += int(batch["attention_mask"].sum())
@@ -357,6 +359,7 @@ def finetune(
         "eval_curve": evals,
         "best_eval_loss": min((e[1] for e in evals), default=None),
         "stopped_early": stopped_early,
+        "precision": "bf16" if bf16 else "fp32",
         "total_params": total_params,
         "device": str(device),
         "torch": torch.__version__,
@@ -470,6 +473,16 @@ def _preflight(cfg: FineTuneConfig, model: Any, device: Any) -> dict[str, int]:
         where=where,
     )
     return estimate
+
+
+def _use_bf16(cfg: FineTuneConfig, device: Any, torch: Any) -> bool:
+    capable = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if cfg.precision == "bf16" and not capable:
+        raise ConfigError(
+            f"FineTuneConfig.precision='bf16' needs a CUDA GPU with bf16 support; this run is on "
+            f"{device}. Use precision='auto' or 'fp32'"
+        )
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and capable)
 
 
 def _device(cfg: FineTuneConfig, torch: Any) -> Any:

@@ -259,3 +259,14 @@ def test_eval_curve_and_early_stopping(tiny_bert, train_file, tmp_path):
     assert all(loss >= best for loss in losses[-2:]) and m["best_eval_loss"] == min(losses)
     with pytest.raises(ConfigError, match="eval_every is set but no eval data was given"):
         finetune({"base_model": tiny_bert, **CFG, "eval_every": 10}, train_file, workdir=tmp_path / "w2")
+
+
+def test_precision_and_device_errors_without_a_gpu(tiny_bert, train_file, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match=re.escape("FineTuneConfig.device='cuda' but no CUDA GPU is available")):
+        finetune({"base_model": tiny_bert, **CFG, "device": "cuda"}, train_file, workdir=tmp_path / "w")
+    with pytest.raises(ConfigError, match=re.escape("FineTuneConfig.precision='bf16' needs a CUDA GPU")):
+        finetune({"base_model": tiny_bert, **CFG, "precision": "bf16"}, train_file, workdir=tmp_path / "w")
