@@ -34,7 +34,19 @@ def get_provider_info() -> dict:
         "hooks": [
             {
                 "integration-name": "ML Critical",
-                "python-modules": ["airflow_mlcrit.hooks.artifacts"],
+                "python-modules": ["airflow_mlcrit.hooks.artifacts", "airflow_mlcrit.hooks.training"],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "ML Critical",
+                "python-modules": ["airflow_mlcrit.sensors.training"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "ML Critical",
+                "python-modules": ["airflow_mlcrit.triggers.training"],
             }
         ],
         "connection-types": [

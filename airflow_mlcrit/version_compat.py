@@ -7,6 +7,6 @@ try:
 except ImportError:  # Airflow < 3.2
     from airflow.configuration import conf  # type: ignore[no-redef]
 
-from airflow.sdk import Asset, BaseHook, BaseOperator
+from airflow.sdk import Asset, BaseHook, BaseOperator, BaseSensorOperator
 
-__all__ = ["Asset", "BaseHook", "BaseOperator", "conf"]
+__all__ = ["Asset", "BaseHook", "BaseOperator", "BaseSensorOperator", "conf"]

@@ -1,5 +1,6 @@
 """Airflow hooks: connections -> core objects."""
 
 from airflow_mlcrit.hooks.artifacts import ArtifactStoreHook
+from airflow_mlcrit.hooks.training import FineTuneJobHook
 
-__all__ = ["ArtifactStoreHook"]
+__all__ = ["ArtifactStoreHook", "FineTuneJobHook"]

@@ -1,1 +1,5 @@
 """Sensors of airflow-mlcrit."""
+
+from airflow_mlcrit.sensors.training import FineTuneJobSensor
+
+__all__ = ["FineTuneJobSensor"]

@@ -1,1 +1,1 @@
-"""Triggers of airflow-mlcrit."""
+"""Triggers of airflow-mlcrit (run in the triggerer; deferrable operators and sensors use them)."""

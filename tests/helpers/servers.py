@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -57,6 +58,15 @@ class MotoServer:
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )
+
+    def set_training_job(self, name: str, status: str, reason: str = "") -> None:
+        """Emulated SageMaker compute: move a training job to ``status`` (see moto_server.py)."""
+        import urllib.request
+
+        body = json.dumps({"name": name, "status": status, "reason": reason}).encode()
+        urllib.request.urlopen(
+            urllib.request.Request(f"{self.endpoint_url}/_mlcrit/training-job", data=body, method="POST"), timeout=10
+        ).read()
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -1,0 +1,141 @@
+"""The SageMaker backend, trigger and sensor against moto's server on 127.0.0.1.
+
+SageMaker's compute cannot run here: moto keeps the job records and S3, and the test plays the
+training instance (it uploads model.tar.gz to the job's output path and moves the job's status
+through the emulation endpoint of tests/helpers/moto_server.py)."""
+
+import asyncio
+import io
+import json
+import re
+import tarfile
+
+import pytest
+
+from airflow_mlcrit.core.training.backends import FAILED, RUNNING, SUCCEEDED, JobSpec
+from airflow_mlcrit.exceptions import ConfigError, MlcritError
+from airflow_mlcrit.hooks.training import FineTuneJobHook
+from airflow_mlcrit.sensors.training import FineTuneJobSensor
+from airflow_mlcrit.triggers.training import FineTuneJobTrigger
+
+OPTIONS = {
+    "image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlcrit-train:0.1.0",
+    "role_arn": "arn:aws:iam::123456789012:role/sagemaker",
+    "instance_type": "ml.g5.xlarge",
+}
+
+
+@pytest.fixture
+def aws_conn(monkeypatch, moto_server):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SM",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"region_name": "us-east-1", "endpoint_url": moto_server.endpoint_url},
+            }
+        ),
+    )
+    client = moto_server.client()
+    client.create_bucket(Bucket="ml-store")
+    return "sm"
+
+
+def _spec(name):
+    return JobSpec(
+        name=name,
+        config={
+            "base_model": "/opt/ml/input/data/base_model",
+            "max_steps": 100,
+            "learning_rate": 0.001,
+            "target_modules": None,
+        },
+        channels={
+            "train": "s3://ml-store/dataset/reviews/v000001",
+            "base_model": "s3://ml-store/base_model/minilm/v000001",
+        },
+        output_uri="s3://ml-store/_jobs",
+        options=OPTIONS,
+    )
+
+
+def _finish(moto_server, name, files):
+    """Play the training instance: write model.tar.gz where SageMaker would, then complete."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path, data in files.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    moto_server.client().put_object(Bucket="ml-store", Key=f"_jobs/{name}/output/model.tar.gz", Body=buf.getvalue())
+    moto_server.set_training_job(name, "Completed")
+
+
+def test_request_shape_polling_and_output(aws_conn, moto_server, tmp_path):
+    backend = FineTuneJobHook("sagemaker", aws_conn).get_backend()
+    assert backend.submit(_spec("mlcrit-ok")) == "mlcrit-ok"
+    d = backend.sagemaker.describe_training_job(TrainingJobName="mlcrit-ok")
+    assert d["AlgorithmSpecification"]["TrainingImage"] == OPTIONS["image_uri"]
+    assert d["ResourceConfig"]["InstanceType"] == "ml.g5.xlarge" and d["ResourceConfig"]["InstanceCount"] == 1
+    assert {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in d["InputDataConfig"]} == {
+        "train": "s3://ml-store/dataset/reviews/v000001",
+        "base_model": "s3://ml-store/base_model/minilm/v000001",
+    }
+    assert d["HyperParameters"] == {
+        "base_model": "/opt/ml/input/data/base_model",
+        "max_steps": "100",
+        "learning_rate": "0.001",
+    }
+    assert d["OutputDataConfig"]["S3OutputPath"] == "s3://ml-store/_jobs"
+    assert backend.status("mlcrit-ok").state == RUNNING
+    _finish(moto_server, "mlcrit-ok", {"adapter_config.json": b"{}", "adapter_model.safetensors": b"\x00" * 8})
+    status = backend.status("mlcrit-ok")
+    assert (status.state, status.output_uri) == (SUCCEEDED, "s3://ml-store/_jobs/mlcrit-ok/output/model.tar.gz")
+    out = backend.fetch_output(status, tmp_path / "out")
+    assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+
+
+def test_failure_reason_reaches_the_trigger_and_the_sensor(aws_conn, moto_server):
+    backend = FineTuneJobHook("sagemaker", aws_conn).get_backend()
+    backend.submit(_spec("mlcrit-bad"))
+
+    async def first_event():
+        trigger = FineTuneJobTrigger("mlcrit-bad", "sagemaker", aws_conn, poll_interval=0.2)
+        agen = trigger.run()
+        task = asyncio.ensure_future(agen.__anext__())
+        await asyncio.sleep(0.5)
+        assert not task.done()  # still polling a running job
+        await asyncio.to_thread(moto_server.set_training_job, "mlcrit-bad", "Failed", "CUDA out of memory")
+        return await asyncio.wait_for(task, 10)
+
+    event = asyncio.run(first_event())
+    assert event.payload == {
+        "job_id": "mlcrit-bad",
+        "state": FAILED,
+        "message": "CUDA out of memory",
+        "output_uri": "s3://ml-store/_jobs/mlcrit-bad/output/model.tar.gz",
+    }
+    classpath, kwargs = FineTuneJobTrigger("mlcrit-bad", "sagemaker", aws_conn, 0.2).serialize()
+    assert classpath == "airflow_mlcrit.triggers.training.FineTuneJobTrigger"
+    assert kwargs == {"job_id": "mlcrit-bad", "backend": "sagemaker", "aws_conn_id": "sm", "poll_interval": 0.2}
+    sensor = FineTuneJobSensor(task_id="wait", job_id="mlcrit-bad", aws_conn_id=aws_conn, deferrable=False)
+    with pytest.raises(MlcritError, match=re.escape("fine-tuning job mlcrit-bad failed: CUDA out of memory")):
+        sensor.poke({})
+    with pytest.raises(MlcritError, match=re.escape("fine-tuning job mlcrit-bad failed: CUDA out of memory")):
+        sensor.execute_complete({}, event.payload)
+
+
+def test_submit_errors_name_what_is_missing(aws_conn):
+    backend = FineTuneJobHook("sagemaker", aws_conn).get_backend()
+    spec = _spec("mlcrit-x")
+    spec.options = {"image_uri": "img"}
+    with pytest.raises(ConfigError, match=re.escape("needs backend_options ['role_arn', 'instance_type']")):
+        backend.submit(spec)
+    spec = _spec("mlcrit-y")
+    spec.channels = {"train": "/local/path"}
+    with pytest.raises(ConfigError, match=re.escape("channel 'train' must be an s3:// prefix")):
+        backend.submit(spec)
+    with pytest.raises(ConfigError, match=re.escape("unknown fine-tuning backend 'k8s'")):
+        FineTuneJobHook("k8s")
