@@ -1,83 +1,141 @@
-"""FineTuneOperator: LoRA or full fine-tuning in a child process, resumable across retries."""
+"""FineTuneOperator: LoRA or full fine-tuning in a child process or on a remote backend."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from airflow_mlcrit.exceptions import ConfigError, MlcritError
 from airflow_mlcrit.operators.base import DatasetStepOperator
+from airflow_mlcrit.version_compat import conf
 
 
 class FineTuneOperator(DatasetStepOperator):
     """Fine-tune a pretrained model and commit an ``adapter`` (LoRA) or ``model`` (full) artifact.
 
-    Training runs in a child process (the worker gets its memory back; a crash is contained) and
-    streams step/total, loss, learning rate, tokens/s and ETA into the task log. With
-    ``checkpoint_every``, checkpoints go to the artifact store under this task instance's
+    ``backend="local"`` (default) trains in a child process of the worker (its memory comes back, a
+    crash is contained) and streams step/total, loss, learning rate, tokens/s and ETA into the task
+    log. With ``checkpoint_every``, checkpoints go to the artifact store under this task instance's
     idempotency key, so an Airflow retry resumes from the newest one; they are purged once the
-    output commits. Outputs are standard: ``adapter_config.json`` + ``adapter_model.safetensors``
-    (or ``model.safetensors``), tokenizer files, ``training_metrics.json``, ``labels.json`` and a
-    Hugging Face model card.
+    output commits. ``backend="sagemaker"`` submits a SageMaker training job reading the artifacts
+    straight from an S3 artifact store; with ``deferrable`` the wait happens in the triggerer.
+    Outputs are standard: ``adapter_config.json`` + ``adapter_model.safetensors`` (or
+    ``model.safetensors``), tokenizer files, ``training_metrics.json``, ``labels.json``, a model card.
 
     :param dataset: training data: a ``dataset``/``transformed_dataset`` reference or a path. (templated)
     :param base_model: a local model directory or a ``base_model`` artifact reference. (templated)
     :param split: the split folder of a transformed_dataset to train on. (templated)
     :param eval_split: its split for eval loss and early stopping when ``eval_every`` is set. (templated)
     :param config: :class:`~airflow_mlcrit.core.training.config.FineTuneConfig` fields. (templated)
+    :param backend: ``local`` or ``sagemaker``.
+    :param backend_options: remote backend settings, e.g. SageMaker ``image_uri``, ``role_arn``,
+        ``instance_type``. (templated)
+    :param aws_conn_id: connection of the remote backend's account. (templated)
+    :param deferrable: wait for a remote job in the triggerer (default ``[operators] default_deferrable``).
+    :param poll_interval: seconds between status checks of a remote job.
     :param output_name: name of the output artifact; default derived from the dag_id. (templated)
     """
 
-    template_fields: Sequence[str] = (*DatasetStepOperator.template_fields, "base_model", "split", "eval_split")
+    template_fields: Sequence[str] = (
+        *DatasetStepOperator.template_fields,
+        "base_model",
+        "split",
+        "eval_split",
+        "backend_options",
+        "aws_conn_id",
+    )
 
-    def __init__(self, *, base_model: str, split: str = "train", eval_split: str = "eval", **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        base_model: str,
+        split: str = "train",
+        eval_split: str = "eval",
+        backend: str = "local",
+        backend_options: dict[str, Any] | None = None,
+        aws_conn_id: str | None = None,
+        deferrable: bool | None = None,
+        poll_interval: float = 60.0,
+        **kwargs: Any,
+    ):
         config = kwargs.get("config")
         method = config.get("method") if isinstance(config, dict) else getattr(config, "method", None)
         self.output_kind = "model" if method == "full" else "adapter"  # a templated config: adapter
         super().__init__(**kwargs)
+        if backend not in ("local", "sagemaker"):
+            raise ConfigError(f"FineTuneOperator backend must be 'local' or 'sagemaker', got {backend!r}")
         self.base_model = base_model
         self.split = split
         self.eval_split = eval_split
+        self.backend = backend
+        self.backend_options = backend_options
+        self.aws_conn_id = aws_conn_id
+        self.deferrable = (
+            conf.getboolean("operators", "default_deferrable", fallback=False) if deferrable is None else deferrable
+        )
+        self.poll_interval = poll_interval
 
-    def execute(self, context: Any) -> dict[str, Any]:
-        from airflow_mlcrit.core.lineage import facet
+    # ---- inputs ------------------------------------------------------------------------------
+    def _inputs(self, cfg: Any) -> dict[str, Any]:
+        """Pinned references of everything the run reads (recorded as lineage inputs and parents)."""
         from airflow_mlcrit.core.tables import is_artifact_ref
+
+        source, data = self.pin(self.dataset)
+        self.record_input(source, data)
+        pins: dict[str, Any] = {
+            "source": source,
+            "data": str(data.ref) if data else None,
+            "base": None,
+            "base_digest": None,
+            "contract": None,
+            "transformed": bool(data) and data.kind == "transformed_dataset",
+        }
+        if data is not None and data.kind == "transformed_dataset":
+            pins["contract"] = next(
+                (p["ref"] for p in data.parents if p["ref"].startswith("transform_contract/")), None
+            )
+        if is_artifact_ref(cfg.base_model.split("@")[0]):
+            base = self.read_input(cfg.base_model)
+            pins["base"], pins["base_digest"] = str(base.ref), base.digest
+        if pins["contract"]:
+            self.read_input(pins["contract"])
+        return pins
+
+    @staticmethod
+    def _parents(pins: dict[str, Any]) -> list[str]:
+        return [r for r in (pins["data"], pins["base"], pins["contract"]) if r]
+
+    # ---- execution -----------------------------------------------------------------------------
+    def execute(self, context: Any) -> dict[str, Any]:
         from airflow_mlcrit.core.training.config import FineTuneConfig
-        from airflow_mlcrit.core.training.runner import checkpoint_key, run_training
 
         cfg = FineTuneConfig.from_dict({**self.config_dict(), "base_model": self.base_model})
-        kind = "model" if cfg.method == "full" else "adapter"
-        name = self.output_name_for(context)
-        key = f"{kind}/{name}"
-        source, data_manifest = self.pin(self.dataset)
-        parents = [source] if data_manifest else []
-        contract_ref = None
+        pins = self._inputs(cfg)
+        if self.backend != "local":
+            return self._run_remote(context, cfg, pins)
+        from airflow_mlcrit.core.training.runner import checkpoint_key, run_training
+
+        key = self._key(context, cfg)
         with tempfile.TemporaryDirectory(prefix="mlcrit-finetune-") as tmp:
             work = Path(tmp)
-            train_path, eval_path = source, None
-            if data_manifest is not None:
-                self.store.get(data_manifest.ref, work / "data")
+            train_path, eval_path = pins["source"], None
+            if pins["data"]:
+                self.store.get(pins["data"], work / "data")
                 train_path = str(work / "data")
-                if data_manifest.kind == "transformed_dataset":
+                if pins["transformed"]:
                     train_path = str(work / "data" / self.split)
                     if cfg.eval_every and (work / "data" / self.eval_split).is_dir():
                         eval_path = str(work / "data" / self.eval_split)
-                    contract_ref = next(
-                        (p["ref"] for p in data_manifest.parents if p["ref"].startswith("transform_contract/")), None
-                    )
-            self.record_input(source, data_manifest)
-            base_digest = None
-            if is_artifact_ref(cfg.base_model.split("@")[0]):
-                base = self.read_input(cfg.base_model)
-                self.store.get(base.ref, work / "base")
-                parents.append(str(base.ref))
-                base_digest = base.digest
+            if pins["base"]:
+                self.store.get(pins["base"], work / "base")
                 cfg = FineTuneConfig.from_dict({**cfg.to_dict(), "base_model": str(work / "base")})
-            if contract_ref:
-                parents.append(contract_ref)
-                self.read_input(contract_ref)
-            ckpt = checkpoint_key(name, self.idempotency_key(context, key))
+            ckpt = checkpoint_key(self.output_name_for(context), self.idempotency_key(context, key))
             result = run_training(
                 cfg.to_dict(),
                 train_path,
@@ -87,73 +145,168 @@ class FineTuneOperator(DatasetStepOperator):
                 eval_path=eval_path,
                 on_event=self._log_event,
             )
-            m = result.metrics
-            out = self.commit(
-                context,
-                key,
-                result.output_dir,
-                parents=parents,
-                metadata={
-                    "labels": result.labels,
-                    "final_loss": m["final_loss"],
-                    "steps": m["steps"],
-                    "method": cfg.method,
-                    "base_model": self.base_model,
-                    "transform_contract": contract_ref,
-                },
-                libraries={"torch": m["torch"], "transformers": m["transformers"], "peft": m["peft"]},
-                mlcrit_model=facet(
-                    "mlcrit_model",
-                    baseModel=self.base_model,
-                    baseModelDigest=base_digest,
-                    task=cfg.task,
-                    method=cfg.method,
-                    trainableParams=m["trainable_params"],
-                    totalParams=m["total_params"],
-                    labels=result.labels,
-                    transformContract=contract_ref,
-                    lora=None
-                    if cfg.method == "full"
-                    else {
-                        "r": cfg.lora_r,
-                        "alpha": cfg.lora_alpha,
-                        "dropout": cfg.lora_dropout,
-                        "targetModules": cfg.target_modules or [],
-                    },
-                ),
+            summary = self._commit(
+                context, cfg, key, pins, result.output_dir, result.metrics, result.labels, result.merged_dir
             )
-            if result.merged_dir is not None:
-                merged = self.commit(
-                    context,
-                    f"model/{name}",
-                    result.merged_dir,
-                    parents=[str(out.ref), *parents[1:]],
-                    metadata={"merged_from": str(out.ref), "labels": result.labels},
-                )
-                self.log.info("merged model committed as %s", merged.ref)
+        purged = self.store.purge(ckpt)
+        if purged:
+            self.log.info("removed %s checkpoint version(s) of %s", purged, ckpt)
+        return summary
+
+    def _key(self, context: Any, cfg: Any) -> str:
+        return f"{'model' if cfg.method == 'full' else 'adapter'}/{self.output_name_for(context)}"
+
+    def _commit(
+        self,
+        context: Any,
+        cfg: Any,
+        key: str,
+        pins: dict[str, Any],
+        output_dir: Path,
+        m: dict[str, Any],
+        labels: list[str],
+        merged_dir: Path | None,
+    ) -> dict[str, Any]:
+        from airflow_mlcrit.core.lineage import facet
+
+        parents = self._parents(pins)
+        libraries = {k: m[k] for k in ("torch", "transformers", "peft") if k in m}
+        out = self.commit(
+            context,
+            key,
+            output_dir,
+            parents=parents,
+            metadata={
+                "labels": labels,
+                "final_loss": m.get("final_loss"),
+                "steps": m.get("steps"),
+                "method": cfg.method,
+                "base_model": self.base_model,
+                "transform_contract": pins["contract"],
+                "backend": self.backend,
+            },
+            libraries=libraries,
+            mlcrit_model=facet(
+                "mlcrit_model",
+                baseModel=self.base_model,
+                baseModelDigest=pins["base_digest"],
+                task=cfg.task,
+                method=cfg.method,
+                trainableParams=m.get("trainable_params", 0),
+                totalParams=m.get("total_params", 0),
+                labels=labels,
+                transformContract=pins["contract"],
+                lora=None
+                if cfg.method == "full"
+                else {
+                    "r": cfg.lora_r,
+                    "alpha": cfg.lora_alpha,
+                    "dropout": cfg.lora_dropout,
+                    "targetModules": cfg.target_modules or [],
+                },
+            ),
+        )
+        if merged_dir is not None:
+            merged = self.commit(
+                context,
+                f"model/{self.output_name_for(context)}",
+                merged_dir,
+                parents=[str(out.ref), *parents[1:]],
+                metadata={"merged_from": str(out.ref), "labels": labels},
+            )
+            self.log.info("merged model committed as %s", merged.ref)
         self.lineage.run_facets["mlcrit_training"] = facet(
             "mlcrit_training",
             hyperparameters={k: v for k, v in cfg.to_dict().items() if k != "base_model"},
             seed=cfg.seed,
-            steps=m["steps"],
-            examples=m["examples"],
-            tokensSeen=m["tokens_seen"],
-            wallSeconds=m["wall_seconds"],
-            hardware=m["device"],
-            finalLoss=m["final_loss"],
-            libraries={"torch": m["torch"], "transformers": m["transformers"], "peft": m["peft"]},
+            steps=m.get("steps", 0),
+            examples=m.get("examples"),
+            tokensSeen=m.get("tokens_seen"),
+            wallSeconds=m.get("wall_seconds"),
+            hardware=m.get("device", self.backend),
+            finalLoss=m.get("final_loss"),
+            libraries=libraries,
         )
-        purged = self.store.purge(ckpt)
-        if purged:
-            self.log.info("removed %s checkpoint version(s) of %s", purged, ckpt)
         return out.summary() | {
             "summary": {
-                "final_loss": m["final_loss"],
-                "steps": m["steps"],
-                "labels": result.labels,
-                "trainable_params": m["trainable_params"],
+                "final_loss": m.get("final_loss"),
+                "steps": m.get("steps"),
+                "labels": labels,
+                "trainable_params": m.get("trainable_params"),
             }
         }
+
+    # ---- remote backends ----------------------------------------------------------------------
+    def _job_name(self, context: Any, key: str) -> str:
+        digest = hashlib.sha256(self.idempotency_key(context, key).encode()).hexdigest()[:12]
+        name = re.sub(r"[^a-zA-Z0-9-]+", "-", self.output_name_for(context))[:40].strip("-")
+        return f"mlcrit-{name}-{digest}"
+
+    def _run_remote(self, context: Any, cfg: Any, pins: dict[str, Any]) -> dict[str, Any]:
+        from airflow_mlcrit.core.artifacts import S3Backend
+        from airflow_mlcrit.core.training.backends import RUNNING, JobSpec
+        from airflow_mlcrit.hooks.training import FineTuneJobHook
+
+        if not isinstance(self.store.backend, S3Backend):
+            raise ConfigError(
+                "the sagemaker backend reads its inputs from the artifact store: use an S3 store "
+                "(store_conn_id or [mlcrit] artifact_root = s3://...)"
+            )
+        if not pins["data"] or not pins["base"]:
+            raise ConfigError("the sagemaker backend needs dataset and base_model as artifact references")
+        key = self._key(context, cfg)
+        job = self._job_name(context, key)
+        data_uri = self.store.resolve(pins["data"]).uri + (f"/{self.split}" if pins["transformed"] else "")
+        channels = {"train": data_uri, "base_model": self.store.resolve(pins["base"]).uri}
+        backend = FineTuneJobHook(self.backend, self.aws_conn_id).get_backend()
+        job_cfg = {**cfg.to_dict(), "base_model": "/opt/ml/input/data/base_model"}
+        from botocore.exceptions import ClientError
+
+        try:
+            backend.status(job)
+            self.log.info("training job %s already exists (a retry): waiting for it", job)
+        except ClientError as exc:
+            if "Could not find" not in str(exc):
+                raise
+            backend.submit(JobSpec(job, job_cfg, channels, f"{self.store.root_uri}/_jobs", self.backend_options or {}))
+            self.log.info("submitted training job %s", job)
+        if self.deferrable:
+            from airflow_mlcrit.triggers.training import FineTuneJobTrigger
+
+            self.defer(
+                trigger=FineTuneJobTrigger(job, self.backend, self.aws_conn_id, self.poll_interval),
+                method_name="execute_complete",
+                kwargs={"pins": pins},
+            )
+        while (status := backend.status(job)).state == RUNNING:
+            self.log.info("training job %s is %s", job, status.raw_status)
+            time.sleep(self.poll_interval)
+        return self.execute_complete(
+            context,
+            {"job_id": job, "state": status.state, "message": status.message, "output_uri": status.output_uri},
+            pins=pins,
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any], pins: dict[str, Any] | None = None) -> dict:
+        from airflow_mlcrit.core.training.backends import SUCCEEDED, JobStatus
+        from airflow_mlcrit.core.training.config import FineTuneConfig
+        from airflow_mlcrit.hooks.training import FineTuneJobHook
+
+        if event["state"] != SUCCEEDED:
+            raise MlcritError(f"training job {event['job_id']} failed: {event['message']}")
+        cfg = FineTuneConfig.from_dict({**self.config_dict(), "base_model": self.base_model})
+        pins = pins or self._inputs(cfg)
+        for ref in (pins["data"], pins["base"], pins["contract"]):
+            if ref:
+                self.lineage.add_input(self.store, self.store.resolve(ref))
+        backend = FineTuneJobHook(self.backend, self.aws_conn_id).get_backend()
+        with tempfile.TemporaryDirectory(prefix="mlcrit-finetune-") as tmp:
+            out = backend.fetch_output(JobStatus(SUCCEEDED, "", event["output_uri"]), Path(tmp) / "output")
+            metrics_file = out / "training_metrics.json"
+            metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+            labels_file = out / "labels.json"
+            labels = json.loads(labels_file.read_text()) if labels_file.is_file() else []
+            return self._commit(context, cfg, self._key(context, cfg), pins, out, metrics, labels, None)
 
     def _log_event(self, event: dict[str, Any]) -> None:
         if event["event"] == "progress" and "step" in event:

@@ -69,7 +69,10 @@ def _finish(moto_server, name, files):
             info = tarfile.TarInfo(path)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    moto_server.client().put_object(Bucket="ml-store", Key=f"_jobs/{name}/output/model.tar.gz", Body=buf.getvalue())
+    sagemaker = FineTuneJobHook("sagemaker", "sm").get_backend().sagemaker
+    artifacts = sagemaker.describe_training_job(TrainingJobName=name)["ModelArtifacts"]["S3ModelArtifacts"]
+    bucket, _, key = artifacts[len("s3://") :].partition("/")
+    moto_server.client().put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
     moto_server.set_training_job(name, "Completed")
 
 
@@ -139,3 +142,82 @@ def test_submit_errors_name_what_is_missing(aws_conn):
         backend.submit(spec)
     with pytest.raises(ConfigError, match=re.escape("unknown fine-tuning backend 'k8s'")):
         FineTuneJobHook("k8s")
+
+
+def _emulate_instance(moto_server, tiny_bert, workdir, outcome):
+    """The training instance: wait for the job, then either train for real and upload
+    model.tar.gz (success) or report a failure reason."""
+    import threading
+    import time
+
+    def run():
+        client = FineTuneJobHook("sagemaker", "sm").get_backend().sagemaker
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            # this test's job: the operator's (named after the output), still running
+            jobs = client.list_training_jobs(NameContains="mlcrit-sentiment-", StatusEquals="InProgress")[
+                "TrainingJobSummaries"
+            ]
+            if jobs:
+                break
+            time.sleep(0.2)
+        name = jobs[0]["TrainingJobName"]
+        if outcome != "Completed":
+            moto_server.set_training_job(name, "Failed", outcome)
+            return
+        from airflow_mlcrit.core.training.finetune import finetune
+        from tests.helpers.models import sentiment
+
+        sentiment(64).to_parquet(workdir / "train.parquet", index=False)
+        result = finetune(
+            {"base_model": tiny_bert, "max_steps": 10, "max_length": 16},
+            str(workdir / "train.parquet"),
+            workdir=workdir / "instance",
+        )
+        _finish(moto_server, name, {p.name: p.read_bytes() for p in result.output_dir.iterdir()})
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("outcome", ["Completed", "AlgorithmError: loss became NaN"])
+def test_fine_tune_operator_defers_on_a_sagemaker_job(
+    aws_conn, moto_server, tiny_bert, tmp_path, monkeypatch, airflow_db, outcome
+):
+    from airflow_mlcrit.core.artifacts import open_store
+    from tests.airflow.conftest import run_dag, task_states
+    from tests.helpers.models import sentiment
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_S3_STORE",
+        json.dumps(
+            {
+                "conn_type": "mlcrit",
+                "login": "testing",
+                "password": "testing",
+                "extra": {
+                    "root": f"s3://ml-store/{tmp_path.name}",
+                    "endpoint_url": moto_server.endpoint_url,
+                    "region_name": "us-east-1",
+                },
+            }
+        ),
+    )
+    sentiment(64).to_parquet(tmp_path / "data.parquet", index=False)
+    thread = _emulate_instance(moto_server, tiny_bert, tmp_path, outcome)
+    dr = run_dag(
+        "test_mlcrit_sagemaker", {"data": str(tmp_path / "data.parquet"), "base": tiny_bert, "options": OPTIONS}
+    )
+    thread.join(60)
+    store = open_store(f"s3://ml-store/{tmp_path.name}", endpoint_url=moto_server.endpoint_url, region_name="us-east-1")
+    if outcome == "Completed":
+        assert dr.state == "success", task_states(dr)
+        adapter = store.resolve("adapter/sentiment@v1")
+        assert adapter.metadata["backend"] == "sagemaker" and adapter.metadata["steps"] == 10
+        assert [p["ref"] for p in adapter.parents] == ["dataset/reviews@v1", "base_model/tiny-bert@v1"]
+        assert "adapter_model.safetensors" in {f["path"] for f in adapter.files}
+    else:
+        assert dr.state == "failed" and task_states(dr)["finetune"][0] == "failed"
+        assert not store.exists("adapter/sentiment")
