@@ -10,6 +10,22 @@ from airflow_mlcrit.exceptions import ConfigError
 from airflow_mlcrit.version_compat import BaseHook, conf
 
 
+def aws_options(conn: Any, service: str) -> dict[str, Any]:
+    """boto3 keyword options from an ``aws`` or ``mlcrit`` connection: login/password are the access
+    key, extras ``aws_session_token``, ``region_name`` and ``endpoint_url`` (or the Amazon
+    provider's ``service_config.<service>.endpoint_url``). Unset values are left to boto3."""
+    extra = conn.extra_dejson
+    endpoint = extra.get("endpoint_url") or ((extra.get("service_config") or {}).get(service) or {}).get("endpoint_url")
+    options = {
+        "aws_access_key_id": conn.login or None,
+        "aws_secret_access_key": conn.password or None,
+        "aws_session_token": extra.get("aws_session_token"),
+        "region_name": extra.get("region_name"),
+        "endpoint_url": endpoint,
+    }
+    return {k: v for k, v in options.items() if v is not None}
+
+
 class ArtifactStoreHook(BaseHook):
     """Builds the artifact store an operator reads and writes.
 
@@ -71,16 +87,9 @@ class ArtifactStoreHook(BaseHook):
             )
         if not str(root).startswith("s3://"):
             return str(root), {}
-        options = {
-            "aws_access_key_id": conn.login or None,
-            "aws_secret_access_key": conn.password or None,
-            "aws_session_token": extra.get("aws_session_token"),
-            "region_name": extra.get("region_name"),
-            "endpoint_url": extra.get("endpoint_url")
-            or (extra.get("service_config", {}).get("s3", {}) or {}).get("endpoint_url"),
-            "max_attempts": int(extra.get("max_attempts", 5)),
-        }
-        return str(root), {k: v for k, v in options.items() if v is not None}
+        options = aws_options(conn, service="s3")
+        options["max_attempts"] = int(extra.get("max_attempts", 5))
+        return str(root), options
 
     def get_store(self) -> ArtifactStore:
         root, options = self.store_options()

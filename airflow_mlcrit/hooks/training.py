@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_mlcrit.exceptions import ConfigError
+from airflow_mlcrit.hooks.artifacts import aws_options
 from airflow_mlcrit.version_compat import BaseHook
 
 
@@ -31,18 +32,8 @@ class FineTuneJobHook(BaseHook):
     def get_backend(self) -> Any:
         from airflow_mlcrit.core.training.backends import SageMakerBackend
 
-        options: dict[str, Any] = {}
-        if self.aws_conn_id:
-            conn = self.get_connection(self.aws_conn_id)
-            extra = conn.extra_dejson
-            options = {
-                "aws_access_key_id": conn.login or None,
-                "aws_secret_access_key": conn.password or None,
-                "aws_session_token": extra.get("aws_session_token"),
-                "region_name": extra.get("region_name"),
-                "endpoint_url": extra.get("endpoint_url"),
-            }
-        return SageMakerBackend(**{k: v for k, v in options.items() if v is not None})
+        options = aws_options(self.get_connection(self.aws_conn_id), "sagemaker") if self.aws_conn_id else {}
+        return SageMakerBackend(**options)
 
     def get_conn(self) -> Any:
         return self.get_backend()
