@@ -135,6 +135,10 @@ class FineTuneOperator(DatasetStepOperator):
             if pins["base"]:
                 self.store.get(pins["base"], work / "base")
                 cfg = FineTuneConfig.from_dict({**cfg.to_dict(), "base_model": str(work / "base")})
+            if pins["contract"]:
+                from airflow_mlcrit.core.preprocessing.contract import CONTRACT_FILE, check_tokenizer
+
+                check_tokenizer(json.loads(self.store.read_bytes(pins["contract"], CONTRACT_FILE)), cfg.base_model)
             ckpt = checkpoint_key(self.output_name_for(context), self.idempotency_key(context, key))
             result = run_training(
                 cfg.to_dict(),

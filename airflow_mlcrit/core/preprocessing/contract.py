@@ -107,3 +107,17 @@ def check_contract(
 def current_contract(cfg: Any, label_vocabulary: list[str] | None = None) -> dict[str, Any]:
     """The contract the current code, tokenizer files and templates would produce (no analyzers)."""
     return build_contract(cfg, {}, label_vocabulary)
+
+
+def check_tokenizer(contract: dict[str, Any], tokenizer_dir: str | Path) -> None:
+    """Refuse to train or evaluate with a tokenizer other than the one the data was tokenized with."""
+    expected = contract["components"]["tokenizer"]["files"]
+    if not expected:
+        return  # the data was not tokenized in preprocessing: nothing to compare
+    actual = tokenizer_digests(str(tokenizer_dir))
+    changed = [name for name, digest in sorted(expected.items()) if actual.get(name) != digest]
+    if changed:
+        raise ContractMismatchError(
+            f"the tokenizer in {tokenizer_dir} differs from the one the data was prepared with "
+            f"(transform contract): {', '.join(changed)}; use the same base model, or preprocess again with it"
+        )

@@ -111,3 +111,24 @@ def test_contract_json_round_trip(word_tokenizer):
     contract = build_contract(_cfg(word_tokenizer), {}, None)
     assert json.loads(json.dumps(contract)) == contract
     assert contract["components"]["code_version"] == "airflow-mlcrit 0.1.0"
+
+
+def test_training_refuses_a_tokenizer_other_than_the_contracts(word_tokenizer, tmp_path):
+    from airflow_mlcrit.core.preprocessing.contract import check_tokenizer
+
+    contract = build_contract(PreprocessConfig(source="x", tokenizer=word_tokenizer), {})
+    check_tokenizer(contract, word_tokenizer)
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in Path(word_tokenizer).iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    (other / "tokenizer.json").write_text((other / "tokenizer.json").read_text().replace('"[UNK]"', '"[UNKNOWN]"'))
+    with pytest.raises(
+        ContractMismatchError,
+        match=re.escape(
+            f"the tokenizer in {other} differs from the one the data was prepared with (transform contract): "
+            "tokenizer.json"
+        ),
+    ):
+        check_tokenizer(contract, other)
+    check_tokenizer(build_contract(PreprocessConfig(source="x"), {}), other)  # untokenized data: nothing to check
