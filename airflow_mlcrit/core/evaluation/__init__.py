@@ -1,0 +1,1 @@
+"""Sliced evaluation with bootstrap confidence intervals (issue 6, first part: the metrics core)."""

@@ -1,0 +1,135 @@
+"""Classification metrics, vectorized over bootstrap replicates.
+
+Confusion-matrix metrics (accuracy, precision, recall, F1) are functions of the cell counts, so a
+Poisson bootstrap needs only Poisson draws of the counts (a sum of n Poisson(1) row weights is
+Poisson(n)): B replicates of a K x K matrix instead of B x n row weights. Rank and per-row
+metrics (ROC AUC, log loss) take per-row weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from airflow_mlcrit.exceptions import ConfigError, DataValidationError
+
+COUNT_METRICS = ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall")
+ROW_METRICS = ("roc_auc", "log_loss")
+METRICS = COUNT_METRICS + ROW_METRICS
+
+
+def check_inputs(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None = None) -> None:
+    if len(y_true) != len(y_pred):
+        raise DataValidationError(f"{len(y_pred)} predictions for {len(y_true)} labels: every eval row needs one")
+    if proba is not None and len(proba) != len(y_true):
+        raise DataValidationError(f"{len(proba)} probability rows for {len(y_true)} labels")
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
+    """K x K counts, rows = true class, columns = predicted class (integer labels 0..k-1)."""
+    return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k).astype(np.float64)
+
+
+def from_counts(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Metrics from (..., K, K) confusion counts; every leading dimension is kept (replicates)."""
+    total = counts.sum(axis=(-2, -1))
+    diag = np.diagonal(counts, axis1=-2, axis2=-1)
+    support = counts.sum(axis=-1)  # true per class
+    predicted = counts.sum(axis=-2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, diag / predicted, 0.0)
+        recall = np.where(support > 0, diag / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+        weights = support / support.sum(axis=-1, keepdims=True)
+        return {
+            "accuracy": diag.sum(axis=-1) / total,
+            "macro_f1": f1.mean(axis=-1),
+            "weighted_f1": (f1 * weights).sum(axis=-1),
+            "macro_precision": precision.mean(axis=-1),
+            "macro_recall": recall.mean(axis=-1),
+        }
+
+
+def roc_auc(y_true: np.ndarray, score: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Binary ROC AUC with ties counted half; ``weights`` may be (B, n) for B replicates at once."""
+    order = np.argsort(score, kind="mergesort")
+    y, s = y_true[order], score[order]
+    w = np.ones((1, len(y))) if weights is None else np.atleast_2d(weights)[:, order]
+    pos, neg = w * (y == 1), w * (y == 0)
+    # negatives strictly below each score, plus half of the negatives tied with it
+    _, starts, counts = np.unique(s, return_index=True, return_counts=True)
+    group = np.repeat(np.arange(len(starts)), counts)
+    neg_by_group = np.add.reduceat(neg, starts, axis=1)
+    below = np.cumsum(neg_by_group, axis=1) - neg_by_group
+    credit = (below + 0.5 * neg_by_group)[:, group]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (pos * credit).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
+    return auc if weights is not None and np.ndim(weights) == 2 else auc[0]
+
+
+def log_loss(y_true: np.ndarray, proba: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Mean negative log-likelihood of the true class (probabilities clipped like scikit-learn)."""
+    eps = np.finfo(proba.dtype).eps
+    p = np.clip(proba[np.arange(len(y_true)), y_true], eps, 1 - eps)
+    nll = -np.log(p)
+    if weights is None:
+        return nll.mean()
+    w = np.atleast_2d(weights)
+    return (w @ nll) / w.sum(axis=1)
+
+
+def point_metrics(y_true: np.ndarray, y_pred: np.ndarray, k: int, proba: np.ndarray | None = None) -> dict[str, float]:
+    check_inputs(y_true, y_pred, proba)
+    out = {m: float(v) for m, v in from_counts(confusion(y_true, y_pred, k)).items()}
+    if proba is not None:
+        out["log_loss"] = float(log_loss(y_true, proba))
+        if k == 2 and len(np.unique(y_true)) == 2:
+            out["roc_auc"] = float(roc_auc(y_true, proba[:, 1]))
+    return out
+
+
+def bootstrap(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    k: int,
+    *,
+    proba: np.ndarray | None = None,
+    metrics: tuple[str, ...] = ("accuracy",),
+    replicates: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    chunk: int = 100,
+) -> dict[str, dict[str, float]]:
+    """Point value and percentile interval per metric (Poisson bootstrap)."""
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ConfigError(f"unknown metric(s) {unknown}; known: {', '.join(METRICS)}")
+    check_inputs(y_true, y_pred, proba)
+    rng = np.random.default_rng(seed)
+    point = point_metrics(y_true, y_pred, k, proba)
+    draws: dict[str, np.ndarray] = {}
+    count_metrics = [m for m in metrics if m in COUNT_METRICS]
+    if count_metrics:
+        cells = rng.poisson(confusion(y_true, y_pred, k), size=(replicates, k, k)).astype(np.float64)
+        values = from_counts(cells)
+        draws.update({m: values[m] for m in count_metrics})
+    row_metrics = [m for m in metrics if m in ROW_METRICS]
+    if row_metrics:
+        if proba is None:
+            raise ConfigError(f"{row_metrics} need predicted probabilities")
+        parts: dict[str, list[np.ndarray]] = {m: [] for m in row_metrics}
+        for start in range(0, replicates, chunk):
+            w = rng.poisson(1.0, size=(min(chunk, replicates - start), len(y_true))).astype(np.float64)
+            if "roc_auc" in parts:
+                parts["roc_auc"].append(roc_auc(y_true, proba[:, 1], w))
+            if "log_loss" in parts:
+                parts["log_loss"].append(log_loss(y_true, proba, w))
+        draws.update({m: np.concatenate(v) for m, v in parts.items()})
+    alpha = (1 - confidence) / 2
+    return {
+        m: {
+            "value": point[m],
+            "low": float(np.nanquantile(draws[m], alpha)),
+            "high": float(np.nanquantile(draws[m], 1 - alpha)),
+        }
+        for m in metrics
+    }
