@@ -66,6 +66,26 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray, weights: np.ndarray | None = 
     return auc if weights is not None and np.ndim(weights) == 2 else auc[0]
 
 
+def auc_groups(y_true: np.ndarray, score: np.ndarray, max_groups: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Positive and negative counts per score group, in ascending score order. Groups are the
+    distinct scores, or (beyond ``max_groups``) quantile bins of them, whose ties count half."""
+    uniq, inv = np.unique(score, return_inverse=True)
+    groups = len(uniq)
+    if groups > max_groups:
+        edges = np.quantile(score, np.linspace(0, 1, max_groups + 1)[1:-1])
+        inv, groups = np.searchsorted(edges, score, side="right"), max_groups
+    pos = np.bincount(inv, weights=(y_true == 1).astype(float), minlength=groups)
+    neg = np.bincount(inv, weights=(y_true == 0).astype(float), minlength=groups)
+    return pos, neg
+
+
+def auc_from_groups(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """AUC from (..., G) group counts in ascending score order."""
+    below = np.cumsum(neg, axis=-1) - neg
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (pos * (below + 0.5 * neg)).sum(axis=-1) / (pos.sum(axis=-1) * neg.sum(axis=-1))
+
+
 def log_loss(y_true: np.ndarray, proba: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Mean negative log-likelihood of the true class (probabilities clipped like scikit-learn)."""
     eps = np.finfo(proba.dtype).eps
@@ -116,14 +136,19 @@ def bootstrap(
     if row_metrics:
         if proba is None:
             raise ConfigError(f"{row_metrics} need predicted probabilities")
-        parts: dict[str, list[np.ndarray]] = {m: [] for m in row_metrics}
-        for start in range(0, replicates, chunk):
-            w = rng.poisson(1.0, size=(min(chunk, replicates - start), len(y_true))).astype(np.float64)
-            if "roc_auc" in parts:
-                parts["roc_auc"].append(roc_auc(y_true, proba[:, 1], w))
-            if "log_loss" in parts:
-                parts["log_loss"].append(log_loss(y_true, proba, w))
-        draws.update({m: np.concatenate(v) for m, v in parts.items()})
+        if "roc_auc" in row_metrics:
+            # AUC depends on row weights only through their sums per (score group, class), and a sum
+            # of c Poisson(1) weights is Poisson(c): draw per group, not per row
+            pos, neg = auc_groups(y_true, proba[:, 1])
+            draws["roc_auc"] = auc_from_groups(
+                rng.poisson(pos, size=(replicates, len(pos))), rng.poisson(neg, size=(replicates, len(neg)))
+            )
+        if "log_loss" in row_metrics:
+            parts = []
+            for start in range(0, replicates, chunk):
+                w = rng.poisson(1.0, size=(min(chunk, replicates - start), len(y_true))).astype(np.float64)
+                parts.append(log_loss(y_true, proba, w))
+            draws["log_loss"] = np.concatenate(parts)
     alpha = (1 - confidence) / 2
     return {
         m: {

@@ -67,3 +67,15 @@ def test_bootstrap_of_row_metrics_and_bad_input():
         bootstrap(y, pred, 2, metrics=("acc",))
     with pytest.raises(DataValidationError, match=re.escape("399 predictions for 400 labels")):
         bootstrap(y, pred[:-1], 2)
+
+
+def test_grouped_auc_equals_the_row_level_auc_for_tied_scores():
+    from airflow_mlcrit.core.evaluation.metrics import auc_from_groups, auc_groups
+
+    y, _, proba = _predictions(2000, seed=6)  # scores rounded: many ties
+    pos, neg = auc_groups(y, proba[:, 1])
+    assert abs(float(auc_from_groups(pos, neg)) - skm.roc_auc_score(y, proba[:, 1])) < 1e-12
+    rng = np.random.default_rng(0)
+    y2, s2 = rng.integers(0, 2, 50_000), rng.random(50_000)  # continuous: quantile bins
+    pos, neg = auc_groups(y2, s2 + 0.2 * y2)  # 2048 quantile bins
+    assert abs(float(auc_from_groups(pos, neg)) - skm.roc_auc_score(y2, s2 + 0.2 * y2)) < 1e-3
