@@ -6,7 +6,7 @@ import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
 from tests.airflow.conftest import run_dag, task_states
-from tests.core.validation.data import clean, dirty, write
+from tests.core.validation.data import DIRTY_FINDINGS, clean, dirty, write
 from tests.helpers.openlineage import SPEC_DIR, validate_event
 
 
@@ -60,14 +60,7 @@ def test_defects_fail_the_task_naming_each_column_and_check(store_root, tmp_path
     assert task_states(dr)["validate"][0] == "failed"
     report = _report(store, "validation_report/reviews@v2")  # committed before failing, for the audit
     assert report["status"] == "FAILED"
-    assert sorted({(f["check"], f.get("column")) for f in report["findings"]}) == [
-        ("domain", "region"),
-        ("drift", "amount"),
-        ("duplicates", None),
-        ("missing", "region"),
-        ("pii", "text:email"),
-        ("range", "amount"),
-    ]
+    assert sorted({(f["check"], f.get("column")) for f in report["findings"]}) == DIRTY_FINDINGS
     drift = next(f for f in report["findings"] if f["check"] == "drift")
     assert drift["expected"] == "<= 0.1" and drift["observed"] > 0.5
     # the drift baseline defaulted to the statistics of dataset/reviews@v1

@@ -36,6 +36,17 @@ def dirty(n: int = 4000, seed: int = 1) -> pd.DataFrame:
     return pd.concat([df, dup], ignore_index=True)
 
 
+# (check, column) of every defect dirty() plants, as validation reports them
+DIRTY_FINDINGS = [
+    ("domain", "region"),
+    ("drift", "amount"),
+    ("duplicates", None),
+    ("missing", "region"),
+    ("pii", "text:email"),
+    ("range", "amount"),
+]
+
+
 def write(df: pd.DataFrame, path) -> str:
     df.to_parquet(path, index=False)
     return str(path)

@@ -11,7 +11,7 @@ from airflow_mlcrit.core.validation.statistics import compute_statistics
 from airflow_mlcrit.core.validation.textchecks import luhn_ok, pii_masks
 from airflow_mlcrit.core.validation.validate import ValidationConfig, validate
 from airflow_mlcrit.exceptions import ConfigError, DataValidationError
-from tests.core.validation.data import clean, dirty, write
+from tests.core.validation.data import DIRTY_FINDINGS, clean, dirty, write
 
 
 @pytest.fixture
@@ -24,14 +24,7 @@ def _kinds(result):
     return sorted({(f.check, f.column) for f in result.findings})
 
 
-EXPECTED = [
-    ("domain", "region"),
-    ("drift", "amount"),
-    ("duplicates", None),
-    ("missing", "region"),
-    ("pii", "text:email"),
-    ("range", "amount"),
-]
+EXPECTED = DIRTY_FINDINGS
 
 
 def test_clean_data_passes(tmp_path, baseline):
