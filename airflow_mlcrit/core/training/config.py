@@ -57,6 +57,10 @@ class FineTuneConfig(Config):
     seed: int = 0
     deterministic: bool = field(default=True, metadata={"help": "torch deterministic algorithms"})
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    nproc_per_node: int = field(
+        default=1,
+        metadata={"help": "data-parallel processes (torchrun); batch_size is per process, as in HF Trainer"},
+    )
     precision: Literal["auto", "fp32", "bf16"] = field(
         default="auto", metadata={"help": "auto: bf16 autocast on GPUs that support it, fp32 otherwise"}
     )
@@ -86,6 +90,10 @@ class FineTuneConfig(Config):
             self.method in ("lora", "full", "qlora"),
             f"FineTuneConfig.method must be lora, full or qlora, got {self.method!r}",
         )
+        require(
+            not (self.method == "qlora" and self.merge_adapter),
+            "FineTuneConfig.merge_adapter cannot merge into a 4-bit (qlora) base; merge a lora adapter instead",
+        )
         require(self.lora_r >= 1 and self.lora_alpha >= 1, "FineTuneConfig.lora_r and lora_alpha must be >= 1")
         require(0 <= self.lora_dropout < 1, f"FineTuneConfig.lora_dropout must be in [0, 1), got {self.lora_dropout}")
         require(self.learning_rate > 0, f"FineTuneConfig.learning_rate must be > 0, got {self.learning_rate}")
@@ -95,4 +103,5 @@ class FineTuneConfig(Config):
         )
         require(self.epochs >= 1 or (self.max_steps or 0) >= 1, "FineTuneConfig needs epochs >= 1 or max_steps >= 1")
         require(0 <= self.warmup_ratio < 1, f"FineTuneConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        require(self.nproc_per_node >= 1, f"FineTuneConfig.nproc_per_node must be >= 1, got {self.nproc_per_node}")
         require(self.max_length >= 1, f"FineTuneConfig.max_length must be >= 1, got {self.max_length}")

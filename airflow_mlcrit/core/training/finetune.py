@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,6 +140,7 @@ def _load(cfg: FineTuneConfig, base: Path, labels: list[str] | None) -> tuple[An
         "local_files_only": True,
         "trust_remote_code": cfg.trust_remote_code,
         "use_safetensors": not cfg.allow_pickle,
+        **_quantization(cfg),
     }
     try:
         if labels is None:
@@ -164,12 +166,35 @@ def _load(cfg: FineTuneConfig, base: Path, labels: list[str] | None) -> tuple[An
     return tokenizer, model
 
 
+def _quantization(cfg: FineTuneConfig) -> dict[str, Any]:
+    """QLoRA: load the frozen base in 4-bit NF4 (double quantization, bf16 compute) on the GPU."""
+    if cfg.method != "qlora":
+        return {}
+    torch, transformers, _peft = _imports()
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available() or cfg.device == "cpu":
+        raise ConfigError(
+            "FineTuneConfig.method='qlora' needs bitsandbytes (pip install bitsandbytes) and a CUDA GPU; "
+            "use method='lora' where either is missing"
+        )
+    quant = transformers.BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        llm_int8_skip_modules=["classifier", "score", "lm_head"],  # heads stay trainable in full precision
+    )
+    rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return {"quantization_config": quant, "device_map": {"": rank % torch.cuda.device_count()}}
+
+
 def _apply_method(cfg: FineTuneConfig, model: Any) -> Any:
     _torch, _transformers, peft = _imports()
     if cfg.method == "full":
         return model
     if cfg.method == "qlora":
-        raise ConfigError("method='qlora' needs bitsandbytes and a CUDA GPU; use method='lora' here")
+        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     targets = cfg.target_modules or DEFAULT_TARGETS.get(model.config.model_type)
     if not targets:
         raise ConfigError(
@@ -228,7 +253,8 @@ def finetune(
             )
     base = _resolve_base(cfg, store, workdir)
     tokenizer, model = _load(cfg, base, labels)
-    device = _device(cfg, torch)
+    rank, world = _distributed(cfg, torch)
+    device = _device(cfg, torch, rank)
     torch.manual_seed(cfg.seed)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -238,7 +264,8 @@ def finetune(
     memory = _preflight(cfg, model, device)
     if progress and cfg.device == "auto" and device.type == "cpu":
         progress({"notice": "device='auto' found no CUDA GPU: training on the CPU"})
-    model = model.to(device)
+    if cfg.method != "qlora":  # a 4-bit model is placed on its GPU while loading and cannot move
+        model = model.to(device)
     bf16 = _use_bf16(cfg, device, torch)
     enc = _classification_data(cfg, data, tokenizer, labels) if labels else _lm_data(cfg, data, tokenizer)
     eval_enc = None
@@ -251,7 +278,8 @@ def finetune(
         eval_enc = _classification_data(cfg, edata, tokenizer, labels) if labels else _lm_data(cfg, edata, tokenizer)
     elif cfg.eval_every:
         raise ConfigError("FineTuneConfig.eval_every is set but no eval data was given")
-    steps_per_epoch = math.ceil(n / (cfg.batch_size * cfg.gradient_accumulation_steps))
+    chunk_size = cfg.batch_size * cfg.gradient_accumulation_steps * world
+    steps_per_epoch = math.ceil(n / chunk_size)
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -276,7 +304,6 @@ def finetune(
         if progress:
             progress({"resumed_from_step": step, "total": total})
     model.train()
-    chunk_size = cfg.batch_size * cfg.gradient_accumulation_steps
     while step < total:
         gen.set_state(epoch_gen_state)
         order = torch.randperm(n, generator=gen)
@@ -286,16 +313,24 @@ def finetune(
                 continue
             if step >= total:
                 break
-            chunk = order[start : start + cfg.batch_size * cfg.gradient_accumulation_steps]
+            chunk = order[start : start + chunk_size]
             optimizer.zero_grad()
             loss_sum = 0.0
-            for micro in chunk.split(cfg.batch_size):
+            # Each process takes a contiguous share of the chunk; scaling by the whole chunk's size
+            # and summing gradients across processes gives exactly the one-process gradient.
+            share = -(-len(chunk) // world)
+            mine = chunk[rank * share : (rank + 1) * share]
+            step_tokens = 0
+            for micro in mine.split(cfg.batch_size):
                 batch = {k: v[micro].to(device) for k, v in enc.items()}
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
                     outputs = model(**batch)
                 (outputs.loss * len(micro) / len(chunk)).backward()
                 loss_sum += outputs.loss.detach().item() * len(micro) / len(chunk)
-                tokens += int(batch["attention_mask"].sum())
+                step_tokens += int(batch["attention_mask"].sum())
+            if world > 1:
+                loss_sum, step_tokens = _sum_gradients(params, [loss_sum, step_tokens], device)
+            tokens += int(step_tokens)
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
@@ -307,7 +342,7 @@ def finetune(
                     progress({"eval_step": step, "eval_loss": round(evals[-1][1], 6)})
                 if _patience_exhausted(evals, cfg.early_stopping_patience):
                     stopped_early, total = True, step
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
+            if rank == 0 and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
                 path = save_checkpoint(
                     workdir / "checkpoints",
                     model,
@@ -343,6 +378,8 @@ def finetune(
     model.eval()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total_params = sum(p.numel() for p in model.parameters())
+    if rank != 0:  # every process holds the same weights; rank 0 writes them
+        return FineTuneResult(out, {"steps": step, "rank": rank}, labels or [])
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     if labels is not None:
@@ -360,8 +397,10 @@ def finetune(
         "best_eval_loss": min((e[1] for e in evals), default=None),
         "stopped_early": stopped_early,
         "precision": "bf16" if bf16 else "fp32",
+        "quantization": "nf4" if cfg.method == "qlora" else None,
         "total_params": total_params,
         "device": str(device),
+        "processes": world,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": _peft.__version__,
@@ -485,12 +524,41 @@ def _use_bf16(cfg: FineTuneConfig, device: Any, torch: Any) -> bool:
     return cfg.precision == "bf16" or (cfg.precision == "auto" and capable)
 
 
-def _device(cfg: FineTuneConfig, torch: Any) -> Any:
+def _device(cfg: FineTuneConfig, torch: Any, rank: int = 0) -> Any:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("FineTuneConfig.device='cuda' but no CUDA GPU is available; use device='auto' or 'cpu'")
     if cfg.device == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
-    return torch.device("cuda")
+    return torch.device("cuda", rank % torch.cuda.device_count())
+
+
+def _distributed(cfg: FineTuneConfig, torch: Any) -> tuple[int, int]:
+    """(rank, world size). Under torchrun, join the process group: NCCL when every process has
+    its own GPU, gloo otherwise (CPU, or several processes sharing one GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if world != cfg.nproc_per_node:
+        raise ConfigError(f"WORLD_SIZE is {world} but FineTuneConfig.nproc_per_node is {cfg.nproc_per_node}")
+    dist = torch.distributed
+    if not dist.is_initialized():
+        gpus = torch.cuda.device_count() if cfg.device != "cpu" and torch.cuda.is_available() else 0
+        dist.init_process_group("nccl" if gpus >= world else "gloo")
+    return dist.get_rank(), world
+
+
+def _sum_gradients(params: list[Any], scalars: list[float], device: Any) -> list[float]:
+    """All-reduce (sum) every gradient in one flat buffer, plus the step's scalars."""
+    import torch
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads] + [torch.tensor(scalars, dtype=grads[0].dtype, device=device)])
+    torch.distributed.all_reduce(flat)
+    offset = 0
+    for p, g in zip(params, grads, strict=True):
+        p.grad = flat[offset : offset + g.numel()].view_as(g).clone()
+        offset += g.numel()
+    return flat[offset:].tolist()
 
 
 def model_card(cfg: FineTuneConfig, metrics: dict[str, Any], train: str, labels: list[str] | None) -> str:
@@ -499,7 +567,7 @@ def model_card(cfg: FineTuneConfig, metrics: dict[str, Any], train: str, labels:
 
     meta = {
         "base_model": cfg.base_model,
-        "library_name": "peft" if cfg.method == "lora" else "transformers",
+        "library_name": "transformers" if cfg.method == "full" else "peft",
         "pipeline_tag": "text-classification" if cfg.task == "sequence_classification" else "text-generation",
         "datasets": [train],
         "tags": ["airflow-mlcrit", cfg.method],

@@ -54,8 +54,13 @@ def run_training(
             }
         )
     )
+    worker = ["-m", "airflow_mlcrit.core.training.worker", str(job)]
+    procs = int(cfg.get("nproc_per_node") or 1)
+    if procs > 1:  # torchrun: one worker per process, rendezvous on a free local port
+        launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
+        worker = [*launcher, *worker]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "airflow_mlcrit.core.training.worker", str(job)],
+        [sys.executable, *worker],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -7,6 +7,7 @@ OOM kill) is contained. The child speaks JSON lines on stdout: progress, checkpo
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,8 @@ def main(job_path: str) -> int:
     from airflow_mlcrit.exceptions import MlcritError
 
     job = json.loads(Path(job_path).read_text())
+    # Under torchrun every process runs this; only rank 0 speaks, the others exit quietly.
+    lead = os.environ.get("RANK", "0") == "0"
     try:
         result = finetune(
             job["config"],
@@ -27,12 +30,14 @@ def main(job_path: str) -> int:
             workdir=job["workdir"],
             resume_from=job.get("resume_from"),
             eval_data=job.get("eval"),
-            progress=lambda p: emit("progress", **p),
-            on_checkpoint=lambda path, step: emit("checkpoint", path=str(path), step=step),
+            progress=(lambda p: emit("progress", **p)) if lead else None,
+            on_checkpoint=(lambda path, step: emit("checkpoint", path=str(path), step=step)) if lead else None,
         )
     except MlcritError as exc:
         emit("error", type=type(exc).__name__, message=str(exc))
         return 2
+    if not lead:
+        return 0
     emit(
         "done",
         output_dir=str(result.output_dir),

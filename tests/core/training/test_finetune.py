@@ -270,3 +270,7 @@ def test_precision_and_device_errors_without_a_gpu(tiny_bert, train_file, tmp_pa
         finetune({"base_model": tiny_bert, **CFG, "device": "cuda"}, train_file, workdir=tmp_path / "w")
     with pytest.raises(ConfigError, match=re.escape("FineTuneConfig.precision='bf16' needs a CUDA GPU")):
         finetune({"base_model": tiny_bert, **CFG, "precision": "bf16"}, train_file, workdir=tmp_path / "w")
+    with pytest.raises(ConfigError, match=re.escape("method='qlora' needs bitsandbytes (pip install bitsandbytes)")):
+        finetune({"base_model": tiny_bert, **CFG, "method": "qlora"}, train_file, workdir=tmp_path / "w")
+    with pytest.raises(ConfigError, match=re.escape("merge_adapter cannot merge into a 4-bit (qlora) base")):
+        finetune({"base_model": tiny_bert, **CFG, "method": "qlora", "merge_adapter": True}, train_file, workdir="w")
