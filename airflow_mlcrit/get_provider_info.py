@@ -25,6 +25,7 @@ def get_provider_info() -> dict:
                 "integration-name": "ML Critical",
                 "python-modules": [
                     "airflow_mlcrit.operators.artifacts",
+                    "airflow_mlcrit.operators.evaluation",
                     "airflow_mlcrit.operators.preprocessing",
                     "airflow_mlcrit.operators.training",
                     "airflow_mlcrit.operators.validation",
@@ -49,6 +50,7 @@ def get_provider_info() -> dict:
                 "python-modules": ["airflow_mlcrit.triggers.training"],
             }
         ],
+        "extra-links": ["airflow_mlcrit.operators.evaluation.EvaluationReportLink"],
         "connection-types": [
             {
                 "connection-type": "mlcrit",

@@ -8,5 +8,6 @@ except ImportError:  # Airflow < 3.2
     from airflow.configuration import conf  # type: ignore[no-redef]
 
 from airflow.sdk import Asset, BaseHook, BaseOperator, BaseSensorOperator
+from airflow.sdk.bases.operatorlink import BaseOperatorLink
 
-__all__ = ["Asset", "BaseHook", "BaseOperator", "BaseSensorOperator", "conf"]
+__all__ = ["Asset", "BaseHook", "BaseOperator", "BaseOperatorLink", "BaseSensorOperator", "conf"]

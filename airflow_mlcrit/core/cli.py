@@ -168,14 +168,26 @@ class _Cli:
 
     def promote(self) -> int:
         a = self.args
-        move = self.store.move_alias(a.ref, a.alias, reason=a.reason, forced=a.force, extra={"via": "mlcrit promote"})
+        from airflow_mlcrit.core.gating import promote
+
+        move, _ = promote(self.store, a.ref, a.alias, reason=a.reason, force=a.force, extra={"via": "mlcrit promote"})
         before = f"v{move.from_version}" if move.from_version else "-"
         self.emit(move.to_dict(), f"{move.kind}/{move.name}@{move.alias}: {before} -> v{move.to_version}")
         return 0
 
     def rollback(self) -> int:
         a = self.args
-        move = self.store.rollback(a.key, a.alias, reason=a.reason, to_version=a.to, extra={"via": "mlcrit rollback"})
+        from airflow_mlcrit.core.gating import rollback
+
+        move = rollback(
+            self.store,
+            a.key,
+            a.alias,
+            reason=a.reason,
+            to_version=a.to,
+            force=a.force,
+            extra={"via": "mlcrit rollback"},
+        )
         self.emit(
             move.to_dict(),
             f"{move.kind}/{move.name}@{move.alias}: rolled back v{move.from_version} -> v{move.to_version}",
@@ -264,7 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     pro.add_argument("ref", metavar="REF")
     pro.add_argument("--alias", required=True)
     pro.add_argument("--reason", required=True, help="recorded in the alias history")
-    pro.add_argument("--force", action="store_true", help="mark the move as a forced override")
+    pro.add_argument(
+        "--force",
+        action="store_true",
+        help="model/adapter/prompt: promote without a BLESSED blessing (recorded as forced)",
+    )
     pro.set_defaults(fn=_Cli.promote)
 
     rb = sub.add_parser("rollback", parents=[common], help="move an alias back to an earlier version")
@@ -272,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--alias", required=True)
     rb.add_argument("--to", type=lambda s: int(s.lstrip("v")), metavar="vN", help="target version (default: previous)")
     rb.add_argument("--reason", required=True, help="recorded in the alias history")
+    rb.add_argument("--force", action="store_true", help="allow a target without a blessing (recorded as forced)")
     rb.set_defaults(fn=_Cli.rollback)
 
     gc = sub.add_parser("gc", parents=[common], help="remove versions that were never committed (dry run by default)")

@@ -1,6 +1,12 @@
 """Operators of airflow-mlcrit. Importing them loads nothing heavy (no torch, Beam or GX)."""
 
 from airflow_mlcrit.operators.artifacts import RegisterArtifactOperator
+from airflow_mlcrit.operators.evaluation import (
+    EvaluateModelOperator,
+    EvaluationGateOperator,
+    PromoteModelOperator,
+    RollbackModelOperator,
+)
 from airflow_mlcrit.operators.preprocessing import BeamPreprocessOperator
 from airflow_mlcrit.operators.training import FineTuneOperator
 from airflow_mlcrit.operators.validation import (
@@ -12,8 +18,12 @@ from airflow_mlcrit.operators.validation import (
 __all__ = [
     "BeamPreprocessOperator",
     "ComputeStatisticsOperator",
+    "EvaluateModelOperator",
+    "EvaluationGateOperator",
     "FineTuneOperator",
     "InferSchemaOperator",
+    "PromoteModelOperator",
     "RegisterArtifactOperator",
+    "RollbackModelOperator",
     "ValidateDataOperator",
 ]

@@ -21,7 +21,7 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -653,9 +653,12 @@ class ArtifactStore:
         to_version: int | None = None,
         actor: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        eligible: Callable[[int], bool] | None = None,
+        forced: bool = False,
     ) -> AliasMove:
         """Move ``alias`` back: to ``to_version``, or to the newest version it pointed at before
-        that was neither the current one nor rolled back from (so repeated rollbacks walk back)."""
+        that was neither the current one nor rolled back from (so repeated rollbacks walk back),
+        and, when ``eligible`` is given, for which it returns True."""
         kind, name = parse_key(key)
         history = self.alias_history(key, alias)
         if not history:
@@ -666,12 +669,15 @@ class ArtifactStore:
             earlier = [
                 m.to_version
                 for m in reversed(history)
-                if m.to_version != current and m.to_version not in rolled_back_from
+                if m.to_version != current
+                and m.to_version not in rolled_back_from
+                and (eligible is None or eligible(m.to_version))
             ]
             if not earlier:
                 raise ArtifactNotFoundError(
-                    f"alias {alias!r} of {key} has no earlier version to roll back to (it points at v{current}); "
-                    "pass an explicit version"
+                    f"alias {alias!r} of {key} has no earlier "
+                    + ("eligible (blessed) " if eligible else "")
+                    + f"version to roll back to (it points at v{current}); pass an explicit version"
                 )
             to_version = earlier[0]
         if to_version == current:
@@ -682,6 +688,7 @@ class ArtifactStore:
             reason=reason,
             actor=actor,
             expected=current,
+            forced=forced,
             extra={**dict(extra or {}), "rollback": True},
         )
 

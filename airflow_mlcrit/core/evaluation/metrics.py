@@ -158,3 +158,77 @@ def bootstrap(
         }
         for m in metrics
     }
+
+
+def expected_calibration_error(
+    y_true: np.ndarray, proba: np.ndarray, weights: np.ndarray | None = None, bins: int = 15
+) -> np.ndarray:
+    """ECE: |confidence - accuracy| per equal-width confidence bin, weighted by the bin's share."""
+    conf = proba.max(axis=1)
+    gap = conf - (proba.argmax(axis=1) == y_true)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    w = np.ones((1, len(y_true))) if weights is None else np.atleast_2d(weights)
+    total = np.zeros(len(w))
+    for b in np.unique(which):
+        rows = which == b
+        total += np.abs(w[:, rows] @ gap[rows])
+    ece = total / w.sum(axis=1)
+    return ece if weights is not None and np.ndim(weights) == 2 else ece[0]
+
+
+def per_class(counts: np.ndarray, labels: list[str]) -> dict[str, dict[str, float]]:
+    """Precision, recall and support of each class from one K x K confusion matrix."""
+    diag, support, predicted = np.diag(counts), counts.sum(axis=1), counts.sum(axis=0)
+    return {
+        label: {
+            "precision": float(diag[i] / predicted[i]) if predicted[i] else 0.0,
+            "recall": float(diag[i] / support[i]) if support[i] else 0.0,
+            "support": int(support[i]),
+        }
+        for i, label in enumerate(labels)
+    }
+
+
+# ---- generation: per-row scores, averaged ----------------------------------------------------
+
+
+def _tokens(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"\w+", text.lower())
+
+
+def exact_match(reference: str, prediction: str) -> float:
+    return float(" ".join(_tokens(reference)) == " ".join(_tokens(prediction)))
+
+
+def token_f1(reference: str, prediction: str) -> float:
+    """SQuAD-style token F1 (lowercased word tokens, multiset overlap)."""
+    from collections import Counter
+
+    ref, pred = _tokens(reference), _tokens(prediction)
+    if not ref or not pred:
+        return float(ref == pred)
+    common = sum((Counter(ref) & Counter(pred)).values())
+    if not common:
+        return 0.0
+    p, r = common / len(pred), common / len(ref)
+    return 2 * p * r / (p + r)
+
+
+def rouge_l(reference: str, prediction: str) -> float:
+    """ROUGE-L F1 from the longest common subsequence of word tokens."""
+    ref, pred = _tokens(reference), _tokens(prediction)
+    if not ref or not pred:
+        return float(ref == pred)
+    prev = [0] * (len(pred) + 1)
+    for a in ref:
+        cur = [0]
+        for j, b in enumerate(pred):
+            cur.append(prev[j] + 1 if a == b else max(prev[j + 1], cur[j]))
+        prev = cur
+    lcs = prev[-1]
+    if not lcs:
+        return 0.0
+    p, r = lcs / len(pred), lcs / len(ref)
+    return 2 * p * r / (p + r)

@@ -40,6 +40,9 @@ CUSTOM_FACETS = {
     "mlcrit_beam": "MlcritBeamJobFacet",
     "mlcrit_model": "MlcritModelDatasetFacet",
     "mlcrit_training": "MlcritTrainingRunFacet",
+    "mlcrit_evaluation": "MlcritEvaluationDatasetFacet",
+    "mlcrit_blessing": "MlcritBlessingDatasetFacet",
+    "mlcrit_alias_move": "MlcritAliasMoveRunFacet",
 }
 
 

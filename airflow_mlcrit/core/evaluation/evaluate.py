@@ -1,0 +1,142 @@
+"""evaluate(): score the candidate (and baseline) on the eval rows, slice, bootstrap, run the
+behavioural suites and sensitivity analysis; one JSON-able result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from airflow_mlcrit.core.evaluation.behaviour import check_suite, run_suite, sensitivity
+from airflow_mlcrit.core.evaluation.compute import Predictions, evaluate_predictions
+from airflow_mlcrit.core.evaluation.config import EvaluationConfig
+from airflow_mlcrit.core.evaluation.slicing import build_slices
+from airflow_mlcrit.exceptions import ConfigError, DataValidationError
+
+
+def truth_of(cfg: EvaluationConfig, frame: Any, labels: list[str] | None) -> np.ndarray:
+    if cfg.label_column not in frame.columns:
+        raise DataValidationError(
+            f"EvaluationConfig.label_column {cfg.label_column!r} is not in the eval dataset; "
+            f"columns: {list(frame.columns)}"
+        )
+    values = frame[cfg.label_column].tolist()
+    if cfg.task == "regression":
+        try:
+            return np.array(values, dtype=float)
+        except (TypeError, ValueError):
+            raise DataValidationError(f"column {cfg.label_column!r} must be numeric for regression") from None
+    if cfg.task == "generation":
+        return np.array(["" if v is None else str(v) for v in values], dtype=object)
+    index = {label: i for i, label in enumerate(labels or [])}
+    out = np.empty(len(values), dtype=np.int64)
+    for row, v in enumerate(values):
+        if str(v) not in index:
+            raise DataValidationError(
+                f"row {row}: label {v!r} in column {cfg.label_column!r} is not one the model knows ({labels})"
+            )
+        out[row] = index[str(v)]
+    return out
+
+
+def _score(cfg: EvaluationConfig, model: Any, texts: list[str], truth: np.ndarray) -> Predictions:
+    if isinstance(model, Predictions):
+        return model
+    p = model.predict(texts)
+    if cfg.task == "generation" and {"loss", "perplexity"} & set(cfg.metric_names):
+        p.loss = model.loss(texts, [str(t) for t in truth])
+    return p
+
+
+def evaluate(
+    cfg: EvaluationConfig | dict[str, Any],
+    frame: Any,
+    candidate: Any,
+    baseline: Any = None,
+    *,
+    labels: list[str] | None = None,
+    suites: list[dict[str, Any]] = (),
+) -> tuple[dict[str, Any], dict[str, Predictions]]:
+    """``candidate`` / ``baseline``: a ModelScorer or precomputed Predictions. Returns the
+    evaluation document and the predictions (to store beside it)."""
+    cfg = EvaluationConfig.coerce(cfg)
+    labels = labels or getattr(candidate, "labels", None)
+    base_labels = getattr(baseline, "labels", None)
+    if cfg.task == "classification" and base_labels is not None and base_labels != labels:
+        raise ConfigError(f"candidate labels {labels} differ from the baseline's {base_labels}: not comparable")
+    if cfg.text_column not in frame.columns and not isinstance(candidate, Predictions):
+        raise DataValidationError(
+            f"EvaluationConfig.text_column {cfg.text_column!r} is not in the eval dataset; "
+            f"columns: {list(frame.columns)}"
+        )
+    label_names = labels if cfg.task == "classification" else None
+    truth = truth_of(cfg, frame, label_names)
+    build_slices(frame, cfg.slices)  # a bad slicing spec fails before any inference
+    checked = [check_suite(s, label_names) for s in suites]
+    texts = (
+        [str(t) if t is not None else "" for t in frame[cfg.text_column]] if cfg.text_column in frame.columns else []
+    )
+    preds = {"candidate": _score(cfg, candidate, texts, truth)}
+    if baseline is not None:
+        preds["baseline"] = _score(cfg, baseline, texts, truth)
+    result = evaluate_predictions(cfg, frame, truth, preds["candidate"], preds.get("baseline"), labels=label_names)
+    result["suites"] = {
+        role: [run_suite(s, model.predict, label_names) for s in checked]
+        for role, model in (("candidate", candidate), ("baseline", baseline))
+        if checked and model is not None and not isinstance(model, Predictions)
+    }
+    result["sensitivity"] = (
+        sensitivity(
+            cfg.sensitivity,
+            texts,
+            truth,
+            preds["candidate"],
+            candidate.predict,
+            [s for s in build_slices(frame, cfg.slices)],
+            rows=cfg.sensitivity_rows,
+            seed=cfg.seed,
+            labels=label_names,
+            synonyms=cfg.synonyms,
+        )
+        if cfg.sensitivity and not isinstance(candidate, Predictions)
+        else []
+    )
+    result["config"] = cfg.to_dict()
+    return result, preds
+
+
+def read_frame(source: str, store: Any = None) -> Any:
+    """A dataset (path, s3:// URI or artifact reference) as a pandas DataFrame."""
+    import pyarrow as pa
+
+    from airflow_mlcrit.core.tables import iter_batches, open_table
+
+    with open_table(source, store=store) as table:
+        batches = list(iter_batches(table))
+    if not batches:
+        raise DataValidationError(f"eval dataset {source} has no rows")
+    return pa.Table.from_batches(batches).to_pandas()
+
+
+def predictions_table(preds: dict[str, Predictions]) -> Any:
+    """The per-row predictions of each model, to store beside the evaluation (audit, reuse)."""
+    import pyarrow as pa
+
+    cols: dict[str, Any] = {}
+    for role, p in preds.items():
+        cols[f"{role}_pred"] = pa.array([x if isinstance(x, str) else x.item() for x in p.pred])
+        if p.proba is not None:
+            cols[f"{role}_proba"] = pa.array(p.proba.tolist(), type=pa.list_(pa.float64()))
+        if p.loss is not None:
+            cols[f"{role}_loss"] = pa.array(p.loss.tolist(), type=pa.float64())
+    return pa.table(cols)
+
+
+def predictions_from_table(table: Any, role: str = "candidate") -> Predictions:
+    """Predictions stored by predictions_table (e.g. to reuse a baseline's earlier scoring)."""
+    pred = np.array(table.column(f"{role}_pred").to_pylist())
+    proba = np.array(table.column(f"{role}_proba").to_pylist()) if f"{role}_proba" in table.column_names else None
+    loss = np.array(table.column(f"{role}_loss").to_pylist()) if f"{role}_loss" in table.column_names else None
+    if pred.dtype.kind == "U":
+        pred = pred.astype(object)
+    return Predictions(pred, proba, loss)

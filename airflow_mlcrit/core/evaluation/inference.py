@@ -1,0 +1,166 @@
+"""Load a fine-tuned model (adapter + base, or a full model directory) and score texts in batches."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from airflow_mlcrit.core.evaluation.compute import Predictions
+from airflow_mlcrit.exceptions import ConfigError, MissingDependencyError
+
+
+class ModelScorer:
+    """``predict(texts) -> Predictions``: classification (class indices + probabilities) or
+    generation (greedy continuation; ``loss(prompts, references)`` gives per-row LM loss)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        task: str,
+        base_path: str | Path | None = None,
+        batch_size: int = 32,
+        max_length: int = 128,
+        max_new_tokens: int = 32,
+        device: str = "auto",
+        allow_pickle: bool = False,
+        trust_remote_code: bool = False,
+    ):
+        try:
+            import torch
+            import transformers
+        except ImportError as exc:
+            raise MissingDependencyError(exc.name or "torch", "train") from None
+        self.torch, self.task = torch, task
+        self.batch_size, self.max_length, self.max_new_tokens = batch_size, max_length, max_new_tokens
+        path = Path(path)
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise ConfigError(f"{path} is neither a model directory (config.json) nor an adapter (adapter_config.json)")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("EvaluationConfig.device='cuda' but no CUDA GPU is available; use 'auto' or 'cpu'")
+        self.device = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+        self.labels: list[str] | None = None
+        if (path / "labels.json").is_file():
+            self.labels = json.loads((path / "labels.json").read_text())
+        adapter = (path / "adapter_config.json").is_file()
+        model_dir = Path(base_path) if adapter else path
+        if adapter and (base_path is None or not (Path(base_path) / "config.json").is_file()):
+            raise ConfigError(f"{path} is a LoRA adapter: give its base model directory (base_path), got {base_path!r}")
+        opts = {"local_files_only": True, "trust_remote_code": trust_remote_code, "use_safetensors": not allow_pickle}
+        tok_dir = path if (path / "tokenizer_config.json").is_file() else model_dir
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+            tok_dir, local_files_only=True, trust_remote_code=trust_remote_code
+        )
+        try:
+            if task == "classification":
+                if self.labels is None:
+                    raise ConfigError(f"{path} has no labels.json: it was not trained as a classifier by mlcrit")
+                model = transformers.AutoModelForSequenceClassification.from_pretrained(
+                    model_dir,
+                    num_labels=len(self.labels),
+                    id2label=dict(enumerate(self.labels)),
+                    label2id={v: i for i, v in enumerate(self.labels)},
+                    **opts,
+                )
+            else:
+                model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, **opts)
+                if self.tokenizer.pad_token is None:
+                    self.tokenizer.pad_token = self.tokenizer.eos_token
+                self.tokenizer.padding_side = "left"
+        except OSError as exc:
+            raise ConfigError(f"cannot load model from {model_dir}: {exc}. Pickle weights need allow_pickle") from None
+        if adapter:
+            import peft
+
+            model = peft.PeftModel.from_pretrained(model, path)
+        self.model = model.to(self.device).eval()
+        self.bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    def _autocast(self) -> Any:
+        return self.torch.autocast(device_type=self.device.type, dtype=self.torch.bfloat16, enabled=self.bf16)
+
+    def predict(self, texts: list[str]) -> Predictions:
+        torch = self.torch
+        if self.task != "classification":
+            return Predictions(np.array(self.generate(texts), dtype=object))
+        probs = []
+        with torch.no_grad():
+            for start in range(0, len(texts), self.batch_size):
+                enc = self.tokenizer(
+                    [t or "" for t in texts[start : start + self.batch_size]],
+                    truncation=True,
+                    max_length=self.max_length,
+                    padding=True,
+                    return_tensors="pt",
+                ).to(self.device)
+                with self._autocast():
+                    logits = self.model(**enc).logits
+                probs.append(torch.softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float64))
+        proba = np.concatenate(probs) if probs else np.zeros((0, len(self.labels or [])))
+        return Predictions(proba.argmax(axis=1), proba)
+
+    def generate(self, prompts: list[str]) -> list[str]:
+        torch, out = self.torch, []
+        with torch.no_grad():
+            for start in range(0, len(prompts), self.batch_size):
+                enc = self.tokenizer(
+                    prompts[start : start + self.batch_size],
+                    truncation=True,
+                    max_length=self.max_length,
+                    padding=True,
+                    return_tensors="pt",
+                ).to(self.device)
+                with self._autocast():
+                    ids = self.model.generate(
+                        **enc,
+                        max_new_tokens=self.max_new_tokens,
+                        do_sample=False,
+                        pad_token_id=self.tokenizer.pad_token_id,
+                    )
+                out += self.tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        return [o.strip() for o in out]
+
+    def loss(self, prompts: list[str], references: list[str]) -> np.ndarray:
+        """Mean token loss of each reference given its prompt (prompt tokens masked)."""
+        torch, out = self.torch, []
+        with torch.no_grad():
+            for prompt, ref in zip(prompts, references, strict=True):
+                head = self.tokenizer(prompt, truncation=True, max_length=self.max_length)["input_ids"]
+                full = self.tokenizer(
+                    f"{prompt} {ref}", truncation=True, max_length=self.max_length, return_tensors="pt"
+                )
+                ids = full["input_ids"].to(self.device)
+                labels = ids.clone()
+                labels[:, : min(len(head), ids.shape[1] - 1)] = -100
+                out.append(float(self.model(input_ids=ids, labels=labels).loss))
+        return np.array(out)
+
+
+def materialize_model(store: Any, source: str, dest: Path) -> tuple[Path, Path | None, Any]:
+    """(model or adapter directory, base model directory for an adapter, manifest or None) for an
+    artifact reference or a local directory. An adapter artifact's base comes from its metadata."""
+    from airflow_mlcrit.core.tables import is_artifact_ref
+
+    if not is_artifact_ref(source.split("@")[0]):
+        path = Path(source)
+        base = None
+        if (path / "adapter_config.json").is_file():
+            base = Path(json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"])
+        return path, base, None
+    if store is None:
+        raise ConfigError(f"{source!r} is an artifact reference but no store was given")
+    manifest = store.resolve(source)
+    if manifest.kind not in ("model", "adapter", "base_model"):
+        raise ConfigError(f"{manifest.ref} is a {manifest.kind}; evaluate a model, adapter or base_model artifact")
+    path = dest / "model"
+    store.get(manifest.ref, path)
+    base = None
+    if manifest.kind == "adapter":
+        origin = manifest.metadata.get("base_model")
+        if not origin:
+            raise ConfigError(f"{manifest.ref} records no base_model in its metadata: cannot load the adapter")
+        base, _, _ = materialize_model(store, origin, dest / "base")
+    return path, base, manifest

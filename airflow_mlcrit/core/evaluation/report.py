@@ -1,0 +1,125 @@
+"""A self-contained HTML report of an evaluation: no scripts, no external assets."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+_CSS = """body{font:14px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
+td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}th{background:#f4f6fa}.bad{color:#b00020}
+.ok{color:#137333}.muted{color:#777}svg{vertical-align:middle}"""
+
+
+def _fmt(v: Any) -> str:
+    return "—" if v is None else f"{v:.4f}" if isinstance(v, float) else escape(str(v))
+
+
+def _ci(m: dict[str, Any] | None) -> str:
+    if not m:
+        return "—"
+    return f"{_fmt(m['value'])} <span class=muted>[{_fmt(m['low'])}, {_fmt(m['high'])}]</span>"
+
+
+def _bar(cand: dict | None, base: dict | None, lo: float, hi: float) -> str:
+    """Candidate (blue) and baseline (grey) values as bars with CI whiskers on a shared scale."""
+    width, span = 220, (hi - lo) or 1.0
+    x = lambda v: 4 + (width - 8) * (min(max(v, lo), hi) - lo) / span  # noqa: E731
+    parts = []
+    for row, (m, color) in enumerate(((cand, "#1a73e8"), (base, "#9aa0a6"))):
+        if not m or m["value"] is None:
+            continue
+        y = 4 + row * 12
+        parts.append(f'<rect x="4" y="{y}" width="{x(m["value"]) - 4:.1f}" height="8" fill="{color}"/>')
+        if m["low"] is not None and m["high"] is not None:
+            a, b = x(m["low"]), x(m["high"])
+            parts.append(
+                f'<path d="M{a:.1f} {y + 4}H{b:.1f}M{a:.1f} {y}V{y + 8}M{b:.1f} {y}V{y + 8}" stroke="#202124"/>'
+            )
+    return f'<svg width="{width}" height="28" role="img">{"".join(parts)}</svg>'
+
+
+def render_html(result: dict[str, Any], *, title: str) -> str:
+    metric = result["metrics"][0]
+    lower_better = metric in result.get("lower_is_better", [])
+    slices = result["slices"]
+
+    def badness(s: dict[str, Any]) -> float:
+        d = (s.get("difference") or {}).get(metric) or {}
+        if d.get("low") is not None:  # worst case of the change first
+            return -d["high"] if lower_better else d["low"]
+        v = (s["candidate"] or {}).get(metric, {}).get("value")
+        return float("inf") if v is None else (-v if lower_better else v)
+
+    values = [
+        v
+        for s in slices
+        for role in ("candidate", "baseline")
+        for k in ("low", "high", "value")
+        if s.get(role) and (v := s[role][metric].get(k)) is not None
+    ]
+    lo, hi = (min([*values, 0.0]), max([*values, 1.0])) if values else (0.0, 1.0)
+    rows = []
+    for s in sorted(slices, key=badness):
+        d = (s.get("difference") or {}).get(metric)
+        cls = (
+            "" if not d or d["low"] is None else ("bad" if (d["high"] > 0 if lower_better else d["low"] < 0) else "ok")
+        )
+        cand, base = s["candidate"][metric], (s.get("baseline") or {}).get(metric)
+        n = f"{s['n']}" + ("" if s["gated"] else " <span class=muted>(not gated)</span>")
+        rows.append(
+            [escape(s["name"]), n, _ci(cand), _ci(base), f"<span class={cls}>{_ci(d)}</span>", _bar(cand, base, lo, hi)]
+        )
+    overall = slices[0]
+    other_rows = [
+        [
+            escape(m),
+            _ci(overall["candidate"][m]),
+            _ci((overall.get("baseline") or {}).get(m)),
+            _ci((overall.get("difference") or {}).get(m)),
+        ]
+        for m in result["metrics"][1:]
+    ]
+    suite_rows = [
+        [role, escape(s["name"]), escape(t["name"]), t["type"], f"{t['passed']}/{t['cases']}", f"{t['pass_rate']:.3f}"]
+        for role, suites in (result.get("suites") or {}).items()
+        for s in suites
+        for t in s["tests"]
+    ]
+    sens_rows = [
+        [
+            escape(p["perturbation"]),
+            escape(r["slice"]),
+            r["n"],
+            r["changed"],
+            f"{r['flip_rate']:.3f}",
+            f"{r['metric_delta']:+.3f}",
+        ]
+        for p in result.get("sensitivity") or []
+        for r in p["slices"]
+    ]
+    skipped = "".join(f"<li>{escape(s['name'])}: {s['n']} rows</li>" for s in result.get("skipped_slices", []))
+    conf = int(result["confidence"] * 100)
+    head = f'<meta charset="utf-8"><title>{escape(title)}</title><style>{_CSS}</style>'
+    return (
+        f"<!doctype html><html><head>{head}</head><body><h1>{escape(title)}</h1>"
+        f"<p>{result['rows']} rows, {result['replicates']} Poisson bootstrap replicates, {conf}% intervals "
+        "(paired for the difference). Blue: candidate; grey: baseline.</p>"
+        f"<h2>{escape(metric)} by slice, worst first</h2>"
+        + _table(["slice", "n", "candidate", "baseline", "difference", ""], rows)
+        + (f"<p>Not gated (fewer than {result['min_slice_size']} rows):</p><ul>{skipped}</ul>" if skipped else "")
+        + "<h2>Other metrics, overall</h2>"
+        + _table(["metric", "candidate", "baseline", "difference"], other_rows)
+        + "<h2>Behavioural suites</h2>"
+        + _table(["model", "suite", "test", "type", "passed", "rate"], suite_rows)
+        + "<h2>Sensitivity</h2>"
+        + _table(["perturbation", "slice", "n", "changed", "flip rate", "metric delta"], sens_rows)
+        + "</body></html>\n"
+    )
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    if not rows:
+        return "<p class=muted>none</p>"
+    th = "".join(f"<th>{h}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"

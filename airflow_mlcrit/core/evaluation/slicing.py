@@ -1,0 +1,114 @@
+"""Slicing specs: overall, column values, feature crosses, numeric and time buckets, text predicates.
+
+A spec is a *feature* or a list of features (a cross). A feature is a column name (one slice per
+value) or a dict that transforms a column first:
+
+- ``{"column": "ts", "hour_of_day": true}`` / ``{"column": "ts", "day_of_week": true}``
+- ``{"column": "amount", "buckets": [0, 10, 100]}`` -> ``[0, 10)``, ``[10, 100)``, ``>= 100``, ``< 0``
+- ``{"column": "text", "regex": "refund|return", "name": "mentions_refund"}`` -> true / false
+- ``{"column": "text", "length_buckets": [0, 50, 200]}`` (characters)
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from airflow_mlcrit.exceptions import ConfigError, DataValidationError
+
+OVERALL = "overall"
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_TRANSFORMS = ("hour_of_day", "day_of_week", "buckets", "regex", "length_buckets")
+
+
+@dataclass
+class Slice:
+    name: str  # "overall", "region=CA", "region=CA, hour(ts)=15"
+    spec: str  # "overall", "region", "region x hour(ts)"
+    rows: np.ndarray  # row indices
+
+
+def _bucket_labels(edges: list[float]) -> list[str]:
+    return [f"< {edges[0]:g}"] + [f"[{a:g}, {b:g})" for a, b in itertools.pairwise(edges)] + [f">= {edges[-1]:g}"]
+
+
+def _feature(frame: Any, feature: Any, where: str) -> tuple[str, np.ndarray]:
+    """(feature name, one string key per row)."""
+    import pandas as pd
+
+    if isinstance(feature, str):
+        feature = {"column": feature}
+    if not isinstance(feature, dict) or "column" not in feature:
+        raise ConfigError(f"{where}: a slicing feature is a column name or a dict with 'column', got {feature!r}")
+    column = feature["column"]
+    if column not in frame.columns:
+        raise DataValidationError(
+            f"{where}: slice column {column!r} is not in the eval dataset; columns: {list(frame.columns)}"
+        )
+    values = frame[column]
+    kinds = [k for k in _TRANSFORMS if k in feature]
+    unknown = sorted(set(feature) - {"column", "name", *_TRANSFORMS})
+    if unknown or len(kinds) > 1:
+        raise ConfigError(f"{where}: unknown or conflicting slicing options {unknown or kinds}; one of {_TRANSFORMS}")
+    if not kinds:
+        keys = values.astype("string").fillna("<null>").to_numpy(dtype=object)
+        return column, keys
+    kind = kinds[0]
+    if kind in ("hour_of_day", "day_of_week"):
+        ts = pd.to_datetime(values, errors="coerce", utc=True)
+        if ts.isna().all():
+            raise DataValidationError(f"{where}: column {column!r} holds no timestamps for {kind}")
+        part = ts.dt.hour if kind == "hour_of_day" else ts.dt.dayofweek
+        fmt = (lambda v: f"{int(v):02d}") if kind == "hour_of_day" else (lambda v: _DAYS[int(v)])
+        keys = np.array(["<null>" if pd.isna(v) else fmt(v) for v in part], dtype=object)
+        return feature.get("name") or f"{'hour' if kind == 'hour_of_day' else 'weekday'}({column})", keys
+    if kind == "regex":
+        try:
+            pattern = re.compile(feature["regex"])
+        except re.error as exc:
+            raise ConfigError(f"{where}: invalid regex {feature['regex']!r}: {exc}") from None
+        keys = np.array(["true" if isinstance(v, str) and pattern.search(v) else "false" for v in values], dtype=object)
+        return feature.get("name") or f"{column}~/{feature['regex']}/", keys
+    edges = sorted(float(e) for e in feature[kind])
+    if not edges:
+        raise ConfigError(f"{where}: {kind} needs at least one edge")
+    if kind == "length_buckets":
+        numbers = np.array([len(v) if isinstance(v, str) else np.nan for v in values], dtype=float)
+        name = feature.get("name") or f"len({column})"
+    else:
+        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+        name = feature.get("name") or column
+    labels = np.array(_bucket_labels(edges), dtype=object)
+    keys = labels[np.searchsorted(edges, np.nan_to_num(numbers, nan=-np.inf), side="right")]
+    keys[np.isnan(numbers)] = "<null>"
+    return name, keys
+
+
+def build_slices(frame: Any, specs: list[Any]) -> list[Slice]:
+    """``overall`` first, then every non-empty slice of each spec, in spec order and sorted keys."""
+    out = [Slice(OVERALL, OVERALL, np.arange(len(frame)))]
+    for i, spec in enumerate(specs):
+        if spec == OVERALL:
+            continue
+        features = spec if isinstance(spec, list) else [spec]
+        if not features:
+            raise ConfigError(f"slices[{i}] is an empty cross")
+        parts = [_feature(frame, f, f"slices[{i}]") for f in features]
+        names = [n for n, _ in parts]
+        keys = np.array(
+            [
+                ", ".join(f"{n}={k}" for n, k in zip(names, row, strict=True))
+                for row in zip(*(k for _, k in parts), strict=True)
+            ],
+            dtype=object,
+        )
+        uniq, inverse = np.unique(keys, return_inverse=True) if len(keys) else (np.array([]), np.array([]))
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.cumsum(np.bincount(inverse, minlength=len(uniq)))[:-1]
+        for key, rows in zip(uniq, np.split(order, bounds), strict=True):
+            out.append(Slice(str(key), " x ".join(names), np.sort(rows)))
+    return out

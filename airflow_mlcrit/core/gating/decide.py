@@ -1,0 +1,300 @@
+"""decide(): judge an evaluation against thresholds; anything unproven is NOT_BLESSED.
+
+Threshold kinds (one dict each, told apart by their keys):
+
+- absolute: ``{"metric": "accuracy", "min": 0.8}`` or ``"max"``; ``"use_ci": true`` judges the
+  interval bound (lower for min, upper for max) instead of the point value.
+- change vs baseline: ``{"metric": "accuracy", "change": "superiority" | "non_inferiority",
+  "margin": 0.01, "relative": false}``, judged on the paired interval of the difference:
+  superiority needs its lower bound above +margin, non-inferiority above -margin (mirrored for
+  metrics where lower is better).
+- cross-slice parity: ``{"metric": "accuracy", "max_gap": 0.05, "slices": {"spec": "region"}}``.
+- sensitivity: ``{"max_flip_rate": 0.1, "perturbation": "typos"}`` (all measured ones if left out).
+- suites: ``{"min_pass_rate": 0.9, "suite": "edge-cases", "test": "negation"}`` (optional names).
+
+``slices``: ``"overall"`` (default), ``"all"`` (every gated slice), a list of slice names, or
+``{"spec": "region"}`` (every slice of that spec).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from airflow_mlcrit.core.configbase import Config, require
+from airflow_mlcrit.exceptions import ConfigError
+
+_KINDS = {
+    "absolute": ("min", "max"),
+    "change": ("change",),
+    "parity": ("max_gap",),
+    "sensitivity": ("max_flip_rate",),
+    "suite": ("min_pass_rate",),
+}
+_ALLOWED = {
+    "absolute": {"metric", "min", "max", "use_ci", "slices"},
+    "change": {"metric", "change", "margin", "relative", "slices"},
+    "parity": {"metric", "max_gap", "slices"},
+    "sensitivity": {"max_flip_rate", "perturbation", "slices"},
+    "suite": {"min_pass_rate", "suite", "test"},
+}
+
+
+def threshold_kind(t: Any, where: str) -> str:
+    if not isinstance(t, dict):
+        raise ConfigError(f"{where} must be a dict, got {t!r}")
+    kinds = [k for k, keys in _KINDS.items() if any(key in t for key in keys)]
+    if len(kinds) != 1:
+        raise ConfigError(f"{where}: give exactly one of min/max, change, max_gap, max_flip_rate, min_pass_rate")
+    kind = kinds[0]
+    unknown = sorted(set(t) - _ALLOWED[kind])
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown field(s) {unknown} for a {kind} threshold; allowed: {sorted(_ALLOWED[kind])}"
+        )
+    if kind in ("absolute", "change", "parity") and not t.get("metric"):
+        raise ConfigError(f"{where}: a {kind} threshold needs 'metric'")
+    if kind == "change" and t["change"] not in ("superiority", "non_inferiority"):
+        raise ConfigError(f"{where}: change must be 'superiority' or 'non_inferiority', got {t['change']!r}")
+    if kind == "change" and float(t.get("margin", 0)) < 0:
+        raise ConfigError(f"{where}: margin must be >= 0")
+    return kind
+
+
+@dataclass
+class GateConfig(Config):
+    """Gate settings. No thresholds is a configuration error: a gate never passes by default."""
+
+    thresholds: list[dict[str, Any]] = field(default_factory=list)
+    no_baseline: Literal["require_absolute_only", "refuse"] = field(
+        default="require_absolute_only",
+        metadata={"help": "first model: judge only the thresholds that need no baseline, or refuse"},
+    )
+    allow_missing_slices: bool = field(
+        default=False, metadata={"help": "a configured slice that is absent or too small: skip instead of fail"}
+    )
+
+    def __post_init__(self) -> None:
+        require(
+            bool(self.thresholds),
+            "GateConfig.thresholds is empty: a gate with no thresholds would bless anything; configure at least one",
+        )
+        require(
+            self.no_baseline in ("require_absolute_only", "refuse"),
+            f"GateConfig.no_baseline must be require_absolute_only or refuse, got {self.no_baseline!r}",
+        )
+        for i, t in enumerate(self.thresholds):
+            threshold_kind(t, f"GateConfig.thresholds[{i}]")
+
+
+@dataclass
+class GateDecision:
+    blessed: bool
+    checks: list[dict[str, Any]]
+
+    @property
+    def decision(self) -> str:
+        return "BLESSED" if self.blessed else "NOT_BLESSED"
+
+    @property
+    def failures(self) -> list[str]:
+        return [c["message"] for c in self.checks if c["status"] == "failed"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"decision": self.decision, "checks": self.checks, "failures": self.failures}
+
+
+def _select(evaluation: dict[str, Any], spec: Any, cfg: GateConfig) -> tuple[list[dict], list[str]]:
+    """(gated slices, problems) for a threshold's ``slices``."""
+    slices = evaluation["slices"]
+    by_name = {s["name"]: s for s in slices}
+    spec = spec or "overall"
+    if spec == "all":
+        return [s for s in slices if s["gated"]], []
+    if isinstance(spec, dict):
+        chosen = [s for s in slices if s["spec"] == spec.get("spec")]
+        if not chosen:
+            return [], [f"no slices of spec {spec.get('spec')!r} in the evaluation"]
+        return [s for s in chosen if s["gated"]], []
+    names = [spec] if isinstance(spec, str) else list(spec)
+    picked, problems = [], []
+    for name in names:
+        s = by_name.get(name)
+        if s is None:
+            problems.append(f"slice {name!r} is missing from the evaluation")
+        elif not s["gated"]:
+            problems.append(f"slice {name!r} has {s['n']} rows, below min_slice_size {evaluation['min_slice_size']}")
+        else:
+            picked.append(s)
+    return picked, problems
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def decide(cfg: GateConfig | dict[str, Any], evaluation: dict[str, Any]) -> GateDecision:
+    """Judge every threshold on every slice it names; BLESSED only if all pass."""
+    cfg = GateConfig.coerce(cfg)
+    has_baseline = evaluation["slices"][0].get("baseline") is not None
+    lower = set(evaluation.get("lower_is_better", []))
+    checks: list[dict[str, Any]] = []
+
+    def add(i: int, kind: str, status: str, message: str, **fields: Any) -> None:
+        checks.append({"threshold": i, "kind": kind, "status": status, "message": message, **fields})
+
+    if not has_baseline and cfg.no_baseline == "refuse":
+        add(-1, "baseline", "failed", "no baseline to compare with and GateConfig.no_baseline='refuse'")
+    for i, t in enumerate(cfg.thresholds):
+        kind = threshold_kind(t, f"GateConfig.thresholds[{i}]")
+        metric = t.get("metric")
+        if metric and metric not in evaluation["metrics"]:
+            raise ConfigError(
+                f"GateConfig.thresholds[{i}]: metric {metric!r} was not evaluated; evaluated: {evaluation['metrics']}"
+            )
+        if kind == "suite":
+            _suite_checks(i, t, evaluation, add)
+            continue
+        if kind == "change" and not has_baseline:
+            add(i, kind, "skipped", f"{metric} {t['change']}: no baseline (first model)", metric=metric)
+            continue
+        chosen, problems = _select(evaluation, t.get("slices"), cfg)
+        for p in problems:
+            add(i, kind, "skipped" if cfg.allow_missing_slices else "failed", p, metric=metric)
+        if kind == "sensitivity":
+            _sensitivity_checks(i, t, evaluation, chosen, add)
+        elif kind == "parity":
+            values = [(s["candidate"][metric]["value"], s["name"]) for s in chosen]
+            values = [(v, n) for v, n in values if v is not None]
+            if len(values) < 2:
+                add(i, kind, "failed", f"{metric} parity needs at least 2 gated slices, found {len(values)}")
+                continue
+            (lo, lo_name), (hi, hi_name) = min(values), max(values)
+            ok = hi - lo <= float(t["max_gap"])
+            add(
+                i,
+                kind,
+                "passed" if ok else "failed",
+                f"{metric} gap between slices {hi_name!r} ({hi:.4f}) and {lo_name!r} ({lo:.4f}) is {hi - lo:.4f}, "
+                f"limit {float(t['max_gap']):.4f}",
+                metric=metric,
+                observed=hi - lo,
+                limit=float(t["max_gap"]),
+                slice=f"{hi_name} vs {lo_name}",
+            )
+        else:
+            for s in chosen:
+                if kind == "absolute":
+                    _absolute(i, t, s, add)
+                else:
+                    _change(i, t, s, metric in lower, add)
+    if has_baseline or cfg.no_baseline == "require_absolute_only":
+        judged = [c for c in checks if c["status"] != "skipped"]
+        if not judged:
+            add(-1, "gate", "failed", "no threshold could be judged (all skipped): nothing shows the candidate is fit")
+    blessed = all(c["status"] != "failed" for c in checks)
+    return GateDecision(blessed, checks)
+
+
+def _absolute(i: int, t: dict, s: dict, add: Any) -> None:
+    metric, m = t["metric"], s["candidate"][t["metric"]]
+    for bound, op in (("min", ">="), ("max", "<=")):
+        if bound not in t:
+            continue
+        limit = float(t[bound])
+        key = ("low" if bound == "min" else "high") if t.get("use_ci") else "value"
+        observed = m[key]
+        ok = observed is not None and (observed >= limit if bound == "min" else observed <= limit)
+        what = f"{metric} {'CI ' + ('lower' if bound == 'min' else 'upper') + ' bound' if t.get('use_ci') else ''}"
+        add(
+            i,
+            "absolute",
+            "passed" if ok else "failed",
+            f"{what.strip()} on slice {s['name']!r} is {_fmt(observed)} (CI [{_fmt(m['low'])}, {_fmt(m['high'])}]), "
+            f"needs {op} {limit:.4f}",
+            metric=metric,
+            slice=s["name"],
+            observed=observed,
+            ci=[m["low"], m["high"]],
+            limit=limit,
+        )
+
+
+def _change(i: int, t: dict, s: dict, lower_better: bool, add: Any) -> None:
+    metric = t["metric"]
+    d, base = s["difference"][metric], s["baseline"][metric]
+    margin = float(t.get("margin", 0.0))
+    if t.get("relative"):
+        margin *= abs(base["value"] or 0.0)
+    # the limit the conservative end of the difference interval must clear
+    limit = margin if t["change"] == "superiority" else -margin
+    if lower_better:
+        bound, ok = d["high"], d["high"] is not None and d["high"] < -limit
+        need = f"upper bound < {-limit:+.4f}"
+    else:
+        bound, ok = d["low"], d["low"] is not None and d["low"] > limit
+        need = f"lower bound > {limit:+.4f}"
+    add(
+        i,
+        "change",
+        "passed" if ok else "failed",
+        f"{metric} {t['change']} on slice {s['name']!r}: candidate - baseline = {_fmt(d['value'])} "
+        f"(CI [{_fmt(d['low'])}, {_fmt(d['high'])}]), needs {need}",
+        metric=metric,
+        slice=s["name"],
+        observed=d["value"],
+        ci=[d["low"], d["high"]],
+        limit=-limit if lower_better else limit,
+        bound=bound,
+    )
+
+
+def _sensitivity_checks(i: int, t: dict, evaluation: dict, chosen: list[dict], add: Any) -> None:
+    runs = [p for p in evaluation.get("sensitivity", []) if t.get("perturbation") in (None, p["perturbation"])]
+    if not runs:
+        add(i, "sensitivity", "failed", f"sensitivity {t.get('perturbation') or '(any)'} was not measured")
+        return
+    names = {s["name"] for s in chosen}
+    limit = float(t["max_flip_rate"])
+    for p in runs:
+        for r in p["slices"]:
+            if r["slice"] not in names:
+                continue
+            ok = r["flip_rate"] <= limit
+            add(
+                i,
+                "sensitivity",
+                "passed" if ok else "failed",
+                f"{p['perturbation']} flips {r['flip_rate']:.4f} of predictions on slice {r['slice']!r}, "
+                f"limit {limit:.4f}",
+                slice=r["slice"],
+                observed=r["flip_rate"],
+                limit=limit,
+            )
+
+
+def _suite_checks(i: int, t: dict, evaluation: dict, add: Any) -> None:
+    suites = [s for s in (evaluation.get("suites") or {}).get("candidate", []) if t.get("suite") in (None, s["name"])]
+    if not suites:
+        add(i, "suite", "failed", f"suite {t.get('suite') or '(any)'} was not run on the candidate")
+        return
+    limit = float(t["min_pass_rate"])
+    for s in suites:
+        items = (
+            [(f"{s['name']}/{x['name']}", x) for x in s["tests"] if x["name"] == t["test"]]
+            if t.get("test")
+            else [(s["name"], s)]
+        )
+        if not items:
+            add(i, "suite", "failed", f"suite {s['name']!r} has no test {t['test']!r}")
+        for name, x in items:
+            ok = x["pass_rate"] is not None and x["pass_rate"] >= limit
+            add(
+                i,
+                "suite",
+                "passed" if ok else "failed",
+                f"{name} pass rate {_fmt(x['pass_rate'])} ({x['passed']}/{x['cases']}), needs >= {limit:.4f}",
+                observed=x["pass_rate"],
+                limit=limit,
+                slice=name,
+            )

@@ -1,0 +1,104 @@
+"""The promotion rule: an alias of a model, adapter or prompt moves only to a version that a
+BLESSED blessing names by digest, unless the move is forced (and recorded as forced)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_mlcrit.exceptions import GateFailedError
+
+BLESSED_KINDS = ("model", "adapter", "prompt")
+
+
+def _blesses(blessing: Any, digest: str) -> bool:
+    return (
+        blessing.kind == "blessing"
+        and blessing.metadata.get("decision") == "BLESSED"
+        and blessing.metadata.get("candidate_digest") == digest
+    )
+
+
+def find_blessing(store: Any, ref: Any) -> Any:
+    """The newest BLESSED blessing of exactly this version's digest, or None. Blessings list
+    their candidate as a parent, so the children index finds them."""
+    target = store.resolve(ref)
+    found = [c for c in store.children(target.ref) if _blesses(c, target.digest)]
+    return max(found, key=lambda m: m.created_at) if found else None
+
+
+def promote(
+    store: Any,
+    ref: Any,
+    alias: str,
+    *,
+    reason: str,
+    blessing: Any = None,
+    force: bool = False,
+    actor: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[Any, Any]:
+    """Move ``alias`` to ``ref`` under the rule; returns (alias move, blessing manifest or None)."""
+    target = store.resolve(ref)
+    proof = None
+    if target.kind in BLESSED_KINDS:
+        if blessing is not None:
+            proof = store.resolve(blessing)
+            if not _blesses(proof, target.digest):
+                raise GateFailedError(
+                    f"{proof.ref} does not bless {target.ref}: it is {proof.metadata.get('decision')} for digest "
+                    f"{proof.metadata.get('candidate_digest')}, and {target.ref} has digest {target.digest}"
+                )
+        else:
+            proof = find_blessing(store, target.ref)
+        if proof is None and not force:
+            raise GateFailedError(
+                f"no BLESSED blessing exists for {target.ref} (digest {target.digest}): run an evaluation gate on "
+                "it first, or override with force (mlcrit promote --force --reason ...), which is recorded"
+            )
+    move = store.move_alias(
+        target.ref,
+        alias,
+        reason=reason,
+        actor=actor,
+        forced=force and proof is None,
+        extra={**(extra or {}), "blessing": str(proof.ref) if proof else None},
+    )
+    return move, proof
+
+
+def rollback(
+    store: Any,
+    key: str,
+    alias: str,
+    *,
+    reason: str,
+    to_version: int | None = None,
+    force: bool = False,
+    actor: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Any:
+    """Move ``alias`` back to the previous blessed version (or ``to_version``, which must be
+    blessed unless forced)."""
+    from airflow_mlcrit.core.artifacts.refs import ArtifactRef, parse_key
+
+    kind, name = parse_key(key)
+    ruled = kind in BLESSED_KINDS and not force
+
+    def blessed(version: int) -> bool:
+        return find_blessing(store, ArtifactRef(kind, name, version=version)) is not None
+
+    if ruled and to_version is not None and not blessed(to_version):
+        raise GateFailedError(
+            f"{key}@v{to_version} has no BLESSED blessing: roll back to a blessed version, or force it "
+            "(mlcrit rollback --force), which is recorded"
+        )
+    return store.rollback(
+        key,
+        alias,
+        reason=reason,
+        to_version=to_version,
+        actor=actor,
+        extra=extra,
+        eligible=blessed if ruled else None,
+        forced=force,
+    )

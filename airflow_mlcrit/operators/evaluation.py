@@ -1,0 +1,463 @@
+"""Evaluation, gate, promotion and rollback operators (thin glue over core.evaluation / .gating)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow_mlcrit.exceptions import ArtifactNotFoundError, ConfigError, DataValidationError
+from airflow_mlcrit.operators.base import DatasetStepOperator, MlcritBaseOperator, StepOperator
+from airflow_mlcrit.version_compat import BaseOperatorLink
+
+EVALUATION_FILE = "evaluation.json"
+REPORT_FILE = "report.html"
+PREDICTIONS_FILE = "predictions.parquet"
+BLESSING_FILE = "blessing.json"
+
+
+class EvaluationReportLink(BaseOperatorLink):
+    """The evaluation's HTML report in the artifact store (file:// or s3:// URI)."""
+
+    name = "Evaluation report"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        return XCom.get_value(ti_key=ti_key, key="report_url") or ""
+
+
+class EvaluateModelOperator(DatasetStepOperator):
+    """Score a candidate model (and by default the model behind the ``production`` alias) on one
+    eval dataset version: sliced metrics with paired bootstrap intervals, behavioural suites and
+    sensitivity, an HTML report; commits an ``evaluation`` artifact.
+
+    :param dataset: eval dataset artifact reference, path or s3:// URI. (templated)
+    :param split: sub-folder of a dataset artifact to read (e.g. ``eval``), if any. (templated)
+    :param candidate: ``model``/``adapter`` artifact reference or a local model directory. (templated)
+    :param baseline: an alias of the candidate's artifact (default ``production``), a reference or
+        path, or None for no baseline. An alias that is not set yet means "first model". (templated)
+    :param baseline_evaluation: an earlier ``evaluation`` whose candidate predictions are reused as
+        the baseline's; it must be of the same eval dataset digest. (templated)
+    :param suites: ``suite`` artifact references (MFT / INV / DIR tests). (templated)
+    :param config: :class:`~airflow_mlcrit.core.evaluation.config.EvaluationConfig` fields. (templated)
+    :param output_name: name of the ``evaluation`` artifact; default derived from the dag_id. (templated)
+    """
+
+    template_fields: Sequence[str] = (
+        *DatasetStepOperator.template_fields,
+        "split",
+        "candidate",
+        "baseline",
+        "baseline_evaluation",
+        "suites",
+    )
+    output_kind = "evaluation"
+    operator_extra_links = (EvaluationReportLink(),)
+
+    def __init__(
+        self,
+        *,
+        candidate: str,
+        baseline: str | None = "production",
+        baseline_evaluation: str | None = None,
+        suites: Sequence[str] = (),
+        split: str | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.candidate = candidate
+        self.baseline = baseline
+        self.baseline_evaluation = baseline_evaluation
+        self.suites = list(suites)
+        self.split = split
+
+    def _baseline_ref(self, candidate_manifest: Any) -> str | None:
+        if not self.baseline:
+            return None
+        if "/" in self.baseline:
+            return self.baseline
+        if candidate_manifest is None:
+            raise ConfigError(f"baseline alias {self.baseline!r} needs the candidate to be an artifact reference")
+        ref = f"{candidate_manifest.kind}/{candidate_manifest.name}@{self.baseline}"
+        try:
+            self.store.resolve(ref)
+        except ArtifactNotFoundError:
+            self.log.info("%s is not set: no baseline, this is the first model", ref)
+            return None
+        return ref
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        import pyarrow.parquet as pq
+
+        from airflow_mlcrit.core.evaluation.behaviour import SUITE_FILE
+        from airflow_mlcrit.core.evaluation.config import EvaluationConfig
+        from airflow_mlcrit.core.evaluation.evaluate import (
+            evaluate,
+            predictions_from_table,
+            predictions_table,
+            read_frame,
+        )
+        from airflow_mlcrit.core.evaluation.inference import ModelScorer, materialize_model
+        from airflow_mlcrit.core.evaluation.report import render_html
+        from airflow_mlcrit.core.lineage import facet
+
+        cfg = EvaluationConfig.from_dict(self.config_dict())
+        source, data_manifest = self.pin(self.dataset)
+        self.record_input(source, data_manifest)
+        with tempfile.TemporaryDirectory(prefix="mlcrit-eval-") as tmp:
+            work = Path(tmp)
+            frame_source = source
+            if self.split:
+                if data_manifest is None:
+                    frame_source = str(Path(source) / self.split)
+                else:
+                    self.store.get(source, work / "data")
+                    frame_source = str(work / "data" / self.split)
+            frame = read_frame(frame_source, self.store)
+            cand_dir, cand_base, cand_m = materialize_model(self.store, self.candidate, work / "candidate")
+            if cand_m is not None:
+                self.lineage.add_input(self.store, cand_m)
+            opts = {
+                "task": cfg.task,
+                "batch_size": cfg.batch_size,
+                "max_length": cfg.max_length,
+                "max_new_tokens": cfg.max_new_tokens,
+                "device": cfg.device,
+            }
+            candidate = ModelScorer(cand_dir, base_path=cand_base, **opts)
+            base_ref = self._baseline_ref(cand_m)
+            base_m = baseline = None
+            if base_ref:
+                b_dir, b_base, base_m = materialize_model(self.store, base_ref, work / "baseline")
+                if base_m is not None:
+                    self.lineage.add_input(self.store, base_m)
+                    self._check_contracts(cand_m, base_m)
+                if self.baseline_evaluation:
+                    baseline = self._reused_baseline(data_manifest, base_m, predictions_from_table)
+                else:
+                    baseline = ModelScorer(b_dir, base_path=b_base, **opts)
+            suites = []
+            for ref in self.suites:
+                m = self.read_input(ref)
+                suites.append(json.loads(self.store.read_bytes(m.ref, SUITE_FILE)))
+            result, preds = evaluate(cfg, frame, candidate, baseline, suites=suites)
+            binding = {
+                "candidate": str(cand_m.ref) if cand_m else self.candidate,
+                "candidate_digest": cand_m.digest if cand_m else None,
+                "baseline": str(base_m.ref) if base_m else base_ref,
+                "baseline_digest": base_m.digest if base_m else None,
+                "dataset": source,
+                "dataset_digest": data_manifest.digest if data_manifest else None,
+            }
+            result["binding"] = binding
+            out = work / "out"
+            out.mkdir()
+            (out / EVALUATION_FILE).write_text(json.dumps(result, indent=1, default=str))
+            name = self.output_name_for(context)
+            (out / REPORT_FILE).write_text(render_html(result, title=f"Evaluation {name}: {binding['candidate']}"))
+            pq.write_table(predictions_table(preds), out / PREDICTIONS_FILE)
+            overall = result["slices"][0]
+            manifest = self.commit(
+                context,
+                f"evaluation/{name}",
+                out,
+                parents=[
+                    r
+                    for r in (
+                        binding["candidate"] if cand_m else None,
+                        binding["baseline"] if base_m else None,
+                        source if data_manifest else None,
+                        *self.suites,
+                    )
+                    if r
+                ],
+                metadata={**binding, "task": cfg.task, "overall": overall["candidate"]},
+                mlcrit_evaluation=facet("mlcrit_evaluation", **_evaluation_facet(result, binding)),
+            )
+        report_url = f"{manifest.uri.rstrip('/')}/{REPORT_FILE}"
+        context["ti"].xcom_push(key="report_url", value=report_url)
+        self._log_summary(result)
+        return manifest.summary() | {"report_url": report_url, "overall": overall["candidate"]}
+
+    def _check_contracts(self, cand_m: Any, base_m: Any) -> None:
+        from airflow_mlcrit.core.preprocessing.contract import CONTRACT_FILE, check_contract
+
+        refs = [m.metadata.get("transform_contract") for m in (cand_m, base_m)] if cand_m else [None]
+        if all(refs) and refs[0] != refs[1]:
+            contracts = [json.loads(self.store.read_bytes(r, CONTRACT_FILE)) for r in refs]
+            check_contract(contracts[1], contracts[0])
+
+    def _reused_baseline(self, data_manifest: Any, base_m: Any, from_table: Any) -> Any:
+        import io
+
+        import pyarrow.parquet as pq
+
+        ev = self.read_input(self.baseline_evaluation)
+        ours = data_manifest.digest if data_manifest else None
+        if ev.metadata.get("dataset_digest") != ours or ours is None:
+            raise DataValidationError(
+                f"{ev.ref} scored eval dataset digest {ev.metadata.get('dataset_digest')}, but this evaluation uses "
+                f"{ours}: the baseline and the candidate must be scored on the same eval dataset version"
+            )
+        if base_m is not None and ev.metadata.get("candidate_digest") != base_m.digest:
+            raise DataValidationError(
+                f"{ev.ref} evaluated digest {ev.metadata.get('candidate_digest')}, not the baseline {base_m.ref} "
+                f"({base_m.digest})"
+            )
+        return from_table(pq.read_table(io.BytesIO(self.store.read_bytes(ev.ref, PREDICTIONS_FILE))))
+
+    def _log_summary(self, result: dict[str, Any]) -> None:
+        metric = result["metrics"][0]
+        for s in result["slices"]:
+            c, d = s["candidate"][metric], (s.get("difference") or {}).get(metric)
+            self.log.info(
+                "%-40s n=%-6s %s=%s [%s, %s]%s",
+                s["name"],
+                s["n"],
+                metric,
+                c["value"],
+                c["low"],
+                c["high"],
+                f"  diff={d['value']} [{d['low']}, {d['high']}]" if d else "",
+            )
+
+
+def _evaluation_facet(result: dict[str, Any], binding: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "task": result["task"],
+        "candidate": binding["candidate"],
+        "candidateDigest": binding["candidate_digest"],
+        "baseline": binding["baseline"],
+        "baselineDigest": binding["baseline_digest"],
+        "evalDataset": binding["dataset"],
+        "evalDatasetDigest": binding["dataset_digest"],
+        "confidence": result["confidence"],
+        "replicates": result["replicates"],
+        "slices": [
+            {k: s[k] for k in ("name", "n", "gated", "candidate", "baseline", "difference")} for s in result["slices"]
+        ],
+        "suites": [
+            {"name": s["name"], "passRate": s["pass_rate"], "cases": s["cases"]}
+            for s in (result.get("suites") or {}).get("candidate", [])
+        ],
+        "sensitivity": [
+            {"perturbation": p["perturbation"], "flipRate": p["slices"][0]["flip_rate"] if p["slices"] else None}
+            for p in result.get("sensitivity") or []
+        ],
+    }
+
+
+class EvaluationGateOperator(StepOperator):
+    """Judge an ``evaluation`` against thresholds and commit a ``blessing`` (BLESSED or NOT_BLESSED)
+    bound to the candidate's, eval dataset's and baseline's digests. Fails closed: no thresholds
+    is a ConfigError. When NOT_BLESSED, every downstream task is skipped (short circuit) and the
+    log and XCom (``failures``) list each failed threshold; ``fail_when_not_blessed=True`` fails
+    the task instead.
+
+    :param evaluation: ``evaluation`` artifact reference. (templated)
+    :param config: :class:`~airflow_mlcrit.core.gating.GateConfig` fields. (templated)
+    :param output_name: name of the ``blessing`` artifact; default: the candidate's name. (templated)
+    """
+
+    template_fields: Sequence[str] = (*StepOperator.template_fields, "evaluation")
+    output_kind = "blessing"
+
+    def __init__(self, *, evaluation: str, fail_when_not_blessed: bool = False, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.evaluation = evaluation
+        self.fail_when_not_blessed = fail_when_not_blessed
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_mlcrit.core.gating import GateConfig, decide
+        from airflow_mlcrit.core.lineage import facet
+        from airflow_mlcrit.exceptions import GateFailedError
+
+        cfg = GateConfig.from_dict(self.config_dict())
+        ev = self.read_input(self.evaluation)
+        result = json.loads(self.store.read_bytes(ev.ref, EVALUATION_FILE))
+        decision = decide(cfg, result)
+        b = result["binding"]
+        if not b.get("candidate_digest"):
+            raise ConfigError(f"{ev.ref} evaluated {b['candidate']}, not an artifact: only artifacts can be blessed")
+        doc = {
+            **decision.to_dict(),
+            "candidate": b["candidate"],
+            "candidate_digest": b["candidate_digest"],
+            "baseline": b["baseline"],
+            "baseline_digest": b["baseline_digest"],
+            "dataset": b["dataset"],
+            "dataset_digest": b["dataset_digest"],
+            "evaluation": str(ev.ref),
+            "evaluation_digest": ev.digest,
+            "gate": cfg.to_dict(),
+        }
+        name = self.output_name or b["candidate"].split("/")[1].split("@")[0]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / BLESSING_FILE
+            path.write_text(json.dumps(doc, indent=1))
+            out = self.commit(
+                context,
+                f"blessing/{name}",
+                path,
+                parents=[str(ev.ref), b["candidate"]],
+                metadata={
+                    k: doc[k]
+                    for k in (
+                        "decision",
+                        "candidate",
+                        "candidate_digest",
+                        "baseline_digest",
+                        "dataset_digest",
+                        "evaluation",
+                    )
+                },
+                mlcrit_blessing=facet(
+                    "mlcrit_blessing",
+                    decision=decision.decision,
+                    candidate=b["candidate"],
+                    candidateDigest=b["candidate_digest"],
+                    baseline=b["baseline"],
+                    baselineDigest=b["baseline_digest"],
+                    evalDatasetDigest=b["dataset_digest"],
+                    evaluation=str(ev.ref),
+                    checks=[
+                        {
+                            k: c.get(k)
+                            for k in ("kind", "status", "message", "metric", "slice", "observed", "limit", "ci")
+                        }
+                        for c in decision.checks
+                    ],
+                ),
+            )
+        for c in decision.checks:
+            self.log.info("%s: %s", c["status"].upper(), c["message"])
+        self.log.info("%s: %s", out.ref, decision.decision)
+        ti = context["ti"]
+        ti.xcom_push(key="failures", value=decision.failures)
+        summary = out.summary() | {"decision": decision.decision, "failures": decision.failures}
+        if decision.blessed:
+            return summary
+        if self.fail_when_not_blessed:
+            raise GateFailedError(f"{b['candidate']} is NOT_BLESSED: " + "; ".join(decision.failures))
+        ti.xcom_push(key="return_value", value=summary)
+        self._skip_downstream(context)
+        return summary
+
+    def _skip_downstream(self, context: Any) -> None:
+        from airflow.sdk.bases.skipmixin import SkipMixin
+
+        tasks = [t for t in context["task"].get_flat_relatives(upstream=False) if not t.is_teardown]
+        if tasks:
+            self.log.info("NOT_BLESSED: skipping %s", ", ".join(sorted(t.task_id for t in tasks)))
+            SkipMixin.skip(self, ti=context["ti"], tasks=tasks)
+
+
+class _AliasOperator(MlcritBaseOperator):
+    def _record(self, move: Any, blessing: Any) -> dict[str, Any]:
+        from airflow_mlcrit.core.lineage import facet
+
+        self.lineage.run_facets["mlcrit_alias_move"] = facet(
+            "mlcrit_alias_move",
+            artifact=f"{move.kind}/{move.name}",
+            alias=move.alias,
+            fromVersion=move.from_version,
+            toVersion=move.to_version,
+            reason=move.reason,
+            forced=move.forced,
+            rollback=bool(move.extra.get("rollback")),
+            blessing=str(blessing.ref) if blessing is not None else move.extra.get("blessing"),
+            actor=move.actor,
+            seq=move.seq,
+        )
+        target = self.store.resolve(f"{move.kind}/{move.name}@v{move.to_version}")
+        self.lineage.add_input(self.store, target)
+        before = f"v{move.from_version}" if move.from_version else "-"
+        self.log.info(
+            "%s/%s@%s: %s -> v%s (%s)", move.kind, move.name, move.alias, before, move.to_version, move.reason
+        )
+        return move.to_dict()
+
+
+class PromoteModelOperator(_AliasOperator):
+    """Move an alias (default ``production``) to the candidate, only if a BLESSED blessing for
+    exactly its digest exists (the given ``blessing`` or the newest one found). CAS on the alias;
+    the move records reason, run and blessing in the alias history and in lineage.
+
+    :param candidate: the ``model`` / ``adapter`` / ``prompt`` version to promote. (templated)
+    :param alias: the alias to move. (templated)
+    :param blessing: a ``blessing`` reference; default: the newest blessing of the candidate. (templated)
+    :param reason: recorded in the alias history. (templated)
+    """
+
+    template_fields: Sequence[str] = (*MlcritBaseOperator.template_fields, "candidate", "alias", "blessing", "reason")
+
+    def __init__(
+        self,
+        *,
+        candidate: str,
+        alias: str = "production",
+        blessing: str | None = None,
+        reason: str = "blessed by the evaluation gate",
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.candidate, self.alias, self.blessing, self.reason = candidate, alias, blessing, reason
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_mlcrit.core.gating import promote
+
+        move, proof = promote(
+            self.store,
+            self.candidate,
+            self.alias,
+            reason=self.reason,
+            blessing=self.blessing,
+            actor=f"airflow:{context['ti'].dag_id}/{context['ti'].run_id}",
+            extra={"run": self.producer(context)},
+        )
+        if proof is not None:
+            self.lineage.add_input(self.store, proof)
+        return self._record(move, proof)
+
+
+class RollbackModelOperator(_AliasOperator):
+    """Move an alias back to the previous blessed version (or ``to_version``, which must have a
+    blessing), with a reason recorded in the alias history and lineage.
+
+    :param artifact: ``kind/name`` whose alias to move. (templated)
+    :param alias: the alias to move back. (templated)
+    :param to_version: target version; default: the previous blessed one. (templated)
+    :param reason: recorded in the alias history. (templated)
+    """
+
+    template_fields: Sequence[str] = (*MlcritBaseOperator.template_fields, "artifact", "alias", "to_version", "reason")
+
+    def __init__(
+        self,
+        *,
+        artifact: str,
+        reason: str,
+        alias: str = "production",
+        to_version: int | str | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.artifact, self.alias, self.to_version, self.reason = artifact, alias, to_version, reason
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_mlcrit.core.gating import rollback
+
+        version = None if self.to_version in (None, "", "None") else int(str(self.to_version).lstrip("v"))
+        move = rollback(
+            self.store,
+            self.artifact,
+            self.alias,
+            reason=self.reason,
+            to_version=version,
+            actor=f"airflow:{context['ti'].dag_id}/{context['ti'].run_id}",
+            extra={"run": self.producer(context)},
+        )
+        return self._record(move, None)

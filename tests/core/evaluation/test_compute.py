@@ -1,0 +1,168 @@
+"""Sliced, paired evaluation: values equal scikit-learn per slice; slicing specs; bad input."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, log_loss, mean_absolute_error, roc_auc_score
+
+from airflow_mlcrit.core.evaluation.compute import Predictions, evaluate_predictions, register_metric
+from airflow_mlcrit.core.evaluation.metrics import expected_calibration_error, rouge_l, token_f1
+from airflow_mlcrit.core.evaluation.slicing import build_slices
+from airflow_mlcrit.exceptions import ConfigError, DataValidationError
+
+LABELS = ["neg", "pos"]
+
+
+def _data(n=3000, seed=1):
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "region": rng.choice(["CA", "NE", "TX"], n),
+            "ts": pd.date_range("2026-03-02", periods=n, freq="17min", tz="UTC"),
+            "amount": rng.uniform(0, 200, n),
+            "text": rng.choice(["refund please", "hello there", "where is my order"], n),
+        }
+    )
+    y = rng.integers(0, 2, n)
+    pc = np.clip(y * 0.6 + rng.normal(0.2, 0.3, n), 0.001, 0.999)
+    pb = np.clip(y * 0.4 + rng.normal(0.3, 0.3, n), 0.001, 0.999)
+    cand = Predictions((pc > 0.5).astype(int), np.stack([1 - pc, pc], 1))
+    base = Predictions((pb > 0.5).astype(int), np.stack([1 - pb, pb], 1))
+    return frame, y, cand, base
+
+
+def test_sliced_values_equal_scikit_learn_and_the_difference_is_paired():
+    frame, y, cand, base = _data()
+    result = evaluate_predictions(
+        {"slices": ["region", ["region", {"column": "ts", "hour_of_day": True}]], "replicates": 200},
+        frame,
+        y,
+        cand,
+        base,
+        labels=LABELS,
+    )
+    by_name = {s["name"]: s for s in result["slices"]}
+    assert list(by_name)[:4] == ["overall", "region=CA", "region=NE", "region=TX"]
+    assert len([s for s in result["slices"] if s["spec"] == "region x hour(ts)"]) == 72
+    for name, rows in [("overall", np.arange(len(y)))] + [
+        (f"region={r}", np.flatnonzero(frame.region == r)) for r in ("CA", "NE", "TX")
+    ]:
+        s = by_name[name]
+        for role, p in (("candidate", cand), ("baseline", base)):
+            m = s[role]
+            assert m["accuracy"]["value"] == pytest.approx(accuracy_score(y[rows], p.pred[rows]), abs=1e-9)
+            assert m["macro_f1"]["value"] == pytest.approx(f1_score(y[rows], p.pred[rows], average="macro"), abs=1e-9)
+            assert m["weighted_f1"]["value"] == pytest.approx(
+                f1_score(y[rows], p.pred[rows], average="weighted"), abs=1e-9
+            )
+            assert m["roc_auc"]["value"] == pytest.approx(roc_auc_score(y[rows], p.proba[rows, 1]), abs=1e-9)
+            assert m["log_loss"]["value"] == pytest.approx(log_loss(y[rows], p.proba[rows]), abs=1e-9)
+            assert m["accuracy"]["low"] < m["accuracy"]["value"] < m["accuracy"]["high"]
+        d = s["difference"]["accuracy"]
+        assert d["value"] == pytest.approx(s["candidate"]["accuracy"]["value"] - s["baseline"]["accuracy"]["value"])
+        # paired replicates: the difference's interval is narrower than the two intervals combined
+        width = d["high"] - d["low"]
+        c, b = s["candidate"]["accuracy"], s["baseline"]["accuracy"]
+        assert width < (c["high"] - c["low"]) + (b["high"] - b["low"])
+    assert result["per_class"]["candidate"]["pos"]["support"] == int(y.sum())
+    sizes = frame.groupby([frame.region, frame.ts.dt.hour]).size()
+    small = evaluate_predictions(
+        {"slices": [["region", {"column": "ts", "hour_of_day": True}]], "min_slice_size": 50, "replicates": 20},
+        frame,
+        y,
+        cand,
+        labels=LABELS,
+    )
+    assert 0 < len(small["skipped_slices"]) == int((sizes < 50).sum()) < 72
+    assert small["skipped_slices"][0]["reason"] == ("fewer than min_slice_size=50 rows")
+    assert all(s["difference"] is None for s in small["slices"])
+
+
+def test_identical_models_have_a_zero_width_difference():
+    frame, y, cand, _ = _data(500)
+    result = evaluate_predictions({"replicates": 50}, frame, y, cand, cand, labels=LABELS)
+    d = result["slices"][0]["difference"]
+    assert {m: (v["low"], v["high"]) for m, v in d.items()} == {m: (0.0, 0.0) for m in d}
+
+
+def test_slicing_specs():
+    frame = pd.DataFrame(
+        {
+            "ts": ["2026-03-02T15:10:00Z", "2026-03-03T03:00:00Z", "2026-03-07T15:59:00Z", None],
+            "amount": [5, 10, 150, None],
+            "text": ["a refund", "hi", "RETURN it now please", "x"],
+        }
+    )
+    names = lambda spec: [(s.name, s.rows.tolist()) for s in build_slices(frame, [spec])[1:]]  # noqa: E731
+    assert names({"column": "ts", "hour_of_day": True}) == [
+        ("hour(ts)=03", [1]),
+        ("hour(ts)=15", [0, 2]),
+        ("hour(ts)=<null>", [3]),
+    ]
+    assert names({"column": "ts", "day_of_week": True})[:2] == [("weekday(ts)=<null>", [3]), ("weekday(ts)=Mon", [0])]
+    assert names({"column": "amount", "buckets": [10, 100]}) == [
+        ("amount=< 10", [0]),
+        ("amount=<null>", [3]),
+        ("amount=>= 100", [2]),
+        ("amount=[10, 100)", [1]),
+    ]
+    assert names({"column": "text", "regex": "(?i)refund|return", "name": "returns"}) == [
+        ("returns=false", [1, 3]),
+        ("returns=true", [0, 2]),
+    ]
+    assert names({"column": "text", "length_buckets": [5]}) == [("len(text)=< 5", [1, 3]), ("len(text)=>= 5", [0, 2])]
+    with pytest.raises(DataValidationError, match=re.escape("slices[0]: slice column 'state' is not in the eval")):
+        build_slices(frame, ["state"])
+    with pytest.raises(ConfigError, match=re.escape("slices[0]: unknown or conflicting slicing options ['bins']")):
+        build_slices(frame, [{"column": "amount", "bins": [1]}])
+
+
+def test_generation_regression_and_user_metrics():
+    frame = pd.DataFrame({"g": ["a", "a", "b", "b"]})
+    refs = np.array(["the cat sat", "a dog", "yes", "blue sky today"], dtype=object)
+    outs = Predictions(np.array(["The cat sat.", "a cat", "no", "sky blue"], dtype=object), loss=np.log([2, 4, 8, 2.0]))
+    r = evaluate_predictions(
+        {"task": "generation", "metrics": ["exact_match", "token_f1", "rouge_l", "perplexity"], "replicates": 20},
+        frame,
+        refs,
+        outs,
+    )
+    m = r["slices"][0]["candidate"]
+    assert m["exact_match"]["value"] == 0.25
+    assert m["token_f1"]["value"] == pytest.approx((1 + 0.5 + 0 + token_f1("blue sky today", "sky blue")) / 4)
+    assert rouge_l("blue sky today", "sky blue") == pytest.approx(2 * (1 / 2) * (1 / 3) / (1 / 2 + 1 / 3))
+    assert m["perplexity"]["value"] == pytest.approx(np.exp(np.mean(np.log([2, 4, 8, 2.0]))))
+    truth = np.array([1.0, 2.0, 3.0, 4.0])
+    pred = Predictions(np.array([1.5, 2.0, 2.0, 5.0]))
+    r = evaluate_predictions({"task": "regression", "replicates": 20}, frame, truth, pred)
+    assert r["slices"][0]["candidate"]["mae"]["value"] == pytest.approx(mean_absolute_error(truth, pred.pred))
+    assert r["slices"][0]["candidate"]["rmse"]["value"] == pytest.approx(np.sqrt(np.mean([0.25, 0, 1, 1])))
+    assert r["lower_is_better"] == ["mae", "rmse"]
+    register_metric("max_abs_error", lambda t, p, _: float(np.abs(t - p).max()), higher_is_better=False)
+    r = evaluate_predictions({"task": "regression", "metrics": ["max_abs_error"], "replicates": 20}, frame, truth, pred)
+    assert r["slices"][0]["candidate"]["max_abs_error"]["value"] == 1.0
+    assert r["lower_is_better"] == ["max_abs_error"]
+
+
+def test_ece_matches_a_direct_computation():
+    rng = np.random.default_rng(0)
+    proba = rng.dirichlet([1, 1, 1], 400)
+    y = rng.integers(0, 3, 400)
+    conf, pred = proba.max(1), proba.argmax(1)
+    bins = np.minimum((conf * 15).astype(int), 14)
+    direct = sum(abs((conf[bins == b] - (pred[bins == b] == y[bins == b])).sum()) for b in range(15)) / 400
+    assert expected_calibration_error(y, proba) == pytest.approx(direct, abs=1e-12)
+
+
+def test_bad_input_is_named():
+    frame, y, cand, base = _data(100)
+    with pytest.raises(DataValidationError, match=re.escape("baseline: 99 predictions for 100 eval rows")):
+        evaluate_predictions({}, frame, y, cand, Predictions(base.pred[:99], base.proba[:99]), labels=LABELS)
+    with pytest.raises(ConfigError, match=re.escape("unknown metric(s) ['acuracy'] for task 'classification'")):
+        evaluate_predictions({"metrics": ["acuracy"]}, frame, y, cand, labels=LABELS)
+    with pytest.raises(DataValidationError, match=re.escape("slice column 'state' is not in the eval dataset")):
+        evaluate_predictions({"slices": ["state"]}, frame, y, cand, labels=LABELS)
+    with pytest.raises(ConfigError, match=re.escape("metric(s) ['roc_auc'] cannot be computed: needs predicted")):
+        evaluate_predictions({"metrics": ["roc_auc"]}, frame, y, Predictions(cand.pred), labels=LABELS)
