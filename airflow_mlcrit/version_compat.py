@@ -9,5 +9,6 @@ except ImportError:  # Airflow < 3.2
 
 from airflow.sdk import Asset, BaseHook, BaseOperator, BaseSensorOperator
 from airflow.sdk.bases.operatorlink import BaseOperatorLink
+from airflow.sdk.bases.skipmixin import SkipMixin
 
-__all__ = ["Asset", "BaseHook", "BaseOperator", "BaseOperatorLink", "BaseSensorOperator", "conf"]
+__all__ = ["Asset", "BaseHook", "BaseOperator", "BaseOperatorLink", "BaseSensorOperator", "SkipMixin", "conf"]

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow_mlcrit.exceptions import ArtifactNotFoundError, ConfigError, DataValidationError
+from airflow_mlcrit.exceptions import ArtifactNotFoundError, ConfigError
 from airflow_mlcrit.operators.base import DatasetStepOperator, MlcritBaseOperator, StepOperator
-from airflow_mlcrit.version_compat import BaseOperatorLink
+from airflow_mlcrit.version_compat import BaseOperatorLink, SkipMixin
 
 EVALUATION_FILE = "evaluation.json"
 REPORT_FILE = "report.html"
@@ -63,7 +63,7 @@ class EvaluateModelOperator(DatasetStepOperator):
         candidate: str,
         baseline: str | None = "production",
         baseline_evaluation: str | None = None,
-        suites: Sequence[str] = (),
+        suites: Sequence[str] | str = (),
         split: str | None = None,
         **kwargs: Any,
     ):
@@ -71,7 +71,7 @@ class EvaluateModelOperator(DatasetStepOperator):
         self.candidate = candidate
         self.baseline = baseline
         self.baseline_evaluation = baseline_evaluation
-        self.suites = list(suites)
+        self.suites = suites
         self.split = split
 
     def _baseline_ref(self, candidate_manifest: Any) -> str | None:
@@ -139,9 +139,10 @@ class EvaluateModelOperator(DatasetStepOperator):
                     baseline = self._reused_baseline(data_manifest, base_m, predictions_from_table)
                 else:
                     baseline = ModelScorer(b_dir, base_path=b_base, **opts)
-            suites = []
-            for ref in self.suites:
+            suites, suite_manifests = [], []
+            for ref in [self.suites] if isinstance(self.suites, str) else list(self.suites or []):
                 m = self.read_input(ref)
+                suite_manifests.append(m)
                 suites.append(json.loads(self.store.read_bytes(m.ref, SUITE_FILE)))
             result, preds = evaluate(cfg, frame, candidate, baseline, suites=suites)
             binding = {
@@ -195,18 +196,15 @@ class EvaluateModelOperator(DatasetStepOperator):
 
         import pyarrow.parquet as pq
 
+        from airflow_mlcrit.core.evaluation.evaluate import check_reusable
+
         ev = self.read_input(self.baseline_evaluation)
-        ours = data_manifest.digest if data_manifest else None
-        if ev.metadata.get("dataset_digest") != ours or ours is None:
-            raise DataValidationError(
-                f"{ev.ref} scored eval dataset digest {ev.metadata.get('dataset_digest')}, but this evaluation uses "
-                f"{ours}: the baseline and the candidate must be scored on the same eval dataset version"
-            )
-        if base_m is not None and ev.metadata.get("candidate_digest") != base_m.digest:
-            raise DataValidationError(
-                f"{ev.ref} evaluated digest {ev.metadata.get('candidate_digest')}, not the baseline {base_m.ref} "
-                f"({base_m.digest})"
-            )
+        check_reusable(
+            str(ev.ref),
+            ev.metadata,
+            data_manifest.digest if data_manifest else None,
+            (str(base_m.ref), base_m.digest) if base_m else None,
+        )
         return from_table(pq.read_table(io.BytesIO(self.store.read_bytes(ev.ref, PREDICTIONS_FILE))))
 
     def _log_summary(self, result: dict[str, Any]) -> None:
@@ -250,7 +248,7 @@ def _evaluation_facet(result: dict[str, Any], binding: dict[str, Any]) -> dict[s
     }
 
 
-class EvaluationGateOperator(StepOperator):
+class EvaluationGateOperator(StepOperator, SkipMixin):
     """Judge an ``evaluation`` against thresholds and commit a ``blessing`` (BLESSED or NOT_BLESSED)
     bound to the candidate's, eval dataset's and baseline's digests. Fails closed: no thresholds
     is a ConfigError. When NOT_BLESSED, every downstream task is skipped (short circuit) and the
@@ -347,12 +345,10 @@ class EvaluationGateOperator(StepOperator):
         return summary
 
     def _skip_downstream(self, context: Any) -> None:
-        from airflow.sdk.bases.skipmixin import SkipMixin
-
         tasks = [t for t in context["task"].get_flat_relatives(upstream=False) if not t.is_teardown]
         if tasks:
             self.log.info("NOT_BLESSED: skipping %s", ", ".join(sorted(t.task_id for t in tasks)))
-            SkipMixin.skip(self, ti=context["ti"], tasks=tasks)
+            self.skip(ti=context["ti"], tasks=tasks)
 
 
 class _AliasOperator(MlcritBaseOperator):

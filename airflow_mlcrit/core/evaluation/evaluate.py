@@ -140,3 +140,17 @@ def predictions_from_table(table: Any, role: str = "candidate") -> Predictions:
     if pred.dtype.kind == "U":
         pred = pred.astype(object)
     return Predictions(pred, proba, loss)
+
+
+def check_reusable(ref: str, metadata: dict[str, Any], dataset_digest: str | None, baseline: tuple | None) -> None:
+    """An earlier evaluation's predictions stand in for the baseline only if it scored the same
+    eval dataset version and, when the baseline is an artifact, that very baseline."""
+    if dataset_digest is None or metadata.get("dataset_digest") != dataset_digest:
+        raise DataValidationError(
+            f"{ref} scored eval dataset digest {metadata.get('dataset_digest')}, but this evaluation uses "
+            f"{dataset_digest}: the baseline and the candidate must be scored on the same eval dataset version"
+        )
+    if baseline is not None and metadata.get("candidate_digest") != baseline[1]:
+        raise DataValidationError(
+            f"{ref} evaluated digest {metadata.get('candidate_digest')}, not the baseline {baseline[0]} ({baseline[1]})"
+        )

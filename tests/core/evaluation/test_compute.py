@@ -166,3 +166,22 @@ def test_bad_input_is_named():
         evaluate_predictions({"slices": ["state"]}, frame, y, cand, labels=LABELS)
     with pytest.raises(ConfigError, match=re.escape("metric(s) ['roc_auc'] cannot be computed: needs predicted")):
         evaluate_predictions({"metrics": ["roc_auc"]}, frame, y, Predictions(cand.pred), labels=LABELS)
+
+
+def test_a_reused_evaluation_must_match_dataset_and_baseline():
+    from airflow_mlcrit.core.evaluation.evaluate import check_reusable
+
+    meta = {"dataset_digest": "sha256:aa", "candidate_digest": "sha256:m1"}
+    check_reusable("evaluation/x@v1", meta, "sha256:aa", ("adapter/x@v1", "sha256:m1"))
+    with pytest.raises(
+        DataValidationError,
+        match=re.escape(
+            "evaluation/x@v1 scored eval dataset digest sha256:aa, but this evaluation uses sha256:bb: the baseline "
+            "and the candidate must be scored on the same eval dataset version"
+        ),
+    ):
+        check_reusable("evaluation/x@v1", meta, "sha256:bb", None)
+    with pytest.raises(
+        DataValidationError, match=re.escape("evaluated digest sha256:m1, not the baseline adapter/x@v2")
+    ):
+        check_reusable("evaluation/x@v1", meta, "sha256:aa", ("adapter/x@v2", "sha256:m2"))

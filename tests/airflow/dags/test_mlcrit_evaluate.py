@@ -1,0 +1,60 @@
+"""Test DAGs: evaluate a candidate against production -> gate -> promote; and a rollback."""
+
+import pendulum
+from airflow.sdk import DAG
+
+from airflow_mlcrit.operators import (
+    EvaluateModelOperator,
+    EvaluationGateOperator,
+    PromoteModelOperator,
+    RollbackModelOperator,
+)
+
+with DAG(
+    dag_id="test_mlcrit_evaluate",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    render_template_as_native_obj=True,
+    params={
+        "candidate": "",
+        "eval": "",
+        "evaluate": {},
+        "gate": {},
+        "suites": [],
+        "blessing": None,
+        "reason": "",
+        "baseline_evaluation": None,
+    },
+) as dag:
+    evaluate = EvaluateModelOperator(
+        task_id="evaluate",
+        dataset="{{ params.eval }}",
+        candidate="{{ params.candidate }}",
+        suites="{{ params.suites }}",
+        baseline_evaluation="{{ params.baseline_evaluation }}",
+        config="{{ params.evaluate }}",
+        output_name="sentiment",
+    )
+    gate = EvaluationGateOperator(
+        task_id="gate", evaluation="{{ ti.xcom_pull(task_ids='evaluate')['ref'] }}", config="{{ params.gate }}"
+    )
+    promote = PromoteModelOperator(
+        task_id="promote",
+        candidate="{{ params.candidate }}",
+        blessing="{{ params.blessing }}",
+        reason="{{ params.reason }}",
+    )
+    evaluate >> gate >> promote
+
+with DAG(
+    dag_id="test_mlcrit_rollback",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    params={"artifact": "adapter/sentiment", "to_version": None, "reason": ""},
+) as rollback_dag:
+    RollbackModelOperator(
+        task_id="rollback",
+        artifact="{{ params.artifact }}",
+        to_version="{{ params.to_version }}",
+        reason="{{ params.reason }}",
+    )

@@ -1,0 +1,152 @@
+"""Evaluate -> gate -> promote, and rollback, through real dag.test() runs on real tiny BERT
+adapters: the promote/rollback round trip, a NOT_BLESSED short circuit, lineage, the report."""
+
+import json
+
+import numpy as np
+import pytest
+
+from airflow_mlcrit.core.artifacts import open_store
+from tests.airflow.conftest import run_dag, task_states
+from tests.helpers.models import sentiment
+from tests.helpers.openlineage import SPEC_DIR, validate_event
+
+EVAL = {"slices": ["region"], "replicates": 200, "min_slice_size": 20, "sensitivity": ["casing", "typos"]}
+SUITE = {
+    "name": "edge-cases",
+    "tests": [
+        {"name": "casing", "type": "INV", "perturbation": "casing", "texts": ["great day", "awful day"]},
+        {"name": "basic", "type": "MFT", "cases": [{"text": "great great", "expected": "pos"}]},
+    ],
+}
+
+
+@pytest.fixture
+def models(store_root, tmp_path, tiny_bert):
+    """base_model/tiny-bert@v1 and two LoRA adapters of it: v1 barely trained, v2 trained well."""
+    from airflow_mlcrit.core.training.finetune import finetune
+
+    store = open_store(store_root)
+    store.put("base_model/tiny-bert", tiny_bert)
+    sentiment(256).to_parquet(tmp_path / "train.parquet", index=False)
+    for steps in (2, 60):
+        result = finetune(
+            {"base_model": tiny_bert, "max_steps": steps, "batch_size": 16, "learning_rate": 2e-2, "max_length": 16},
+            str(tmp_path / "train.parquet"),
+            workdir=tmp_path / f"train-{steps}",
+        )
+        store.put("adapter/sentiment", result.output_dir, metadata={"base_model": "base_model/tiny-bert@v1"})
+    frame = sentiment(240, seed=7)
+    frame["region"] = np.repeat(["CA", "NE", "TX"], 80)
+    frame.to_parquet(tmp_path / "eval.parquet", index=False)
+    store.put("dataset/eval", tmp_path / "eval.parquet")
+    (tmp_path / "suite.json").write_text(json.dumps(SUITE))
+    store.put("suite/edge-cases", tmp_path / "suite.json")
+    return store
+
+
+def _run(candidate, gate, reason, blessing=None, data="dataset/eval@v1", baseline_evaluation=None):
+    return run_dag(
+        "test_mlcrit_evaluate",
+        {
+            "candidate": candidate,
+            "eval": data,
+            "baseline_evaluation": baseline_evaluation,
+            "evaluate": EVAL,
+            "gate": gate,
+            "suites": ["suite/edge-cases@v1"],
+            "blessing": blessing,
+            "reason": reason,
+        },
+    )
+
+
+FIRST = {"thresholds": [{"metric": "accuracy", "min": 0.3}, {"metric": "accuracy", "change": "superiority"}]}
+BETTER = {"thresholds": [{"metric": "accuracy", "change": "superiority", "margin": 0.05, "slices": "all"}]}
+
+
+def test_promote_promote_rollback_round_trip(models, lineage_tail):
+    store = models
+    dr = _run("adapter/sentiment@v1", FIRST, "first model, absolute thresholds")
+    assert dr.state == "success", task_states(dr)
+    ev1 = store.resolve("evaluation/sentiment@v1")
+    assert ev1.metadata["baseline"] is None  # production was not set: first model
+    assert store.resolve("blessing/sentiment@v1").metadata["decision"] == "BLESSED"
+    dr = _run("adapter/sentiment@v2", BETTER, "beats v1 on every region")
+    assert dr.state == "success", task_states(dr)
+    ev2 = store.resolve("evaluation/sentiment@v2")
+    assert ev2.metadata["baseline"] == "adapter/sentiment@v1"
+    assert ev2.metadata["baseline_digest"] == store.resolve("adapter/sentiment@v1").digest
+    result = json.loads(store.read_bytes(ev2.ref, "evaluation.json"))
+    names = [s["name"] for s in result["slices"]]
+    assert names == ["overall", "region=CA", "region=NE", "region=TX"]
+    assert all(s["difference"]["accuracy"]["low"] > 0.05 for s in result["slices"])
+    assert [t["pass_rate"] for t in result["suites"]["candidate"][0]["tests"]][1] == 1.0
+    assert [p["perturbation"] for p in result["sensitivity"]] == ["casing", "typos"]
+    html = store.read_bytes(ev2.ref, "report.html").decode()
+    assert "accuracy by slice, worst first" in html and "<svg" in html and "region=NE" in html
+    dr = run_dag("test_mlcrit_rollback", {"reason": "v2 misbehaves on live traffic"})
+    assert dr.state == "success", task_states(dr)
+    assert store.resolve("adapter/sentiment@production").version == 1
+    history = store.alias_history("adapter/sentiment", "production")
+    assert [(m.from_version, m.to_version, m.reason) for m in history] == [
+        (None, 1, "first model, absolute thresholds"),
+        (1, 2, "beats v1 on every region"),
+        (2, 1, "v2 misbehaves on live traffic"),
+    ]
+    assert [m.extra.get("blessing") for m in history] == ["blessing/sentiment@v1", "blessing/sentiment@v2", None]
+    assert history[2].extra["rollback"] is True and not any(m.forced for m in history)
+    if not SPEC_DIR.is_dir():
+        pytest.skip(f"official OpenLineage schemas not found at {SPEC_DIR}")
+    events = [e for e in lineage_tail.events() if e["eventType"] == "COMPLETE"]
+    seen = set()
+    for event in events:
+        seen |= validate_event(event)
+    assert {"mlcrit_evaluation", "mlcrit_blessing", "mlcrit_alias_move"} <= seen
+    [rb] = [e for e in events if e["job"]["name"].endswith(".rollback")]
+    assert rb["run"]["facets"]["mlcrit_alias_move"]["rollback"] is True
+
+
+def test_not_blessed_skips_promotion_and_lists_every_failure(models):
+    store = models
+    strict = {"thresholds": [{"metric": "accuracy", "min": 0.99, "slices": "all"}]}
+    dr = _run("adapter/sentiment@v1", strict, "should not happen")
+    states = task_states(dr)
+    assert states["evaluate"][0] == "success" and states["gate"][0] == "success"
+    assert states["promote"][0] == "skipped"
+    blessing = store.resolve("blessing/sentiment@v1")
+    doc = json.loads(store.read_bytes(blessing.ref, "blessing.json"))
+    assert doc["decision"] == "NOT_BLESSED" and len(doc["failures"]) == 4
+    assert doc["failures"][0].startswith("accuracy on slice 'overall' is ")
+    assert doc["candidate_digest"] == store.resolve("adapter/sentiment@v1").digest
+    assert doc["dataset_digest"] == store.resolve("dataset/eval@v1").digest
+    assert store.alias_history("adapter/sentiment", "production") == []
+
+
+def test_a_blessing_of_v1_does_not_promote_v2(models):
+    store = models
+    dr = _run("adapter/sentiment@v1", FIRST, "v1")
+    assert dr.state == "success", task_states(dr)
+    dr = _run("adapter/sentiment@v2", BETTER, "sneak v2 in", blessing="blessing/sentiment@v1")
+    assert task_states(dr)["promote"][0] == "failed"
+    assert store.resolve("adapter/sentiment@production").version == 1
+
+
+def test_a_reused_baseline_evaluation_must_be_of_the_same_eval_dataset(models, tmp_path):
+    store = models
+    assert _run("adapter/sentiment@v1", FIRST, "v1").state == "success"
+    sentiment(90, seed=11).assign(region="CA").to_parquet(tmp_path / "eval2.parquet", index=False)
+    store.put("dataset/eval", tmp_path / "eval2.parquet")
+    other = _run(
+        "adapter/sentiment@v2", BETTER, "x", data="dataset/eval@v2", baseline_evaluation="evaluation/sentiment@v1"
+    )
+    assert task_states(other)["evaluate"][0] == "failed"
+    assert len(store.versions("evaluation/sentiment")) == 1
+    reused = _run("adapter/sentiment@v2", BETTER, "reuse", baseline_evaluation="evaluation/sentiment@v1")
+    assert reused.state == "success", task_states(reused)
+    first = json.loads(store.read_bytes("evaluation/sentiment@v1", "evaluation.json"))
+    second = json.loads(store.read_bytes("evaluation/sentiment@v2", "evaluation.json"))
+    # the baseline's point values are v1's own candidate values, reused, not recomputed differently
+    assert [s["baseline"]["accuracy"]["value"] for s in second["slices"]] == [
+        s["candidate"]["accuracy"]["value"] for s in first["slices"]
+    ]
