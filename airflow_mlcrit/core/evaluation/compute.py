@@ -233,6 +233,15 @@ def evaluate_predictions(
                 per_model.append(drawn.sum(axis=-2))
             values = [M.from_counts(c) for c in per_model]
             draws.update({m: [v[m] for v in values] for m in count})
+        if "roc_auc" in names and k == 2 and len(np.unique(t)) == 2:
+            # AUC depends on the weights only through their sums per (score group, class): draw
+            # those (a sum of c Poisson(1) weights is Poisson(c)) instead of per-row weights
+            if len(ms) == 1:
+                pos, neg = M.auc_groups(t, ms[0].proba[:, 1])
+                shape = (cfg.replicates, len(pos))
+                draws["roc_auc"] = [M.auc_from_groups(rng.poisson(pos, size=shape), rng.poisson(neg, size=shape))]
+            else:
+                draws["roc_auc"] = M.paired_auc_draws(t, [p.proba[:, 1] for p in ms], cfg.replicates, rng)
         rows = [m for m in names if m not in draws]
         if rows and len(t):
             draws.update(scorer.replicates(t, ms, rows, rng))

@@ -69,14 +69,51 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray, weights: np.ndarray | None = 
 def auc_groups(y_true: np.ndarray, score: np.ndarray, max_groups: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """Positive and negative counts per score group, in ascending score order. Groups are the
     distinct scores, or (beyond ``max_groups``) quantile bins of them, whose ties count half."""
-    uniq, inv = np.unique(score, return_inverse=True)
-    groups = len(uniq)
-    if groups > max_groups:
-        edges = np.quantile(score, np.linspace(0, 1, max_groups + 1)[1:-1])
-        inv, groups = np.searchsorted(edges, score, side="right"), max_groups
+    inv, groups = score_groups(score, max_groups)
     pos = np.bincount(inv, weights=(y_true == 1).astype(float), minlength=groups)
     neg = np.bincount(inv, weights=(y_true == 0).astype(float), minlength=groups)
     return pos, neg
+
+
+def score_groups(score: np.ndarray, max_groups: int) -> tuple[np.ndarray, int]:
+    """(group of each row, number of groups): distinct scores, or quantile bins beyond max_groups."""
+    uniq, inv = np.unique(score, return_inverse=True)
+    if len(uniq) <= max_groups:
+        return inv, len(uniq)
+    edges = np.quantile(score, np.linspace(0, 1, max_groups + 1)[1:-1])
+    return np.searchsorted(edges, score, side="right"), max_groups
+
+
+def paired_auc_draws(
+    y_true: np.ndarray, scores: list[np.ndarray], replicates: int, rng: np.random.Generator, max_groups: int = 128
+) -> list[np.ndarray]:
+    """Bootstrap AUC replicates of several models on shared weights: Poisson draws of the counts
+    per joint (score group of each model, class) cell, summed into each model's own groups. Each
+    model's replicates are shifted by (exact AUC - binned AUC), so binning changes the spread only."""
+    groups = [score_groups(s, max_groups) for s in scores]
+    joint = y_true.astype(np.int64)
+    for inv, g in groups:
+        joint = joint * g + inv
+    cells, first, counts = np.unique(joint, return_index=True, return_counts=True)
+    drawn = rng.poisson(counts, size=(replicates, len(cells))).astype(np.float64)
+    out = []
+    for (inv, g), s in zip(groups, scores, strict=True):
+        cell_group, cell_pos = inv[first], y_true[first] == 1
+        per = []
+        for mask in (cell_pos, ~cell_pos):
+            cols = np.flatnonzero(mask)
+            cols = cols[np.argsort(cell_group[cols], kind="stable")]
+            present, starts = np.unique(cell_group[cols], return_index=True)
+            m = np.zeros((replicates, g))
+            if len(cols):
+                m[:, present] = np.add.reduceat(drawn[:, cols], starts, axis=1)
+            per.append(m)
+        point_binned = auc_from_groups(
+            np.bincount(inv, weights=(y_true == 1).astype(float), minlength=g),
+            np.bincount(inv, weights=(y_true == 0).astype(float), minlength=g),
+        )
+        out.append(auc_from_groups(per[0], per[1]) + (roc_auc(y_true, s) - point_binned))
+    return out
 
 
 def auc_from_groups(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
