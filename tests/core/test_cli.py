@@ -82,24 +82,27 @@ def test_verify_fails_on_flipped_byte(cli, files):
 def test_promote_rollback_history(cli, files):
     _, model = files
     for _ in range(2):
-        cli("artifacts", "put", "model/clf", str(model))
-    assert cli("promote", "model/clf@v1", "--alias", "production", "--reason", "first")[1] == (
-        "model/clf@production: - -> v1\n"
+        cli("artifacts", "put", "dataset/clf", str(model))
+    cli("artifacts", "put", "model/clf", str(model))
+    code, _, err = cli("promote", "model/clf@v1", "--alias", "production", "--reason", "first")
+    assert code == 1 and "no BLESSED blessing exists for model/clf@v1" in err  # models need a blessing
+    assert cli("promote", "dataset/clf@v1", "--alias", "production", "--reason", "first")[1] == (
+        "dataset/clf@production: - -> v1\n"
     )
-    assert cli("promote", "model/clf@v2", "--alias", "production", "--reason", "better", "--force")[0] == 0
-    code, out, _ = cli("rollback", "model/clf", "--alias", "production", "--reason", "regressed on NE")
-    assert out == "model/clf@production: rolled back v2 -> v1\n"
-    code, out, _ = cli("--json", "aliases", "history", "model/clf", "production")
+    assert cli("promote", "dataset/clf@v2", "--alias", "production", "--reason", "better", "--force")[0] == 0
+    code, out, _ = cli("rollback", "dataset/clf", "--alias", "production", "--reason", "regressed on NE")
+    assert out == "dataset/clf@production: rolled back v2 -> v1\n"
+    code, out, _ = cli("--json", "aliases", "history", "dataset/clf", "production")
     rows = json.loads(out)
     assert [(r["from_version"], r["to_version"], r["reason"], r["forced"]) for r in rows] == [
         (None, 1, "first", False),
         (1, 2, "better", True),
         (2, 1, "regressed on NE", False),
     ]
-    code, out, _ = cli("aliases", "history", "model/clf", "production")
+    code, out, _ = cli("aliases", "history", "dataset/clf", "production")
     assert out.splitlines()[0].split() == ["SEQ", "AT", "ACTOR", "FROM", "TO", "FORCED", "REASON"]
-    code, out, err = cli("rollback", "model/clf", "--alias", "production", "--to", "v7", "--reason", "x")
-    assert code == 1 and "model/clf@v7 does not exist" in err
+    code, out, err = cli("rollback", "dataset/clf", "--alias", "production", "--to", "v7", "--reason", "x")
+    assert code == 1 and "dataset/clf@v7 does not exist" in err
 
 
 def test_lineage_formats(cli, files):

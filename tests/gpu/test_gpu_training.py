@@ -28,7 +28,9 @@ def _learned(m):
 def test_bf16_lora_on_gpu(tiny_bert, train_file, tmp_path):
     from airflow_mlcrit.core.training.finetune import finetune
 
-    result = finetune({"base_model": tiny_bert, **CFG, "precision": "auto"}, train_file, workdir=tmp_path / "w")
+    # 100 steps: GPU kernels (cuDNN attention) are not deterministic, so give the curve room
+    cfg = {"base_model": tiny_bert, **CFG, "max_steps": 100, "precision": "auto"}
+    result = finetune(cfg, train_file, workdir=tmp_path / "w")
     m = result.metrics
     assert m["device"] == "cuda:0" and m["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
     assert _learned(m), m["loss_curve"]
