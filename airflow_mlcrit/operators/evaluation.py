@@ -103,6 +103,7 @@ class EvaluateModelOperator(DatasetStepOperator):
         from airflow_mlcrit.core.evaluation.inference import ModelScorer, materialize_model
         from airflow_mlcrit.core.evaluation.report import render_html
         from airflow_mlcrit.core.lineage import facet
+        from airflow_mlcrit.core.tables import is_artifact_ref
 
         cfg = EvaluationConfig.from_dict(self.config_dict())
         source, data_manifest = self.pin(self.dataset)
@@ -117,9 +118,6 @@ class EvaluateModelOperator(DatasetStepOperator):
                     self.store.get(source, work / "data")
                     frame_source = str(work / "data" / self.split)
             frame = read_frame(frame_source, self.store)
-            cand_dir, cand_base, cand_m = materialize_model(self.store, self.candidate, work / "candidate")
-            if cand_m is not None:
-                self.lineage.add_input(self.store, cand_m)
             opts = {
                 "task": cfg.task,
                 "batch_size": cfg.batch_size,
@@ -127,18 +125,38 @@ class EvaluateModelOperator(DatasetStepOperator):
                 "max_new_tokens": cfg.max_new_tokens,
                 "device": cfg.device,
             }
-            candidate = ModelScorer(cand_dir, base_path=cand_base, **opts)
+
+            def load(ref: str, where: str, predicted_in: str | None) -> tuple[Any, Any]:
+                """(scorer, or None when the predictions are an eval column; manifest or None)."""
+                if predicted_in:  # a tabular / batch-scored model: only its identity is needed
+                    manifest = self.store.resolve(ref) if is_artifact_ref(ref.split("@")[0]) else None
+                    return None, manifest
+                path, base, manifest = materialize_model(self.store, ref, work / where)
+                return ModelScorer(path, base_path=base, **opts), manifest
+
+            candidate, cand_m = load(self.candidate, "candidate", cfg.prediction_column)
+            if cand_m is not None:
+                self.lineage.add_input(self.store, cand_m)
             base_ref = self._baseline_ref(cand_m)
             base_m = baseline = None
             if base_ref:
-                b_dir, b_base, base_m = materialize_model(self.store, base_ref, work / "baseline")
+                if self.baseline_evaluation:
+                    base_m = self.store.resolve(base_ref) if is_artifact_ref(base_ref.split("@")[0]) else None
+                else:
+                    baseline, base_m = load(base_ref, "baseline", cfg.baseline_prediction_column)
+                    if baseline is None and not cfg.baseline_prediction_column:
+                        raise ConfigError("EvaluationConfig.baseline_prediction_column is needed to score the baseline")
                 if base_m is not None:
                     self.lineage.add_input(self.store, base_m)
-                    self._check_contracts(cand_m, base_m)
+                    if cand_m is not None:
+                        self._check_contracts(cand_m, base_m)
                 if self.baseline_evaluation:
                     baseline = self._reused_baseline(data_manifest, base_m, predictions_from_table)
-                else:
-                    baseline = ModelScorer(b_dir, base_path=b_base, **opts)
+            elif cfg.baseline_prediction_column:
+                raise ConfigError(
+                    "EvaluationConfig.baseline_prediction_column is set but there is no baseline "
+                    f"({self.baseline!r} is not set); set baseline to a reference or drop the column"
+                )
             suites, suite_manifests = [], []
             for ref in [self.suites] if isinstance(self.suites, str) else list(self.suites or []):
                 m = self.read_input(ref)

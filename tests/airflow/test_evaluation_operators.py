@@ -83,6 +83,17 @@ def test_promote_promote_rollback_round_trip(models, lineage_tail):
     assert all(s["difference"]["accuracy"]["low"] > 0.05 for s in result["slices"])
     assert [t["pass_rate"] for t in result["suites"]["candidate"][0]["tests"]][1] == 1.0
     assert [p["perturbation"] for p in result["sensitivity"]] == ["casing", "typos"]
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    from airflow_mlcrit.operators.evaluation import EvaluationReportLink
+
+    with create_session() as session:
+        row = session.query(XComModel).filter_by(run_id=dr.run_id, task_id="evaluate", key="report_url").one()
+    # what the task's "Evaluation report" extra link shows: the report inside the committed version
+    value = json.loads(row.value) if isinstance(row.value, str) and row.value.startswith('"') else row.value
+    assert value == f"{ev2.uri.rstrip('/')}/report.html"
+    assert EvaluationReportLink.name == "Evaluation report"
     html = store.read_bytes(ev2.ref, "report.html").decode()
     assert "accuracy by slice, worst first" in html and "<svg" in html and "region=NE" in html
     dr = run_dag("test_mlcrit_rollback", {"reason": "v2 misbehaves on live traffic"})
@@ -150,3 +161,49 @@ def test_a_reused_baseline_evaluation_must_be_of_the_same_eval_dataset(models, t
     assert [s["baseline"]["accuracy"]["value"] for s in second["slices"]] == [
         s["candidate"]["accuracy"]["value"] for s in first["slices"]
     ]
+
+
+def test_a_tabular_model_evaluated_from_prediction_columns(store_root, tmp_path):
+    import pandas as pd
+
+    from airflow_mlcrit.core.gating import promote
+
+    store = open_store(store_root)
+    for version in (1, 2):
+        (tmp_path / f"model-{version}.json").write_text(json.dumps({"coef": version}))
+        store.put("model/demand", tmp_path / f"model-{version}.json")
+    promote(store, "model/demand@v1", "production", reason="bootstrap", force=True)
+    rng = np.random.default_rng(0)
+    y = rng.uniform(0, 100, 600)
+    frame = pd.DataFrame(
+        {
+            "region": np.repeat(["CA", "NE", "TX"], 200),
+            "demand": y,
+            "pred_v1": y + rng.normal(0, 10, 600),
+            "pred_v2": y + rng.normal(0, 4, 600),
+        }
+    )
+    frame.to_parquet(tmp_path / "eval.parquet", index=False)
+    store.put("dataset/demand-eval", tmp_path / "eval.parquet")
+    dr = run_dag(
+        "test_mlcrit_evaluate_tabular",
+        {
+            "evaluate": {
+                "task": "regression",
+                "label_column": "demand",
+                "prediction_column": "pred_v2",
+                "baseline_prediction_column": "pred_v1",
+                "slices": ["region"],
+                "replicates": 300,
+            },
+            "gate": {"thresholds": [{"metric": "mae", "change": "superiority", "margin": 2.0, "slices": "all"}]},
+        },
+    )
+    assert dr.state == "success", task_states(dr)
+    result = json.loads(store.read_bytes("evaluation/demand@v1", "evaluation.json"))
+    overall = result["slices"][0]
+    assert overall["candidate"]["mae"]["value"] == pytest.approx(np.abs(frame.pred_v2 - y).mean(), abs=1e-9)
+    assert overall["baseline"]["rmse"]["value"] == pytest.approx(np.sqrt(((frame.pred_v1 - y) ** 2).mean()), abs=1e-9)
+    assert all(s["difference"]["mae"]["high"] < -2.0 for s in result["slices"])  # lower is better
+    assert result["binding"]["baseline"] == "model/demand@v1"
+    assert store.resolve("model/demand@production").version == 2

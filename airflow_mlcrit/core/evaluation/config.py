@@ -34,6 +34,16 @@ class EvaluationConfig(Config):
     max_length: int = 128
     max_new_tokens: int = field(default=32, metadata={"help": "generation: greedy decoding length"})
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    prediction_column: str | None = field(
+        default=None,
+        metadata={"help": "read the candidate's predictions from this eval column instead of running a model"},
+    )
+    baseline_prediction_column: str | None = field(
+        default=None, metadata={"help": "the baseline's predictions, likewise (tabular / batch-scored models)"}
+    )
+    labels: list[str] | None = field(
+        default=None, metadata={"help": "classification from prediction columns: the label set (default: observed)"}
+    )
     sensitivity: list[str] = field(
         default_factory=list, metadata={"help": f"perturbations to measure flip rates for: {', '.join(PERTURBATIONS)}"}
     )
@@ -52,6 +62,10 @@ class EvaluationConfig(Config):
         bad = [p for p in self.sensitivity if p not in PERTURBATIONS]
         require(not bad, f"EvaluationConfig.sensitivity has unknown perturbation(s) {bad}; known: {PERTURBATIONS}")
         require(isinstance(self.slices, list), "EvaluationConfig.slices must be a list of slicing specs")
+        require(
+            not (self.sensitivity and self.prediction_column),
+            "EvaluationConfig.sensitivity needs a model to re-score perturbed inputs, not a prediction_column",
+        )
 
     @property
     def metric_names(self) -> list[str]:

@@ -39,6 +39,27 @@ def truth_of(cfg: EvaluationConfig, frame: Any, labels: list[str] | None) -> np.
     return out
 
 
+def column_predictions(cfg: EvaluationConfig, frame: Any, column: str, labels: list[str] | None) -> Predictions:
+    """Predictions given as an eval dataset column (numbers, texts or label names)."""
+    if column not in frame.columns:
+        raise DataValidationError(
+            f"prediction column {column!r} is not in the eval dataset; columns: {list(frame.columns)}"
+        )
+    values = frame[column].tolist()
+    if cfg.task == "regression":
+        try:
+            return Predictions(np.array(values, dtype=float))
+        except (TypeError, ValueError):
+            raise DataValidationError(f"prediction column {column!r} must be numeric for regression") from None
+    if cfg.task == "generation":
+        return Predictions(np.array(["" if v is None else str(v) for v in values], dtype=object))
+    index = {label: i for i, label in enumerate(labels or [])}
+    bad = next((row for row, v in enumerate(values) if str(v) not in index), None)
+    if bad is not None:
+        raise DataValidationError(f"row {bad}: prediction {values[bad]!r} in column {column!r} is not a label {labels}")
+    return Predictions(np.array([index[str(v)] for v in values], dtype=np.int64))
+
+
 def _score(cfg: EvaluationConfig, model: Any, texts: list[str], truth: np.ndarray) -> Predictions:
     if isinstance(model, Predictions):
         return model
@@ -60,7 +81,19 @@ def evaluate(
     """``candidate`` / ``baseline``: a ModelScorer or precomputed Predictions. Returns the
     evaluation document and the predictions (to store beside it)."""
     cfg = EvaluationConfig.coerce(cfg)
-    labels = labels or getattr(candidate, "labels", None)
+    if cfg.task == "classification" and cfg.prediction_column and not (labels or cfg.labels):
+        for column in (cfg.label_column, cfg.prediction_column, cfg.baseline_prediction_column):
+            if column and column not in frame.columns:
+                raise DataValidationError(
+                    f"column {column!r} is not in the eval dataset; columns: {list(frame.columns)}"
+                )
+        seen = {str(v) for c in (cfg.label_column, cfg.prediction_column) for v in frame[c]}
+        labels = sorted(seen)
+    labels = labels or cfg.labels or getattr(candidate, "labels", None)
+    if cfg.prediction_column:
+        candidate = column_predictions(cfg, frame, cfg.prediction_column, labels)
+    if cfg.baseline_prediction_column:
+        baseline = column_predictions(cfg, frame, cfg.baseline_prediction_column, labels)
     base_labels = getattr(baseline, "labels", None)
     if cfg.task == "classification" and base_labels is not None and base_labels != labels:
         raise ConfigError(f"candidate labels {labels} differ from the baseline's {base_labels}: not comparable")

@@ -58,3 +58,22 @@ with DAG(
         to_version="{{ params.to_version }}",
         reason="{{ params.reason }}",
     )
+
+with DAG(
+    dag_id="test_mlcrit_evaluate_tabular",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    render_template_as_native_obj=True,
+    params={"evaluate": {}, "gate": {}},
+) as tabular_dag:
+    tab_eval = EvaluateModelOperator(
+        task_id="evaluate",
+        dataset="dataset/demand-eval@latest",
+        candidate="model/demand@v2",
+        config="{{ params.evaluate }}",
+        output_name="demand",
+    )
+    tab_gate = EvaluationGateOperator(
+        task_id="gate", evaluation="{{ ti.xcom_pull(task_ids='evaluate')['ref'] }}", config="{{ params.gate }}"
+    )
+    tab_eval >> tab_gate >> PromoteModelOperator(task_id="promote", candidate="model/demand@v2")
