@@ -82,20 +82,23 @@ class ModelScorer:
     def _autocast(self) -> Any:
         return self.torch.autocast(device_type=self.device.type, dtype=self.torch.bfloat16, enabled=self.bf16)
 
+    def _batches(self, texts: list[str]) -> Any:
+        for start in range(0, len(texts), self.batch_size):
+            yield self.tokenizer(
+                [t or "" for t in texts[start : start + self.batch_size]],
+                truncation=True,
+                max_length=self.max_length,
+                padding=True,
+                return_tensors="pt",
+            ).to(self.device)
+
     def predict(self, texts: list[str]) -> Predictions:
         torch = self.torch
         if self.task != "classification":
             return Predictions(np.array(self.generate(texts), dtype=object))
         probs = []
         with torch.no_grad():
-            for start in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(
-                    [t or "" for t in texts[start : start + self.batch_size]],
-                    truncation=True,
-                    max_length=self.max_length,
-                    padding=True,
-                    return_tensors="pt",
-                ).to(self.device)
+            for enc in self._batches(texts):
                 with self._autocast():
                     logits = self.model(**enc).logits
                 probs.append(torch.softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float64))
@@ -105,14 +108,7 @@ class ModelScorer:
     def generate(self, prompts: list[str]) -> list[str]:
         torch, out = self.torch, []
         with torch.no_grad():
-            for start in range(0, len(prompts), self.batch_size):
-                enc = self.tokenizer(
-                    prompts[start : start + self.batch_size],
-                    truncation=True,
-                    max_length=self.max_length,
-                    padding=True,
-                    return_tensors="pt",
-                ).to(self.device)
+            for enc in self._batches(prompts):
                 with self._autocast():
                     ids = self.model.generate(
                         **enc,
