@@ -96,14 +96,11 @@ class EvaluateModelOperator(DatasetStepOperator):
         from airflow_mlcrit.core.evaluation.config import EvaluationConfig
         from airflow_mlcrit.core.evaluation.evaluate import (
             evaluate,
-            predictions_from_table,
             predictions_table,
             read_frame,
         )
-        from airflow_mlcrit.core.evaluation.inference import ModelScorer, materialize_model
         from airflow_mlcrit.core.evaluation.report import render_html
         from airflow_mlcrit.core.lineage import facet
-        from airflow_mlcrit.core.tables import is_artifact_ref
 
         cfg = EvaluationConfig.from_dict(self.config_dict())
         source, data_manifest = self.pin(self.dataset)
@@ -118,45 +115,7 @@ class EvaluateModelOperator(DatasetStepOperator):
                     self.store.get(source, work / "data")
                     frame_source = str(work / "data" / self.split)
             frame = read_frame(frame_source, self.store)
-            opts = {
-                "task": cfg.task,
-                "batch_size": cfg.batch_size,
-                "max_length": cfg.max_length,
-                "max_new_tokens": cfg.max_new_tokens,
-                "device": cfg.device,
-            }
-
-            def load(ref: str, where: str, predicted_in: str | None) -> tuple[Any, Any]:
-                """(scorer, or None when the predictions are an eval column; manifest or None)."""
-                if predicted_in:  # a tabular / batch-scored model: only its identity is needed
-                    manifest = self.store.resolve(ref) if is_artifact_ref(ref.split("@")[0]) else None
-                    return None, manifest
-                path, base, manifest = materialize_model(self.store, ref, work / where)
-                return ModelScorer(path, base_path=base, **opts), manifest
-
-            candidate, cand_m = load(self.candidate, "candidate", cfg.prediction_column)
-            if cand_m is not None:
-                self.lineage.add_input(self.store, cand_m)
-            base_ref = self._baseline_ref(cand_m)
-            base_m = baseline = None
-            if base_ref:
-                if self.baseline_evaluation:
-                    base_m = self.store.resolve(base_ref) if is_artifact_ref(base_ref.split("@")[0]) else None
-                else:
-                    baseline, base_m = load(base_ref, "baseline", cfg.baseline_prediction_column)
-                    if baseline is None and not cfg.baseline_prediction_column:
-                        raise ConfigError("EvaluationConfig.baseline_prediction_column is needed to score the baseline")
-                if base_m is not None:
-                    self.lineage.add_input(self.store, base_m)
-                    if cand_m is not None:
-                        self._check_contracts(cand_m, base_m)
-                if self.baseline_evaluation:
-                    baseline = self._reused_baseline(data_manifest, base_m, predictions_from_table)
-            elif cfg.baseline_prediction_column:
-                raise ConfigError(
-                    "EvaluationConfig.baseline_prediction_column is set but there is no baseline "
-                    f"({self.baseline!r} is not set); set baseline to a reference or drop the column"
-                )
+            candidate, cand_m, baseline, base_m, base_ref = self._models(cfg, work, data_manifest)
             suites, suite_manifests = [], []
             for ref in [self.suites] if isinstance(self.suites, str) else list(self.suites or []):
                 m = self.read_input(ref)
@@ -174,6 +133,7 @@ class EvaluateModelOperator(DatasetStepOperator):
             result["binding"] = binding
             out = work / "out"
             out.mkdir()
+            extra = self._extra(result, out)
             (out / EVALUATION_FILE).write_text(json.dumps(result, indent=1, default=str))
             name = self.output_name_for(context)
             (out / REPORT_FILE).write_text(render_html(result, title=f"Evaluation {name}: {binding['candidate']}"))
@@ -189,17 +149,67 @@ class EvaluateModelOperator(DatasetStepOperator):
                         binding["candidate"] if cand_m else None,
                         binding["baseline"] if base_m else None,
                         source if data_manifest else None,
-                        *self.suites,
+                        *(str(m.ref) for m in suite_manifests),
                     )
                     if r
                 ],
                 metadata={**binding, "task": cfg.task, "overall": overall["candidate"]},
                 mlcrit_evaluation=facet("mlcrit_evaluation", **_evaluation_facet(result, binding)),
+                **extra,
             )
         report_url = f"{manifest.uri.rstrip('/')}/{REPORT_FILE}"
         context["ti"].xcom_push(key="report_url", value=report_url)
         self._log_summary(result)
         return manifest.summary() | {"report_url": report_url, "overall": overall["candidate"]}
+
+    def _models(self, cfg: Any, work: Path, data_manifest: Any) -> tuple[Any, Any, Any, Any, str | None]:
+        """(candidate, its manifest, baseline, its manifest, baseline ref): scorers, predictions
+        read from columns, or a reused evaluation's predictions."""
+        from airflow_mlcrit.core.evaluation.evaluate import predictions_from_table
+        from airflow_mlcrit.core.evaluation.inference import ModelScorer, materialize_model
+        from airflow_mlcrit.core.tables import is_artifact_ref
+
+        opts = {
+            "task": cfg.task,
+            "batch_size": cfg.batch_size,
+            "max_length": cfg.max_length,
+            "max_new_tokens": cfg.max_new_tokens,
+            "device": cfg.device,
+        }
+
+        def load(ref: str, where: str, predicted_in: str | None) -> tuple[Any, Any]:
+            """(scorer, or None when the predictions are an eval column; manifest or None)."""
+            if predicted_in:  # a tabular / batch-scored model: only its identity is needed
+                return None, self.store.resolve(ref) if is_artifact_ref(ref.split("@")[0]) else None
+            path, base, manifest = materialize_model(self.store, ref, work / where)
+            return ModelScorer(path, base_path=base, **opts), manifest
+
+        candidate, cand_m = load(self.candidate, "candidate", cfg.prediction_column)
+        if cand_m is not None:
+            self.lineage.add_input(self.store, cand_m)
+        base_ref = self._baseline_ref(cand_m)
+        base_m = baseline = None
+        if base_ref:
+            if self.baseline_evaluation:
+                base_m = self.store.resolve(base_ref) if is_artifact_ref(base_ref.split("@")[0]) else None
+            else:
+                baseline, base_m = load(base_ref, "baseline", cfg.baseline_prediction_column)
+            if base_m is not None:
+                self.lineage.add_input(self.store, base_m)
+                if cand_m is not None:
+                    self._check_contracts(cand_m, base_m)
+            if self.baseline_evaluation:
+                baseline = self._reused_baseline(data_manifest, base_m, predictions_from_table)
+        elif cfg.baseline_prediction_column:
+            raise ConfigError(
+                "EvaluationConfig.baseline_prediction_column is set but there is no baseline "
+                f"({self.baseline!r} is not set); set baseline to a reference or drop the column"
+            )
+        return candidate, cand_m, baseline, base_m, base_ref
+
+    def _extra(self, result: dict[str, Any], out: Path) -> dict[str, Any]:
+        """Subclasses add files to the evaluation and facets to its lineage."""
+        return {}
 
     def _check_contracts(self, cand_m: Any, base_m: Any) -> None:
         from airflow_mlcrit.core.preprocessing.contract import CONTRACT_FILE, check_contract

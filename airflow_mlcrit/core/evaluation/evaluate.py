@@ -60,11 +60,14 @@ def column_predictions(cfg: EvaluationConfig, frame: Any, column: str, labels: l
     return Predictions(np.array([index[str(v)] for v in values], dtype=np.int64))
 
 
-def _score(cfg: EvaluationConfig, model: Any, texts: list[str], truth: np.ndarray) -> Predictions:
+def _score(cfg: EvaluationConfig, model: Any, texts: list[str], truth: np.ndarray, frame: Any) -> Predictions:
     if isinstance(model, Predictions):
         return model
-    p = model.predict(texts)
+    # a prompt reads several columns of each row; a model reads the text column
+    p = model.predict_frame(frame) if hasattr(model, "predict_frame") else model.predict(texts)
     if cfg.task == "generation" and {"loss", "perplexity"} & set(cfg.metric_names):
+        if not hasattr(model, "loss"):
+            raise ConfigError("metrics loss / perplexity need a local language model, not this predictor")
         p.loss = model.loss(texts, [str(t) for t in truth])
     return p
 
@@ -109,9 +112,9 @@ def evaluate(
     texts = (
         [str(t) if t is not None else "" for t in frame[cfg.text_column]] if cfg.text_column in frame.columns else []
     )
-    preds = {"candidate": _score(cfg, candidate, texts, truth)}
+    preds = {"candidate": _score(cfg, candidate, texts, truth, frame)}
     if baseline is not None:
-        preds["baseline"] = _score(cfg, baseline, texts, truth)
+        preds["baseline"] = _score(cfg, baseline, texts, truth, frame)
     result = evaluate_predictions(cfg, frame, truth, preds["candidate"], preds.get("baseline"), labels=label_names)
     result["suites"] = {
         role: [run_suite(s, model.predict, label_names) for s in checked]

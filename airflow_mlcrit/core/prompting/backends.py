@@ -1,0 +1,207 @@
+"""Where prompts run: a local causal LM, a local sentence encoder, or an OpenAI-compatible endpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from airflow_mlcrit.exceptions import ConfigError, MissingDependencyError, MlcritError
+
+log = logging.getLogger(__name__)
+
+
+class CausalLMBackend:
+    """Generation (greedy) and label scoring by log-likelihood with a local causal LM."""
+
+    kind = "causal_lm"
+
+    def __init__(self, path: str | Path, *, batch_size: int = 16, max_length: int = 512, device: str = "auto"):
+        from airflow_mlcrit.core.evaluation.inference import ModelScorer
+
+        self.scorer = ModelScorer(path, task="generation", batch_size=batch_size, max_length=max_length, device=device)
+        self.name = str(path)
+
+    def generate(self, prompts: list[str], decoding: dict[str, Any], prompt_digest: str = "") -> list[str]:
+        self.scorer.max_new_tokens = int(decoding.get("max_new_tokens", 16))
+        return self.scorer.generate(prompts)
+
+    def label_logprobs(self, prompts: list[str], continuations: list[str]) -> np.ndarray:
+        """(n, L): sum of log P(token) over the tokens of ``" " + continuation`` after each prompt."""
+        torch, tok, model = self.scorer.torch, self.scorer.tokenizer, self.scorer.model
+        conts = [tok(" " + c, add_special_tokens=False)["input_ids"] for c in continuations]
+        if any(not c for c in conts):
+            raise ConfigError(f"a verbalizer tokenizes to nothing: {continuations}")
+        out = np.zeros((len(prompts), len(conts)))
+        with torch.no_grad():
+            for i, prompt in enumerate(prompts):
+                head = tok(prompt)["input_ids"]
+                seqs = [head + c for c in conts]
+                width = max(map(len, seqs))
+                pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+                ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=self.scorer.device)
+                mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.scorer.device)
+                logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+                for j, c in enumerate(conts):
+                    positions = torch.arange(len(head) - 1, len(head) - 1 + len(c), device=ids.device)
+                    targets = torch.tensor(c, device=ids.device)
+                    out[i, j] = float(logp[j, positions, targets].sum())
+        return out
+
+
+class EncoderBackend:
+    """Sentence embeddings (mean pooling, L2-normalised, as sentence-transformers does for
+    all-MiniLM-L6-v2) for zero-shot classification and nearest-neighbour few-shot selection."""
+
+    kind = "encoder"
+
+    def __init__(self, path: str | Path, *, batch_size: int = 64, max_length: int = 256, device: str = "auto"):
+        try:
+            import torch
+            import transformers
+        except ImportError as exc:
+            raise MissingDependencyError(exc.name or "torch", "train") from None
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"encoder {path} is not a model directory (no config.json)")
+        self.torch, self.name = torch, str(path)
+        self.batch_size, self.max_length = batch_size, max_length
+        self.device = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = (
+            transformers.AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
+            .to(self.device)
+            .eval()
+        )
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        torch, parts = self.torch, []
+        with torch.no_grad():
+            for start in range(0, len(texts), self.batch_size):
+                enc = self.tokenizer(
+                    texts[start : start + self.batch_size],
+                    truncation=True,
+                    max_length=self.max_length,
+                    padding=True,
+                    return_tensors="pt",
+                ).to(self.device)
+                hidden = self.model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                parts.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy().astype(np.float64))
+        return np.concatenate(parts) if parts else np.zeros((0, 0))
+
+
+class HttpError(MlcritError):
+    """The hosted model endpoint failed after all retries."""
+
+
+class OpenAIBackend:
+    """An OpenAI-compatible ``/chat/completions`` endpoint: bounded retries with backoff on 429 and
+    5xx (honouring Retry-After), a request-rate limit, and a response cache on disk keyed by
+    (model, prompt digest, rendered input), so a re-run sends nothing. The key goes only into the
+    Authorization header: it is never logged, cached or returned."""
+
+    kind = "http"
+    RETRY = {429, 500, 502, 503, 504}
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        model: str,
+        *,
+        cache_dir: str | Path,
+        max_retries: int = 5,
+        backoff_s: float = 0.5,
+        requests_per_second: float | None = None,
+        timeout_s: float = 60.0,
+    ):
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"base URL must be http(s)://..., got {base_url!r}")
+        self.base_url, self.model, self.name = base_url.rstrip("/"), model, model
+        self._key = api_key
+        self.cache_dir = Path(cache_dir)
+        self.max_retries, self.backoff_s, self.timeout_s = max_retries, backoff_s, timeout_s
+        self.min_interval = 1.0 / requests_per_second if requests_per_second else 0.0
+        self._last = 0.0
+        self.requests_sent = self.cache_hits = self.retries = 0
+
+    def __repr__(self) -> str:  # never show the key
+        return f"OpenAIBackend({self.base_url!r}, model={self.model!r})"
+
+    def _cache_path(self, prompt_digest: str, prompt: str, decoding: dict[str, Any]) -> Path:
+        key = json.dumps([self.model, prompt_digest, prompt, decoding], sort_keys=True)
+        h = hashlib.sha256(key.encode()).hexdigest()
+        return self.cache_dir / h[:2] / f"{h}.json"
+
+    def generate(self, prompts: list[str], decoding: dict[str, Any], prompt_digest: str = "") -> list[str]:
+        out = []
+        for prompt in prompts:
+            path = self._cache_path(prompt_digest, prompt, decoding)
+            if path.is_file():
+                self.cache_hits += 1
+                out.append(json.loads(path.read_text())["text"])
+                continue
+            text = self._complete(prompt, decoding)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"text": text}))
+            tmp.replace(path)
+            out.append(text)
+        return out
+
+    def _complete(self, prompt: str, decoding: dict[str, Any]) -> str:
+        import urllib.error
+        import urllib.request
+
+        body = json.dumps(
+            {
+                "model": self.model,
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": int(decoding.get("max_new_tokens", 16)),
+                "temperature": 0,
+            }
+        ).encode()
+        headers = {"Content-Type": "application/json"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            wait = self.min_interval - (time.monotonic() - self._last)
+            if wait > 0:
+                time.sleep(wait)
+            self._last = time.monotonic()
+            request = urllib.request.Request(f"{self.base_url}/chat/completions", data=body, headers=headers)
+            self.requests_sent += 1
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    return json.loads(response.read())["choices"][0]["message"]["content"]
+            except urllib.error.HTTPError as exc:
+                last = f"HTTP {exc.code}"
+                if exc.code not in self.RETRY:
+                    raise HttpError(f"{self.base_url} answered {last} (not retried)") from None
+                retry_after = exc.headers.get("Retry-After")
+                delay = float(retry_after) if retry_after else self.backoff_s * 2**attempt
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                last = type(exc).__name__
+                delay = self.backoff_s * 2**attempt
+            except (KeyError, IndexError, ValueError):
+                raise HttpError(f"{self.base_url} returned a response without choices[0].message.content") from None
+            if attempt < self.max_retries:
+                self.retries += 1
+                log.info(
+                    "mlcrit: %s from %s, retry %s of %s in %.2fs",
+                    last,
+                    self.base_url,
+                    attempt + 1,
+                    self.max_retries,
+                    delay,
+                )
+                time.sleep(delay)
+        raise HttpError(f"{self.base_url} failed after {self.max_retries + 1} attempts (last: {last})")
