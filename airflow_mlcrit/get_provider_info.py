@@ -27,6 +27,7 @@ def get_provider_info() -> dict:
                     "airflow_mlcrit.operators.artifacts",
                     "airflow_mlcrit.operators.evaluation",
                     "airflow_mlcrit.operators.preprocessing",
+                    "airflow_mlcrit.operators.prompting",
                     "airflow_mlcrit.operators.training",
                     "airflow_mlcrit.operators.validation",
                 ],

@@ -11,4 +11,18 @@ from airflow.sdk import Asset, BaseHook, BaseOperator, BaseSensorOperator
 from airflow.sdk.bases.operatorlink import BaseOperatorLink
 from airflow.sdk.bases.skipmixin import SkipMixin
 
-__all__ = ["Asset", "BaseHook", "BaseOperator", "BaseOperatorLink", "BaseSensorOperator", "SkipMixin", "conf"]
+try:
+    from airflow.providers.standard.operators.branch import BaseBranchOperator
+except ImportError:  # pragma: no cover - Airflow without the standard provider
+    from airflow.operators.branch import BaseBranchOperator  # type: ignore[no-redef]
+
+__all__ = [
+    "Asset",
+    "BaseBranchOperator",
+    "BaseHook",
+    "BaseOperator",
+    "BaseOperatorLink",
+    "BaseSensorOperator",
+    "SkipMixin",
+    "conf",
+]

@@ -8,6 +8,7 @@ from airflow_mlcrit.operators.evaluation import (
     RollbackModelOperator,
 )
 from airflow_mlcrit.operators.preprocessing import BeamPreprocessOperator
+from airflow_mlcrit.operators.prompting import PromptEvaluationOperator, PromptOrFineTuneBranchOperator
 from airflow_mlcrit.operators.training import FineTuneOperator
 from airflow_mlcrit.operators.validation import (
     ComputeStatisticsOperator,
@@ -23,6 +24,8 @@ __all__ = [
     "FineTuneOperator",
     "InferSchemaOperator",
     "PromoteModelOperator",
+    "PromptEvaluationOperator",
+    "PromptOrFineTuneBranchOperator",
     "RegisterArtifactOperator",
     "RollbackModelOperator",
     "ValidateDataOperator",

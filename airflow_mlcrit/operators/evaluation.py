@@ -281,7 +281,8 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
     bound to the candidate's, eval dataset's and baseline's digests. Fails closed: no thresholds
     is a ConfigError. When NOT_BLESSED, every downstream task is skipped (short circuit) and the
     log and XCom (``failures``) list each failed threshold; ``fail_when_not_blessed=True`` fails
-    the task instead.
+    the task instead, and ``short_circuit=False`` only records the decision (for a branch that
+    reads it, like PromptOrFineTuneBranchOperator).
 
     :param evaluation: ``evaluation`` artifact reference. (templated)
     :param config: :class:`~airflow_mlcrit.core.gating.GateConfig` fields. (templated)
@@ -291,10 +292,13 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
     template_fields: Sequence[str] = (*StepOperator.template_fields, "evaluation")
     output_kind = "blessing"
 
-    def __init__(self, *, evaluation: str, fail_when_not_blessed: bool = False, **kwargs: Any):
+    def __init__(
+        self, *, evaluation: str, fail_when_not_blessed: bool = False, short_circuit: bool = True, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         self.evaluation = evaluation
         self.fail_when_not_blessed = fail_when_not_blessed
+        self.short_circuit = short_circuit
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_mlcrit.core.gating import GateConfig, decide
@@ -368,8 +372,9 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
             return summary
         if self.fail_when_not_blessed:
             raise GateFailedError(f"{b['candidate']} is NOT_BLESSED: " + "; ".join(decision.failures))
-        ti.xcom_push(key="return_value", value=summary)
-        self._skip_downstream(context)
+        if self.short_circuit:
+            ti.xcom_push(key="return_value", value=summary)
+            self._skip_downstream(context)
         return summary
 
     def _skip_downstream(self, context: Any) -> None:

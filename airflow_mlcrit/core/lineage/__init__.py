@@ -43,6 +43,7 @@ CUSTOM_FACETS = {
     "mlcrit_evaluation": "MlcritEvaluationDatasetFacet",
     "mlcrit_blessing": "MlcritBlessingDatasetFacet",
     "mlcrit_alias_move": "MlcritAliasMoveRunFacet",
+    "mlcrit_prompt": "MlcritPromptDatasetFacet",
 }
 
 

@@ -158,3 +158,13 @@ def check_chain(steps: list[ChainStep]) -> None:
 
 
 ScoreMode = Literal["generate", "score_labels"]
+
+
+def load_prompt(store: Any, ref: str) -> tuple[PromptSpec, Any]:
+    """(spec, manifest) of a ``prompt`` artifact holding prompt.json."""
+    manifest = store.resolve(ref)
+    if manifest.kind != "prompt":
+        raise ConfigError(f"{manifest.ref} is a {manifest.kind}, not a prompt artifact")
+    data = json.loads(store.read_bytes(manifest.ref, PROMPT_FILE))
+    spec = PromptSpec.from_dict({**data, "name": str(manifest.ref)})
+    return spec, manifest

@@ -1,0 +1,127 @@
+"""Prompt specs, few-shot selection, chains and backends on real tiny models and a local server."""
+
+import logging
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from airflow_mlcrit.core.prompting.backends import CausalLMBackend, HttpError, OpenAIBackend
+from airflow_mlcrit.core.prompting.predict import PromptPredictor
+from airflow_mlcrit.core.prompting.prompt import ChainStep, PromptSpec, select_examples
+from airflow_mlcrit.exceptions import ConfigError, DataValidationError
+from tests.helpers.models import build_tiny_gpt2
+from tests.helpers.openai_server import FakeOpenAI
+
+REVIEW = PromptSpec(
+    template="Review: {{ text }} Sentiment:",
+    variables=["text"],
+    verbalizers={"neg": "negative", "pos": "positive"},
+    name="prompt/review@v1",
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory):
+    return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+def test_spec_validation_rendering_and_the_sandbox():
+    with pytest.raises(ConfigError, match=re.escape("PromptSpec.template uses ['product'] but declares only ['text']")):
+        PromptSpec(template="{{ text }} about {{ product }}", variables=["text"])
+    with pytest.raises(DataValidationError, match=re.escape("prompt prompt/review@v1 (row 3): 'text' is undefined")):
+        REVIEW.render({"other": 1}, row=3)
+    hostile = PromptSpec(template="{{ text.__class__.__mro__ }}", variables=["text"])
+    with pytest.raises(
+        ConfigError,
+        match=re.escape("the sandbox refused: access to attribute '__class__' of 'str' object is unsafe"),
+    ):
+        hostile.render({"text": "x"})
+    assert (
+        REVIEW.digest == PromptSpec.from_dict({**REVIEW.to_dict(), "name": "other"}).digest
+    )  # the name is not content
+    assert REVIEW.digest != PromptSpec.from_dict({**REVIEW.to_dict(), "template": "R: {{ text }}"}).digest
+
+
+def test_few_shot_selection():
+    examples = [{"text": t, "label": label} for t, label in [("a b", "x"), ("c d", "y"), ("e f", "z"), ("g h", "w")]]
+    spec = PromptSpec(template="{{ text }}", variables=["text"], few_shot={"examples": examples, "k": 2})
+    assert select_examples(spec, ["q"]) == [examples[:2]]
+    rnd = PromptSpec.from_dict(
+        {**spec.to_dict(), "few_shot": {"examples": examples, "k": 2, "selection": "random", "seed": 1}}
+    )
+    assert (
+        select_examples(rnd, ["q", "r"])[0] == select_examples(rnd, ["s"])[0]
+        and len(select_examples(rnd, ["q"])[0]) == 2
+    )
+    near = PromptSpec.from_dict({**spec.to_dict(), "few_shot": {"examples": examples, "k": 1, "selection": "nearest"}})
+    axis = {"a b": [1, 0, 0], "c d": [0, 1, 0], "e f": [0, 0, 1], "g h": [0.7, 0.7, 0], "near-e": [0.1, 0, 1]}
+    embed = lambda texts: np.array([axis[t] for t in texts], dtype=float)  # noqa: E731
+    assert select_examples(near, ["near-e"], embed) == [[examples[2]]]
+    with pytest.raises(ConfigError, match=re.escape("few_shot.selection='nearest' needs an embedding model")):
+        select_examples(near, ["q"])
+
+
+def test_label_scoring_picks_the_most_likely_verbalizer(tiny_gpt2):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    backend = CausalLMBackend(tiny_gpt2, device="cpu")
+    predictor = PromptPredictor([ChainStep(REVIEW, "prompt/review@v1")], backend, mode="score_labels")
+    texts = ["what is the capital of france", "the color of the sky"]
+    got = predictor.predict(texts)
+    tok, model = AutoTokenizer.from_pretrained(tiny_gpt2), AutoModelForCausalLM.from_pretrained(tiny_gpt2).eval()
+    for i, text in enumerate(texts):
+        direct = []
+        for label in ("neg", "pos"):
+            head = tok(f"Review: {text} Sentiment:")["input_ids"]
+            cont = tok(" " + REVIEW.verbalizers[label], add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([head + cont])).logits[0], -1)
+            direct.append(sum(float(logp[len(head) - 1 + j, c]) for j, c in enumerate(cont)))
+        assert got.pred[i] == int(np.argmax(direct))
+        z = np.exp(np.array(direct) - max(direct))
+        assert got.proba[i] == pytest.approx(z / z.sum(), abs=1e-6)
+
+
+def test_a_chain_feeds_each_output_to_the_next_step(tiny_gpt2):
+    first = PromptSpec(
+        template="Q: {{ question }} A:",
+        variables=["question"],
+        decoding={"max_new_tokens": 2},
+        output_variable="answer",
+    )
+    second = PromptSpec(template="Q: what is {{ answer }} A:", variables=["answer"], decoding={"max_new_tokens": 2})
+    backend = CausalLMBackend(tiny_gpt2, device="cpu")
+    predictor = PromptPredictor([ChainStep(first, "prompt/a@v1"), ChainStep(second, "prompt/b@v1")], backend)
+    frame = pd.DataFrame({"question": ["what is the capital of france", "what is the color of the sky"]})
+    out = predictor.predict_frame(frame)
+    step1 = backend.generate([f"Q: {q} A:" for q in frame.question], {"max_new_tokens": 2})
+    assert predictor.rendered[1] == [f"Q: what is {a} A:" for a in step1]
+    assert list(out.pred) == [s.strip() for s in backend.generate(predictor.rendered[1], {"max_new_tokens": 2})]
+    with pytest.raises(ConfigError, match=re.escape("chain step 0 (prompt/b@v1) needs output_variable")):
+        PromptPredictor([ChainStep(second, "prompt/b@v1"), ChainStep(first, "prompt/a@v1")], backend)
+    with pytest.raises(DataValidationError, match=re.escape("prompt prompt/a@v1 needs variable(s) ['question']")):
+        predictor.predict_frame(pd.DataFrame({"text": ["x"]}))
+
+
+def test_http_backend_retries_caches_and_hides_the_key(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    secret = "sk-test-PLANTED-0123456789"
+    with FakeOpenAI(fail=[429, 503]) as server:
+        backend = OpenAIBackend(server.url, secret, "canned-1", cache_dir=tmp_path / "cache", backoff_s=0.01)
+        assert backend.generate(["Review: great stuff", "Review: awful"], {}, "sha256:p") == [" positive", " negative"]
+        assert (backend.requests_sent, backend.retries, len(server.requests)) == (4, 2, 4)
+        assert set(server.auth) == {f"Bearer {secret}"}
+        again = OpenAIBackend(server.url, secret, "canned-1", cache_dir=tmp_path / "cache")
+        assert again.generate(["Review: great stuff", "Review: awful"], {}, "sha256:p") == [" positive", " negative"]
+        assert (again.requests_sent, again.cache_hits, len(server.requests)) == (0, 2, 4)  # nothing sent
+        server.fail = [503] * 10
+        failing = OpenAIBackend(
+            server.url, secret, "canned-1", cache_dir=tmp_path / "c2", max_retries=2, backoff_s=0.01
+        )
+        with pytest.raises(HttpError, match=re.escape("failed after 3 attempts (last: HTTP 503)")):
+            failing.generate(["Review: new"], {}, "sha256:p")
+    assert secret not in caplog.text and secret not in repr(backend)
+    assert not any(secret in p.read_text() for p in (tmp_path / "cache").rglob("*.json"))
