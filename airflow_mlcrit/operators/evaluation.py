@@ -73,6 +73,7 @@ class EvaluateModelOperator(DatasetStepOperator):
         self.baseline_evaluation = baseline_evaluation
         self.suites = suites
         self.split = split
+        self._more_parents: list[str] = []  # e.g. the earlier steps of a prompt chain
 
     def _baseline_ref(self, candidate_manifest: Any) -> str | None:
         if not self.baseline:
@@ -150,6 +151,7 @@ class EvaluateModelOperator(DatasetStepOperator):
                         binding["baseline"] if base_m else None,
                         source if data_manifest else None,
                         *(str(m.ref) for m in suite_manifests),
+                        *self._more_parents,
                     )
                     if r
                 ],

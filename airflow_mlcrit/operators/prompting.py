@@ -138,6 +138,10 @@ class PromptEvaluationOperator(EvaluateModelOperator):
             raise ConfigError("task 'classification' needs the prompt's verbalizers; use task 'generation' otherwise")
         for m in manifests:
             self.lineage.add_input(self.store, m)
+        self._more_parents = [str(m.ref) for m in manifests[:-1]]
+        if mode == "generate" and cfg.task == "classification" and cfg.metrics is None:
+            # labels read from generated text carry no probabilities: default to count metrics
+            cfg.metrics = ["accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall"]
         if predictor.input_variable != cfg.text_column:  # suites and sensitivity perturb the prompt's input
             cfg.text_column = predictor.input_variable
         cand_m = manifests[-1]

