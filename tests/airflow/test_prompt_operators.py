@@ -64,7 +64,7 @@ def test_zero_shot_with_the_real_minilm_encoder_is_well_above_chance(data, tmp_p
         assert any(i["name"].endswith("/prompt/review") for i in done["inputs"])
 
 
-def test_label_scoring_with_a_tiny_causal_lm_and_a_missing_variable(data, tmp_path):
+def test_label_scoring_with_a_tiny_causal_lm_and_a_missing_variable(data, tmp_path, capfd):
     import numpy as np
     import pyarrow.parquet as pq
 
@@ -88,9 +88,12 @@ def test_label_scoring_with_a_tiny_causal_lm_and_a_missing_variable(data, tmp_pa
         "broken",
         {**REVIEW, "template": "{{ text }} from {{ product }}", "variables": ["text", "product"]},
     ).ref
+    capfd.readouterr()
     dr = _evaluate("causal_lm", prompt=str(broken), model=gpt2, evaluate={"replicates": 50})
     assert task_states(dr)["evaluate_prompt"][0] == "failed"
     assert data.versions("evaluation/prompt-eval") == [1]
+    out, err = capfd.readouterr()
+    assert f"prompt {broken} needs variable(s) ['product'], which the eval dataset lacks" in out + err
 
 
 def test_http_backend_retries_caches_and_never_leaks_the_key(data, tmp_path, monkeypatch, capfd, lineage_tail):
@@ -114,6 +117,15 @@ def test_http_backend_retries_caches_and_never_leaks_the_key(data, tmp_path, mon
         dr = _evaluate("http", **params)
         assert dr.state == "success", task_states(dr)
         assert len(server.requests) == 122  # the second run was answered from the cache
+        broken = _put_dir(
+            data,
+            tmp_path,
+            "broken",
+            {**REVIEW, "template": "{{ text }} {{ product }}", "variables": ["text", "product"]},
+        )
+        dr = _evaluate("http", **{**params, "prompt": str(broken.ref)})
+        assert task_states(dr)["evaluate_prompt"][0] == "failed"
+        assert len(server.requests) == 122  # refused before any request
     first = json.loads(data.read_bytes("evaluation/prompt-eval@v1", "evaluation.json"))
     second = json.loads(data.read_bytes("evaluation/prompt-eval@v2", "evaluation.json"))
     assert first["prompt"]["requests"] == {"sent": 122, "cacheHits": 0, "retries": 2}

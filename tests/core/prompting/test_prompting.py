@@ -125,3 +125,22 @@ def test_http_backend_retries_caches_and_hides_the_key(tmp_path, caplog):
             failing.generate(["Review: new"], {}, "sha256:p")
     assert secret not in caplog.text and secret not in repr(backend)
     assert not any(secret in p.read_text() for p in (tmp_path / "cache").rglob("*.json"))
+
+
+def test_http_backend_keeps_to_its_request_rate(tmp_path, monkeypatch):
+    from airflow_mlcrit.core.prompting import backends
+
+    clock = {"now": 100.0}
+    slept = []
+    monkeypatch.setattr(backends.time, "monotonic", lambda: clock["now"])
+
+    def sleep(seconds):
+        slept.append(round(seconds, 6))
+        clock["now"] += seconds
+
+    monkeypatch.setattr(backends.time, "sleep", sleep)
+    with FakeOpenAI() as server:
+        backend = OpenAIBackend(server.url, None, "m", cache_dir=tmp_path / "c", requests_per_second=4)
+        backend.generate([f"Review: text {i}" for i in range(3)], {}, "sha256:p")
+    # the clock stands still between requests here, so each later request waits the full 0.25 s
+    assert slept == [0.25, 0.25] and server.auth == [None, None, None]
