@@ -42,13 +42,13 @@ def get_provider_info() -> dict:
         "sensors": [
             {
                 "integration-name": "ML Critical",
-                "python-modules": ["airflow_mlcrit.sensors.training"],
+                "python-modules": ["airflow_mlcrit.sensors.artifacts", "airflow_mlcrit.sensors.training"],
             }
         ],
         "triggers": [
             {
                 "integration-name": "ML Critical",
-                "python-modules": ["airflow_mlcrit.triggers.training"],
+                "python-modules": ["airflow_mlcrit.triggers.artifacts", "airflow_mlcrit.triggers.training"],
             }
         ],
         "extra-links": ["airflow_mlcrit.operators.evaluation.EvaluationReportLink"],
