@@ -54,6 +54,15 @@ def load_columns(source: str, columns: dict[str, str], store: Any = None) -> dic
     return out
 
 
+def _canonical_order(data: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """Rows sorted by their content: distributed preprocessing (Beam) writes rows in no fixed
+    order, and the seeded shuffle must see the same sequence every time for a repeatable run."""
+    fields = list(data)
+    n = len(data[fields[0]]) if fields else 0
+    order = sorted(range(n), key=lambda i: tuple(str(data[f][i]) for f in fields))
+    return {f: [data[f][i] for i in order] for f in fields}
+
+
 def _columns(cfg: FineTuneConfig) -> dict[str, str]:
     if cfg.task == "sequence_classification":
         return {"text_column": cfg.text_column, "label_column": cfg.label_column}
@@ -240,7 +249,7 @@ def finetune(
     workdir = Path(workdir)
     out = workdir / "output"
     out.mkdir(parents=True, exist_ok=True)
-    data = load_columns(train, _columns(cfg), store)
+    data = _canonical_order(load_columns(train, _columns(cfg), store))
     n = len(next(iter(data.values())))
     if n == 0:
         raise DataValidationError(f"training dataset {train} has no rows")

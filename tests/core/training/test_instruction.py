@@ -59,7 +59,7 @@ def test_instruction_tuning_learns_the_responses(tiny_gpt2, tmp_path):
         "batch_size": 10,
     }
     full = finetune(
-        {**cfg, "method": "full", "max_steps": 60, "learning_rate": 5e-3},
+        {**cfg, "method": "full", "max_steps": 80, "learning_rate": 5e-3},
         str(tmp_path / "qa.parquet"),
         workdir=tmp_path / "full",
     )
