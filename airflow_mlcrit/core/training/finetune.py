@@ -261,6 +261,7 @@ def finetune(
                 f"column {cfg.label_column!r} has {len(labels)} distinct value(s); classification needs at least 2"
             )
     base = _resolve_base(cfg, store, workdir)
+    torch.manual_seed(cfg.seed)  # before loading: a new classification head is initialised there
     tokenizer, model = _load(cfg, base, labels)
     rank, world = _distributed(cfg, torch)
     device = _device(cfg, torch, rank)

@@ -274,3 +274,16 @@ def test_precision_and_device_errors_without_a_gpu(tiny_bert, train_file, tmp_pa
         finetune({"base_model": tiny_bert, **CFG, "method": "qlora"}, train_file, workdir=tmp_path / "w")
     with pytest.raises(ConfigError, match=re.escape("merge_adapter cannot merge into a 4-bit (qlora) base")):
         finetune({"base_model": tiny_bert, **CFG, "method": "qlora", "merge_adapter": True}, train_file, workdir="w")
+
+
+def test_a_new_classification_head_is_seeded_too(tiny_bert, train_file, tmp_path):
+    """A pretrained encoder has no classification head: it is created at load time, so the seed
+    must be set before loading (found with all-MiniLM-L6-v2: two runs differed)."""
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    encoder_only = tmp_path / "encoder"
+    BertForSequenceClassification.from_pretrained(tiny_bert).bert.save_pretrained(encoder_only)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(encoder_only)
+    cfg = {"base_model": str(encoder_only), **CFG, "max_steps": 10}
+    a, b = (finetune(cfg, train_file, workdir=tmp_path / f"w{i}") for i in range(2))
+    assert _digest(a.output_dir / "adapter_model.safetensors") == _digest(b.output_dir / "adapter_model.safetensors")
