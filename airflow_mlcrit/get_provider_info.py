@@ -51,7 +51,10 @@ def get_provider_info() -> dict:
                 "python-modules": ["airflow_mlcrit.triggers.artifacts", "airflow_mlcrit.triggers.training"],
             }
         ],
-        "extra-links": ["airflow_mlcrit.operators.evaluation.EvaluationReportLink"],
+        "extra-links": [
+            "airflow_mlcrit.operators.base.MarquezJobLink",
+            "airflow_mlcrit.operators.evaluation.EvaluationReportLink",
+        ],
         "connection-types": [
             {
                 "connection-type": "mlcrit",

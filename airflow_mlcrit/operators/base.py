@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_mlcrit.core.artifacts import ArtifactRef, ArtifactStore, Manifest, parse_ref
 from airflow_mlcrit.core.lineage import LineageRecord
 from airflow_mlcrit.hooks.artifacts import ArtifactStoreHook
-from airflow_mlcrit.version_compat import Asset, BaseOperator
+from airflow_mlcrit.version_compat import Asset, BaseOperator, BaseOperatorLink
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -104,6 +104,23 @@ class MlcritLineageMixin:
         return self._operator_lineage()
 
 
+class MarquezJobLink(BaseOperatorLink):
+    """The task's job in the Marquez web UI (``[mlcrit] marquez_url``; empty: no link)."""
+
+    name = "Lineage in Marquez"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        from urllib.parse import quote
+
+        from airflow_mlcrit.version_compat import conf
+
+        base = (conf.get("mlcrit", "marquez_url", fallback="") or "").rstrip("/")
+        if not base:
+            return ""
+        namespace = conf.get("openlineage", "namespace", fallback="default") or "default"
+        return f"{base}/lineage/job/{quote(namespace, safe='')}/{quote(f'{ti_key.dag_id}.{ti_key.task_id}', safe='')}"
+
+
 class MlcritBaseOperator(MlcritLineageMixin, BaseOperator):
     """Base of the mlcrit operators.
 
@@ -114,6 +131,7 @@ class MlcritBaseOperator(MlcritLineageMixin, BaseOperator):
 
     template_fields: Sequence[str] = ("store_conn_id", "artifact_root")
     ui_color = "#e8f0fe"
+    operator_extra_links = (MarquezJobLink(),)
 
     def __init__(self, *, store_conn_id: str | None = None, artifact_root: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)

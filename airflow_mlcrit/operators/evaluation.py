@@ -55,7 +55,7 @@ class EvaluateModelOperator(DatasetStepOperator):
         "suites",
     )
     output_kind = "evaluation"
-    operator_extra_links = (EvaluationReportLink(),)
+    operator_extra_links = (*DatasetStepOperator.operator_extra_links, EvaluationReportLink())
 
     def __init__(
         self,
