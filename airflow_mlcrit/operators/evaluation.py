@@ -288,6 +288,8 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
 
     :param evaluation: ``evaluation`` artifact reference. (templated)
     :param config: :class:`~airflow_mlcrit.core.gating.GateConfig` fields. (templated)
+    :param fail_when_not_blessed: fail the task (GateFailedError) instead of skipping downstream.
+    :param short_circuit: skip every downstream task when NOT_BLESSED; False only records the decision.
     :param output_name: name of the ``blessing`` artifact; default: the candidate's name. (templated)
     """
 

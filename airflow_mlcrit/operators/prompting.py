@@ -26,9 +26,13 @@ class PromptEvaluationOperator(EvaluateModelOperator):
     :param backend: ``causal_lm`` (local model: generation or label log-likelihood), ``encoder``
         (local sentence encoder: zero-shot by similarity) or ``http`` (OpenAI-compatible endpoint).
     :param model: model directory or artifact (causal_lm, encoder) or the hosted model's name (http). (templated)
-    :param mode: ``generate``, ``score_labels`` or ``similarity``; default by backend.
-    :param http_conn_id: connection of the endpoint: host or extra ``base_url``; password = API key.
-    :param cache_dir: response cache of the http backend; default ``$AIRFLOW_HOME/mlcrit/prompt-cache``.
+    :param mode: ``generate``, ``score_labels`` or ``similarity``; default by backend. (templated)
+    :param input_variable: the prompt variable that suites and sensitivity perturb; default the
+        first declared one. (templated)
+    :param http_conn_id: connection of the endpoint: host or extra ``base_url``; password = API key. (templated)
+    :param cache_dir: response cache of the http backend; default ``$AIRFLOW_HOME/mlcrit/prompt-cache``. (templated)
+    :param requests_per_second: http backend: the most requests per second; None: no limit.
+    :param max_retries: http backend: retries of a 429 / 5xx / dropped request, with exponential backoff.
     :param few_shot_encoder: encoder directory or artifact for ``nearest`` few-shot selection. (templated)
     :param baseline: an alias of the prompt (default ``production``), a reference, or None. (templated)
     """
@@ -206,6 +210,8 @@ class PromptOrFineTuneBranchOperator(MlcritBaseOperator, BaseBranchOperator):
 
     :param prompt: the ``prompt`` version that was gated. (templated)
     :param blessing: the gate's ``blessing`` reference; default: the newest one of the prompt. (templated)
+    :param promote_task_id: the task followed when the prompt is BLESSED.
+    :param finetune_task_id: the task followed otherwise.
     """
 
     template_fields: Sequence[str] = (*MlcritBaseOperator.template_fields, "prompt", "blessing")

@@ -16,6 +16,7 @@ class ArtifactVersionSensor(MlcritLineageMixin, BaseSensorOperator):
     :param artifact: ``kind/name`` to watch. (templated)
     :param after_version: wait for a version above this one; None: above the current newest. (templated)
     :param store_conn_id: connection of the artifact store; None: ``[mlcrit] artifact_root``. (templated)
+    :param artifact_root: overrides the store root of the connection or config. (templated)
     :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``).
     """
 
