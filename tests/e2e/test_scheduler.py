@@ -165,6 +165,8 @@ def airflow(tmp_path):
 
 
 def test_real_scheduler_runs_the_dags_and_the_triggerer_completes_a_deferred_sensor(airflow, tmp_path):
+    """One set of components for three runs: a deferred sensor, mlcrit_register_dataset, and
+    week 1 of mlcrit_text_classifier (the demo's data) started by its own schedule."""
     from airflow_mlcrit.core.demo import customer_messages
 
     store = open_store(tmp_path / "artifacts")
@@ -187,8 +189,30 @@ def test_real_scheduler_runs_the_dags_and_the_triggerer_completes_a_deferred_sen
     run_id = airflow.trigger("mlcrit_register_dataset", {"path": str(tmp_path / "reviews.parquet"), "source": "e2e"})
     assert airflow.wait_run("mlcrit_register_dataset", run_id) == "success", airflow.logs()
     assert store.resolve("dataset/reviews@v1").metadata["source"] == "e2e"
+    # the main example pipeline, week 1 of the demo: prompt first, then LoRA, gate, promote
+    env = {**airflow.env, "MLCRIT_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
+    for args in (["setup"], ["week", "1"]):
+        subprocess.run([sys.executable, "dev/demo.py", *args], env=env, cwd=REPO, check=True, capture_output=True)
+    # unpaused, its weekly schedule starts the latest interval at once: scheduled retraining, for real
+    airflow.wait_for_dag("mlcrit_text_classifier")
+    airflow.api("PATCH", "/dags/mlcrit_text_classifier", {"is_paused": False})
+    deadline = time.monotonic() + 120
+    while not (runs := airflow.api("GET", "/dags/mlcrit_text_classifier/dagRuns")["dag_runs"]):
+        assert time.monotonic() < deadline, airflow.logs()
+        time.sleep(1)
+    [run] = runs
+    run_id = run["dag_run_id"]
+    assert run["run_type"] == "scheduled"
+    state = airflow.wait_run("mlcrit_text_classifier", run_id, timeout=900)
+    states = airflow.task_states("mlcrit_text_classifier", run_id)
+    assert state == "success", (states, airflow.logs())
+    assert states["promote_prompt"] == "skipped" and states["promote"] == "success"
+    [move] = store.alias_history("adapter/support-sentiment", "production")
+    assert move.to_version == 1 and move.reason == "blessed: non-inferior on every state and channel"
+    assert move.extra["blessing"] == "blessing/support-sentiment@v1" and move.extra["run"]["run_id"] == run_id
     events = [json.loads(line) for line in (tmp_path / "lineage.jsonl").read_text().splitlines() if line.strip()]
-    assert {e["job"]["name"] for e in events} >= {"e2e_mlcrit_wait.wait", "mlcrit_register_dataset.validate"}
+    jobs = {e["job"]["name"] for e in events}
+    assert jobs >= {"e2e_mlcrit_wait.wait", "mlcrit_register_dataset.validate", "mlcrit_text_classifier.promote"}
     if SPEC_DIR.is_dir():
         for event in events:
             validate_event(event)
