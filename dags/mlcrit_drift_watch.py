@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Param
 
 from airflow_mlcrit.sensors import DataDriftSensor
 
@@ -21,11 +21,17 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     tags=["mlcrit", "example"],
+    params={
+        "after_version": Param(
+            None, type=["null", "integer"], description="check versions after this one; empty: only new ones"
+        )
+    },
     doc_md=__doc__,
 ) as dag:
     drift = DataDriftSensor(
         task_id="wait_for_drift",
         artifact="dataset/support-messages",
+        after_version="{{ params.after_version }}",
         columns=["channel", "state", "text"],
         thresholds={"js_divergence": 0.2, "linf": 0.15},
         poke_interval=300,

@@ -71,6 +71,12 @@ def test_two_weeks_of_the_text_classifier_then_a_rollback(home):
     assert store.resolve("adapter/support-sentiment@production").version == 1
     summary = _run(env, "dev/demo.py", "summary").stdout
     assert "channel=phone" in summary and "report.html" in summary
+    # the drift watch, asked to look at versions after v1: week 2 drifted, so it starts a retraining
+    log = _dag(env, "mlcrit_drift_watch", {"after_version": 1})
+    assert "dataset/support-messages@v2 vs v1: channel linf=" in log
+    runs = _run(env, "-m", "airflow", "dags", "list-runs", "mlcrit_text_classifier", "-o", "json").stdout
+    states = sorted(r["state"] for r in json.loads(runs.strip().splitlines()[-1]))
+    assert states == ["queued", "success", "success"]  # the two weeks above, and the retraining it started
     # an operator overrides the gate (recorded as forced), then rolls back with the rollback DAG
     _run(
         env,
@@ -88,6 +94,21 @@ def test_two_weeks_of_the_text_classifier_then_a_rollback(home):
     history = store.alias_history("adapter/support-sentiment", "production")
     assert [(m.to_version, m.forced) for m in history] == [(1, False), (2, True), (1, False)]
     assert history[-1].reason == "phone regression confirmed in production"
+
+
+def test_example_dags_have_no_import_errors(home):
+    _, env = home
+    _run(env, "-m", "airflow", "dags", "reserialize")  # parse dags/ as the dag-processor would
+    out = _run(env, "-m", "airflow", "dags", "list-import-errors", "-o", "json").stdout
+    assert json.loads(out.strip().splitlines()[-1]) == []
+    listed = _run(env, "-m", "airflow", "dags", "list", "-o", "json").stdout
+    assert {d["dag_id"] for d in json.loads(listed.strip().splitlines()[-1])} >= {
+        "mlcrit_text_classifier",
+        "mlcrit_instruction_tuning",
+        "mlcrit_drift_watch",
+        "mlcrit_rollback",
+        "mlcrit_register_dataset",
+    }
 
 
 def test_instruction_tuning_dag(home, tmp_path):
