@@ -287,3 +287,19 @@ def test_a_new_classification_head_is_seeded_too(tiny_bert, train_file, tmp_path
     cfg = {"base_model": str(encoder_only), **CFG, "max_steps": 10}
     a, b = (finetune(cfg, train_file, workdir=tmp_path / f"w{i}") for i in range(2))
     assert _digest(a.output_dir / "adapter_model.safetensors") == _digest(b.output_dir / "adapter_model.safetensors")
+
+
+def test_pickle_weights_load_only_when_allowed(tiny_bert, train_file, tmp_path):
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    pickled = tmp_path / "pickled"
+    model = BertForSequenceClassification.from_pretrained(tiny_bert)
+    model.config.save_pretrained(pickled)
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")  # the legacy pickle format
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(pickled)
+    assert (pickled / "pytorch_model.bin").is_file() and not list(pickled.glob("*.safetensors"))
+    cfg = {"base_model": str(pickled), **CFG, "max_steps": 2}
+    with pytest.raises(ConfigError, match=re.escape("Pickle (.bin) weights load only with allow_pickle=True")):
+        finetune(cfg, train_file, workdir=tmp_path / "refused")
+    assert finetune({**cfg, "allow_pickle": True}, train_file, workdir=tmp_path / "allowed").metrics["steps"] == 2
