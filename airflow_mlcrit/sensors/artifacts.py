@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,7 +41,7 @@ class ArtifactVersionSensor(MlcritLineageMixin, BaseSensorOperator):
         )
         self._baseline: int | None = None
 
-    @property
+    @functools.cached_property
     def store(self) -> Any:
         from airflow_mlcrit.hooks.artifacts import ArtifactStoreHook
 

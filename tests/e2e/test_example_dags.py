@@ -5,7 +5,6 @@ data with the real all-MiniLM-L6-v2 encoder, a rollback, and instruction tuning 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
+from tests.helpers.airflow_home import airflow_home
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -21,20 +21,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(root / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{root}/airflow.db",
-        "AIRFLOW__MLCRIT__ARTIFACT_ROOT": str(root / "artifacts"),
-        "MLCRIT_ARTIFACT_ROOT": str(root / "artifacts"),
-        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
-            {"type": "file", "log_file_path": str(root / "lineage.jsonl"), "append": True}
-        ),
-        "HF_HUB_OFFLINE": "1",
-    }
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
+    env = airflow_home(root)
     return root, env
 
 

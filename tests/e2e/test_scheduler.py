@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,55 +19,41 @@ from pathlib import Path
 import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
+from tests.helpers.airflow_home import airflow_home
 from tests.helpers.openlineage import SPEC_DIR, validate_event
+from tests.helpers.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Airflow:
     def __init__(self, root: Path):
-        self.root, self.port = root, _free_port()
+        self.root, self.port = root, free_port()
         dags = root / "dags"
         dags.mkdir()
         for f in [*(REPO / "dags").glob("*.py"), *(Path(__file__).parent / "dags").glob("*.py")]:
             shutil.copy(f, dags / f.name)
-        self.env = {
-            **os.environ,
-            "AIRFLOW_HOME": str(root / "home"),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "2",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{root}/airflow.db",
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.port}",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
-            "AIRFLOW__API_AUTH__JWT_SECRET": "e2e-secret-not-for-production",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
-            "AIRFLOW__MLCRIT__ARTIFACT_ROOT": str(root / "artifacts"),
-            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
-                {"type": "file", "log_file_path": str(root / "lineage.jsonl"), "append": True}
-            ),
-            "AIRFLOW__OPENLINEAGE__NAMESPACE": "mlcrit-e2e",
-        }
+        self.env = airflow_home(
+            root,
+            dags=dags,
+            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+            AIRFLOW__CORE__PARALLELISM="2",
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+            AIRFLOW__API__PORT=str(self.port),
+            AIRFLOW__API__HOST="127.0.0.1",
+            AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{self.port}",
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{self.port}/execution/",
+            AIRFLOW__API_AUTH__JWT_SECRET="e2e-secret-not-for-production",
+            AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+            AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1",
+            AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC="1",
+            AIRFLOW__OPENLINEAGE__NAMESPACE="mlcrit-e2e",
+        )
         self.procs: list[subprocess.Popen] = []
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "airflow", "db", "migrate"], env=self.env, check=True, capture_output=True
-        )
         for component in (
             ["api-server", "--port", str(self.port), "--host", "127.0.0.1"],
             ["scheduler"],
@@ -190,7 +175,7 @@ def test_real_scheduler_runs_the_dags_and_the_triggerer_completes_a_deferred_sen
     assert airflow.wait_run("mlcrit_register_dataset", run_id) == "success", airflow.logs()
     assert store.resolve("dataset/reviews@v1").metadata["source"] == "e2e"
     # the main example pipeline, week 1 of the demo: prompt first, then LoRA, gate, promote
-    env = {**airflow.env, "MLCRIT_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
+    env = airflow.env
     for args in (["setup"], ["week", "1"]):
         subprocess.run([sys.executable, "dev/demo.py", *args], env=env, cwd=REPO, check=True, capture_output=True)
     # unpaused, its weekly schedule starts the latest interval at once: scheduled retraining, for real

@@ -6,7 +6,6 @@ bound on a hang, not a benchmark)."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
+from tests.helpers.airflow_home import airflow_home
+from tests.helpers.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -25,12 +26,6 @@ TASKS = 3  # mlcrit_register_dataset: register, statistics, validate
 # the client's default retries (5, backoff doubling from 0.3 s) each event can wait 10 s or more
 # (measured: +63 s and +93 s on this 3-task DAG).
 BOUNDED = {"type": "http", "timeout": 1, "retry": {"total": 0, "connect": 0, "read": 0}}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Silent:
@@ -60,17 +55,7 @@ class Silent:
 
 def _run(tmp_path: Path, name: str, transport: dict) -> tuple[float, subprocess.CompletedProcess]:
     home = tmp_path / name
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "AIRFLOW__MLCRIT__ARTIFACT_ROOT": str(home / "artifacts"),
-        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
-    }
-    home.mkdir()
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
+    env = airflow_home(home, transport=transport)
     data = tmp_path / "reviews.csv"
     if not data.exists():
         data.write_text("text,label\n" + "".join(f"message number {i} was fine,pos\n" for i in range(50)))
@@ -100,7 +85,7 @@ def test_tasks_succeed_and_wait_boundedly_when_lineage_is_down(tmp_path):
     silent = Silent()
     try:
         cases = {
-            "closed-port": {**BOUNDED, "url": f"http://127.0.0.1:{_free_port()}"},
+            "closed-port": {**BOUNDED, "url": f"http://127.0.0.1:{free_port()}"},
             "never-answers": {**BOUNDED, "url": f"http://127.0.0.1:{silent.port}"},
         }
         for name, transport in cases.items():

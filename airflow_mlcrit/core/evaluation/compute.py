@@ -186,9 +186,11 @@ def evaluate_predictions(
     baseline: Predictions | None = None,
     *,
     labels: list[str] | None = None,
+    slices: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Per slice: n, whether it is gated, each metric's value and interval for the candidate,
-    the baseline and their difference (candidate - baseline, paired replicates)."""
+    the baseline and their difference (candidate - baseline, paired replicates). ``slices``:
+    already built from ``cfg.slices`` (else built here)."""
     cfg = EvaluationConfig.coerce(cfg)
     names = cfg.metric_names
     known = known_metrics(cfg.task)
@@ -215,7 +217,7 @@ def evaluate_predictions(
     rng = np.random.default_rng(cfg.seed)
     alpha = (1 - cfg.confidence) / 2
     out_slices = []
-    for sl in build_slices(frame, cfg.slices):
+    for sl in slices if slices is not None else build_slices(frame, cfg.slices):
         t = truth[sl.rows]
         ms = [p.take(sl.rows) for p in models]
         draws: dict[str, list[np.ndarray]] = {}

@@ -107,7 +107,7 @@ def evaluate(
         )
     label_names = labels if cfg.task == "classification" else None
     truth = truth_of(cfg, frame, label_names)
-    build_slices(frame, cfg.slices)  # a bad slicing spec fails before any inference
+    slices = build_slices(frame, cfg.slices)  # a bad slicing spec fails before any inference
     checked = [check_suite(s, label_names) for s in suites]
     texts = (
         [str(t) if t is not None else "" for t in frame[cfg.text_column]] if cfg.text_column in frame.columns else []
@@ -115,7 +115,9 @@ def evaluate(
     preds = {"candidate": _score(cfg, candidate, texts, truth, frame)}
     if baseline is not None:
         preds["baseline"] = _score(cfg, baseline, texts, truth, frame)
-    result = evaluate_predictions(cfg, frame, truth, preds["candidate"], preds.get("baseline"), labels=label_names)
+    result = evaluate_predictions(
+        cfg, frame, truth, preds["candidate"], preds.get("baseline"), labels=label_names, slices=slices
+    )
     result["suites"] = {
         role: [run_suite(s, model.predict, label_names) for s in checked]
         for role, model in (("candidate", candidate), ("baseline", baseline))
@@ -128,7 +130,7 @@ def evaluate(
             truth,
             preds["candidate"],
             candidate.predict,
-            [s for s in build_slices(frame, cfg.slices)],
+            slices,
             rows=cfg.sensitivity_rows,
             seed=cfg.seed,
             labels=label_names,
