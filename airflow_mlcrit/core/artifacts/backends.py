@@ -189,6 +189,7 @@ class S3Backend:
         self.root_uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self.namespace = f"s3://{self.bucket}"
         self.path_prefix = self.prefix
+        self.max_attempts = max_attempts
         if client is None:
             import boto3
             from botocore.config import Config
@@ -231,8 +232,13 @@ class S3Backend:
             if code in ("NoSuchKey", "404", "NotFound"):
                 return FileNotFoundError(self.uri(key))
             message = exc.response.get("Error", {}).get("Message", "")
-            return ArtifactError(f"S3 request for {self.uri(key)} failed: {code} {message}".rstrip())
-        return ArtifactError(f"S3 request for {self.uri(key)} failed: {exc}")
+            attempts = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) + 1
+            return ArtifactError(
+                f"S3 request for {self.uri(key)} failed after {attempts} attempts: {code}: {message}".rstrip(": ")
+            )
+        # Connection errors: botocore has retried them max_attempts times (its retries, not
+        # counting the first try) by now.
+        return ArtifactError(f"S3 request for {self.uri(key)} failed after {self.max_attempts + 1} attempts: {exc}")
 
     def _call(self, key: str, fn, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError
@@ -256,9 +262,17 @@ class S3Backend:
             return True
         except ClientError as exc:
             # 412: the key exists; 409: a concurrent conditional write to it is in flight.
-            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise self._error(exc, key) from exc
+            if exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) == 0:
                 return False
-            raise self._error(exc, key) from exc
+        # A retried write met an object: our first attempt may have landed with its answer lost.
+        # Our bytes are unique (claims, manifests and alias moves carry writer and time), so
+        # equal bytes mean the key is ours.
+        try:
+            return self.read_bytes(key) == data
+        except FileNotFoundError:
+            return False  # a 409 on the retry, and the other writer has not finished yet
 
     def exists(self, key: str) -> bool:
         try:
