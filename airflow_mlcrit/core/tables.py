@@ -4,7 +4,9 @@ bounded record batches with pyarrow. Bad input becomes one clear DataValidationE
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,13 +155,13 @@ def iter_batches(table: TableSource, batch_size: int = 65_536, columns: list[str
                     convert_options=pcsv.ConvertOptions(include_columns=columns or []),
                 )
             else:
-                reader = pjson.open_json(path, read_options=pjson.ReadOptions(block_size=1 << 22))
+                reader = pjson.open_json(path, read_options=jsonl_read_options(path, _where(table, path)))
             for batch in reader:
                 if table.fmt == "jsonl" and columns:
                     batch = batch.select(columns)
-                if table.fmt == "csv":
-                    _check_utf8(batch, table, path, total)
+                _check_utf8(batch, table, path, total)
                 if expected is None:
+                    _check_names(batch.schema.names, table, path)
                     expected = batch.schema
                 elif not batch.schema.equals(expected):
                     raise DataValidationError(_schema_diff(table, path, expected, batch.schema))
@@ -177,20 +179,82 @@ def iter_batches(table: TableSource, batch_size: int = 65_536, columns: list[str
         raise DataValidationError(f"{table.description} has no rows")
 
 
+_NOT_AN_OBJECT = re.compile(rb"(?:^|\n)[ \t\r]*([^{ \t\r\n])")
+JSON_BLOCK = 1 << 22
+
+
+def jsonl_read_options(path: str | Path, where: str | None = None) -> Any:
+    """pyarrow JSON read options for ``path``, after checking that every non-blank line starts a
+    JSON object (pyarrow 25's reader crashes the process, SIGSEGV, on a block that starts with
+    `null`). The block size fits the longest line: pyarrow cannot read a row across blocks."""
+    import numpy as np
+    import pyarrow.json as pjson
+
+    where = where or str(path)
+    line, rest, longest = 1, b"", 0
+    with open(path, "rb") as f:
+        while block := f.read(JSON_BLOCK):
+            data = rest + block
+            cut = data.rfind(b"\n") + 1
+            data, rest = (data[:cut], data[cut:]) if cut else (b"", data)
+            if data:
+                _find_non_object(data, line, where)
+                ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+                longest = max(longest, int(np.diff(ends, prepend=-1).max()))
+                line += len(ends)
+    _find_non_object(rest, line, where)
+    longest = max(longest, len(rest))
+    return pjson.ReadOptions(block_size=max(JSON_BLOCK, 1 << int(longest).bit_length()))
+
+
+def _find_non_object(data: bytes, line: int, where: str) -> None:
+    m = _NOT_AN_OBJECT.search(data)
+    if m:
+        at = line + data.count(b"\n", 0, m.start(1))
+        text = data[m.start(1) : m.start(1) + 40].split(b"\n")[0].decode("utf-8", "replace")
+        raise DataValidationError(f"{where} line {at} is not a JSON object ({text!r}): JSONL needs one object per line")
+
+
+def _check_names(names: list[str], table: TableSource, path: Path) -> None:
+    dups = sorted(n for n, count in Counter(names).items() if count > 1)
+    if dups:
+        raise DataValidationError(
+            f"{_where(table, path)} has duplicated column names {dups}: give every column a unique name"
+        )
+
+
 def _check_utf8(batch: Any, table: TableSource, path: Path, offset: int) -> None:
-    """pyarrow reads CSV text with invalid UTF-8 as binary instead of failing: turn that into an error."""
+    """pyarrow reads CSV text with invalid UTF-8 as binary, and JSON text unchecked as strings,
+    instead of failing: turn both into an error naming the column and row."""
     import pyarrow as pa
 
-    for field_ in batch.schema:
-        if pa.types.is_binary(field_.type) or pa.types.is_large_binary(field_.type):
-            for i, value in enumerate(batch.column(field_.name).to_pylist()):
-                try:
-                    value is None or value.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise DataValidationError(
-                        f"{_where(table, path)} is not valid UTF-8: column {field_.name!r}, data row "
-                        f"{offset + i + 1}: {exc.reason} at byte {exc.start}; re-export the file as UTF-8"
-                    ) from None
+    for index, field_ in enumerate(batch.schema):
+        column, kind = batch.column(index), field_.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            try:
+                column.validate(full=True)
+                continue
+            except pa.ArrowInvalid:
+                column = column.cast(pa.binary() if pa.types.is_string(kind) else pa.large_binary(), safe=False)
+        elif pa.types.is_nested(kind):
+            try:
+                column.validate(full=True)
+            except pa.ArrowInvalid as exc:
+                raise DataValidationError(
+                    f"{_where(table, path)}: column {field_.name!r} holds invalid values ({_clean(exc)}); "
+                    "re-export the file as UTF-8"
+                ) from None
+            continue
+        elif not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+            continue
+        for i, value in enumerate(column.to_pylist()):
+            try:
+                value is None or value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataValidationError(
+                    f"{_where(table, path)} is not valid UTF-8: column {field_.name!r}, data row "
+                    f"{offset + i + 1}: {exc.reason} at byte {exc.start}; re-export the file as UTF-8"
+                ) from None
 
 
 def _where(table: TableSource, path: Path) -> str:

@@ -90,7 +90,8 @@ def evaluate(
                 raise DataValidationError(
                     f"column {column!r} is not in the eval dataset; columns: {list(frame.columns)}"
                 )
-        seen = {str(v) for c in (cfg.label_column, cfg.prediction_column) for v in frame[c]}
+        columns = (cfg.label_column, cfg.prediction_column, cfg.baseline_prediction_column)
+        seen = {str(v) for c in columns if c for v in frame[c]}
         labels = sorted(seen)
     labels = labels or cfg.labels or getattr(candidate, "labels", None)
     if cfg.prediction_column:

@@ -73,7 +73,9 @@ def read_split(split: tuple[str, str, int | None]) -> Any:
     else:
         import pyarrow.json as pj
 
-        yield from pj.read_json(path).to_batches(max_chunksize=READ_BATCH)
+        from airflow_mlcrit.core.tables import jsonl_read_options
+
+        yield from pj.read_json(path, read_options=jsonl_read_options(path)).to_batches(max_chunksize=READ_BATCH)
 
 
 class FormatAndTokenize:

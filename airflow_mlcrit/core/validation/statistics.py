@@ -76,12 +76,25 @@ class StatisticsConfig(Config):
         require(not overlap, f"columns {sorted(overlap)} are in both text_columns and categorical_columns")
 
 
+def _histogram(sample: np.ndarray, lo: float, hi: float, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        return np.histogram(sample, bins=bins, range=(lo, hi))
+    except ValueError:
+        # A span too wide (overflows) or too narrow (fewer floats than bins, e.g. one value near
+        # 1e15) for numpy: the same equal-width edges, computed without overflow, duplicates merged.
+        t = np.linspace(0.0, 1.0, bins + 1)
+        edges = np.unique(lo * (1 - t) + hi * t)
+        edges = edges if len(edges) > 1 else np.array([lo, hi])
+        index = np.clip(np.searchsorted(edges, sample, side="right") - 1, 0, len(edges) - 2)
+        return np.bincount(index, minlength=len(edges) - 1), edges
+
+
 def _numeric_summary(moments: Moments, reservoir: Reservoir, cfg: StatisticsConfig) -> dict[str, Any]:
     if moments.n == 0:
         return {"count": 0}
     sample = reservoir.sorted()
     qs = np.quantile(sample, cfg.quantiles) if len(sample) else []
-    counts, edges = np.histogram(sample, bins=cfg.histogram_bins, range=(moments.min, moments.max))
+    counts, edges = _histogram(sample, moments.min, moments.max, cfg.histogram_bins)
     scale = moments.n / len(sample)
     return {
         "count": moments.n,
