@@ -128,6 +128,8 @@ class EvaluateModelOperator(DatasetStepOperator):
                 "candidate_digest": cand_m.digest if cand_m else None,
                 "baseline": str(base_m.ref) if base_m else base_ref,
                 "baseline_digest": base_m.digest if base_m else None,
+                # the alias the baseline was read through: promotion to it checks it has not moved
+                "baseline_alias": self.baseline if self.baseline and "/" not in self.baseline else None,
                 "dataset": source,
                 "dataset_digest": data_manifest.digest if data_manifest else None,
             }
@@ -322,6 +324,7 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
             "candidate_digest": b["candidate_digest"],
             "baseline": b["baseline"],
             "baseline_digest": b["baseline_digest"],
+            "baseline_alias": b.get("baseline_alias"),
             "dataset": b["dataset"],
             "dataset_digest": b["dataset_digest"],
             "evaluation": str(ev.ref),
@@ -343,7 +346,9 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
                         "decision",
                         "candidate",
                         "candidate_digest",
+                        "baseline",
                         "baseline_digest",
+                        "baseline_alias",
                         "dataset_digest",
                         "evaluation",
                     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_mlcrit.exceptions import GateFailedError
+from airflow_mlcrit.exceptions import ArtifactConflictError, GateFailedError
 
 BLESSED_KINDS = ("model", "adapter", "prompt")
 
@@ -55,15 +55,47 @@ def promote(
                 f"no BLESSED blessing exists for {target.ref} (digest {target.digest}): run an evaluation gate on "
                 "it first, or override with force (mlcrit promote --force --reason ...), which is recorded"
             )
+    expected = _judged_against(proof, target, alias)
+    current = store.alias_version(f"{target.kind}/{target.name}", alias)
+    if expected is not _ANY and current != expected:
+        raise ArtifactConflictError(
+            f"{alias!r} of {target.kind}/{target.name} points at {_vname(current)}, but {proof.ref} judged "
+            f"{target.ref} against {_vname(expected)}: another promotion moved it since. Re-run the evaluation "
+            f"and gate against the new {alias} (a candidate must beat the version it replaces), then promote"
+        )
     move = store.move_alias(
         target.ref,
         alias,
         reason=reason,
         actor=actor,
+        expected=current,
         forced=force and proof is None,
         extra={**(extra or {}), "blessing": str(proof.ref) if proof else None},
     )
     return move, proof
+
+
+_ANY = object()
+
+
+def _vname(version: int | None) -> str:
+    return f"v{version}" if version is not None else "nothing (unset)"
+
+
+def _judged_against(proof: Any, target: Any, alias: str) -> Any:
+    """The version of ``alias`` the blessing compared the candidate with (None: the alias was
+    unset, a first model), or _ANY when the blessing's baseline was not read through this alias."""
+    if proof is None or proof.metadata.get("baseline_alias") != alias:
+        return _ANY
+    baseline = proof.metadata.get("baseline")
+    if baseline is None:
+        return None
+    from airflow_mlcrit.core.artifacts.refs import parse_ref
+
+    ref = parse_ref(baseline)
+    if (ref.kind, ref.name) != (target.kind, target.name) or ref.version is None:
+        return _ANY
+    return ref.version
 
 
 def rollback(

@@ -9,7 +9,7 @@ import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
 from airflow_mlcrit.core.gating import find_blessing, promote, rollback
-from airflow_mlcrit.exceptions import GateFailedError
+from airflow_mlcrit.exceptions import ArtifactConflictError, GateFailedError
 
 
 def _adapter(store, tmp_path, tag):
@@ -19,14 +19,14 @@ def _adapter(store, tmp_path, tag):
     return store.put("adapter/clf", d)
 
 
-def _bless(store, tmp_path, manifest, decision="BLESSED"):
+def _bless(store, tmp_path, manifest, decision="BLESSED", **judged):
     f = tmp_path / f"blessing-{manifest.version}-{decision}.json"
     f.write_text(json.dumps({"decision": decision}))
     return store.put(
         "blessing/clf",
         f,
         parents=[manifest.ref],
-        metadata={"decision": decision, "candidate_digest": manifest.digest},
+        metadata={"decision": decision, "candidate_digest": manifest.digest, **judged},
     )
 
 
@@ -70,3 +70,38 @@ def test_cli_promote_obeys_the_rule(tmp_path):
     assert forced.returncode == 0, forced.stderr
     [move] = store.alias_history("adapter/clf", "production")
     assert move.forced and move.reason == "emergency" and move.extra["via"] == "mlcrit promote"
+
+
+def test_a_blessing_judged_against_an_older_production_cannot_replace_a_newer_one(tmp_path):
+    """Two candidates both beat production v1; the first is promoted. The second was never shown
+    to beat the first, so its promotion is a conflict until it is evaluated again."""
+    store = open_store(tmp_path / "store")
+    v1, v2, v3 = (_adapter(store, tmp_path, t) for t in "abc")
+    first_model = {"baseline": None, "baseline_alias": "production"}
+    _bless(store, tmp_path, v1, **first_model)
+    promote(store, v1.ref, "production", reason="first model")
+    against_v1 = {"baseline": "adapter/clf@v1", "baseline_alias": "production"}
+    _bless(store, tmp_path, v2, **against_v1)
+    stale = _bless(store, tmp_path, v3, **against_v1)
+    promote(store, v2.ref, "production", reason="beats v1")
+    with pytest.raises(
+        ArtifactConflictError,
+        match=re.escape(
+            "'production' of adapter/clf points at v2, but blessing/clf@v3 judged adapter/clf@v3 against v1: "
+            "another promotion moved it since. Re-run the evaluation and gate against the new production"
+        ),
+    ):
+        promote(store, v3.ref, "production", reason="beats v1")
+    assert [m.to_version for m in store.alias_history("adapter/clf", "production")] == [1, 2]
+    # the retry: evaluated again against v2, it is promoted
+    _bless(store, tmp_path, v3, baseline="adapter/clf@v2", baseline_alias="production")
+    move, proof = promote(store, v3.ref, "production", reason="beats v2")
+    assert (move.from_version, move.to_version, proof.version) == (2, 3, 4) and proof.ref != stale.ref
+    # a first-model blessing conflicts once the alias is set; a baseline given by reference or
+    # through another alias does not tie the move to this alias
+    with pytest.raises(ArtifactConflictError, match=re.escape("points at v3, but blessing/clf@v1 judged")):
+        promote(store, v1.ref, "production", reason="again", blessing="blessing/clf@v1")
+    _bless(store, tmp_path, v1, baseline="adapter/clf@v2", baseline_alias=None)
+    assert promote(store, v1.ref, "production", reason="pinned baseline")[0].to_version == 1
+    _bless(store, tmp_path, v2, baseline="adapter/clf@v1", baseline_alias="staging")
+    assert promote(store, v2.ref, "production", reason="judged against staging")[0].to_version == 2
