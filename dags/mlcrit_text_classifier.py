@@ -53,7 +53,6 @@ with DAG(
     ),
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=1,
     render_template_as_native_obj=True,
     tags=["mlcrit", "example"],
     params={

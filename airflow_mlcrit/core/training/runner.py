@@ -21,6 +21,17 @@ def checkpoint_key(output_name: str, idempotency_key: str) -> str:
     return f"checkpoint/{output_name}-{hashlib.sha256(idempotency_key.encode()).hexdigest()[:12]}"
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL it when the task process dies (Linux). A task killed by
+    the OOM killer or a worker shutdown must not leave training running, holding the GPU, while
+    its retry starts."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def run_training(
     cfg: dict[str, Any],
     train_path: str,
@@ -65,6 +76,7 @@ def run_training(
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ),
+        preexec_fn=_die_with_parent,
     )
     if spawned:
         spawned(proc)

@@ -1,0 +1,191 @@
+"""Crash safety: dag.test() of statistics -> Beam preprocess -> fine-tune -> evaluation is
+SIGKILLed at a random point inside each stage in turn (three seeds), and the same DAG run is run
+again after each kill, as Airflow re-runs a task instance whose worker died. In the end every
+output has exactly one committed version for its idempotency key, nothing partial is ever
+visible, the fine-tune resumes from its stored checkpoint, no training process outlives its
+killed task, and the results equal those of an uninterrupted run.
+
+The kill hits the task's own process (as the OOM killer or a lost worker would), not its
+children: the training child must go with it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from airflow_mlcrit.core.artifacts import open_store
+from tests.helpers.airflow_home import airflow_home
+from tests.helpers.models import sentiment
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+DAGS = Path(__file__).parent / "dags"
+STAGES = ("statistics", "preprocess", "finetune", "evaluate")
+OUTPUTS = {
+    "statistics": "statistics/crash",
+    "preprocess": "transformed_dataset/crash",
+    "finetune": "adapter/crash",
+    "evaluate": "evaluation/crash",
+}
+# The same DAG run each time: dag.test() names the run after run_after, so a fixed run_after
+# gives the same run_id, and each task the same task instance identity, as an Airflow re-run.
+RUN = f"""
+import json, sys, pendulum
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder={str(DAGS)!r})
+assert not bag.import_errors, bag.import_errors
+when = pendulum.datetime(2026, 11, 2, tz="UTC")
+dr = bag.get_dag("reliability_crash").test(run_after=when, logical_date=when, run_conf=json.loads(sys.argv[1]))
+print("DAG RUN", dr.run_id, dr.state)
+sys.exit(0 if dr.state == "success" else 1)
+"""
+
+
+class DagsTest:
+    """One dag.test() of reliability_crash, with its stage start/end times from the log."""
+
+    def __init__(self, env: dict, base: str):
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", RUN, json.dumps({"base": base})],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self.begun: dict[str, float] = {}
+        self.ended: dict[str, float] = {}
+        self.changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            with self.changed:
+                self.lines.append(line)
+                for stage in STAGES:
+                    if f"[DAG TEST] starting task_id={stage} " in line:
+                        self.begun[stage] = time.monotonic()
+                    elif f"[DAG TEST] end task task_id={stage} " in line:
+                        self.ended[stage] = time.monotonic()
+                self.changed.notify_all()
+        with self.changed:
+            self.changed.notify_all()
+
+    def wait(self, timeout: float = 600) -> int:
+        code = self.proc.wait(timeout)
+        time.sleep(0.2)  # the reader drains the pipe
+        return code
+
+    def kill_during(self, stage: str, delay: float) -> str:
+        """SIGKILL the task process ``delay`` seconds after ``stage`` starts; says where it hit."""
+        with self.changed:
+            ok = self.changed.wait_for(lambda: stage in self.begun or self.proc.poll() is not None, timeout=600)
+        assert ok and stage in self.begun, self.output[-4000:]
+        deadline = self.begun[stage] + delay
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            time.sleep(0.01)
+        assert self.proc.poll() is None, f"the run ended before the kill:\n{self.output[-4000:]}"
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        hit = "after" if stage in self.ended else "inside"
+        time.sleep(1)  # a child with PR_SET_PDEATHSIG dies at once; give it a moment to be reaped
+        orphans = _training_processes()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the rest of the group, if any
+        assert not orphans, f"training outlived its killed task: {orphans}"
+        return hit
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+def _training_processes() -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "airflow_mlcrit.core.training.worker" in cmd and "mlcrit-finetune-" in cmd:
+            found.append(f"{proc.name}: {cmd}")
+    return found
+
+
+def _home(root: Path, tiny_bert: str) -> dict:
+    env = airflow_home(root, dags=DAGS)
+    store = open_store(root / "artifacts")
+    sentiment(240, seed=1).to_parquet(root / "train.parquet", index=False)
+    sentiment(80, seed=9).to_parquet(root / "golden.parquet", index=False)
+    store.put("dataset/crash", root / "train.parquet")
+    store.put("dataset/crash-golden", root / "golden.parquet")
+    return env
+
+
+def _results(store) -> dict:
+    ev = json.loads(store.read_bytes("evaluation/crash@v1", "evaluation.json"))
+    return {
+        "statistics": {  # all of it but the wall time
+            k: v
+            for k, v in json.loads(store.read_bytes("statistics/crash@v1", "statistics.json")).items()
+            if k != "seconds"
+        },
+        "rows": store.resolve("transformed_dataset/crash@v1").metadata["row_counts"],
+        "accuracy": ev["slices"][0]["candidate"]["accuracy"]["value"],
+        "steps": store.resolve("adapter/crash@v1").metadata["steps"],
+    }
+
+
+def _nothing_partial(store) -> None:
+    """Every listed version resolves, verifies and is the only one of its output."""
+    for key in OUTPUTS.values():
+        versions = store.versions(key)
+        assert versions in ([], [1]), f"{key}: {versions}"
+        for v in versions:
+            store.verify(f"{key}@v{v}")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_bert):
+    root = tmp_path_factory.mktemp("uninterrupted")
+    run = DagsTest(_home(root, tiny_bert), tiny_bert)
+    assert run.wait() == 0, run.output[-4000:]
+    durations = {s: run.ended[s] - run.begun[s] for s in STAGES}
+    return _results(open_store(root / "artifacts")), durations
+
+
+@pytest.mark.parametrize("seed", [1, 2, 5])
+def test_sigkill_at_random_points_then_rerun(tmp_path, tiny_bert, reference, seed):
+    expected, durations = reference
+    env = _home(tmp_path, tiny_bert)
+    store = open_store(tmp_path / "artifacts")
+    rng = random.Random(seed)
+    hits, runs, resumed_from = {}, [], None
+    for stage in STAGES:
+        runs.append(DagsTest(env, tiny_bert))
+        hits[stage] = runs[-1].kill_during(stage, rng.uniform(0, durations[stage]))
+        _nothing_partial(store)
+        if stage == "finetune" and store.list_artifacts("checkpoint"):
+            [ckpt] = store.list_artifacts("checkpoint")
+            resumed_from = store.resolve(f"{ckpt}@latest").metadata["step"]
+    final = DagsTest(env, tiny_bert)
+    assert final.wait() == 0, final.output[-4000:]
+    _nothing_partial(store)
+    for key in OUTPUTS.values():
+        assert store.versions(key) == [1], key
+    assert store.list_artifacts("checkpoint") == []  # purged once the adapter committed
+    if resumed_from is not None:  # killed after a checkpoint: the next run went on from it
+        assert f"resuming from {ckpt}@v" in runs[3].output and f"(step {resumed_from})" in runs[3].output
+    assert _results(store) == expected
+    print(f"seed {seed}: kills landed {hits}; fine-tune resumed from step {resumed_from}")
