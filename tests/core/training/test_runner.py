@@ -2,6 +2,9 @@
 
 import re
 import signal
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +69,36 @@ def test_child_errors_come_back_with_their_type(tiny_bert, train_file, tmp_path)
 def test_only_checkpoints_can_be_purged(tmp_path):
     with pytest.raises(ConfigError, match="only checkpoint artifacts can be purged"):
         open_store(tmp_path / "s").purge("model/m")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie has exited; only its parent has not reaped it
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_the_training_child_dies_with_its_task_process():
+    """A task process SIGKILLed (OOM killer, lost worker) takes its training child with it at
+    once, rather than leaving it to hold the GPU while the retry starts. (Without the prctl the
+    child sleeps on: this test fails.)"""
+    import subprocess
+
+    code = (
+        "import subprocess, sys, time\n"
+        "from airflow_mlcrit.core.training.runner import _die_with_parent\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], preexec_fn=_die_with_parent)\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    task = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = int(task.stdout.readline())
+    assert _alive(child)
+    task.kill()
+    task.wait()
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
