@@ -169,6 +169,19 @@ class MlcritBaseOperator(MlcritLineageMixin, BaseOperator):
         self.lineage.add_input(self.store, manifest, **facets)
         return manifest
 
+    def committed(self, context: Context, key: str, parents: Iterable[str | ArtifactRef]) -> Manifest | None:
+        """The version an earlier try of this task instance committed for ``key`` from these
+        inputs (a task killed after its commit): a retry reuses it instead of recomputing."""
+        manifest = self.store.committed(key, self.idempotency_key(context, key), parents=parents)
+        if manifest is not None:
+            self.log.info(
+                "%s was committed by try %s of this task instance: reusing it, not computing it again",
+                manifest.ref,
+                manifest.producer.get("try_number"),
+            )
+            self.lineage.add_output(self.store, manifest)
+        return manifest
+
     def commit(
         self,
         context: Context,

@@ -36,6 +36,14 @@ class BeamPreprocessOperator(DatasetStepOperator):
         source, manifest = self.pin(self.dataset)
         cfg = PreprocessConfig.from_dict({**self.config_dict(), "source": source})
         name = self.output_name_for(context)
+        parents = [source] if manifest else []
+        contract_done = self.committed(context, f"transform_contract/{name}", parents)
+        done = contract_done and self.committed(
+            context, f"transformed_dataset/{name}", [*parents, str(contract_done.ref)]
+        )
+        if done:  # an earlier try committed both outputs: no second pass over the data
+            self.record_input(source, manifest)
+            return self._summary(done, done.metadata)
         self.log.info("running Beam pipeline on %s (runner %s)", source, cfg.runner or "FnApiRunner")
         with tempfile.TemporaryDirectory(prefix="mlcrit-preprocess-") as tmp:
             result = run_preprocess(cfg, store=self.store, workdir=tmp)
@@ -46,7 +54,6 @@ class BeamPreprocessOperator(DatasetStepOperator):
                 result.input_rows,
             )
             self.record_input(source, manifest, schema=facet("schema", fields=result.input_fields))
-            parents = [source] if manifest else []
             contract = build_contract(cfg, result.analyzers, result.analyzers.get("label_vocabulary"))
             contract_path = Path(tmp) / CONTRACT_FILE
             contract_path.write_text(json.dumps(contract, indent=2, sort_keys=True))
@@ -89,10 +96,8 @@ class BeamPreprocessOperator(DatasetStepOperator):
             inputRows=result.input_rows,
             seconds=round(result.seconds, 3),
         )
-        return out.summary() | {
-            "summary": {
-                "row_counts": result.row_counts,
-                "input_rows": result.input_rows,
-                "transform_contract": str(contract_manifest.ref),
-            }
-        }
+        return self._summary(out, out.metadata)
+
+    @staticmethod
+    def _summary(out: Any, m: dict[str, Any]) -> dict[str, Any]:
+        return out.summary() | {"summary": {k: m[k] for k in ("row_counts", "input_rows", "transform_contract")}}

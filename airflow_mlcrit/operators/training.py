@@ -117,6 +117,9 @@ class FineTuneOperator(DatasetStepOperator):
 
         cfg = FineTuneConfig.from_dict({**self.config_dict(), "base_model": self.base_model})
         pins = self._inputs(cfg)
+        done = self._already_trained(context, cfg, pins)
+        if done is not None:
+            return done
         if self.backend != "local":
             return self._run_remote(context, cfg, pins)
         from airflow_mlcrit.core.training.runner import checkpoint_key, run_training
@@ -157,6 +160,31 @@ class FineTuneOperator(DatasetStepOperator):
             self.log.info("removed %s checkpoint version(s) of %s", purged, ckpt)
         return summary
 
+    def _already_trained(self, context: Any, cfg: Any, pins: dict[str, Any]) -> dict[str, Any] | None:
+        """The summary of what an earlier try committed (all outputs), or None: train."""
+        parents = self._parents(pins)
+        out = self.committed(context, self._key(context, cfg), parents)
+        if out is None:
+            return None
+        if (
+            cfg.merge_adapter
+            and self.committed(context, f"model/{self.output_name_for(context)}", [str(out.ref), *parents[1:]]) is None
+        ):
+            return None
+        m = out.metadata
+        return self._summary(out, {k: m.get(k) for k in ("final_loss", "steps", "trainable_params")}, m["labels"])
+
+    @staticmethod
+    def _summary(out: Any, m: dict[str, Any], labels: list[str]) -> dict[str, Any]:
+        return out.summary() | {
+            "summary": {
+                "final_loss": m.get("final_loss"),
+                "steps": m.get("steps"),
+                "labels": labels,
+                "trainable_params": m.get("trainable_params"),
+            }
+        }
+
     def _key(self, context: Any, cfg: Any) -> str:
         return f"{'model' if cfg.method == 'full' else 'adapter'}/{self.output_name_for(context)}"
 
@@ -184,6 +212,7 @@ class FineTuneOperator(DatasetStepOperator):
                 "labels": labels,
                 "final_loss": m.get("final_loss"),
                 "steps": m.get("steps"),
+                "trainable_params": m.get("trainable_params"),
                 "method": cfg.method,
                 "base_model": self.base_model,
                 "transform_contract": pins["contract"],
@@ -231,14 +260,7 @@ class FineTuneOperator(DatasetStepOperator):
             finalLoss=m.get("final_loss"),
             libraries=libraries,
         )
-        return out.summary() | {
-            "summary": {
-                "final_loss": m.get("final_loss"),
-                "steps": m.get("steps"),
-                "labels": labels,
-                "trainable_params": m.get("trainable_params"),
-            }
-        }
+        return self._summary(out, m, labels)
 
     # ---- remote backends ----------------------------------------------------------------------
     def _job_name(self, context: Any, key: str) -> str:

@@ -68,3 +68,35 @@ def test_fine_tune_on_a_transformed_dataset_records_the_contract(store_root, tmp
     assert [s for s, _ in metrics["eval_curve"]] == [10, 20]
     counts = store.resolve("transformed_dataset/reviews@v1").metadata["row_counts"]
     assert metrics["examples"] == counts["train"]
+
+
+def test_a_retry_after_the_commit_reuses_the_outputs_instead_of_recomputing(
+    store_root, tmp_path, tiny_bert, monkeypatch
+):
+    """Both expensive steps commit, then their worker dies (try 1 fails after the commit); the
+    retries return the committed versions without a second Beam pass or a second training."""
+    import airflow_mlcrit.core.preprocessing.pipeline as pipeline
+    import airflow_mlcrit.core.training.runner as runner
+
+    calls = {"beam": 0, "training": 0}
+
+    def counted(fn, what):
+        def wrapper(*args, **kwargs):
+            calls[what] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(pipeline, "run_preprocess", counted(pipeline.run_preprocess, "beam"))
+    monkeypatch.setattr(runner, "run_training", counted(runner.run_training, "training"))
+    store = open_store(store_root)
+    sentiment(200).to_parquet(tmp_path / "train.parquet", index=False)
+    store.put("dataset/reviews", tmp_path / "train.parquet")
+    dr = run_dag("test_mlcrit_retry_expensive", {"data": "dataset/reviews@v1", "base": tiny_bert})
+    assert dr.state == "success"
+    assert task_states(dr) == {"preprocess": ("success", 2), "finetune": ("success", 2)}
+    assert calls == {"beam": 1, "training": 1}
+    for key in ("transform_contract/reviews", "transformed_dataset/reviews", "adapter/sentiment"):
+        assert store.versions(key) == [1]
+    adapter = store.resolve("adapter/sentiment@v1")
+    assert adapter.producer["try_number"] == 1 and adapter.metadata["steps"] == 10

@@ -73,6 +73,13 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, indent=2, sort_keys=True).encode()
 
 
+def _attempt_key(idempotency_key: str, parent_list: list[dict[str, str]]) -> str:
+    # Same key + same inputs = a retry. Changed inputs (a cleared task re-run after a fix
+    # upstream) make a new version rather than returning a stale one.
+    inputs = hashlib.sha256(json.dumps(parent_list, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{idempotency_key}|inputs:{inputs}"
+
+
 def content_digest(files: Iterable[Mapping[str, Any]]) -> str:
     """The version's identity: SHA-256 over the sorted (path, sha256, size) list."""
     canonical = [[f["path"], f["sha256"], f["size"]] for f in sorted(files, key=lambda f: f["path"])]
@@ -466,6 +473,15 @@ class ArtifactStore:
             return None  # stale marker: gc removed that attempt's version
         return int(marker["version"])
 
+    def committed(
+        self, key: str, idempotency_key: str, *, parents: Iterable[str | ArtifactRef] = ()
+    ) -> Manifest | None:
+        """The version an earlier attempt with this idempotency key and these parents committed,
+        or None: lets a retried task skip work whose result is already stored."""
+        kind, name = parse_key(key)
+        version = self._version_for_key(kind, name, _attempt_key(idempotency_key, self._resolve_parents(parents)))
+        return None if version is None else self._load_manifest(kind, name, version)
+
     def put(
         self,
         key: str,
@@ -489,10 +505,7 @@ class ArtifactStore:
         version = None
         attempt_key = None
         if idempotency_key is not None:
-            # Same key + same inputs = a retry. Changed inputs (a cleared task re-run after a fix
-            # upstream) make a new version rather than returning a stale one.
-            inputs = hashlib.sha256(json.dumps(parent_list, sort_keys=True).encode()).hexdigest()[:16]
-            attempt_key = f"{idempotency_key}|inputs:{inputs}"
+            attempt_key = _attempt_key(idempotency_key, parent_list)
             version = self._version_for_key(kind, name, attempt_key)
             if version is not None:
                 existing = self._load_manifest(kind, name, version)

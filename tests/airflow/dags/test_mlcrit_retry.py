@@ -6,7 +6,7 @@ import datetime
 import pendulum
 from airflow.sdk import DAG
 
-from airflow_mlcrit.operators import RegisterArtifactOperator
+from airflow_mlcrit.operators import BeamPreprocessOperator, FineTuneOperator, RegisterArtifactOperator
 
 
 class CommitThenFailOnce(RegisterArtifactOperator):
@@ -30,3 +30,41 @@ with DAG(
         retries=1,
         retry_delay=datetime.timedelta(seconds=0),
     )
+
+
+def _fail_first_try_after(operator_class):
+    class CommitThenFail(operator_class):
+        def execute(self, context):
+            result = super().execute(context)
+            if context["ti"].try_number == 1:
+                raise RuntimeError("worker lost after the commit (simulated)")
+            return result
+
+    CommitThenFail.__name__ = f"{operator_class.__name__}ThenFailOnce"
+    return CommitThenFail
+
+
+with DAG(
+    dag_id="test_mlcrit_retry_expensive",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    render_template_as_native_obj=True,
+    params={"data": "", "base": ""},
+) as expensive_dag:
+    retry = {"retries": 1, "retry_delay": datetime.timedelta(seconds=0)}
+    prep = _fail_first_try_after(BeamPreprocessOperator)(
+        task_id="preprocess",
+        dataset="{{ params.data }}",
+        config={"splits": {"train": 0.8, "eval": 0.2}, "exact_dedup": False},
+        output_name="reviews",
+        **retry,
+    )
+    train = _fail_first_try_after(FineTuneOperator)(
+        task_id="finetune",
+        dataset="{{ ti.xcom_pull(task_ids='preprocess')['ref'] }}",
+        base_model="{{ params.base }}",
+        config={"max_steps": 10, "batch_size": 16, "learning_rate": 2e-2, "max_length": 16},
+        output_name="sentiment",
+        **retry,
+    )
+    prep >> train
