@@ -1,4 +1,4 @@
-"""Where the artifact store lives when nobody says: shared by the CLI and the Airflow hook."""
+"""Where mlcrit keeps things when nobody says: shared by the CLI and the Airflow layer."""
 
 from __future__ import annotations
 
@@ -6,10 +6,15 @@ import os
 from pathlib import Path
 
 
-def embedded_default_root() -> str:
-    """``$AIRFLOW_HOME/mlcrit/artifacts`` (``~/airflow`` when AIRFLOW_HOME is unset)."""
+def home_dir(*parts: str) -> str:
+    """``$AIRFLOW_HOME/mlcrit/<parts>`` (``~/airflow`` when AIRFLOW_HOME is unset)."""
     home = os.environ.get("AIRFLOW_HOME") or str(Path.home() / "airflow")
-    return str(Path(home) / "mlcrit" / "artifacts")
+    return str(Path(home, "mlcrit", *parts))
+
+
+def embedded_default_root() -> str:
+    """``$AIRFLOW_HOME/mlcrit/artifacts``."""
+    return home_dir("artifacts")
 
 
 def root_from_env() -> str | None:

@@ -101,13 +101,15 @@ class PromptEvaluationOperator(EvaluateModelOperator):
             )
         if not self.http_conn_id:
             raise ConfigError("the http backend needs http_conn_id (host or extra base_url, password = API key)")
-        from airflow_mlcrit.version_compat import BaseHook, conf
+        from airflow_mlcrit.core.config import home_dir
+        from airflow_mlcrit.version_compat import BaseHook
 
         conn = BaseHook.get_connection(self.http_conn_id)
         base_url = conn.extra_dejson.get("base_url") or conn.host
         if base_url and not base_url.startswith(("http://", "https://")):
             base_url = f"{conn.schema or 'https'}://{base_url}" + (f":{conn.port}" if conn.port else "")
-        cache = self.cache_dir or str(Path(conf.get("core", "airflow_home", fallback=".")) / "mlcrit" / "prompt-cache")
+        # not [core] airflow_home: Airflow 3 has no such option, and "." put the cache in the cwd
+        cache = self.cache_dir or home_dir("prompt-cache")
         return backends.OpenAIBackend(
             base_url or "",
             conn.password,
