@@ -388,6 +388,7 @@ def test_connection_secrets_never_leak_into_logs_xcom_manifests_or_lineage(
     assert any(k.startswith(f"{prefix}/dataset/secret-scan/") for k in keys)
     assert any(k.startswith(f"{prefix}/validation_report/") for k in keys)
     assert f"Bearer {API_KEY}" in fake_openai.auth
+    assert any((tmp_path / "home" / "mlcrit" / "prompt-cache").rglob("*.json"))  # the default cache: $AIRFLOW_HOME
     # the scan
     leaks, scanned = [], 0
     for path in tmp_path.rglob("*"):
