@@ -1,5 +1,5 @@
-"""Test DAG: a task that commits its output and then dies on its first try (a worker lost after
-the commit); Airflow retries it."""
+"""Test DAGs: tasks that commit their outputs and then die on their first try (a worker lost
+after the commit); Airflow retries them."""
 
 import datetime
 
@@ -7,29 +7,6 @@ import pendulum
 from airflow.sdk import DAG
 
 from airflow_mlcrit.operators import BeamPreprocessOperator, FineTuneOperator, RegisterArtifactOperator
-
-
-class CommitThenFailOnce(RegisterArtifactOperator):
-    def execute(self, context):
-        result = super().execute(context)
-        if context["ti"].try_number == 1:
-            raise RuntimeError("worker lost after the commit (simulated)")
-        return result
-
-
-with DAG(
-    dag_id="test_mlcrit_retry",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    params={"data": "", "model": ""},
-) as dag:
-    CommitThenFailOnce(
-        task_id="register",
-        artifact="dataset/reviews",
-        path="{{ params.data }}",
-        retries=1,
-        retry_delay=datetime.timedelta(seconds=0),
-    )
 
 
 def _fail_first_try_after(operator_class):
@@ -42,6 +19,21 @@ def _fail_first_try_after(operator_class):
 
     CommitThenFail.__name__ = f"{operator_class.__name__}ThenFailOnce"
     return CommitThenFail
+
+
+with DAG(
+    dag_id="test_mlcrit_retry",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    params={"data": "", "model": ""},
+) as dag:
+    _fail_first_try_after(RegisterArtifactOperator)(
+        task_id="register",
+        artifact="dataset/reviews",
+        path="{{ params.data }}",
+        retries=1,
+        retry_delay=datetime.timedelta(seconds=0),
+    )
 
 
 with DAG(
