@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_mlcrit.core.artifacts.store import _vname
 from airflow_mlcrit.exceptions import ArtifactConflictError, GateFailedError
 
 BLESSED_KINDS = ("model", "adapter", "prompt")
@@ -57,7 +58,8 @@ def promote(
             )
     expected = _judged_against(proof, target, alias)
     current = store.alias_version(f"{target.kind}/{target.name}", alias)
-    if expected is not _ANY and current != expected:
+    stale = expected is not _ANY and current != expected
+    if stale and not force:
         raise ArtifactConflictError(
             f"{alias!r} of {target.kind}/{target.name} points at {_vname(current)}, but {proof.ref} judged "
             f"{target.ref} against {_vname(expected)}: another promotion moved it since. Re-run the evaluation "
@@ -69,17 +71,13 @@ def promote(
         reason=reason,
         actor=actor,
         expected=current,
-        forced=force and proof is None,
+        forced=force and (proof is None or stale),
         extra={**(extra or {}), "blessing": str(proof.ref) if proof else None},
     )
     return move, proof
 
 
 _ANY = object()
-
-
-def _vname(version: int | None) -> str:
-    return f"v{version}" if version is not None else "nothing (unset)"
 
 
 def _judged_against(proof: Any, target: Any, alias: str) -> Any:

@@ -93,6 +93,10 @@ def test_a_blessing_judged_against_an_older_production_cannot_replace_a_newer_on
     ):
         promote(store, v3.ref, "production", reason="beats v1")
     assert [m.to_version for m in store.alias_history("adapter/clf", "production")] == [1, 2]
+    # an override is possible, and recorded as forced
+    forced, _ = promote(store, v3.ref, "production", reason="incident 812, approved", force=True)
+    assert forced.forced and (forced.from_version, forced.to_version) == (2, 3)
+    store.move_alias(v2.ref, "production", reason="undo the drill")
     # the retry: evaluated again against v2, it is promoted
     _bless(store, tmp_path, v3, baseline="adapter/clf@v2", baseline_alias="production")
     move, proof = promote(store, v3.ref, "production", reason="beats v2")
