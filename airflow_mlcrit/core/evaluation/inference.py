@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from airflow_mlcrit.core.evaluation.compute import Predictions
+from airflow_mlcrit.core.trust import refuse_remote_code
 from airflow_mlcrit.exceptions import ConfigError, MissingDependencyError
 
 
@@ -51,6 +52,8 @@ class ModelScorer:
             raise ConfigError(f"{path} is a LoRA adapter: give its base model directory (base_path), got {base_path!r}")
         opts = {"local_files_only": True, "trust_remote_code": trust_remote_code, "use_safetensors": not allow_pickle}
         tok_dir = path if (path / "tokenizer_config.json").is_file() else model_dir
+        for d in {model_dir, tok_dir}:
+            refuse_remote_code(d, trust_remote_code)
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(
             tok_dir, local_files_only=True, trust_remote_code=trust_remote_code
         )

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from airflow_mlcrit.core.trust import refuse_remote_code
 from airflow_mlcrit.exceptions import ConfigError, MissingDependencyError, MlcritError
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class EncoderBackend:
         path = Path(path)
         if not (path / "config.json").is_file():
             raise ConfigError(f"encoder {path} is not a model directory (no config.json)")
+        refuse_remote_code(path, False, "encoder")
         self.torch, self.name = torch, str(path)
         self.batch_size, self.max_length = batch_size, max_length
         self.device = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_mlcrit.core.training.config import DEFAULT_TARGETS, FineTuneConfig
+from airflow_mlcrit.core.trust import refuse_remote_code
 from airflow_mlcrit.exceptions import ConfigError, DataValidationError, MissingDependencyError
 
 METRICS_FILE = "training_metrics.json"
@@ -142,6 +143,7 @@ def _resolve_base(cfg: FineTuneConfig, store: Any, workdir: Path) -> Path:
 
 def _load(cfg: FineTuneConfig, base: Path, labels: list[str] | None) -> tuple[Any, Any]:
     _torch, transformers, _peft = _imports()
+    refuse_remote_code(base, cfg.trust_remote_code, "base_model")
     tokenizer = transformers.AutoTokenizer.from_pretrained(
         base, local_files_only=True, trust_remote_code=cfg.trust_remote_code
     )

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -303,3 +304,41 @@ def test_pickle_weights_load_only_when_allowed(tiny_bert, train_file, tmp_path):
     with pytest.raises(ConfigError, match=re.escape("Pickle (.bin) weights load only with allow_pickle=True")):
         finetune(cfg, train_file, workdir=tmp_path / "refused")
     assert finetune({**cfg, "allow_pickle": True}, train_file, workdir=tmp_path / "allowed").metrics["steps"] == 2
+
+
+def _with_custom_code(tiny_bert: str, tmp_path) -> tuple[Path, Path]:
+    """A copy of the tiny BERT whose config names its own Python code; importing that code
+    leaves a marker file, so a test sees whether it ran."""
+    import shutil
+
+    custom, marker = tmp_path / "custom-code-model", tmp_path / "code-ran"
+    shutil.copytree(tiny_bert, custom)
+    (custom / "evil.py").write_text(
+        "import pathlib\n"
+        f"pathlib.Path({str(marker)!r}).write_text('ran')\n"
+        "from transformers import BertConfig, BertForSequenceClassification\n"
+        "class EvilConfig(BertConfig):\n    model_type = 'mlcrit-evil'\n"
+        "class EvilModel(BertForSequenceClassification):\n    config_class = EvilConfig\n"
+    )
+    config = json.loads((custom / "config.json").read_text())
+    config["model_type"] = "mlcrit-evil"
+    config["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModelForSequenceClassification": "evil.EvilModel"}
+    (custom / "config.json").write_text(json.dumps(config))
+    return custom, marker
+
+
+def test_a_model_with_its_own_code_is_refused_unless_trust_remote_code(tiny_bert, train_file, tmp_path):
+    from transformers import AutoConfig
+
+    from airflow_mlcrit.core.evaluation.inference import ModelScorer
+
+    custom, marker = _with_custom_code(tiny_bert, tmp_path)
+    refused = "ships its own Python code (config.json auto_map: ['AutoConfig', 'AutoModelForSequenceClassification']); it is run only with trust_remote_code=True"
+    with pytest.raises(ConfigError, match=re.escape(f"base_model {custom} {refused}")):
+        finetune({"base_model": str(custom), **CFG, "max_steps": 2}, train_file, workdir=tmp_path / "ft")
+    with pytest.raises(ConfigError, match=re.escape(f"model {custom} {refused}")):
+        ModelScorer(custom, task="classification")
+    assert not marker.exists()
+    # what the refusal prevents: with the flag, transformers imports and runs that code
+    AutoConfig.from_pretrained(custom, local_files_only=True, trust_remote_code=True)
+    assert marker.read_text() == "ran"
