@@ -1,5 +1,5 @@
 """Crash safety: dag.test() of statistics -> Beam preprocess -> fine-tune -> evaluation is
-SIGKILLed at a random point inside each stage in turn (three seeds), and the same DAG run is run
+SIGKILLed at a random point inside each stage in turn (two seeds), and the same DAG run is run
 again after each kill, as Airflow re-runs a task instance whose worker died. In the end every
 output has exactly one committed version for its idempotency key, nothing partial is ever
 visible, the fine-tune resumes from its stored checkpoint, no training process outlives its
@@ -165,7 +165,7 @@ def reference(tmp_path_factory, tiny_bert):
     return _results(open_store(root / "artifacts")), durations
 
 
-@pytest.mark.parametrize("seed", [1, 2, 5])
+@pytest.mark.parametrize("seed", [2, 5])  # 2 kills the fine-tune before its first checkpoint, 5 after
 def test_sigkill_at_random_points_then_rerun(tmp_path, tiny_bert, reference, seed):
     expected, durations = reference
     env = _home(tmp_path, tiny_bert)
