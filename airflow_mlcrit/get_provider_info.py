@@ -84,7 +84,7 @@ def get_provider_info() -> dict:
                         "default": "",
                     },
                     "s3_max_attempts": {
-                        "description": "Total attempts per S3 request (botocore standard retry mode).",
+                        "description": "Retries of an S3 request after its first attempt (botocore standard mode).",
                         "version_added": "0.1.0",
                         "type": "integer",
                         "example": "8",
