@@ -168,11 +168,10 @@ class FineTuneOperator(DatasetStepOperator):
             return None
         if (
             cfg.merge_adapter
-            and self.committed(context, f"model/{self.output_name_for(context)}", [str(out.ref), *parents[1:]]) is None
+            and self.committed(context, self._merged_key(context), [str(out.ref), *parents[1:]]) is None
         ):
             return None
-        m = out.metadata
-        return self._summary(out, {k: m.get(k) for k in ("final_loss", "steps", "trainable_params")}, m["labels"])
+        return self._summary(out, out.metadata, out.metadata["labels"])
 
     @staticmethod
     def _summary(out: Any, m: dict[str, Any], labels: list[str]) -> dict[str, Any]:
@@ -187,6 +186,9 @@ class FineTuneOperator(DatasetStepOperator):
 
     def _key(self, context: Any, cfg: Any) -> str:
         return f"{'model' if cfg.method == 'full' else 'adapter'}/{self.output_name_for(context)}"
+
+    def _merged_key(self, context: Any) -> str:
+        return f"model/{self.output_name_for(context)}"
 
     def _commit(
         self,
@@ -242,7 +244,7 @@ class FineTuneOperator(DatasetStepOperator):
         if merged_dir is not None:
             merged = self.commit(
                 context,
-                f"model/{self.output_name_for(context)}",
+                self._merged_key(context),
                 merged_dir,
                 parents=[str(out.ref), *parents[1:]],
                 metadata={"merged_from": str(out.ref), "labels": labels},
