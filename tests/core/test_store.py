@@ -283,3 +283,60 @@ store.put("dataset/d", {str(src)!r})
     done = subprocess.run([*cli, "gc", "--grace-hours", "0", "--delete"], env=env, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("removed: 1 uncommitted version(s)")
     assert store.backend.list_keys("dataset/d") == []
+
+
+def test_a_payload_file_written_to_during_put_is_refused(store, tmp_path):
+    """A producer still appending to the file: the digest and the stored copy could disagree."""
+    import threading
+
+    src = tmp_path / "growing.bin"
+    src.write_bytes(b"\0" * (32 << 20))
+    stop = threading.Event()
+
+    def append():
+        with open(src, "ab") as f:
+            while not stop.is_set():
+                f.write(b"x")
+                f.flush()
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    try:
+        with pytest.raises(
+            ArtifactError, match=f"payload file {re.escape(str(src))} changed while it was being stored"
+        ):
+            store.put("dataset/growing", src)
+    finally:
+        stop.set()
+        writer.join()
+    assert store.versions("dataset/growing") == []
+    assert store.put("dataset/growing", src).version == 2  # quiet again: v1's claim stays dead
+
+
+def test_local_payload_and_names_are_synced_before_the_manifest_links(tmp_path, payload, monkeypatch):
+    """Power loss cannot be simulated here; instead spy on the order of fsync(2) and the
+    manifest's link(2): nothing the manifest vouches for may be only in the page cache."""
+    import os
+
+    store = open_store(str(tmp_path / "store"))
+    events = []
+    real_fsync, real_link = os.fsync, os.link
+
+    def fsync(fd):
+        events.append(("fsync", os.fstat(fd).st_ino))
+        return real_fsync(fd)
+
+    def link(src, dst, **kw):
+        real_link(src, dst, **kw)
+        events.append(("link", os.path.basename(dst)))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", link)
+    m = store.put("dataset/d", payload)
+    monkeypatch.undo()
+    vdir = Path(m.uri.removeprefix("file://"))
+    commit = events.index(("link", "_MANIFEST.json"))
+    synced_before = {ino for what, ino in events[:commit] if what == "fsync"}
+    must = [vdir / "data.csv", vdir / "sub" / "weights.bin", vdir / "sub", vdir, vdir.parent]
+    assert [p for p in must if p.stat().st_ino not in synced_before] == []
+    assert ("fsync", vdir.stat().st_ino) in events[commit:]  # the manifest's name itself

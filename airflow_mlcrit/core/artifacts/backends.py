@@ -32,15 +32,30 @@ def sha256_file(path: str | os.PathLike[str]) -> tuple[str, int]:
     return digest, os.path.getsize(path)
 
 
-def _copy_and_hash(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> tuple[str, int]:
-    """Copy with the kernel's fast path while a second thread hashes the source.
+def _copy_and_hash(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], *, durable: bool = False
+) -> tuple[str, int]:
+    """Copy with the kernel's fast path (then fsync when ``durable``) while a second thread
+    hashes the source.
 
-    Hashing runs on the other core, so a put or get costs about one plain copy, not copy + hash.
+    Hashing runs on the other core, so a put or get costs about max(copy + fsync, SHA-256), not
+    their sum; SHA-256 (one core, about 1-1.4 GB/s) is the floor. See docs/benchmarks.md.
     """
     with ThreadPoolExecutor(1) as pool:
         hashed = pool.submit(sha256_file, src)
         shutil.copyfile(src, dst)
+        if durable:
+            _fsync(dst)
         return hashed.result()
+
+
+def _fsync(path: str | os.PathLike[str]) -> None:
+    """fsync a file or a directory (a directory's fsync makes the names in it durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def check_key(key: str) -> str:
@@ -66,6 +81,7 @@ class Backend(Protocol):
     def delete(self, key: str) -> None: ...
     def delete_prefix(self, prefix: str) -> None: ...
     def upload_file(self, key: str, src: Path) -> tuple[str, int]: ...  # returns (sha256, size)
+    def persist(self, prefix: str) -> None: ...  # make everything under prefix durable
     def download_file(self, key: str, dest: Path) -> tuple[str, int]: ...
     def open_read(self, key: str) -> IO[bytes]: ...
 
@@ -110,17 +126,19 @@ class LocalBackend:
     def write_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
         os.replace(self._temp_beside(path, data), path)
+        _fsync(path.parent)
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
         path = self._path(key)
         tmp = self._temp_beside(path, data)
         try:
             os.link(tmp, path)  # atomic, and readers never see a half-written file
-            return True
         except FileExistsError:
             return False
         finally:
             os.unlink(tmp)
+        _fsync(path.parent)  # the new name survives a power loss once we say it exists
+        return True
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -151,7 +169,17 @@ class LocalBackend:
     def upload_file(self, key: str, src: Path) -> tuple[str, int]:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return _copy_and_hash(src, path)
+        # fsync here, overlapped with hashing: the manifest (the commit) must never reach the
+        # disk before the bytes it vouches for.
+        return _copy_and_hash(src, path, durable=True)
+
+    def persist(self, prefix: str) -> None:
+        """fsync every directory under ``prefix`` and its parent: payload files are synced by
+        upload_file, but their names live in the directories."""
+        base = self._path(prefix)
+        for dirpath, _dirs, _files in os.walk(base, topdown=False):
+            _fsync(dirpath)
+        _fsync(base.parent)
 
     def download_file(self, key: str, dest: Path) -> tuple[str, int]:
         return _copy_and_hash(self._path(key), dest)
@@ -333,6 +361,9 @@ class S3Backend:
             except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
                 raise self._error(exc, key) from exc
             return hashed.result()
+
+    def persist(self, prefix: str) -> None:
+        """Nothing to do: S3 acknowledges a PUT only once the object is stored durably."""
 
     def download_file(self, key: str, dest: Path) -> tuple[str, int]:
         from botocore.exceptions import BotoCoreError, ClientError

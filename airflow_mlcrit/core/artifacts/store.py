@@ -265,6 +265,11 @@ def _payload_files(source: str | os.PathLike[str] | Mapping[str, str | os.PathLi
     return pairs
 
 
+def _file_identity(path: Path) -> tuple[int, int, int, int, int]:
+    st = os.stat(path)
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
 class _VerifyingReader:
     """Stream a stored file; raise ArtifactIntegrityError at EOF if the bytes do not match."""
 
@@ -533,9 +538,17 @@ class ArtifactStore:
         vprefix = f"{kind}/{name}/{_vdir(version)}"
         entries = []
         for rel, path in files:
+            before = _file_identity(path)
             digest, size = self.backend.upload_file(f"{vprefix}/{rel}", path)
+            if _file_identity(path) != before or size != before[0]:
+                # The hash and the stored copy may disagree (or hold a torn mix): refuse.
+                raise ArtifactError(
+                    f"payload file {path} changed while it was being stored (size or mtime moved); "
+                    f"put it again once whatever writes it has finished"
+                )
             entries.append({"path": rel, "sha256": digest, "size": size})
         entries.sort(key=lambda e: e["path"])
+        self.backend.persist(vprefix)
         manifest = Manifest(
             kind=kind,
             name=name,
