@@ -169,9 +169,12 @@ class MlcritBaseOperator(MlcritLineageMixin, BaseOperator):
         self.lineage.add_input(self.store, manifest, **facets)
         return manifest
 
-    def committed(self, context: Context, key: str, parents: Iterable[str | ArtifactRef]) -> Manifest | None:
+    def committed(
+        self, context: Context, key: str, parents: Iterable[str | ArtifactRef], **facets: dict[str, Any]
+    ) -> Manifest | None:
         """The version an earlier try of this task instance committed for ``key`` from these
-        inputs (a task killed after its commit): a retry reuses it instead of recomputing."""
+        inputs (a task killed after its commit): a retry reuses it instead of recomputing.
+        ``facets`` are the lineage facets ``commit`` would have recorded."""
         manifest = self.store.committed(key, self.idempotency_key(context, key), parents=parents)
         if manifest is not None:
             self.log.info(
@@ -179,7 +182,7 @@ class MlcritBaseOperator(MlcritLineageMixin, BaseOperator):
                 manifest.ref,
                 manifest.producer.get("try_number"),
             )
-            self.lineage.add_output(self.store, manifest)
+            self._record_output(context, key, manifest, **facets)
         return manifest
 
     def commit(
@@ -204,11 +207,15 @@ class MlcritBaseOperator(MlcritLineageMixin, BaseOperator):
             libraries=libraries,
         )
         self.log.info("committed %s (%s) at %s", manifest.ref, manifest.digest, manifest.uri)
+        self._record_output(context, key, manifest, **facets)
+        return manifest
+
+    def _record_output(self, context: Context, key: str, manifest: Manifest, **facets: dict[str, Any]) -> None:
+        """A lineage output, and the ref on the output's asset event (fresh or reused alike)."""
         self.lineage.add_output(self.store, manifest, **facets)
         asset = artifact_asset(key)
         if any(getattr(o, "uri", None) == asset.uri for o in self.outlets or ()):
             context["outlet_events"][asset].extra = {"ref": str(manifest.ref), "digest": manifest.digest}
-        return manifest
 
 
 def default_output_name(dag_id: str) -> str:

@@ -25,35 +25,48 @@ class ComputeStatisticsOperator(DatasetStepOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_mlcrit.core.validation.lineage import quality_metrics, schema_facet
-        from airflow_mlcrit.core.validation.statistics import STATISTICS_FILE, StatisticsConfig, compute_statistics
+        from airflow_mlcrit.core.validation.statistics import (
+            STATISTICS_FILE,
+            StatisticsConfig,
+            StatisticsResult,
+            compute_statistics,
+        )
 
         source, manifest = self.pin(self.dataset)
+        key = f"statistics/{self.output_name_for(context)}"
+        parents = [source] if manifest else []
         cfg = StatisticsConfig.from_dict({**self.config_dict(), "source": source})
-        result = compute_statistics(cfg, store=self.store)
-        self.log.info(
-            "profiled %s: %s rows, %s columns in %ss",
-            source,
-            result.statistics["rows"],
-            len(result.statistics["columns"]),
-            result.statistics["seconds"],
-        )
+        description = f"statistics of {source}"
+        out = self.committed(context, key, parents, description=description)
+        if out is not None:  # an earlier try committed them: no second pass over the data
+            result = StatisticsResult(json.loads(self.store.read_bytes(out.ref, STATISTICS_FILE)), None)
+        else:
+            result = compute_statistics(cfg, store=self.store)
+            self.log.info(
+                "profiled %s: %s rows, %s columns in %ss",
+                source,
+                result.statistics["rows"],
+                len(result.statistics["columns"]),
+                result.statistics["seconds"],
+            )
         self.record_input(
             source,
             manifest,
             dataQualityMetrics=quality_metrics(result.statistics),
             schema=schema_facet(result.statistics),
         )
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / STATISTICS_FILE
-            path.write_text(json.dumps(result.statistics, sort_keys=True))
-            out = self.commit(
-                context,
-                f"statistics/{self.output_name_for(context)}",
-                path,
-                parents=[source] if manifest else [],
-                metadata={"source": source},
-                description=f"statistics of {source}",
-            )
+        if out is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / STATISTICS_FILE
+                path.write_text(json.dumps(result.statistics, sort_keys=True))
+                out = self.commit(
+                    context,
+                    key,
+                    path,
+                    parents=parents,
+                    metadata={"source": source},
+                    description=description,
+                )
         return out.summary() | {"summary": result.summary}
 
 

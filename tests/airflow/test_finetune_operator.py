@@ -73,12 +73,17 @@ def test_fine_tune_on_a_transformed_dataset_records_the_contract(store_root, tmp
 def test_a_retry_after_the_commit_reuses_the_outputs_instead_of_recomputing(
     store_root, tmp_path, tiny_bert, monkeypatch
 ):
-    """Both expensive steps commit, then their worker dies (try 1 fails after the commit); the
-    retries return the committed versions without a second Beam pass or a second training."""
+    """The expensive steps commit, then their worker dies (try 1 fails after the commit); the
+    retries return the committed versions without a second Beam pass, training or profiling, and
+    their asset events still carry the committed ref."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
     import airflow_mlcrit.core.preprocessing.pipeline as pipeline
     import airflow_mlcrit.core.training.runner as runner
+    import airflow_mlcrit.core.validation.statistics as statistics
 
-    calls = {"beam": 0, "training": 0}
+    calls = {"beam": 0, "training": 0, "statistics": 0}
 
     def counted(fn, what):
         def wrapper(*args, **kwargs):
@@ -89,14 +94,27 @@ def test_a_retry_after_the_commit_reuses_the_outputs_instead_of_recomputing(
 
     monkeypatch.setattr(pipeline, "run_preprocess", counted(pipeline.run_preprocess, "beam"))
     monkeypatch.setattr(runner, "run_training", counted(runner.run_training, "training"))
+    monkeypatch.setattr(statistics, "compute_statistics", counted(statistics.compute_statistics, "statistics"))
     store = open_store(store_root)
     sentiment(200).to_parquet(tmp_path / "train.parquet", index=False)
     store.put("dataset/reviews", tmp_path / "train.parquet")
     dr = run_dag("test_mlcrit_retry_expensive", {"data": "dataset/reviews@v1", "base": tiny_bert})
     assert dr.state == "success"
-    assert task_states(dr) == {"preprocess": ("success", 2), "finetune": ("success", 2)}
-    assert calls == {"beam": 1, "training": 1}
-    for key in ("transform_contract/reviews", "transformed_dataset/reviews", "adapter/sentiment"):
+    assert task_states(dr) == {"preprocess": ("success", 2), "finetune": ("success", 2), "statistics": ("success", 2)}
+    assert calls == {"beam": 1, "training": 1, "statistics": 1}
+    for key in ("transform_contract/reviews", "transformed_dataset/reviews", "adapter/sentiment", "statistics/reviews"):
         assert store.versions(key) == [1]
+    assert store.resolve("statistics/reviews@v1").producer["try_number"] == 1
+    with create_session() as session:
+        events = {
+            uri: extra
+            for uri, extra in session.query(AssetModel.uri, AssetEvent.extra)
+            .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetEvent.source_run_id == dr.run_id)
+        }
+    assert events == {
+        f"mlcrit://{key}": {"ref": f"{key}@v1", "digest": store.resolve(f"{key}@v1").digest}
+        for key in ("transformed_dataset/reviews", "adapter/sentiment", "statistics/reviews")
+    }
     adapter = store.resolve("adapter/sentiment@v1")
     assert adapter.producer["try_number"] == 1 and adapter.metadata["steps"] == 10

@@ -6,7 +6,12 @@ import datetime
 import pendulum
 from airflow.sdk import DAG
 
-from airflow_mlcrit.operators import BeamPreprocessOperator, FineTuneOperator, RegisterArtifactOperator
+from airflow_mlcrit.operators import (
+    BeamPreprocessOperator,
+    ComputeStatisticsOperator,
+    FineTuneOperator,
+    RegisterArtifactOperator,
+)
 
 
 def _fail_first_try_after(operator_class):
@@ -60,3 +65,6 @@ with DAG(
         **retry,
     )
     prep >> train
+    _fail_first_try_after(ComputeStatisticsOperator)(
+        task_id="statistics", dataset="{{ params.data }}", output_name="reviews", **retry
+    )
