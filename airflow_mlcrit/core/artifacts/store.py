@@ -543,7 +543,7 @@ class ArtifactStore:
             if _file_identity(path) != before or size != before[0]:
                 # The hash and the stored copy may disagree (or hold a torn mix): refuse.
                 raise ArtifactError(
-                    f"payload file {path} changed while it was being stored (size or mtime moved); "
+                    f"payload file {path} changed while it was being stored (its size, mtime, ctime or inode moved); "
                     f"put it again once whatever writes it has finished"
                 )
             entries.append({"path": rel, "sha256": digest, "size": size})
