@@ -23,21 +23,19 @@ def test_sigkilled_child_resumes_from_its_second_checkpoint(tiny_bert, train_fil
     reference = run_training(cfg, train_file, workdir=tmp_path / "ref", store=store, ckpt_key="checkpoint/ref")
 
     procs = []
+    real_put = store.put
 
-    def kill_after_second(event):
-        if event["event"] == "checkpoint" and event["step"] == 20:
+    def kill_when_storing_the_second(key_, source, **kwargs):
+        # Kill as the parent starts storing checkpoint 20, not after: a durable put can take
+        # longer than the tiny model's next 10 steps, and checkpoint 30 would be stored too.
+        if kwargs.get("metadata", {}).get("step") == 20:
             procs[0].send_signal(signal.SIGKILL)
+        return real_put(key_, source, **kwargs)
 
+    store.put = kill_when_storing_the_second
     with pytest.raises(MlcritError, match=re.escape("the training process exited with code -9 (killed")):
-        run_training(
-            cfg,
-            train_file,
-            workdir=tmp_path / "try1",
-            store=store,
-            ckpt_key=key,
-            on_event=kill_after_second,
-            spawned=procs.append,
-        )
+        run_training(cfg, train_file, workdir=tmp_path / "try1", store=store, ckpt_key=key, spawned=procs.append)
+    store.put = real_put
     assert [
         store.resolve(key.replace("checkpoint/", "checkpoint/") + f"@v{v}").metadata["step"]
         for v in store.versions(key)
