@@ -169,12 +169,11 @@ class MlcritBaseOperator(MlcritLineageMixin, BaseOperator):
         self.lineage.add_input(self.store, manifest, **facets)
         return manifest
 
-    def committed(
-        self, context: Context, key: str, parents: Iterable[str | ArtifactRef], **facets: dict[str, Any]
-    ) -> Manifest | None:
+    def find_committed(self, context: Context, key: str, parents: Iterable[str | ArtifactRef]) -> Manifest | None:
         """The version an earlier try of this task instance committed for ``key`` from these
-        inputs (a task killed after its commit): a retry reuses it instead of recomputing.
-        ``facets`` are the lineage facets ``commit`` would have recorded."""
+        inputs (a task killed after its commit), for a retry to reuse instead of recomputing.
+        The caller records it with ``_record_output``, as ``commit`` would have; ``committed``
+        does both."""
         manifest = self.store.committed(key, self.idempotency_key(context, key), parents=parents)
         if manifest is not None:
             self.log.info(
@@ -182,6 +181,14 @@ class MlcritBaseOperator(MlcritLineageMixin, BaseOperator):
                 manifest.ref,
                 manifest.producer.get("try_number"),
             )
+        return manifest
+
+    def committed(
+        self, context: Context, key: str, parents: Iterable[str | ArtifactRef], **facets: dict[str, Any]
+    ) -> Manifest | None:
+        """``find_committed``, recorded with the lineage facets ``commit`` would have recorded."""
+        manifest = self.find_committed(context, key, parents)
+        if manifest is not None:
             self._record_output(context, key, manifest, **facets)
         return manifest
 

@@ -101,7 +101,6 @@ class EvaluateModelOperator(DatasetStepOperator):
             read_frame,
         )
         from airflow_mlcrit.core.evaluation.report import render_html
-        from airflow_mlcrit.core.lineage import facet
 
         cfg = EvaluationConfig.from_dict(self.config_dict())
         source, data_manifest = self.pin(self.dataset)
@@ -122,7 +121,6 @@ class EvaluateModelOperator(DatasetStepOperator):
                 m = self.read_input(ref)
                 suite_manifests.append(m)
                 suites.append(json.loads(self.store.read_bytes(m.ref, SUITE_FILE)))
-            result, preds = evaluate(cfg, frame, candidate, baseline, suites=suites)
             binding = {
                 "candidate": str(cand_m.ref) if cand_m else self.candidate,
                 "candidate_digest": cand_m.digest if cand_m else None,
@@ -133,38 +131,45 @@ class EvaluateModelOperator(DatasetStepOperator):
                 "dataset": source,
                 "dataset_digest": data_manifest.digest if data_manifest else None,
             }
-            result["binding"] = binding
-            out = work / "out"
-            out.mkdir()
-            extra = self._extra(result, out)
-            (out / EVALUATION_FILE).write_text(json.dumps(result, indent=1, default=str))
             name = self.output_name_for(context)
-            (out / REPORT_FILE).write_text(render_html(result, title=f"Evaluation {name}: {binding['candidate']}"))
-            pq.write_table(predictions_table(preds), out / PREDICTIONS_FILE)
-            overall = result["slices"][0]
-            manifest = self.commit(
-                context,
-                f"evaluation/{name}",
-                out,
-                parents=[
-                    r
-                    for r in (
-                        binding["candidate"] if cand_m else None,
-                        binding["baseline"] if base_m else None,
-                        source if data_manifest else None,
-                        *(str(m.ref) for m in suite_manifests),
-                        *self._more_parents,
-                    )
-                    if r
-                ],
-                metadata={**binding, "task": cfg.task, "overall": overall["candidate"]},
-                mlcrit_evaluation=facet("mlcrit_evaluation", **_evaluation_facet(result, binding)),
-                **extra,
-            )
+            key = f"evaluation/{name}"
+            parents = [
+                r
+                for r in (
+                    binding["candidate"] if cand_m else None,
+                    binding["baseline"] if base_m else None,
+                    source if data_manifest else None,
+                    *(str(m.ref) for m in suite_manifests),
+                    *self._more_parents,
+                )
+                if r
+            ]
+            manifest = self.find_committed(context, key, parents)
+            if manifest is not None:  # an earlier try committed it: no second pass of inference
+                result = json.loads(self.store.read_bytes(manifest.ref, EVALUATION_FILE))
+                self._record_output(context, key, manifest, **self._facets(result))
+            else:
+                result, preds = evaluate(cfg, frame, candidate, baseline, suites=suites)
+                result["binding"] = binding
+                out = work / "out"
+                out.mkdir()
+                self._extra(result, out)
+                (out / EVALUATION_FILE).write_text(json.dumps(result, indent=1, default=str))
+                title = f"Evaluation {name}: {binding['candidate']}"
+                (out / REPORT_FILE).write_text(render_html(result, title=title))
+                pq.write_table(predictions_table(preds), out / PREDICTIONS_FILE)
+                manifest = self.commit(
+                    context,
+                    key,
+                    out,
+                    parents=parents,
+                    metadata={**binding, "task": cfg.task, "overall": result["slices"][0]["candidate"]},
+                    **self._facets(result),
+                )
         report_url = f"{manifest.uri.rstrip('/')}/{REPORT_FILE}"
         context["ti"].xcom_push(key="report_url", value=report_url)
         self._log_summary(result)
-        return manifest.summary() | {"report_url": report_url, "overall": overall["candidate"]}
+        return manifest.summary() | {"report_url": report_url, "overall": result["slices"][0]["candidate"]}
 
     def _models(self, cfg: Any, work: Path, data_manifest: Any) -> tuple[Any, Any, Any, Any, str | None]:
         """(candidate, its manifest, baseline, its manifest, baseline ref): scorers, predictions
@@ -211,9 +216,14 @@ class EvaluateModelOperator(DatasetStepOperator):
             )
         return candidate, cand_m, baseline, base_m, base_ref
 
-    def _extra(self, result: dict[str, Any], out: Path) -> dict[str, Any]:
-        """Subclasses add files to the evaluation and facets to its lineage."""
-        return {}
+    def _extra(self, result: dict[str, Any], out: Path) -> None:
+        """Subclasses add files to the evaluation and entries to its result."""
+
+    def _facets(self, result: dict[str, Any]) -> dict[str, Any]:
+        """The evaluation's lineage facets, from its result alone (a reused one has no more)."""
+        from airflow_mlcrit.core.lineage import facet
+
+        return {"mlcrit_evaluation": facet("mlcrit_evaluation", **_evaluation_facet(result, result["binding"]))}
 
     def _check_contracts(self, cand_m: Any, base_m: Any) -> None:
         from airflow_mlcrit.core.preprocessing.contract import CONTRACT_FILE, check_contract

@@ -37,12 +37,14 @@ class BeamPreprocessOperator(DatasetStepOperator):
         cfg = PreprocessConfig.from_dict({**self.config_dict(), "source": source})
         name = self.output_name_for(context)
         parents = [source] if manifest else []
-        contract_done = self.committed(context, f"transform_contract/{name}", parents)
-        done = contract_done and self.committed(
+        contract_done = self.find_committed(context, f"transform_contract/{name}", parents)
+        done = contract_done and self.find_committed(
             context, f"transformed_dataset/{name}", [*parents, str(contract_done.ref)]
         )
         if done:  # an earlier try committed both outputs: no second pass over the data
             self.record_input(source, manifest)
+            self._record_output(context, f"transform_contract/{name}", contract_done)
+            self._record_output(context, f"transformed_dataset/{name}", done)
             return self._summary(done, done.metadata)
         self.log.info("running Beam pipeline on %s (runner %s)", source, cfg.runner or "FnApiRunner")
         with tempfile.TemporaryDirectory(prefix="mlcrit-preprocess-") as tmp:

@@ -161,9 +161,7 @@ class PromptEvaluationOperator(EvaluateModelOperator):
         self._predictor, self._backend_obj, self._manifests, self._mode = predictor, backend, manifests, mode
         return predictor, cand_m, baseline, base_m, base_ref
 
-    def _extra(self, result: dict[str, Any], out: Path) -> dict[str, Any]:
-        from airflow_mlcrit.core.lineage import facet
-
+    def _extra(self, result: dict[str, Any], out: Path) -> None:
         p, backend = self._predictor, self._backend_obj
         with open(out / RENDERED_FILE, "w") as f:
             for row in range(len(p.rendered[0]) if p.rendered else 0):
@@ -202,7 +200,11 @@ class PromptEvaluationOperator(EvaluateModelOperator):
             }
             self.log.info("http backend: %s requests sent, %s cache hits, %s retries", *info["requests"].values())
         result["prompt"] = info
-        return {"mlcrit_prompt": facet("mlcrit_prompt", **info)}
+
+    def _facets(self, result: dict[str, Any]) -> dict[str, Any]:
+        from airflow_mlcrit.core.lineage import facet
+
+        return super()._facets(result) | {"mlcrit_prompt": facet("mlcrit_prompt", **result["prompt"])}
 
 
 class PromptOrFineTuneBranchOperator(MlcritBaseOperator, BaseBranchOperator):

@@ -163,14 +163,16 @@ class FineTuneOperator(DatasetStepOperator):
     def _already_trained(self, context: Any, cfg: Any, pins: dict[str, Any]) -> dict[str, Any] | None:
         """The summary of what an earlier try committed (all outputs), or None: train."""
         parents = self._parents(pins)
-        out = self.committed(context, self._key(context, cfg), parents)
+        key, merged_key = self._key(context, cfg), self._merged_key(context)
+        out = self.find_committed(context, key, parents)
         if out is None:
             return None
-        if (
-            cfg.merge_adapter
-            and self.committed(context, self._merged_key(context), [str(out.ref), *parents[1:]]) is None
-        ):
-            return None
+        merged = self.find_committed(context, merged_key, [str(out.ref), *parents[1:]]) if cfg.merge_adapter else None
+        if cfg.merge_adapter and merged is None:
+            return None  # train again; the adapter's commit returns the same version
+        self._record_output(context, key, out)
+        if merged is not None:
+            self._record_output(context, merged_key, merged)
         return self._summary(out, out.metadata, out.metadata["labels"])
 
     @staticmethod

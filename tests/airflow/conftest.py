@@ -47,6 +47,20 @@ def task_states(dag_run) -> dict[str, tuple[str, int]]:
         return {ti.task_id: (ti.state, ti.try_number) for ti in tis}
 
 
+def xcom(dag_run, task_id: str, key: str = "return_value"):
+    """The (deserialized) XCom value a task of a finished DAG run pushed under ``key``."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id, task_id=task_id, key=key)
+            .one()
+        )
+        return XComModel.deserialize_value(row)
+
+
 @pytest.fixture
 def lineage_tail(lineage_file):
     return LineageTail(lineage_file)

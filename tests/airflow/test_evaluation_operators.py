@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
-from tests.airflow.conftest import run_dag, task_states
+from tests.airflow.conftest import run_dag, task_states, xcom
 from tests.helpers.models import sentiment
 from tests.helpers.openlineage import SPEC_DIR, validate_event
 
@@ -83,16 +83,10 @@ def test_promote_promote_rollback_round_trip(models, lineage_tail):
     assert all(s["difference"]["accuracy"]["low"] > 0.05 for s in result["slices"])
     assert [t["pass_rate"] for t in result["suites"]["candidate"][0]["tests"]][1] == 1.0
     assert [p["perturbation"] for p in result["sensitivity"]] == ["casing", "typos"]
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
     from airflow_mlcrit.operators.evaluation import EvaluationReportLink
 
-    with create_session() as session:
-        row = session.query(XComModel).filter_by(run_id=dr.run_id, task_id="evaluate", key="report_url").one()
     # what the task's "Evaluation report" extra link shows: the report inside the committed version
-    value = json.loads(row.value) if isinstance(row.value, str) and row.value.startswith('"') else row.value
-    assert value == f"{ev2.uri.rstrip('/')}/report.html"
+    assert xcom(dr, "evaluate", "report_url") == f"{ev2.uri.rstrip('/')}/report.html"
     assert EvaluationReportLink.name == "Evaluation report"
     html = store.read_bytes(ev2.ref, "report.html").decode()
     assert "accuracy by slice, worst first" in html and "<svg" in html and "region=NE" in html

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
-from tests.airflow.conftest import run_dag, task_states
+from tests.airflow.conftest import run_dag, task_states, xcom
 from tests.helpers.models import sentiment
 from tests.helpers.openlineage import SPEC_DIR, validate_event
 
@@ -71,7 +71,7 @@ def test_fine_tune_on_a_transformed_dataset_records_the_contract(store_root, tmp
 
 
 def test_a_retry_after_the_commit_reuses_the_outputs_instead_of_recomputing(
-    store_root, tmp_path, tiny_bert, monkeypatch
+    store_root, tmp_path, tiny_bert, monkeypatch, lineage_tail
 ):
     """The expensive steps commit, then their worker dies (try 1 fails after the commit); the
     retries return the committed versions without a second Beam pass, training or profiling, and
@@ -79,11 +79,12 @@ def test_a_retry_after_the_commit_reuses_the_outputs_instead_of_recomputing(
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
 
+    import airflow_mlcrit.core.evaluation.evaluate as evaluation
     import airflow_mlcrit.core.preprocessing.pipeline as pipeline
     import airflow_mlcrit.core.training.runner as runner
     import airflow_mlcrit.core.validation.statistics as statistics
 
-    calls = {"beam": 0, "training": 0, "statistics": 0}
+    calls = {"beam": 0, "training": 0, "statistics": 0, "evaluation": 0}
 
     def counted(fn, what):
         def wrapper(*args, **kwargs):
@@ -95,16 +96,22 @@ def test_a_retry_after_the_commit_reuses_the_outputs_instead_of_recomputing(
     monkeypatch.setattr(pipeline, "run_preprocess", counted(pipeline.run_preprocess, "beam"))
     monkeypatch.setattr(runner, "run_training", counted(runner.run_training, "training"))
     monkeypatch.setattr(statistics, "compute_statistics", counted(statistics.compute_statistics, "statistics"))
+    monkeypatch.setattr(evaluation, "evaluate", counted(evaluation.evaluate, "evaluation"))
     store = open_store(store_root)
     sentiment(200).to_parquet(tmp_path / "train.parquet", index=False)
     store.put("dataset/reviews", tmp_path / "train.parquet")
     dr = run_dag("test_mlcrit_retry_expensive", {"data": "dataset/reviews@v1", "base": tiny_bert})
     assert dr.state == "success"
-    assert task_states(dr) == {"preprocess": ("success", 2), "finetune": ("success", 2), "statistics": ("success", 2)}
-    assert calls == {"beam": 1, "training": 1, "statistics": 1}
-    for key in ("transform_contract/reviews", "transformed_dataset/reviews", "adapter/sentiment", "statistics/reviews"):
+    assert task_states(dr) == {t: ("success", 2) for t in ("preprocess", "finetune", "evaluate", "statistics")}
+    assert calls == {"beam": 1, "training": 1, "statistics": 1, "evaluation": 1}
+    outputs = ("transformed_dataset/reviews", "adapter/sentiment", "statistics/reviews", "evaluation/sentiment")
+    for key in ("transform_contract/reviews", *outputs):
         assert store.versions(key) == [1]
-    assert store.resolve("statistics/reviews@v1").producer["try_number"] == 1
+        assert store.resolve(key).producer["try_number"] == 1
+    evaluation_v1 = store.resolve("evaluation/sentiment@v1")
+    stored = json.loads(store.read_bytes(evaluation_v1.ref, "evaluation.json"))
+    assert xcom(dr, "evaluate")["overall"] == stored["slices"][0]["candidate"]
+    assert xcom(dr, "evaluate", "report_url") == f"{evaluation_v1.uri.rstrip('/')}/report.html"
     with create_session() as session:
         events = {
             uri: extra
@@ -113,8 +120,18 @@ def test_a_retry_after_the_commit_reuses_the_outputs_instead_of_recomputing(
             .filter(AssetEvent.source_run_id == dr.run_id)
         }
     assert events == {
-        f"mlcrit://{key}": {"ref": f"{key}@v1", "digest": store.resolve(f"{key}@v1").digest}
-        for key in ("transformed_dataset/reviews", "adapter/sentiment", "statistics/reviews")
+        f"mlcrit://{key}": {"ref": f"{key}@v1", "digest": store.resolve(f"{key}@v1").digest} for key in outputs
     }
     adapter = store.resolve("adapter/sentiment@v1")
     assert adapter.producer["try_number"] == 1 and adapter.metadata["steps"] == 10
+    # The retry's lineage describes the reused outputs as the first try's did (its FAIL event).
+    events = lineage_tail.events()
+    for event in events:
+        validate_event(event)
+    for task, output in (("evaluate", "evaluation/sentiment"), ("statistics", "statistics/reviews")):
+        [failed, done] = [
+            next(o["facets"] for o in e["outputs"] if o["name"].endswith(output))
+            for e in events
+            if e["job"]["name"].endswith(f".{task}") and e["eventType"] in ("FAIL", "COMPLETE")
+        ]
+        assert done == failed

@@ -3,21 +3,8 @@
 import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
-from tests.airflow.conftest import run_dag, task_states
+from tests.airflow.conftest import run_dag, task_states, xcom
 from tests.helpers.openlineage import SPEC_DIR, validate_event
-
-
-def _xcom(dag_run, task_id):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id, task_id=task_id, key="return_value")
-            .one()
-        )
-        return XComModel.deserialize_value(row)
 
 
 def test_register_commits_versions_with_producer_and_parents(store_root, dag_files):
@@ -37,8 +24,7 @@ def test_register_commits_versions_with_producer_and_parents(store_root, dag_fil
     }
     assert model.idempotency_key == f"test_mlcrit_register/{dr.run_id}/register_model/-1/model/clf"
     assert "apache-airflow" in model.libraries
-    xcom = _xcom(dr, "register_model")
-    assert xcom == {
+    assert xcom(dr, "register_model") == {
         "ref": "model/clf@v1",
         "uri": model.uri,
         "digest": model.digest,
@@ -54,7 +40,7 @@ def test_an_airflow_retry_returns_the_version_the_first_try_committed(store_root
     assert store.versions("dataset/reviews") == [1]
     manifest = store.resolve("dataset/reviews@v1")
     assert manifest.producer["try_number"] == 1
-    assert _xcom(dr, "register")["ref"] == "dataset/reviews@v1"
+    assert xcom(dr, "register")["ref"] == "dataset/reviews@v1"
 
 
 def test_asset_events_carry_the_committed_ref(store_root, dag_files):

@@ -9,6 +9,7 @@ from airflow.sdk import DAG
 from airflow_mlcrit.operators import (
     BeamPreprocessOperator,
     ComputeStatisticsOperator,
+    EvaluateModelOperator,
     FineTuneOperator,
     RegisterArtifactOperator,
 )
@@ -64,7 +65,16 @@ with DAG(
         output_name="sentiment",
         **retry,
     )
-    prep >> train
+    evaluate = _fail_first_try_after(EvaluateModelOperator)(
+        task_id="evaluate",
+        dataset="{{ params.data }}",
+        candidate="{{ ti.xcom_pull(task_ids='finetune')['ref'] }}",
+        baseline=None,
+        config={"replicates": 50, "max_length": 16},
+        output_name="sentiment",
+        **retry,
+    )
+    prep >> train >> evaluate
     _fail_first_try_after(ComputeStatisticsOperator)(
         task_id="statistics", dataset="{{ params.data }}", output_name="reviews", **retry
     )
