@@ -137,7 +137,13 @@ class ValidateDataOperator(DatasetStepOperator):
             schema_facet,
         )
         from airflow_mlcrit.core.validation.statistics import STATISTICS_FILE
-        from airflow_mlcrit.core.validation.validate import ValidationConfig, validate
+        from airflow_mlcrit.core.validation.validate import (
+            REPORT_FILE,
+            Finding,
+            ValidationConfig,
+            ValidationResult,
+            validate,
+        )
 
         source, manifest = self.pin(self.dataset)
         raw = {"baseline_statistics": "previous", **self.config_dict(), "source": source}
@@ -152,9 +158,19 @@ class ValidateDataOperator(DatasetStepOperator):
         ]
         pinned_refs = [str(self.read_input(r).ref) for r in refs]
         name = self.output_name_for(context)
+        parents = ([source] if manifest else []) + pinned_refs
+        keys = [f"quarantine/{name}", f"dataset/{name}-clean"] if cfg.quarantines else []
+        keys.append(f"validation_report/{name}")
+        outputs = self._reusable(context, keys, parents)
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            result = validate(cfg, store=self.store, workdir=work / "run")
+            if outputs:  # an earlier try committed them all: no second pass over the data
+                ref = outputs[keys[-1]].ref
+                report = json.loads(self.store.read_bytes(ref, REPORT_FILE))
+                stats = json.loads(self.store.read_bytes(ref, STATISTICS_FILE))
+                result = ValidationResult(report, stats, [Finding.from_dict(f) for f in report["findings"]])
+            else:
+                result = validate(cfg, store=self.store, workdir=work / "run")
             self.record_input(
                 source,
                 manifest,
@@ -164,39 +180,65 @@ class ValidateDataOperator(DatasetStepOperator):
                     result.findings, result.report["checks_run"], result.report["expectations"]
                 ),
             )
-            files = {"report.json": work / "run" / "report.json"}
-            (work / STATISTICS_FILE).write_text(json.dumps(result.statistics, sort_keys=True))
-            files[STATISTICS_FILE] = work / STATISTICS_FILE
-            if result.data_docs_dir and result.data_docs_dir.is_dir():
-                for p in sorted(result.data_docs_dir.rglob("*")):
-                    if p.is_file():
-                        files[f"data_docs/{p.relative_to(result.data_docs_dir).as_posix()}"] = p
-            parents = ([source] if manifest else []) + pinned_refs
-            summary: dict[str, Any] = {
-                "status": result.report["status"],
-                "failed": [f.line() for f in result.failed],
-                "warned": [f.line() for f in result.findings if f.policy == "warn"],
-            }
-            if cfg.quarantines:
-                summary.update(result.report["quarantine"])
-                q = self.commit(context, f"quarantine/{name}", result.quarantine_path, parents=parents)
-                clean = self.commit(
-                    context,
-                    f"dataset/{name}-clean",
-                    result.clean_path,
-                    parents=parents,
-                    metadata={"rows": result.report["quarantine"]["clean_rows"]},
-                )
-                summary.update(quarantine=str(q.ref), clean=str(clean.ref))
-            report = self.commit(
-                context,
-                f"validation_report/{name}",
-                files,
-                parents=parents,
-                metadata={"status": result.report["status"], "rows": result.report["rows"]},
+            if outputs:
+                for key, m in outputs.items():
+                    self._record_output(context, key, m)
+            else:
+                outputs = self._commit_outputs(context, keys, parents, result, work)
+        summary: dict[str, Any] = {
+            "status": result.report["status"],
+            "failed": [f.line() for f in result.failed],
+            "warned": [f.line() for f in result.findings if f.policy == "warn"],
+        }
+        if cfg.quarantines:
+            summary.update(
+                result.report["quarantine"], quarantine=str(outputs[keys[0]].ref), clean=str(outputs[keys[1]].ref)
             )
         for finding in result.findings:
             if finding.policy == "warn":
                 self.log.warning("validation warning: %s", finding.line())
         result.raise_for_failures()
-        return report.summary() | {"summary": summary}
+        return outputs[keys[-1]].summary() | {"summary": summary}
+
+    def _reusable(self, context: Any, keys: list[str], parents: list[str]) -> dict[str, Any] | None:
+        """Every output an earlier try of this task instance committed, or None: validate."""
+        found = {}
+        for key in keys:
+            found[key] = self.find_committed(context, key, parents)
+            if found[key] is None:
+                return None
+        return found
+
+    def _commit_outputs(
+        self, context: Any, keys: list[str], parents: list[str], result: Any, work: Path
+    ) -> dict[str, Any]:
+        """Commit the quarantined rows, the clean rows (both when the config quarantines) and the
+        report (report.json, statistics, Data Docs), in that order."""
+        from airflow_mlcrit.core.validation.statistics import STATISTICS_FILE
+        from airflow_mlcrit.core.validation.validate import REPORT_FILE
+
+        outputs = {}
+        if len(keys) == 3:
+            outputs[keys[0]] = self.commit(context, keys[0], result.quarantine_path, parents=parents)
+            outputs[keys[1]] = self.commit(
+                context,
+                keys[1],
+                result.clean_path,
+                parents=parents,
+                metadata={"rows": result.report["quarantine"]["clean_rows"]},
+            )
+        files = {REPORT_FILE: work / "run" / REPORT_FILE}
+        (work / STATISTICS_FILE).write_text(json.dumps(result.statistics, sort_keys=True))
+        files[STATISTICS_FILE] = work / STATISTICS_FILE
+        if result.data_docs_dir and result.data_docs_dir.is_dir():
+            for p in sorted(result.data_docs_dir.rglob("*")):
+                if p.is_file():
+                    files[f"data_docs/{p.relative_to(result.data_docs_dir).as_posix()}"] = p
+        outputs[keys[-1]] = self.commit(
+            context,
+            keys[-1],
+            files,
+            parents=parents,
+            metadata={"status": result.report["status"], "rows": result.report["rows"]},
+        )
+        return outputs

@@ -129,3 +129,53 @@ def test_bad_input_fails_before_any_artifact(store_root, tmp_path, content):
     assert task_states(dr)["statistics"][0] == "failed"
     store = open_store(store_root)
     assert store.list_artifacts() == ["dataset/reviews"]  # only the raw file that was registered
+
+
+def test_a_retry_after_the_commit_reuses_the_validation_and_fails_the_same_way(
+    store_root, tmp_path, monkeypatch, lineage_tail
+):
+    """A try that committed its report, quarantine and clean rows, then lost its worker: the retry
+    returns them without validating again. A try that failed validation (after committing its
+    report) fails its retry the same way, again without a second pass over the data."""
+    import airflow_mlcrit.core.validation.validate as validation
+    from tests.airflow.conftest import xcom
+
+    _week1(tmp_path)
+    calls = []
+    real = validation.validate
+    monkeypatch.setattr(validation, "validate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    store = open_store(store_root)
+    data = write(dirty(), tmp_path / "week2.parquet")
+    quarantine = {"missing": "quarantine", "domain": "quarantine", "duplicates": "quarantine", "pii": "quarantine"}
+    dr = run_dag(
+        "test_mlcrit_validation_retry",
+        {"data": data, "validation": {"schema": "schema/reviews@v1", "default_policy": "warn", "policies": quarantine}},
+    )
+    assert task_states(dr) == {"validate": ("success", 2)} and len(calls) == 1
+    for key in ("validation_report/retried", "quarantine/retried", "dataset/retried-clean"):
+        assert store.versions(key) == [1] and store.resolve(key).producer["try_number"] == 1
+    summary = xcom(dr, "validate")["summary"]
+    assert {k: summary[k] for k in ("status", "clean_rows", "quarantined_rows", "clean", "quarantine")} == {
+        "status": "PASSED",
+        "clean_rows": 3880,
+        "quarantined_rows": 320,
+        "clean": "dataset/retried-clean@v1",
+        "quarantine": "quarantine/retried@v1",
+    }
+    # the rest is quarantined; drift has no baseline for a path (no previous version)
+    assert [w.split(":")[0] for w in summary["warned"]] == ["[range] column 'amount'"]
+
+    calls.clear()
+    dr = run_dag("test_mlcrit_validation_retry", {"data": data, "validation": {"schema": "schema/reviews@v1"}})
+    assert task_states(dr) == {"validate": ("failed", 2)} and len(calls) == 1
+    assert store.versions("validation_report/retried") == [1, 2]
+    assert _report(store, "validation_report/retried@v2")["status"] == "FAILED"
+    errors = [
+        e["run"]["facets"]["errorMessage"]["message"]
+        for e in lineage_tail.events()
+        if e["eventType"] == "FAIL"
+        and e["job"]["name"] == "test_mlcrit_validation_retry.validate"
+        and e["run"]["facets"]["airflow"]["dagRun"]["run_id"] == dr.run_id
+    ]
+    assert len(errors) == 2 and errors[0] == errors[1]
+    assert errors[0].startswith("data validation failed 5 check(s) on ")

@@ -109,6 +109,11 @@ class Finding:
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None and v != []}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Finding:
+        """The inverse of ``to_dict`` (which drops empty fields), for a stored report."""
+        return cls(**{"column": None, **data})
+
     def line(self) -> str:
         where = f" column {self.column!r}" if self.column else ""
         return f"[{self.check}]{where}: {self.message} (observed {self.observed}, expected {self.expected})"

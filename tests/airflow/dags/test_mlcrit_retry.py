@@ -13,19 +13,7 @@ from airflow_mlcrit.operators import (
     FineTuneOperator,
     RegisterArtifactOperator,
 )
-
-
-def _fail_first_try_after(operator_class):
-    class CommitThenFail(operator_class):
-        def execute(self, context):
-            result = super().execute(context)
-            if context["ti"].try_number == 1:
-                raise RuntimeError("worker lost after the commit (simulated)")
-            return result
-
-    CommitThenFail.__name__ = f"{operator_class.__name__}ThenFailOnce"
-    return CommitThenFail
-
+from tests.helpers.flaky import fail_first_try_after
 
 with DAG(
     dag_id="test_mlcrit_retry",
@@ -33,7 +21,7 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     params={"data": "", "model": ""},
 ) as dag:
-    _fail_first_try_after(RegisterArtifactOperator)(
+    fail_first_try_after(RegisterArtifactOperator)(
         task_id="register",
         artifact="dataset/reviews",
         path="{{ params.data }}",
@@ -50,14 +38,14 @@ with DAG(
     params={"data": "", "base": ""},
 ) as expensive_dag:
     retry = {"retries": 1, "retry_delay": datetime.timedelta(seconds=0)}
-    prep = _fail_first_try_after(BeamPreprocessOperator)(
+    prep = fail_first_try_after(BeamPreprocessOperator)(
         task_id="preprocess",
         dataset="{{ params.data }}",
         config={"splits": {"train": 0.8, "eval": 0.2}, "exact_dedup": False},
         output_name="reviews",
         **retry,
     )
-    train = _fail_first_try_after(FineTuneOperator)(
+    train = fail_first_try_after(FineTuneOperator)(
         task_id="finetune",
         dataset="{{ ti.xcom_pull(task_ids='preprocess')['ref'] }}",
         base_model="{{ params.base }}",
@@ -65,7 +53,7 @@ with DAG(
         output_name="sentiment",
         **retry,
     )
-    evaluate = _fail_first_try_after(EvaluateModelOperator)(
+    evaluate = fail_first_try_after(EvaluateModelOperator)(
         task_id="evaluate",
         dataset="{{ params.data }}",
         candidate="{{ ti.xcom_pull(task_ids='finetune')['ref'] }}",
@@ -75,6 +63,6 @@ with DAG(
         **retry,
     )
     prep >> train >> evaluate
-    _fail_first_try_after(ComputeStatisticsOperator)(
+    fail_first_try_after(ComputeStatisticsOperator)(
         task_id="statistics", dataset="{{ params.data }}", output_name="reviews", **retry
     )

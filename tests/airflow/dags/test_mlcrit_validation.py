@@ -1,6 +1,8 @@
 """Test DAG: register a dataset, profile it, infer a schema and validate it; the dataset path,
 schema and validation config come from params (native rendering, so dicts stay dicts)."""
 
+import datetime
+
 import pendulum
 from airflow.sdk import DAG
 
@@ -10,6 +12,7 @@ from airflow_mlcrit.operators import (
     RegisterArtifactOperator,
     ValidateDataOperator,
 )
+from tests.helpers.flaky import fail_first_try_after
 
 with DAG(
     dag_id="test_mlcrit_validation",
@@ -33,3 +36,20 @@ with DAG(
         output_name="reviews",
     )
     register >> stats >> schema >> validate
+
+with DAG(
+    dag_id="test_mlcrit_validation_retry",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    render_template_as_native_obj=True,
+    params={"data": "", "validation": {}},
+) as retry_dag:
+    # Fails its first try after committing (or by failing validation); retried once at once.
+    fail_first_try_after(ValidateDataOperator)(
+        task_id="validate",
+        dataset="{{ params.data }}",
+        config="{{ params.validation }}",
+        output_name="retried",
+        retries=1,
+        retry_delay=datetime.timedelta(seconds=0),
+    )
