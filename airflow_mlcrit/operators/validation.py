@@ -218,7 +218,7 @@ class ValidateDataOperator(DatasetStepOperator):
         from airflow_mlcrit.core.validation.validate import REPORT_FILE
 
         outputs = {}
-        if len(keys) == 3:
+        if result.quarantine_path is not None:  # keys: quarantine, clean, report
             outputs[keys[0]] = self.commit(context, keys[0], result.quarantine_path, parents=parents)
             outputs[keys[1]] = self.commit(
                 context,
