@@ -126,8 +126,9 @@ def test_a_retry_after_the_commit_reuses_the_outputs_instead_of_recomputing(
     assert adapter.producer["try_number"] == 1 and adapter.metadata["steps"] == 10
     # The retry's lineage describes the reused outputs as the first try's did (its FAIL event).
     events = lineage_tail.events()
-    for event in events:
-        validate_event(event)
+    if SPEC_DIR.is_dir():  # the official schemas (../shared); the comparison below runs anyway
+        for event in events:
+            validate_event(event)
     for task, output in (("evaluate", "evaluation/sentiment"), ("statistics", "statistics/reviews")):
         [failed, done] = [
             next(o["facets"] for o in e["outputs"] if o["name"].endswith(output))
