@@ -42,6 +42,6 @@ with DAG(
     retrain = TriggerDagRunOperator(
         task_id="retrain",
         trigger_dag_id="mlcrit_text_classifier",
-        conf={"dataset": "{{ ti.xcom_pull(task_ids='wait_for_drift')['ref'] }}"},
+        conf={"dataset": drift.output["ref"]},
     )
     drift >> retrain

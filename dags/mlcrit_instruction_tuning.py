@@ -58,7 +58,7 @@ with DAG(
     evaluate = EvaluateModelOperator(
         task_id="evaluate",
         dataset="{{ params.eval }}",
-        candidate="{{ ti.xcom_pull(task_ids='finetune')['ref'] }}",
+        candidate=finetune.output["ref"],
         config={
             "task": "generation",
             "text_column": "question",
@@ -71,13 +71,11 @@ with DAG(
         },
         output_name="support-lm",
     )
-    gate = EvaluationGateOperator(
-        task_id="gate", evaluation="{{ ti.xcom_pull(task_ids='evaluate')['ref'] }}", config="{{ params.gate }}"
-    )
+    gate = EvaluationGateOperator(task_id="gate", evaluation=evaluate.output["ref"], config="{{ params.gate }}")
     promote = PromoteModelOperator(
         task_id="promote",
-        candidate="{{ ti.xcom_pull(task_ids='finetune')['ref'] }}",
-        blessing="{{ ti.xcom_pull(task_ids='gate')['ref'] }}",
+        candidate=finetune.output["ref"],
+        blessing=gate.output["ref"],
         reason="blessed: generations at least as good as production on every topic",
     )
     finetune >> evaluate >> gate >> promote

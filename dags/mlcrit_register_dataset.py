@@ -34,12 +34,12 @@ with DAG(
     )
     statistics = ComputeStatisticsOperator(
         task_id="statistics",
-        dataset="{{ ti.xcom_pull(task_ids='register')['ref'] }}",
+        dataset=register.output["ref"],
         output_name="reviews",
     )
     validate = ValidateDataOperator(
         task_id="validate",
-        dataset="{{ ti.xcom_pull(task_ids='register')['ref'] }}",
+        dataset=register.output["ref"],
         config={
             "default_policy": "warn",
             "policies": {"pii": "quarantine", "duplicates": "quarantine"},

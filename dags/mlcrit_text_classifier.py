@@ -83,7 +83,7 @@ with DAG(
     )
     preprocess = BeamPreprocessOperator(
         task_id="preprocess",
-        dataset="{{ ti.xcom_pull(task_ids='validate').get('clean') or params.dataset }}",
+        dataset=validate.output["clean"],  # what passed validation: quarantined rows never reach training
         config={"label_column": "label", "splits": {"train": 0.9, "eval": 0.1}, "exact_dedup": True},
         output_name="support-messages",
     )
@@ -98,21 +98,21 @@ with DAG(
     )
     gate_prompt = EvaluationGateOperator(
         task_id="gate_prompt",
-        evaluation="{{ ti.xcom_pull(task_ids='evaluate_prompt')['ref'] }}",
+        evaluation=evaluate_prompt.output["ref"],
         config="{{ params.prompt_gate }}",
         short_circuit=False,
     )
     branch = PromptOrFineTuneBranchOperator(
         task_id="prompt_or_finetune",
         prompt="{{ params.prompt }}",
-        blessing="{{ ti.xcom_pull(task_ids='gate_prompt')['ref'] }}",
+        blessing=gate_prompt.output["ref"],
     )
     promote_prompt = PromoteModelOperator(
         task_id="promote_prompt", candidate="{{ params.prompt }}", reason="the prompt passed its gate: no training"
     )
     finetune = FineTuneOperator(
         task_id="finetune",
-        dataset="{{ ti.xcom_pull(task_ids='preprocess')['ref'] }}",
+        dataset=preprocess.output["ref"],
         base_model="{{ params.base_model }}",
         config={
             "max_steps": "{{ params.steps }}",
@@ -127,7 +127,7 @@ with DAG(
     evaluate = EvaluateModelOperator(
         task_id="evaluate",
         dataset="{{ params.golden }}",
-        candidate="{{ ti.xcom_pull(task_ids='finetune')['ref'] }}",
+        candidate=finetune.output["ref"],
         suites=["{{ params.suite }}"],
         config={
             "slices": SLICES,
@@ -138,13 +138,11 @@ with DAG(
         },
         output_name="support-sentiment",
     )
-    gate = EvaluationGateOperator(
-        task_id="gate", evaluation="{{ ti.xcom_pull(task_ids='evaluate')['ref'] }}", config="{{ params.gate }}"
-    )
+    gate = EvaluationGateOperator(task_id="gate", evaluation=evaluate.output["ref"], config="{{ params.gate }}")
     promote = PromoteModelOperator(
         task_id="promote",
-        candidate="{{ ti.xcom_pull(task_ids='finetune')['ref'] }}",
-        blessing="{{ ti.xcom_pull(task_ids='gate')['ref'] }}",
+        candidate=finetune.output["ref"],
+        blessing=gate.output["ref"],
         reason="blessed: non-inferior on every state and channel",
     )
     statistics >> validate >> preprocess >> evaluate_prompt >> gate_prompt >> branch

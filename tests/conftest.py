@@ -32,7 +32,6 @@ os.environ.update(
         "AWS_DEFAULT_REGION": "us-east-1",
     }
 )
-SPEC_DIR = REPO.parent / "shared" / "openlineage-spec"
 
 
 @pytest.fixture(scope="session")

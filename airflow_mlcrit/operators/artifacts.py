@@ -7,6 +7,7 @@ from typing import Any
 
 from airflow_mlcrit.core.artifacts import parse_ref
 from airflow_mlcrit.operators.base import MlcritBaseOperator, artifact_asset
+from airflow_mlcrit.operators.results import RegisterArtifactResult, artifact_result
 
 
 class RegisterArtifactOperator(MlcritBaseOperator):
@@ -50,7 +51,7 @@ class RegisterArtifactOperator(MlcritBaseOperator):
         self.metadata = metadata
         self.description = description
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Any) -> RegisterArtifactResult:
         for parent in self.parents:
             self.read_input(parent)
         manifest = self.commit(
@@ -61,4 +62,4 @@ class RegisterArtifactOperator(MlcritBaseOperator):
             metadata=self.metadata,
             **({"description": self.description} if self.description else {}),
         )
-        return manifest.summary() | {"summary": {"files": len(manifest.files), "bytes": manifest.size}}
+        return artifact_result(RegisterArtifactResult, manifest, {"files": len(manifest.files), "bytes": manifest.size})

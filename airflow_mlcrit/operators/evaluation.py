@@ -10,6 +10,13 @@ from typing import Any
 
 from airflow_mlcrit.exceptions import ArtifactNotFoundError, ConfigError
 from airflow_mlcrit.operators.base import DatasetStepOperator, MlcritBaseOperator, StepOperator
+from airflow_mlcrit.operators.results import (
+    AliasMoveResult,
+    EvaluationResult,
+    GateResult,
+    artifact_result,
+    shaped,
+)
 from airflow_mlcrit.version_compat import BaseOperatorLink, SkipMixin
 
 EVALUATION_FILE = "evaluation.json"
@@ -19,14 +26,16 @@ BLESSING_FILE = "blessing.json"
 
 
 class EvaluationReportLink(BaseOperatorLink):
-    """The evaluation's HTML report in the artifact store (file:// or s3:// URI)."""
+    """The evaluation's HTML report in the artifact store (file:// or s3:// URI).
+
+    Airflow 3 resolves links once, in the worker, when the task ends (and stores them as XComs),
+    so the operator that ran knows the URL; a task that failed before its report has none (and
+    no spurious "XCom not found" error is logged looking for one)."""
 
     name = "Evaluation report"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        from airflow.sdk.execution_time.xcom import XCom
-
-        return XCom.get_value(ti_key=ti_key, key="report_url") or ""
+        return getattr(operator, "report_url", None) or ""
 
 
 class EvaluateModelOperator(DatasetStepOperator):
@@ -74,6 +83,7 @@ class EvaluateModelOperator(DatasetStepOperator):
         self.suites = suites
         self.split = split
         self._more_parents: list[str] = []  # e.g. the earlier steps of a prompt chain
+        self.report_url: str | None = None  # set once the evaluation is committed (the extra link)
 
     def _baseline_ref(self, candidate_manifest: Any) -> str | None:
         if not self.baseline:
@@ -90,7 +100,7 @@ class EvaluateModelOperator(DatasetStepOperator):
             return None
         return ref
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Any) -> EvaluationResult:
         import pyarrow.parquet as pq
 
         from airflow_mlcrit.core.evaluation.behaviour import SUITE_FILE
@@ -166,10 +176,9 @@ class EvaluateModelOperator(DatasetStepOperator):
                     metadata={**binding, "task": cfg.task, "overall": result["slices"][0]["candidate"]},
                     **self._facets(result),
                 )
-        report_url = f"{manifest.uri.rstrip('/')}/{REPORT_FILE}"
-        context["ti"].xcom_push(key="report_url", value=report_url)
+        self.report_url = f"{manifest.uri.rstrip('/')}/{REPORT_FILE}"
         self._log_summary(result)
-        return manifest.summary() | {"report_url": report_url, "overall": result["slices"][0]["candidate"]}
+        return artifact_result(EvaluationResult, manifest, result["slices"][0]["candidate"], report_url=self.report_url)
 
     def _models(self, cfg: Any, work: Path, data_manifest: Any) -> tuple[Any, Any, Any, Any, str | None]:
         """(candidate, its manifest, baseline, its manifest, baseline ref): scorers, predictions
@@ -221,9 +230,10 @@ class EvaluateModelOperator(DatasetStepOperator):
 
     def _facets(self, result: dict[str, Any]) -> dict[str, Any]:
         """The evaluation's lineage facets, from its result alone (a reused one has no more)."""
+        from airflow_mlcrit.core.evaluation.lineage import evaluation_facet
         from airflow_mlcrit.core.lineage import facet
 
-        return {"mlcrit_evaluation": facet("mlcrit_evaluation", **_evaluation_facet(result, result["binding"]))}
+        return {"mlcrit_evaluation": facet("mlcrit_evaluation", **evaluation_facet(result))}
 
     def _check_contracts(self, cand_m: Any, base_m: Any) -> None:
         from airflow_mlcrit.core.preprocessing.contract import CONTRACT_FILE, check_contract
@@ -265,31 +275,6 @@ class EvaluateModelOperator(DatasetStepOperator):
             )
 
 
-def _evaluation_facet(result: dict[str, Any], binding: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "task": result["task"],
-        "candidate": binding["candidate"],
-        "candidateDigest": binding["candidate_digest"],
-        "baseline": binding["baseline"],
-        "baselineDigest": binding["baseline_digest"],
-        "evalDataset": binding["dataset"],
-        "evalDatasetDigest": binding["dataset_digest"],
-        "confidence": result["confidence"],
-        "replicates": result["replicates"],
-        "slices": [
-            {k: s[k] for k in ("name", "n", "gated", "candidate", "baseline", "difference")} for s in result["slices"]
-        ],
-        "suites": [
-            {"name": s["name"], "passRate": s["pass_rate"], "cases": s["cases"]}
-            for s in (result.get("suites") or {}).get("candidate", [])
-        ],
-        "sensitivity": [
-            {"perturbation": p["perturbation"], "flipRate": p["slices"][0]["flip_rate"] if p["slices"] else None}
-            for p in result.get("sensitivity") or []
-        ],
-    }
-
-
 class EvaluationGateOperator(StepOperator, SkipMixin):
     """Judge an ``evaluation`` against thresholds and commit a ``blessing`` (BLESSED or NOT_BLESSED)
     bound to the candidate's, eval dataset's and baseline's digests. Fails closed: no thresholds
@@ -316,7 +301,7 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
         self.fail_when_not_blessed = fail_when_not_blessed
         self.short_circuit = short_circuit
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Any) -> GateResult:
         from airflow_mlcrit.core.gating import GateConfig, decide
         from airflow_mlcrit.core.lineage import facet
         from airflow_mlcrit.exceptions import GateFailedError
@@ -372,13 +357,7 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
                     baselineDigest=b["baseline_digest"],
                     evalDatasetDigest=b["dataset_digest"],
                     evaluation=str(ev.ref),
-                    checks=[
-                        {
-                            k: c.get(k)
-                            for k in ("kind", "status", "message", "metric", "slice", "observed", "limit", "ci")
-                        }
-                        for c in decision.checks
-                    ],
+                    checks=[_check_facet(c) for c in decision.checks],
                 ),
             )
         for c in decision.checks:
@@ -386,7 +365,12 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
         self.log.info("%s: %s", out.ref, decision.decision)
         ti = context["ti"]
         ti.xcom_push(key="failures", value=decision.failures)
-        summary = out.summary() | {"decision": decision.decision, "failures": decision.failures}
+        summary = artifact_result(
+            GateResult,
+            out,
+            {"decision": decision.decision, "failures": decision.failures},
+            blessing=str(out.ref),
+        )
         if decision.blessed:
             return summary
         if self.fail_when_not_blessed:
@@ -403,8 +387,38 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
             self.skip(ti=context["ti"], tasks=tasks)
 
 
+def _check_facet(check: dict[str, Any]) -> dict[str, Any]:
+    """A gate check for the blessing facet: unknown values absent (never null, which OpenLineage's
+    serializer would strip, silently shortening a ``ci`` pair to one number)."""
+    keys = ("kind", "status", "message", "metric", "slice", "observed", "limit")
+    out = {k: check[k] for k in keys if check.get(k) is not None}
+    ci = check.get("ci")
+    if ci and all(v is not None for v in ci):
+        out["ci"] = list(ci)
+    return out
+
+
 class _AliasOperator(MlcritBaseOperator):
-    def _record(self, move: Any, blessing: Any) -> dict[str, Any]:
+    def _recorded_move(self, context: Any, key: str, alias: str) -> Any:
+        """The move an earlier try of this task instance recorded in the alias history (it died
+        before reporting success), for the retry to return instead of failing on the moved alias."""
+        run = self.producer(context)
+        same = ("dag_id", "run_id", "task_id", "map_index")
+        for move in reversed(self.store.alias_history(key, alias)):
+            earlier = (move.extra or {}).get("run") or {}
+            if all(earlier.get(k) == run[k] for k in same) and earlier.get("try_number") != run["try_number"]:
+                self.log.info(
+                    "try %s of this task instance already moved %s@%s to v%s (history entry %s): returning that move",
+                    earlier.get("try_number"),
+                    key,
+                    alias,
+                    move.to_version,
+                    move.seq,
+                )
+                return move
+        return None
+
+    def _record(self, move: Any, blessing: Any) -> AliasMoveResult:
         from airflow_mlcrit.core.lineage import facet
 
         self.lineage.run_facets["mlcrit_alias_move"] = facet(
@@ -426,7 +440,16 @@ class _AliasOperator(MlcritBaseOperator):
         self.log.info(
             "%s/%s@%s: %s -> v%s (%s)", move.kind, move.name, move.alias, before, move.to_version, move.reason
         )
-        return move.to_dict()
+        key = f"{move.kind}/{move.name}"
+        return shaped(
+            AliasMoveResult,
+            ref=str(target.ref),
+            uri=target.uri,
+            digest=target.digest,
+            summary=move.to_dict(),
+            alias=f"{key}@{move.alias}",
+            previous=f"{key}@v{move.from_version}" if move.from_version else None,
+        )
 
 
 class PromoteModelOperator(_AliasOperator):
@@ -454,9 +477,16 @@ class PromoteModelOperator(_AliasOperator):
         super().__init__(**kwargs)
         self.candidate, self.alias, self.blessing, self.reason = candidate, alias, blessing, reason
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Any) -> AliasMoveResult:
         from airflow_mlcrit.core.gating import promote
 
+        target = self.store.resolve(self.candidate)
+        move = self._recorded_move(context, f"{target.kind}/{target.name}", self.alias)
+        if move is not None:
+            proof = self.store.resolve(move.extra["blessing"]) if move.extra.get("blessing") else None
+            if proof is not None:
+                self.lineage.add_input(self.store, proof)
+            return self._record(move, proof)
         move, proof = promote(
             self.store,
             self.candidate,
@@ -495,9 +525,12 @@ class RollbackModelOperator(_AliasOperator):
         super().__init__(**kwargs)
         self.artifact, self.alias, self.to_version, self.reason = artifact, alias, to_version, reason
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Any) -> AliasMoveResult:
         from airflow_mlcrit.core.gating import rollback
 
+        move = self._recorded_move(context, self.artifact, self.alias)
+        if move is not None:
+            return self._record(move, None)
         version = None if self.to_version in (None, "", "None") else int(str(self.to_version).lstrip("v"))
         move = rollback(
             self.store,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_mlcrit.operators.base import DatasetStepOperator
+from airflow_mlcrit.operators.results import BeamPreprocessResult, artifact_result
 
 
 class BeamPreprocessOperator(DatasetStepOperator):
@@ -27,7 +28,7 @@ class BeamPreprocessOperator(DatasetStepOperator):
 
     output_kind = "transformed_dataset"
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Any) -> BeamPreprocessResult:
         from airflow_mlcrit.core.lineage import facet
         from airflow_mlcrit.core.preprocessing.config import PreprocessConfig
         from airflow_mlcrit.core.preprocessing.contract import CONTRACT_FILE, build_contract
@@ -101,5 +102,6 @@ class BeamPreprocessOperator(DatasetStepOperator):
         return self._summary(out, out.metadata)
 
     @staticmethod
-    def _summary(out: Any, m: dict[str, Any]) -> dict[str, Any]:
-        return out.summary() | {"summary": {k: m[k] for k in ("row_counts", "input_rows", "transform_contract")}}
+    def _summary(out: Any, m: dict[str, Any]) -> BeamPreprocessResult:
+        summary = {k: m[k] for k in ("row_counts", "input_rows", "transform_contract")}
+        return artifact_result(BeamPreprocessResult, out, summary, contract=m["transform_contract"])

@@ -13,6 +13,7 @@ from typing import Any
 
 from airflow_mlcrit.exceptions import ConfigError, MlcritError
 from airflow_mlcrit.operators.base import DatasetStepOperator
+from airflow_mlcrit.operators.results import FineTuneResult, artifact_result
 from airflow_mlcrit.version_compat import conf
 
 
@@ -80,6 +81,8 @@ class FineTuneOperator(DatasetStepOperator):
             conf.getboolean("operators", "default_deferrable", fallback=False) if deferrable is None else deferrable
         )
         self.poll_interval = poll_interval
+        self._child: Any = None  # the local training process, for on_kill
+        self._remote_job: str | None = None  # the remote job this try submitted or waits for
 
     # ---- inputs ------------------------------------------------------------------------------
     def _inputs(self, cfg: Any) -> dict[str, Any]:
@@ -112,7 +115,7 @@ class FineTuneOperator(DatasetStepOperator):
         return [r for r in (pins["data"], pins["base"], pins["contract"]) if r]
 
     # ---- execution -----------------------------------------------------------------------------
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Any) -> FineTuneResult:
         from airflow_mlcrit.core.training.config import FineTuneConfig
 
         cfg = FineTuneConfig.from_dict({**self.config_dict(), "base_model": self.base_model})
@@ -151,6 +154,12 @@ class FineTuneOperator(DatasetStepOperator):
                 ckpt_key=ckpt,
                 eval_path=eval_path,
                 on_event=self._log_event,
+                spawned=self._spawned,
+                provenance={
+                    "base_model": pins["base"] or self.base_model,
+                    "train": (f"{pins['data']}/{self.split}" if pins["transformed"] else pins["data"])
+                    or pins["source"],
+                },
             )
             summary = self._commit(
                 context, cfg, key, pins, result.output_dir, result.metrics, result.labels, result.merged_dir
@@ -160,7 +169,23 @@ class FineTuneOperator(DatasetStepOperator):
             self.log.info("removed %s checkpoint version(s) of %s", purged, ckpt)
         return summary
 
-    def _already_trained(self, context: Any, cfg: Any, pins: dict[str, Any]) -> dict[str, Any] | None:
+    def _spawned(self, proc: Any) -> None:
+        self._child = proc
+
+    def on_kill(self) -> None:
+        """Stop what this try started: the training child's process group, or the remote job."""
+        if self._child is not None and self._child.poll() is None:
+            from airflow_mlcrit.core.training.runner import stop_training
+
+            self.log.info("stopping the training process group %s", self._child.pid)
+            stop_training(self._child)
+        if self._remote_job:
+            from airflow_mlcrit.hooks.training import FineTuneJobHook
+
+            self.log.info("stopping training job %s", self._remote_job)
+            FineTuneJobHook(self.backend, self.aws_conn_id).get_backend().stop(self._remote_job)
+
+    def _already_trained(self, context: Any, cfg: Any, pins: dict[str, Any]) -> FineTuneResult | None:
         """The summary of what an earlier try committed (all outputs), or None: train."""
         parents = self._parents(pins)
         key, merged_key = self._key(context, cfg), self._merged_key(context)
@@ -173,18 +198,19 @@ class FineTuneOperator(DatasetStepOperator):
         self._record_output(context, key, out)
         if merged is not None:
             self._record_output(context, merged_key, merged)
-        return self._summary(out, out.metadata, out.metadata["labels"])
+        return self._summary(out, out.metadata, out.metadata["labels"], merged)
 
     @staticmethod
-    def _summary(out: Any, m: dict[str, Any], labels: list[str]) -> dict[str, Any]:
-        return out.summary() | {
-            "summary": {
-                "final_loss": m.get("final_loss"),
-                "steps": m.get("steps"),
-                "labels": labels,
-                "trainable_params": m.get("trainable_params"),
-            }
+    def _summary(out: Any, m: dict[str, Any], labels: list[str], merged: Any) -> FineTuneResult:
+        summary = {
+            "final_loss": m.get("final_loss"),
+            "eval_loss": m.get("eval_loss"),
+            "steps": m.get("steps"),
+            "labels": labels,
+            "trainable_params": m.get("trainable_params"),
+            "base_model": out.metadata.get("base_model"),
         }
+        return artifact_result(FineTuneResult, out, summary, merged=str(merged.ref) if merged is not None else None)
 
     def _key(self, context: Any, cfg: Any) -> str:
         return f"{'model' if cfg.method == 'full' else 'adapter'}/{self.output_name_for(context)}"
@@ -215,17 +241,20 @@ class FineTuneOperator(DatasetStepOperator):
             metadata={
                 "labels": labels,
                 "final_loss": m.get("final_loss"),
+                "eval_loss": m.get("eval_loss"),
                 "steps": m.get("steps"),
                 "trainable_params": m.get("trainable_params"),
                 "method": cfg.method,
-                "base_model": self.base_model,
+                # pinned: kind/name@vN and its digest, so inference loads exactly this base
+                "base_model": pins["base"] or self.base_model,
+                "base_model_digest": pins["base_digest"],
                 "transform_contract": pins["contract"],
                 "backend": self.backend,
             },
             libraries=libraries,
             mlcrit_model=facet(
                 "mlcrit_model",
-                baseModel=self.base_model,
+                baseModel=pins["base"] or self.base_model,
                 baseModelDigest=pins["base_digest"],
                 task=cfg.task,
                 method=cfg.method,
@@ -243,6 +272,7 @@ class FineTuneOperator(DatasetStepOperator):
                 },
             ),
         )
+        merged = None
         if merged_dir is not None:
             merged = self.commit(
                 context,
@@ -264,7 +294,7 @@ class FineTuneOperator(DatasetStepOperator):
             finalLoss=m.get("final_loss"),
             libraries=libraries,
         )
-        return self._summary(out, m, labels)
+        return self._summary(out, m, labels, merged)
 
     # ---- remote backends ----------------------------------------------------------------------
     def _job_name(self, context: Any, key: str) -> str:
@@ -292,6 +322,7 @@ class FineTuneOperator(DatasetStepOperator):
         job_cfg = {**cfg.to_dict(), "base_model": "/opt/ml/input/data/base_model"}
         from botocore.exceptions import ClientError
 
+        self._remote_job = job
         try:
             backend.status(job)
             self.log.info("training job %s already exists (a retry): waiting for it", job)

@@ -10,6 +10,12 @@ from typing import Any
 
 from airflow_mlcrit.core.tables import is_artifact_ref
 from airflow_mlcrit.operators.base import DatasetStepOperator, StepOperator
+from airflow_mlcrit.operators.results import (
+    ComputeStatisticsResult,
+    InferSchemaResult,
+    ValidateDataResult,
+    artifact_result,
+)
 
 
 class ComputeStatisticsOperator(DatasetStepOperator):
@@ -23,7 +29,7 @@ class ComputeStatisticsOperator(DatasetStepOperator):
 
     output_kind = "statistics"
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Any) -> ComputeStatisticsResult:
         from airflow_mlcrit.core.validation.lineage import quality_metrics, schema_facet
         from airflow_mlcrit.core.validation.statistics import (
             STATISTICS_FILE,
@@ -67,7 +73,7 @@ class ComputeStatisticsOperator(DatasetStepOperator):
                     metadata={"source": source},
                     description=description,
                 )
-        return out.summary() | {"summary": result.summary}
+        return artifact_result(ComputeStatisticsResult, out, result.summary)
 
 
 class InferSchemaOperator(StepOperator):
@@ -86,7 +92,7 @@ class InferSchemaOperator(StepOperator):
         super().__init__(**kwargs)
         self.statistics = statistics
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Any) -> InferSchemaResult:
         from airflow_mlcrit.core.validation.schema import SCHEMA_FILE, SchemaConfig, dump_schema, infer_schema
         from airflow_mlcrit.core.validation.statistics import STATISTICS_FILE
 
@@ -104,12 +110,11 @@ class InferSchemaOperator(StepOperator):
                 parents=[stats_manifest.ref],
                 schema_fields=[{"name": c["name"], "type": c["type"]} for c in schema["columns"]],
             )
-        return out.summary() | {
-            "summary": {
-                "columns": len(schema["columns"]),
-                "required": sum(bool(c["required"]) for c in schema["columns"]),
-            }
-        }
+        return artifact_result(
+            InferSchemaResult,
+            out,
+            {"columns": len(schema["columns"]), "required": sum(bool(c["required"]) for c in schema["columns"])},
+        )
 
 
 class ValidateDataOperator(DatasetStepOperator):
@@ -129,7 +134,7 @@ class ValidateDataOperator(DatasetStepOperator):
 
     output_kind = "validation_report"
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Any) -> ValidateDataResult:
         from airflow_mlcrit.core.validation.lineage import (
             previous_statistics,
             quality_assertions,
@@ -191,14 +196,21 @@ class ValidateDataOperator(DatasetStepOperator):
             "warned": [f.line() for f in result.findings if f.policy == "warn"],
         }
         if cfg.quarantines:
-            summary.update(
-                result.report["quarantine"], quarantine=str(outputs[keys[0]].ref), clean=str(outputs[keys[1]].ref)
-            )
+            summary.update(result.report["quarantine"])
         for finding in result.findings:
             if finding.policy == "warn":
                 self.log.warning("validation warning: %s", finding.line())
         result.raise_for_failures()
-        return outputs[keys[-1]].summary() | {"summary": summary}
+        report = outputs[keys[-1]]
+        return artifact_result(
+            ValidateDataResult,
+            report,
+            summary,
+            report=str(report.ref),
+            # what passed validation: the clean rows, or (nothing quarantined) the input as validated
+            clean=str(outputs[keys[1]].ref) if cfg.quarantines else source,
+            quarantine=str(outputs[keys[0]].ref) if cfg.quarantines else None,
+        )
 
     def _reusable(self, context: Any, keys: list[str], parents: list[str]) -> dict[str, Any] | None:
         """Every output an earlier try of this task instance committed, or None: validate."""

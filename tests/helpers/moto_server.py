@@ -7,7 +7,8 @@ the same atomicity, which the concurrency tests rely on.
 
 SageMaker compute cannot run here, so it is emulated: new training jobs start ``InProgress``
 (moto would report them ``Completed`` at once), and ``POST /_mlcrit/training-job`` with JSON
-``{"name", "status", "reason"}`` moves a job on, as SageMaker's own instances would.
+``{"name", "status", "reason"}`` moves a job on, as SageMaker's own instances would. moto has no
+``StopTrainingJob``: the emulation answers it as SageMaker does (the job ends ``Stopped``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ def app_with_emulation(app):
                 job.failure_reason = body["reason"]
             return Response("ok")(environ, start_response)
         target = request.headers.get("X-Amz-Target", "")
+        if target.endswith("StopTrainingJob"):
+            job = _jobs().get(json.loads(request.get_data()).get("TrainingJobName"))
+            if job is None:
+                return Response('{"__type": "ValidationException", "message": "Requested resource not found."}', 400)(
+                    environ, start_response
+                )
+            job.training_job_status, job.secondary_status = "Stopped", "Stopped"
+            return Response("{}", 200, content_type="application/x-amz-json-1.1")(environ, start_response)
         if target.endswith("CreateTrainingJob"):
             raw = request.get_data()
             environ["wsgi.input"] = io.BytesIO(raw)  # the request body was consumed above: hand it on

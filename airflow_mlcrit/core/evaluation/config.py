@@ -19,7 +19,10 @@ PERTURBATIONS = ("typos", "casing", "whitespace", "punctuation", "synonyms", "nu
 class EvaluationConfig(Config):
     """Evaluation settings (JSON round trip: to_dict / from_dict)."""
 
-    task: Literal["classification", "generation", "regression"] = "classification"
+    task: Literal["classification", "generation", "regression"] = field(
+        default="classification",
+        metadata={"help": "what the model does; picks the default metrics and how predictions are read"},
+    )
     text_column: str = field(default="text", metadata={"help": "model input (generation: the prompt)"})
     label_column: str = field(default="label", metadata={"help": "ground truth (generation: the reference)"})
     metrics: list[str] | None = field(default=None, metadata={"help": "None: the task's defaults"})
@@ -28,12 +31,18 @@ class EvaluationConfig(Config):
     )
     min_slice_size: int = field(default=30, metadata={"help": "smaller slices are reported, never gated"})
     replicates: int = field(default=1000, metadata={"help": "Poisson bootstrap replicates"})
-    confidence: float = 0.95
-    seed: int = 0
-    batch_size: int = 32
-    max_length: int = 128
+    confidence: float = field(
+        default=0.95, metadata={"help": "level of every bootstrap interval (0.95: 95% two-sided)"}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "seed of the bootstrap and of the sensitivity sample (same seed, same intervals)"}
+    )
+    batch_size: int = field(default=32, metadata={"help": "rows per inference batch"})
+    max_length: int = field(default=128, metadata={"help": "tokens per input; longer inputs are truncated"})
     max_new_tokens: int = field(default=32, metadata={"help": "generation: greedy decoding length"})
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = field(
+        default="auto", metadata={"help": "auto: a CUDA GPU when there is one; cuda without a GPU is an error"}
+    )
     prediction_column: str | None = field(
         default=None,
         metadata={"help": "read the candidate's predictions from this eval column instead of running a model"},

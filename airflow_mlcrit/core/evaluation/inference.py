@@ -158,8 +158,36 @@ def materialize_model(store: Any, source: str, dest: Path) -> tuple[Path, Path |
     store.get(manifest.ref, path)
     base = None
     if manifest.kind == "adapter":
-        origin = manifest.metadata.get("base_model")
-        if not origin:
-            raise ConfigError(f"{manifest.ref} records no base_model in its metadata: cannot load the adapter")
-        base, _, _ = materialize_model(store, origin, dest / "base")
+        base, _, _ = materialize_model(store, pinned_base(store, manifest), dest / "base")
     return path, base, manifest
+
+
+def pinned_base(store: Any, adapter: Any) -> str:
+    """The base model version an adapter was trained on, as recorded (``base_model/x@vN`` plus
+    digest). A base whose digest differs from the recorded one is refused, naming both: an adapter
+    on another base is another model."""
+    from airflow_mlcrit.core.tables import is_artifact_ref
+    from airflow_mlcrit.exceptions import ArtifactIntegrityError
+
+    origin = adapter.metadata.get("base_model")
+    if not origin:
+        raise ConfigError(f"{adapter.ref} records no base_model in its metadata: cannot load the adapter")
+    if not is_artifact_ref(origin.split("@")[0]):
+        return origin  # trained from a local directory: that path is all there is to load
+    recorded = adapter.metadata.get("base_model_digest")
+    base = store.resolve(origin)
+    if not recorded:
+        from airflow_mlcrit.core.artifacts import parse_ref
+
+        if parse_ref(origin).version is not None:
+            return origin  # registered by hand with a version: immutable, and reads check its bytes
+        raise ConfigError(
+            f"{adapter.ref} records its base model as {origin!r}, which is not a pinned version and has no "
+            "digest, so the base it was trained on is unknown; record base_model as kind/name@vN, or train again"
+        )
+    if base.digest != recorded:
+        raise ArtifactIntegrityError(
+            f"{adapter.ref} was trained on {origin} with digest {recorded}, but {base.ref} now has digest "
+            f"{base.digest}: refusing to load the adapter on a different base model"
+        )
+    return str(base.ref)

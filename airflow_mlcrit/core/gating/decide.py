@@ -65,7 +65,10 @@ def threshold_kind(t: Any, where: str) -> str:
 class GateConfig(Config):
     """Gate settings. No thresholds is a configuration error: a gate never passes by default."""
 
-    thresholds: list[dict[str, Any]] = field(default_factory=list)
+    thresholds: list[dict[str, Any]] = field(
+        default_factory=list,
+        metadata={"help": "the checks a candidate must pass (docs/evaluation.md); empty is an error"},
+    )
     no_baseline: Literal["require_absolute_only", "refuse"] = field(
         default="require_absolute_only",
         metadata={"help": "first model: judge only the thresholds that need no baseline, or refuse"},

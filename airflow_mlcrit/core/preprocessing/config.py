@@ -20,37 +20,52 @@ class PreprocessConfig(Config):
     )
     # normalization
     normalize: bool = field(default=True, metadata={"help": "Unicode NFKC and whitespace collapsing"})
-    lowercase: bool = False
+    lowercase: bool = field(default=False, metadata={"help": "lowercase the text after normalization"})
     # length filter (characters of the normalized text)
-    min_chars: int | None = None
-    max_chars: int | None = None
+    min_chars: int | None = field(
+        default=None, metadata={"help": "drop rows whose normalized text is shorter (None: no minimum)"}
+    )
+    max_chars: int | None = field(
+        default=None, metadata={"help": "drop rows whose normalized text is longer (None: no maximum)"}
+    )
     # dedup
-    exact_dedup: bool = True
+    exact_dedup: bool = field(default=True, metadata={"help": "keep one row per identical normalized text"})
     near_dedup_threshold: float | None = field(
         default=None, metadata={"help": "Jaccard similarity of word 3-shingles above which texts are near duplicates"}
     )
-    minhash_permutations: int = 128
+    minhash_permutations: int = field(
+        default=128, metadata={"help": "MinHash signature length for near dedup (a multiple of 8, >= 16)"}
+    )
     # labels
     label_column: str | None = field(default=None, metadata={"help": "encoded to ids from a full-pass vocabulary"})
     # instruction / chat formatting
-    prompt_column: str | None = None
-    response_column: str | None = None
+    prompt_column: str | None = field(
+        default=None, metadata={"help": "instruction data: the prompt column (with response_column)"}
+    )
+    response_column: str | None = field(
+        default=None, metadata={"help": "instruction data: the response column (with prompt_column)"}
+    )
     template: str | None = field(
         default=None, metadata={"help": "Jinja template with {{ prompt }} and {{ response }}; None: the chat template"}
     )
     # tokenization
     tokenizer: str | None = field(default=None, metadata={"help": "local path of a Hugging Face fast tokenizer"})
-    max_length: int = 512
-    truncation: bool = True
-    padding: Literal["do_not_pad", "max_length"] = "do_not_pad"
+    max_length: int = field(default=512, metadata={"help": "tokens per row when a tokenizer is set"})
+    truncation: bool = field(default=True, metadata={"help": "truncate token ids at max_length"})
+    padding: Literal["do_not_pad", "max_length"] = field(
+        default="do_not_pad", metadata={"help": "pad token ids to max_length, or not at all"}
+    )
     # analyzers (full pass; results go into the transform contract)
     analyze_numeric: list[str] = field(default_factory=list, metadata={"help": "columns to get mean/std/quantiles"})
     vocabulary_size: int = field(default=0, metadata={"help": "top-N word vocabulary of the text column (0: off)"})
     # split
-    splits: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "eval": 0.1, "test": 0.1})
-    seed: int = 0
+    splits: dict[str, float] = field(
+        default_factory=lambda: {"train": 0.8, "eval": 0.1, "test": 0.1},
+        metadata={"help": "split name -> fraction (positive, adding up to 1), assigned by a hash of the group key"},
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the split hash (same seed, same split)"})
     # output
-    shards_per_split: int = 1
+    shards_per_split: int = field(default=1, metadata={"help": "Parquet files written per split"})
     # execution
     runner: str | None = field(default=None, metadata={"help": "Beam runner; default FnApiRunner (no downloads)"})
     pipeline_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "passed verbatim as --key=value"})

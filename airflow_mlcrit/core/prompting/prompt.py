@@ -50,7 +50,9 @@ class PromptSpec(Config):
     output_variable: str | None = field(
         default=None, metadata={"help": "chains: the variable this step's output fills"}
     )
-    name: str = ""
+    name: str = field(
+        default="", metadata={"help": "the prompt's name (informational; the artifact name identifies it)"}
+    )
 
     def __post_init__(self) -> None:
         from jinja2 import meta

@@ -36,6 +36,7 @@ class TrainingBackend(Protocol):
     def submit(self, spec: JobSpec) -> str: ...
     def status(self, job_id: str) -> JobStatus: ...
     def fetch_output(self, status: JobStatus, dest: Path) -> Path: ...
+    def stop(self, job_id: str) -> None: ...
 
 
 class SageMakerBackend:
@@ -116,6 +117,11 @@ class SageMakerBackend:
             f"the job was stopped ({d.get('SecondaryStatus', '')})" if raw == "Stopped" else ""
         )
         return JobStatus(state, message, d.get("ModelArtifacts", {}).get("S3ModelArtifacts"), raw)
+
+    def stop(self, job_id: str) -> None:
+        """Ask SageMaker to stop the job (a job that already ended is left as it is)."""
+        if self.status(job_id).state == RUNNING:
+            self.sagemaker.stop_training_job(TrainingJobName=job_id)
 
     def fetch_output(self, status: JobStatus, dest: Path) -> Path:
         """Download and unpack the job's model.tar.gz (members may not escape ``dest``)."""

@@ -26,37 +26,49 @@ class FineTuneConfig(Config):
     """Fine-tuning settings (JSON round trip: to_dict / from_dict)."""
 
     base_model: str = field(metadata={"help": "local model directory (HF format) or a base_model artifact ref"})
-    task: Literal["sequence_classification", "causal_lm", "instruction"] = "sequence_classification"
-    method: Literal["lora", "full", "qlora"] = "lora"
+    task: Literal["sequence_classification", "causal_lm", "instruction"] = field(
+        default="sequence_classification",
+        metadata={"help": "sequence_classification (text -> label), causal_lm or instruction (prompt -> response)"},
+    )
+    method: Literal["lora", "full", "qlora"] = field(
+        default="lora",
+        metadata={"help": "lora (adapter), qlora (adapter on a 4-bit base, CUDA only) or full (every weight)"},
+    )
     trust_remote_code: bool = field(default=False, metadata={"help": "never on unless set explicitly"})
     allow_pickle: bool = field(default=False, metadata={"help": "load .bin (pickle) weights; safetensors only if off"})
     # data
-    text_column: str = "text"
-    label_column: str = "label"
-    max_length: int = 128
+    text_column: str = field(default="text", metadata={"help": "the input text (classification, causal_lm)"})
+    label_column: str = field(default="label", metadata={"help": "the class label (classification)"})
+    max_length: int = field(default=128, metadata={"help": "tokens per example; longer examples are truncated"})
     prompt_column: str | None = field(default=None, metadata={"help": "instruction task: the prompt"})
     response_column: str | None = field(default=None, metadata={"help": "instruction task: the target response"})
     template: str | None = field(
         default=None, metadata={"help": "Jinja template with {{ prompt }} and {{ response }}; None: chat template"}
     )
     # LoRA
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (the update is scaled by alpha / r)"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input, in [0, 1)"})
     target_modules: list[str] | None = field(default=None, metadata={"help": "None: per-architecture default"})
     # optimisation
-    learning_rate: float = 5e-4
-    lr_scheduler: Literal["linear", "constant", "cosine"] = "linear"
-    warmup_ratio: float = 0.0
-    epochs: int = 1
+    learning_rate: float = field(default=5e-4, metadata={"help": "peak AdamW learning rate"})
+    lr_scheduler: Literal["linear", "constant", "cosine"] = field(
+        default="linear", metadata={"help": "learning-rate schedule after warmup"}
+    )
+    warmup_ratio: float = field(default=0.0, metadata={"help": "fraction of the steps with a linear warmup, in [0, 1)"})
+    epochs: int = field(default=1, metadata={"help": "passes over the data when max_steps is not set"})
     max_steps: int | None = field(default=None, metadata={"help": "overrides epochs when set"})
-    batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
+    batch_size: int = field(default=16, metadata={"help": "examples per step and process"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches summed per optimizer step"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    seed: int = field(
+        default=0, metadata={"help": "seed of the initialisation, shuffling and dropout (same seed, same model)"}
+    )
     deterministic: bool = field(default=True, metadata={"help": "torch deterministic algorithms"})
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = field(
+        default="auto", metadata={"help": "auto: a CUDA GPU when there is one; cuda without a GPU is an error"}
+    )
     nproc_per_node: int = field(
         default=1,
         metadata={"help": "data-parallel processes (torchrun); batch_size is per process, as in HF Trainer"},
@@ -64,12 +76,14 @@ class FineTuneConfig(Config):
     precision: Literal["auto", "fp32", "bf16"] = field(
         default="auto", metadata={"help": "auto: bf16 autocast on GPUs that support it, fp32 otherwise"}
     )
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "recompute activations in the backward pass: less memory, more time"}
+    )
     merge_adapter: bool = field(default=False, metadata={"help": "LoRA: also write the base model merged with it"})
     memory_limit_gb: float | None = field(
         default=None, metadata={"help": "preflight budget instead of the device's free memory"}
     )
-    log_every: int = 10
+    log_every: int = field(default=10, metadata={"help": "log step, loss, rate and ETA every N steps"})
     eval_every: int | None = field(default=None, metadata={"help": "eval loss every N steps (needs eval data)"})
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "stop after this many evals without a better eval loss"}

@@ -239,8 +239,12 @@ def finetune(
     resume_from: str | Path | None = None,
     on_checkpoint: Callable[[Path, int], None] | None = None,
     eval_data: str | None = None,
+    provenance: dict[str, str] | None = None,
 ) -> FineTuneResult:
     """Fine-tune ``cfg.base_model`` on the ``train`` dataset; write a standard adapter (or model).
+
+    ``provenance`` names what the local paths stand for (``base_model``, ``train``: pinned artifact
+    references), so the model card and ``adapter_config.json`` name those, not temporary paths.
 
     With ``checkpoint_every``, a complete checkpoint (trainable weights, optimizer, scheduler,
     RNG states, data position) lands in ``workdir/checkpoints/step-N`` and ``on_checkpoint`` is
@@ -398,7 +402,9 @@ def finetune(
         (out / LABELS_FILE).write_text(json.dumps(labels))
     metrics = {
         "loss_curve": losses,
-        "final_loss": losses[-1] if losses else None,
+        "final_loss": _tail_mean(losses),
+        "final_loss_steps": min(len(losses), LOSS_TAIL),
+        "last_step_loss": losses[-1] if losses else None,
         "steps": step,
         "examples": n,
         "tokens_seen": tokens,
@@ -407,6 +413,7 @@ def finetune(
         "memory_estimate_bytes": memory,
         "eval_curve": evals,
         "best_eval_loss": min((e[1] for e in evals), default=None),
+        "eval_loss": evals[-1][1] if evals else None,
         "stopped_early": stopped_early,
         "precision": "bf16" if bf16 else "fp32",
         "quantization": "nf4" if cfg.method == "qlora" else None,
@@ -418,16 +425,17 @@ def finetune(
         "peft": _peft.__version__,
         "config": cfg.to_dict(),
     }
+    names = {"base_model": cfg.base_model, "train": train, **(provenance or {})}
+    _name_base_model(out, names["base_model"])
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
-    (out / "README.md").write_text(model_card(cfg, metrics, train, labels))
+    card = model_card(cfg, metrics, names["train"], labels, base_model=names["base_model"])
+    (out / "README.md").write_text(card)
     merged = None
     if cfg.merge_adapter and cfg.method == "lora":
         merged = workdir / "merged"
         model.merge_and_unload().save_pretrained(merged, safe_serialization=True)
         tokenizer.save_pretrained(merged)
-        (merged / "README.md").write_text(
-            model_card(cfg, metrics, train, labels).replace("library_name: peft", "library_name: transformers", 1)
-        )
+        (merged / "README.md").write_text(card.replace("library_name: peft", "library_name: transformers", 1))
     return FineTuneResult(out, metrics, labels or [], merged)
 
 
@@ -573,12 +581,38 @@ def _sum_gradients(params: list[Any], scalars: list[float], device: Any) -> list
     return flat[offset:].tolist()
 
 
-def model_card(cfg: FineTuneConfig, metrics: dict[str, Any], train: str, labels: list[str] | None) -> str:
+LOSS_TAIL = 20  # the card's and the summary's "final loss" is the mean of this many last steps
+
+
+def _tail_mean(losses: list[float]) -> float | None:
+    """Mean loss of the last LOSS_TAIL steps: one step's loss is too noisy to report."""
+    tail = losses[-LOSS_TAIL:]
+    return round(sum(tail) / len(tail), 6) if tail else None
+
+
+def _name_base_model(out: Path, base_model: str) -> None:
+    """``adapter_config.json`` names the base model as ``provenance`` gives it, not a temp path."""
+    path = out / "adapter_config.json"
+    if path.is_file():
+        config = json.loads(path.read_text())
+        config["base_model_name_or_path"] = base_model
+        path.write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
+def model_card(
+    cfg: FineTuneConfig,
+    metrics: dict[str, Any],
+    train: str,
+    labels: list[str] | None,
+    *,
+    base_model: str | None = None,
+) -> str:
     """A Hugging Face model card: YAML metadata the Hub and tools read, then a short summary."""
     import yaml
 
+    base_model = base_model or cfg.base_model
     meta = {
-        "base_model": cfg.base_model,
+        "base_model": base_model,
         "library_name": "transformers" if cfg.method == "full" else "peft",
         "pipeline_tag": "text-classification" if cfg.task == "sequence_classification" else "text-generation",
         "datasets": [train],
@@ -603,12 +637,16 @@ def model_card(cfg: FineTuneConfig, metrics: dict[str, Any], train: str, labels:
             "max_length",
         )
     }
+    loss = metrics["final_loss"]
     summary = (f"Labels: {', '.join(labels)}. " if labels else "") + (
-        f"Trained by airflow-mlcrit on `{train}`: {metrics['steps']} steps, final loss {metrics['final_loss']:.4f}."
+        f"Trained by airflow-mlcrit on `{train}`: {metrics['steps']} steps, "
+        + (f"mean loss of the last {metrics['final_loss_steps']} steps {loss:.4f}" if loss is not None else "no loss")
+        + (f", eval loss {metrics['eval_loss']:.4f}" if metrics.get("eval_loss") is not None else ", no eval loss")
+        + "."
     )
     return (
         "---\n"
         + yaml.safe_dump(meta, sort_keys=False)
-        + f"---\n\n# Fine-tuned {cfg.base_model} ({cfg.method})\n\n{summary}\n\n## Training hyperparameters\n\n"
+        + f"---\n\n# Fine-tuned {base_model} ({cfg.method})\n\n{summary}\n\n## Training hyperparameters\n\n"
         + "".join(f"- {k}: {v}\n" for k, v in hyper.items())
     )

@@ -32,6 +32,32 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _tail(path: Path, limit: int = 64 * 1024) -> str:
+    """The last ``limit`` bytes of a log file."""
+    with open(path, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - limit))
+        return f.read().decode("utf-8", "replace")
+
+
+def stop_training(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """End a training child and everything it started (torchrun ranks): SIGTERM to its process
+    group, SIGKILL after ``grace`` seconds."""
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            os.killpg(proc.pid, 0)  # ranks of the group may outlive the leader
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def run_training(
     cfg: dict[str, Any],
     train_path: str,
@@ -42,9 +68,14 @@ def run_training(
     eval_path: str | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     spawned: Callable[[subprocess.Popen], None] | None = None,
+    provenance: dict[str, str] | None = None,
 ) -> FineTuneResult:
     """Resume from the newest stored checkpoint if there is one, run the child, store each new
-    checkpoint as it appears; raise the child's error (or a crash) as an MlcritError."""
+    checkpoint as it appears; raise the child's error (or a crash) as an MlcritError.
+
+    The child leads its own process group (``stop_training`` ends it with every torchrun rank),
+    and its stderr goes to a file: a pipe that nobody drains while stdout is read would block a
+    child that writes more than the pipe holds (64 KiB of warnings) and hang the task."""
     workdir.mkdir(parents=True, exist_ok=True)
     resume_from = None
     if store.versions(ckpt_key):
@@ -62,6 +93,7 @@ def run_training(
                 "eval": eval_path,
                 "workdir": str(workdir / "run"),
                 "resume_from": str(resume_from) if resume_from else None,
+                "provenance": provenance,
             }
         )
     )
@@ -70,14 +102,17 @@ def run_training(
     if procs > 1:  # torchrun: one worker per process, rendezvous on a free local port
         launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
         worker = [*launcher, *worker]
-    proc = subprocess.Popen(
-        [sys.executable, *worker],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
-        preexec_fn=_die_with_parent,
-    )
+    stderr_path = workdir / "stderr.log"
+    with open(stderr_path, "w") as stderr_file:
+        proc = subprocess.Popen(
+            [sys.executable, *worker],
+            stdout=subprocess.PIPE,
+            stderr=stderr_file,
+            text=True,
+            env=dict(os.environ),
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
+        )
     if spawned:
         spawned(proc)
     done: dict[str, Any] | None = None
@@ -95,8 +130,8 @@ def run_training(
             error = event
         if on_event:
             on_event(event)
-    stderr = proc.stderr.read() if proc.stderr else ""
     code = proc.wait()
+    stderr = _tail(stderr_path)
     if error is not None:
         raise getattr(exceptions, error["type"], exceptions.MlcritError)(error["message"])
     if code != 0 or done is None:

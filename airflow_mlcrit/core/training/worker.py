@@ -30,6 +30,7 @@ def main(job_path: str) -> int:
             workdir=job["workdir"],
             resume_from=job.get("resume_from"),
             eval_data=job.get("eval"),
+            provenance=job.get("provenance"),
             progress=(lambda p: emit("progress", **p)) if lead else None,
             on_checkpoint=(lambda path, step: emit("checkpoint", path=str(path), step=step)) if lead else None,
         )

@@ -44,7 +44,10 @@ class StatisticsConfig(Config):
     )
     batch_size: int = field(default=65_536, metadata={"help": "rows per record batch: bounds memory"})
     top_k: int = field(default=20, metadata={"help": "most frequent values kept per categorical column"})
-    quantiles: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99])
+    quantiles: list[float] = field(
+        default_factory=lambda: [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99],
+        metadata={"help": "quantiles reported per numeric column, each in [0, 1]"},
+    )
     histogram_bins: int = field(default=20, metadata={"help": "equal-width bins of numeric histograms"})
     sample_size: int = field(default=10_000, metadata={"help": "uniform sample per numeric column (quantiles, drift)"})
     max_exact_distinct: int = field(default=100_000, metadata={"help": "exact distinct counts up to this many values"})

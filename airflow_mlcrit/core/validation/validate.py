@@ -29,13 +29,18 @@ class ValidationConfig(Config):
     """What to check and what to do about each finding."""
 
     source: str = field(metadata={"help": "local path, s3:// URI or dataset artifact reference"})
-    format: Literal["auto", "parquet", "csv", "jsonl"] = "auto"
+    format: Literal["auto", "parquet", "csv", "jsonl"] = field(
+        default="auto", metadata={"help": "input format; auto: from the file extension"}
+    )
     schema: Any = field(default=None, metadata={"help": "schema artifact ref, YAML path or dict; None: no schema"})
     environment: str = field(default="TRAINING", metadata={"help": "schema environment: TRAINING or SERVING"})
     suite: Any = field(default=None, metadata={"help": "GX suite: JSON path, dict, or 'from_schema'"})
     baseline_statistics: Any = field(default=None, metadata={"help": "statistics to measure drift against"})
     training_statistics: Any = field(default=None, metadata={"help": "training statistics to measure skew against"})
-    drift_thresholds: dict[str, float] = field(default_factory=lambda: {"js_divergence": 0.1, "linf": 0.1})
+    drift_thresholds: dict[str, float] = field(
+        default_factory=lambda: {"js_divergence": 0.1, "linf": 0.1},
+        metadata={"help": "limits of the drift and skew measures: js_divergence, linf, psi"},
+    )
     column_thresholds: dict[str, dict[str, float]] = field(
         default_factory=dict, metadata={"help": "per-column overrides of drift_thresholds"}
     )
@@ -43,19 +48,27 @@ class ValidationConfig(Config):
     text_length_limits: dict[str, float] = field(
         default_factory=dict, metadata={"help": "column -> max length at length_percentile"}
     )
-    length_unit: Literal["chars", "words", "tokens"] = "words"
-    length_percentile: float = 0.99
+    length_unit: Literal["chars", "words", "tokens"] = field(
+        default="words", metadata={"help": "unit of text_length_limits"}
+    )
+    length_percentile: float = field(
+        default=0.99, metadata={"help": "percentile of the text length compared with text_length_limits"}
+    )
     tokenizer: str | None = field(default=None, metadata={"help": "local HF tokenizer for length_unit='tokens'"})
     pii_columns: list[str] | None = field(default=None, metadata={"help": "None: every text column"})
     contamination_reference: str | None = field(
         default=None, metadata={"help": "dataset (ref or path) whose texts must not appear here, e.g. eval data"}
     )
-    max_duplicate_fraction: float = 0.0
-    max_empty_fraction: float = 0.0
+    max_duplicate_fraction: float = field(default=0.0, metadata={"help": "largest allowed fraction of duplicated rows"})
+    max_empty_fraction: float = field(
+        default=0.0, metadata={"help": "largest allowed fraction of empty texts per text column"}
+    )
     policies: dict[str, str] = field(default_factory=dict, metadata={"help": "check -> fail | warn | quarantine"})
-    default_policy: Literal["fail", "warn"] = "fail"
-    batch_size: int = 65_536
-    sample_row_ids: int = 5
+    default_policy: Literal["fail", "warn"] = field(
+        default="fail", metadata={"help": "policy of a check that policies does not name"}
+    )
+    batch_size: int = field(default=65_536, metadata={"help": "rows per streamed batch"})
+    sample_row_ids: int = field(default=5, metadata={"help": "failing row ids quoted per finding"})
 
     def __post_init__(self) -> None:
         require(isinstance(self.source, str) and bool(self.source), "ValidationConfig.source must name the data")

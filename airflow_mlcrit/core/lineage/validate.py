@@ -1,0 +1,64 @@
+"""Validate OpenLineage events against the official JSON Schemas (vendored in ``openlineage-spec/``,
+Apache-2.0, from the OpenLineage project) and each of our facets against the schema we ship."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from airflow_mlcrit.core.lineage import CUSTOM_FACETS, schema_path
+
+OPENLINEAGE_SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json"
+
+
+def spec_dir() -> Any:
+    """The vendored official schemas: OpenLineage.json and facets/*.json."""
+    return resources.files("airflow_mlcrit.core.lineage").joinpath("openlineage-spec")
+
+
+@cache
+def _registry() -> Any:
+    from referencing import Registry, Resource
+
+    spec = spec_dir()
+    files = [spec.joinpath("OpenLineage.json")]
+    files += sorted((p for p in spec.joinpath("facets").iterdir() if p.name.endswith(".json")), key=lambda p: p.name)
+    schemas = [json.loads(p.read_text()) for p in files]
+    schemas += [json.loads(schema_path(key).read_text()) for key in CUSTOM_FACETS]
+    return Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in schemas)
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(schema, registry=_registry(), format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def _facets(event: dict[str, Any]) -> Any:
+    yield from (event.get("run", {}).get("facets") or {}).items()
+    yield from (event.get("job", {}).get("facets") or {}).items()
+    for group, extra in (("inputs", "inputFacets"), ("outputs", "outputFacets")):
+        for ds in event.get(group) or []:
+            yield from (ds.get("facets") or {}).items()
+            yield from (ds.get(extra) or {}).items()
+
+
+def validate_event(event: dict[str, Any]) -> set[str]:
+    """Validate ``event`` against OpenLineage.json, and each facet against its own schema where
+    that schema is known here (the official facets and ours; Airflow's own facets point at
+    schemas in the Airflow repository). Raises jsonschema's ValidationError; returns the keys of
+    the facets checked against their own schema."""
+    registry = _registry()
+    _validator(registry.contents(OPENLINEAGE_SCHEMA)).validate(event)
+    checked = set()
+    for key, facet in _facets(event):
+        base = facet["_schemaURL"].split("#")[0]
+        try:
+            registry.contents(base)
+        except Exception:
+            continue
+        _validator({"$ref": facet["_schemaURL"]}).validate(facet)
+        checked.add(key)
+    return checked
