@@ -58,6 +58,28 @@ SUITE = {
 }
 
 
+# Rows a real export carries and validation must keep out of training: personal data, and rows
+# exported twice. The example DAG quarantines both (the e2e test reads the quarantine and every split).
+PLANTED_PII = [
+    "call me back on 402-555-0143, the refund never arrived",
+    "my email is jane.doe@example.com and the invoice is wrong",
+    "charge it to 4111 1111 1111 1111 again, the headphones were great",
+    "reach me at (531) 555-0199 please, the agent was helpful",
+]
+PLANTED_DUPLICATES = 5
+
+
+def plant(frame, week: int):
+    """``frame`` with PLANTED_PII rows (ids ``w<week>-pii-<i>``) and the first PLANTED_DUPLICATES
+    rows exported a second time."""
+    import pandas as pd
+
+    pii = frame.iloc[: len(PLANTED_PII)].copy()
+    pii["text"] = PLANTED_PII
+    pii["message_id"] = [f"w{week}-pii-{i}" for i in range(len(PLANTED_PII))]
+    return pd.concat([frame, pii, frame.iloc[:PLANTED_DUPLICATES]], ignore_index=True)
+
+
 def _put(store, key: str, files: dict[str, str | bytes], metadata: dict | None = None):
     with tempfile.TemporaryDirectory() as tmp:
         for name, content in files.items():
@@ -90,7 +112,7 @@ def week(store, n: int) -> None:
     golden = customer_messages(900, week=n, seed=100)
     m = _put(store, "dataset/support-golden", {"golden.parquet": _parquet(golden)}, {"week": n, "curated": True})
     print(f"  {m.ref}: curated golden eval set of week {n} ({len(golden)} messages)")
-    raw = customer_messages(3000, week=n, seed=1, broken_phone_labels=0.7 if n == 2 else 0.0)
+    raw = plant(customer_messages(3000, week=n, seed=1, broken_phone_labels=0.7 if n == 2 else 0.0), n)
     m = _put(store, "dataset/support-messages", {"messages.parquet": _parquet(raw)}, {"week": n})
     what = "with slang, more app traffic and a broken phone export" if n == 2 else "clean"
     print(f"  {m.ref}: {len(raw)} raw messages of week {n} ({what})")

@@ -1,6 +1,7 @@
 """FineTuneOperator through a real dag.test() run: adapter artifact, lineage, no leftover checkpoints."""
 
 import json
+from pathlib import Path
 
 from airflow_mlcrit.core.artifacts import open_store
 from tests.airflow.conftest import run_dag, task_states, xcom
@@ -40,6 +41,14 @@ def test_lora_fine_tune_commits_an_adapter_with_lineage(store_root, tmp_path, ti
     assert "model.safetensors" in {f["path"] for f in merged.files}
     metrics = json.loads(store.read_bytes(adapter.ref, "training_metrics.json"))
     assert metrics["steps"] == 20 and len(metrics["loss_curve"]) == 20
+    assert metrics["final_loss"] == round(sum(metrics["loss_curve"]) / 20, 6) and metrics["final_loss_steps"] == 20
+    result = xcom(dr, "finetune")
+    assert (result["ref"], result["merged"], result["digest"]) == (
+        "adapter/sentiment@v1",
+        "model/sentiment@v1",
+        adapter.digest,
+    )
+    assert result["summary"]["final_loss"] == metrics["final_loss"]
     events = lineage_tail.events()
     for event in events:
         validate_event(event)
@@ -50,6 +59,58 @@ def test_lora_fine_tune_commits_an_adapter_with_lineage(store_root, tmp_path, ti
     assert out["facets"]["mlcrit_model"]["method"] == "lora"
     assert out["facets"]["mlcrit_model"]["lora"]["r"] == 8
     assert validate_event(done) >= {"mlcrit_model", "mlcrit_training", "mlcrit_artifact"}
+
+    _the_base_is_pinned(store, Path(store_root), tmp_path, adapter)
+
+
+def _the_base_is_pinned(store, store_root, tmp_path, adapter):
+    """Trained from base_model/tiny-bert@latest, the adapter records v1 and its digest; a newer
+    base changes nothing, and a base v1 whose content changed is refused naming both digests."""
+    import hashlib
+    import re
+
+    import pytest
+
+    from airflow_mlcrit.core.artifacts.store import MANIFEST, content_digest
+    from airflow_mlcrit.core.evaluation.inference import materialize_model
+    from airflow_mlcrit.exceptions import ArtifactIntegrityError
+
+    base_v1 = store.resolve("base_model/tiny-bert@v1")
+    assert (adapter.metadata["base_model"], adapter.metadata["base_model_digest"]) == (str(base_v1.ref), base_v1.digest)
+    config = json.loads(store.read_bytes(adapter.ref, "adapter_config.json"))
+    card = store.read_bytes(adapter.ref, "README.md").decode()
+    assert config["base_model_name_or_path"] == "base_model/tiny-bert@v1"
+    assert "base_model: base_model/tiny-bert@v1" in card and "Trained by airflow-mlcrit on `dataset/reviews@v1`" in card
+    assert "mlcrit-finetune-" not in card + json.dumps(config)  # no temporary path of the run
+    newer = tmp_path / "newer-base"
+    newer.mkdir()
+    for f in base_v1.files:  # a different base: same files but a changed config
+        (newer / f["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (newer / f["path"]).write_bytes(store.read_bytes(base_v1.ref, f["path"]))
+    (newer / "config.json").write_text(
+        (newer / "config.json").read_text().replace('"hidden_dropout_prob": 0.1', '"hidden_dropout_prob": 0.2')
+    )
+    assert store.put("base_model/tiny-bert", newer).version == 2
+    _, base_dir, _ = materialize_model(store, str(adapter.ref), tmp_path / "load")
+    assert (base_dir / "config.json").read_bytes() == store.read_bytes(base_v1.ref, "config.json")
+    # forge base v1 consistently (its files and its own digest agree): the adapter's pin refuses it
+    vdir = store_root / "base_model/tiny-bert/v000001"
+    (vdir / "config.json").chmod(0o644)
+    (vdir / "config.json").write_bytes((newer / "config.json").read_bytes())
+    manifest = json.loads((vdir / MANIFEST).read_text())
+    data = (newer / "config.json").read_bytes()
+    for f in manifest["files"]:
+        if f["path"] == "config.json":
+            f["sha256"], f["size"] = hashlib.sha256(data).hexdigest(), len(data)
+    manifest["digest"] = content_digest(manifest["files"])
+    (vdir / MANIFEST).chmod(0o644)
+    (vdir / MANIFEST).write_text(json.dumps(manifest))
+    message = (
+        f"adapter/sentiment@v1 was trained on base_model/tiny-bert@v1 with digest {base_v1.digest}, but "
+        f"base_model/tiny-bert@v1 now has digest {manifest['digest']}: refusing to load the adapter on a different base model"
+    )
+    with pytest.raises(ArtifactIntegrityError, match=re.escape(message)):
+        materialize_model(store, str(adapter.ref), tmp_path / "load-forged")
 
 
 def test_fine_tune_on_a_transformed_dataset_records_the_contract(store_root, tmp_path, tiny_bert):

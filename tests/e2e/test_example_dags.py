@@ -13,6 +13,7 @@ import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
 from tests.helpers.airflow_home import airflow_home
+from tests.helpers.openlineage import validate_event
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -38,7 +39,36 @@ def _dag(env, dag_id, conf):
     return proc.stdout + proc.stderr
 
 
-def test_two_weeks_of_the_text_classifier_then_a_rollback(home):
+def _rows(store, ref, dest) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    store.get(ref, dest)
+    return [r for p in sorted(dest.rglob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+
+
+def _quarantined_rows_never_reach_training(store, tmp_path):
+    """The planted PII rows and second exports are in the quarantine artifact and in no split of
+    the transformed dataset, which was made from the clean dataset (its contract's parent)."""
+    import runpy
+
+    demo = runpy.run_path(str(REPO / "dev" / "demo.py"))
+    PLANTED_DUPLICATES, PLANTED_PII = demo["PLANTED_DUPLICATES"], demo["PLANTED_PII"]
+    quarantined = _rows(store, "quarantine/support-messages@v1", tmp_path / "quarantine")
+    assert sorted(r["message_id"] for r in quarantined) == sorted(
+        [f"w1-pii-{i}" for i in range(len(PLANTED_PII))] + [f"w1-1-{i:06d}" for i in range(PLANTED_DUPLICATES)]
+    )
+    contract = store.resolve("transform_contract/support-messages@v1")
+    assert [p["ref"] for p in contract.parents] == ["dataset/support-messages-clean@v1"]
+    transformed = store.resolve("transformed_dataset/support-messages@v1")
+    assert [p["ref"] for p in transformed.parents] == ["dataset/support-messages-clean@v1", str(contract.ref)]
+    splits = _rows(store, transformed.ref, tmp_path / "splits")
+    assert len(splits) == sum(transformed.metadata["row_counts"].values()) > 2900
+    ids = [r["message_id"] for r in splits]
+    assert not {i for i in ids if "-pii-" in i} and not set(PLANTED_PII) & {r["text"] for r in splits}
+    assert len(ids) == len(set(ids))  # each twice-exported row once: its second copy is quarantined
+
+
+def test_two_weeks_of_the_text_classifier_then_a_rollback(home, tmp_path):
     root, env = home
     store = open_store(root / "artifacts")
     _run(env, "dev/demo.py", "setup")
@@ -46,6 +76,7 @@ def test_two_weeks_of_the_text_classifier_then_a_rollback(home):
     _run(env, "dev/demo.py", "week", "1")
     _dag(env, "mlcrit_text_classifier", conf)
     assert store.resolve("adapter/support-sentiment@production").version == 1  # first model: absolute gate
+    _quarantined_rows_never_reach_training(store, tmp_path)
     _run(env, "dev/demo.py", "week", "2")
     log = _dag(env, "mlcrit_text_classifier", conf)
     assert "NOT_BLESSED: skipping promote" in log
@@ -81,6 +112,10 @@ def test_two_weeks_of_the_text_classifier_then_a_rollback(home):
     history = store.alias_history("adapter/support-sentiment", "production")
     assert [(m.to_version, m.forced) for m in history] == [(1, False), (2, True), (1, False)]
     assert history[-1].reason == "phone regression confirmed in production"
+    events = [json.loads(line) for line in (root / "lineage.jsonl").read_text().splitlines() if line.strip()]
+    assert len(events) > 40
+    for event in events:  # against the vendored official schemas and ours, on any clone
+        validate_event(event)
 
 
 def test_example_dags_have_no_import_errors(home):

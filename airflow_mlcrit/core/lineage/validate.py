@@ -62,3 +62,32 @@ def validate_event(event: dict[str, Any]) -> set[str]:
         _validator({"$ref": facet["_schemaURL"]}).validate(facet)
         checked.add(key)
     return checked
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m airflow_mlcrit.core.lineage.validate EVENTS.jsonl...``: validate every event of
+    OpenLineage file-transport logs; exit 1 naming the first invalid one."""
+    import sys
+
+    from jsonschema import ValidationError
+
+    count = 0
+    for path in argv if argv is not None else sys.argv[1:]:
+        with open(path) as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                try:
+                    validate_event(event)
+                except ValidationError as exc:
+                    job = event.get("job", {}).get("name")
+                    print(f"{path}:{number}: event of job {job} is invalid: {exc.message} at {list(exc.absolute_path)}")
+                    return 1
+                count += 1
+    print(f"{count} OpenLineage events valid against the official schemas and the mlcrit facet schemas")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
