@@ -134,6 +134,9 @@ class MlcritBaseOperator(MlcritLineageMixin, BaseOperator):
     operator_extra_links = (MarquezJobLink(),)
 
     def __init__(self, *, store_conn_id: str | None = None, artifact_root: str | None = None, **kwargs: Any):
+        # each key of the result is also an XCom of its own, so ``upstream.output["clean"]`` reads
+        # it (and fails with XComNotFound when a task has no such key)
+        kwargs.setdefault("multiple_outputs", True)
         super().__init__(**kwargs)
         self.store_conn_id = store_conn_id
         self.artifact_root = artifact_root

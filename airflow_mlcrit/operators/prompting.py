@@ -230,6 +230,7 @@ class PromptOrFineTuneBranchOperator(MlcritBaseOperator, BaseBranchOperator):
         finetune_task_id: str = "finetune",
         **kwargs: Any,
     ):
+        kwargs.setdefault("multiple_outputs", False)  # returns the branch's task id, not a result
         super().__init__(**kwargs)
         self.prompt, self.blessing = prompt, blessing
         self.promote_task_id, self.finetune_task_id = promote_task_id, finetune_task_id

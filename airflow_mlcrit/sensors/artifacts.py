@@ -33,6 +33,7 @@ class ArtifactVersionSensor(MlcritLineageMixin, BaseSensorOperator):
         deferrable: bool | None = None,
         **kwargs: Any,
     ):
+        kwargs.setdefault("multiple_outputs", True)  # downstream reads upstream.output["ref"]
         super().__init__(**kwargs)
         self.artifact, self.after_version = artifact, after_version
         self.store_conn_id, self.artifact_root = store_conn_id, artifact_root

@@ -199,3 +199,40 @@ def test_a_tabular_model_evaluated_from_prediction_columns(store_root, tmp_path)
     assert all(s["difference"]["mae"]["high"] < -2.0 for s in result["slices"])  # lower is better
     assert result["binding"]["baseline"] == "model/demand@v1"
     assert store.resolve("model/demand@production").version == 2
+
+
+def test_a_promote_or_rollback_retried_after_its_move_succeeds_with_one_history_entry(store_root, tmp_path):
+    """Each task moves the alias, then its worker is lost before success is reported; the retry
+    finds its own move in the history and returns it instead of failing on the moved alias."""
+    from airflow_mlcrit.core.gating import promote
+
+    store = open_store(store_root)
+    versions = []
+    for i in (1, 2):
+        (tmp_path / f"m{i}").mkdir()
+        (tmp_path / f"m{i}" / "model.json").write_text(json.dumps({"version": i}))
+        m = store.put("model/churn", tmp_path / f"m{i}")
+        (tmp_path / f"b{i}.json").write_text("{}")
+        store.put(
+            "blessing/churn",
+            tmp_path / f"b{i}.json",
+            parents=[str(m.ref)],
+            metadata={"decision": "BLESSED", "candidate_digest": m.digest},
+        )
+        versions.append(m)
+    promote(store, "model/churn@v1", "production", reason="first model")
+    dr = run_dag("test_mlcrit_retry_alias", {"candidate": "model/churn@v2", "reason": "retried move"})
+    assert task_states(dr) == {"promote": ("success", 2), "rollback": ("success", 2)}
+    history = store.alias_history("model/churn", "production")
+    assert [(m.from_version, m.to_version) for m in history] == [(None, 1), (1, 2), (2, 1)]
+    assert [m.extra.get("run", {}).get("try_number") for m in history] == [None, 1, 1]
+    assert xcom(dr, "promote") == {
+        "ref": "model/churn@v2",
+        "uri": versions[1].uri,
+        "digest": versions[1].digest,
+        "alias": "model/churn@production",
+        "previous": "model/churn@v1",
+        "summary": history[1].to_dict(),
+    }
+    assert (xcom(dr, "rollback")["ref"], xcom(dr, "rollback")["previous"]) == ("model/churn@v1", "model/churn@v2")
+    assert xcom(dr, "promote", "previous") == "model/churn@v1"  # each key is an XCom: .output["previous"]

@@ -62,7 +62,7 @@ def _quarantined_rows_never_reach_training(store, tmp_path):
     transformed = store.resolve("transformed_dataset/support-messages@v1")
     assert [p["ref"] for p in transformed.parents] == ["dataset/support-messages-clean@v1", str(contract.ref)]
     splits = _rows(store, transformed.ref, tmp_path / "splits")
-    assert len(splits) == sum(transformed.metadata["row_counts"].values()) > 2900
+    assert len(splits) == sum(transformed.metadata["row_counts"].values()) > 2000  # exact dedup of texts, too
     ids = [r["message_id"] for r in splits]
     assert not {i for i in ids if "-pii-" in i} and not set(PLANTED_PII) & {r["text"] for r in splits}
     assert len(ids) == len(set(ids))  # each twice-exported row once: its second copy is quarantined

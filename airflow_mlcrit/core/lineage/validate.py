@@ -45,6 +45,11 @@ def _facets(event: dict[str, Any]) -> Any:
             yield from (ds.get(extra) or {}).items()
 
 
+def validate_facet(payload: dict[str, Any]) -> None:
+    """Validate one facet payload against the schema its ``_schemaURL`` names."""
+    _validator({"$ref": payload["_schemaURL"]}).validate(payload)
+
+
 def validate_event(event: dict[str, Any]) -> set[str]:
     """Validate ``event`` against OpenLineage.json, and each facet against its own schema where
     that schema is known here (the official facets and ours; Airflow's own facets point at
@@ -59,7 +64,7 @@ def validate_event(event: dict[str, Any]) -> set[str]:
             registry.contents(base)
         except Exception:
             continue
-        _validator({"$ref": facet["_schemaURL"]}).validate(facet)
+        validate_facet(facet)
         checked.add(key)
     return checked
 

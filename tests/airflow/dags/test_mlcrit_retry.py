@@ -11,7 +11,9 @@ from airflow_mlcrit.operators import (
     ComputeStatisticsOperator,
     EvaluateModelOperator,
     FineTuneOperator,
+    PromoteModelOperator,
     RegisterArtifactOperator,
+    RollbackModelOperator,
 )
 from tests.helpers.flaky import fail_first_try_after
 
@@ -66,3 +68,19 @@ with DAG(
     fail_first_try_after(ComputeStatisticsOperator)(
         task_id="statistics", dataset="{{ params.data }}", output_name="reviews", **retry
     )
+
+
+with DAG(
+    dag_id="test_mlcrit_retry_alias",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    params={"candidate": "", "reason": ""},
+) as alias_dag:
+    retry = {"retries": 1, "retry_delay": datetime.timedelta(seconds=0)}
+    promote = fail_first_try_after(PromoteModelOperator)(
+        task_id="promote", candidate="{{ params.candidate }}", reason="{{ params.reason }}", **retry
+    )
+    rollback = fail_first_try_after(RollbackModelOperator)(
+        task_id="rollback", artifact="model/churn", reason="{{ params.reason }}", **retry
+    )
+    promote >> rollback
