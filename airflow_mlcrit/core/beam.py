@@ -38,3 +38,32 @@ def pipeline_options(runner: str | None, options: dict[str, Any] | None) -> Any:
         return PipelineOptions(pipeline_args(runner, options))
     except SystemExit:  # argparse inside Beam exits on a bad value
         raise ConfigError(f"invalid Beam pipeline options {options!r} for runner {runner or 'FnApiRunner'!r}") from None
+
+
+def stop_pipeline(result: Any) -> list[str]:
+    """Stop a Beam pipeline this process runs: cancel its job (remote runners), then end every
+    worker process this process started (FnApiRunner's and the portable runner's local workers),
+    SIGTERM then SIGKILL. Returns what was done, for the log."""
+    import psutil
+
+    done = []
+    if result is not None:
+        try:
+            result.cancel()
+            done.append("job cancelled")
+        except Exception as exc:  # FnApiRunner has no cancel: its work is in the processes below
+            done.append(f"cancel not supported ({type(exc).__name__})")
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(children, timeout=10)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    done.append(f"{len(children)} worker process(es) ended")
+    return done

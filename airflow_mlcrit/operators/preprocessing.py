@@ -49,7 +49,9 @@ class BeamPreprocessOperator(DatasetStepOperator):
             return self._summary(done, done.metadata)
         self.log.info("running Beam pipeline on %s (runner %s)", source, cfg.runner or "FnApiRunner")
         with tempfile.TemporaryDirectory(prefix="mlcrit-preprocess-") as tmp:
-            result = run_preprocess(cfg, store=self.store, workdir=tmp)
+            self._running = True
+            result = run_preprocess(cfg, store=self.store, workdir=tmp, on_started=self._started)
+            self._running = False
             self.log.info(
                 "pipeline done in %.1fs: %s of %s input rows per split",
                 result.seconds,
@@ -100,6 +102,19 @@ class BeamPreprocessOperator(DatasetStepOperator):
             seconds=round(result.seconds, 3),
         )
         return self._summary(out, out.metadata)
+
+    _running = False
+    _pipeline_result: Any = None
+
+    def _started(self, result: Any) -> None:
+        self._pipeline_result = result
+
+    def on_kill(self) -> None:
+        """Cancel the pipeline (a remote runner's job) and end its local worker processes."""
+        if self._running:
+            from airflow_mlcrit.core.beam import stop_pipeline
+
+            self.log.info("stopping the Beam pipeline: %s", "; ".join(stop_pipeline(self._pipeline_result)))
 
     @staticmethod
     def _summary(out: Any, m: dict[str, Any]) -> BeamPreprocessResult:

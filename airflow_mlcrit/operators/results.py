@@ -2,8 +2,9 @@
 
 Every result has ``ref`` (the pinned ``kind/name@vN`` the step committed or moved to), ``uri``,
 ``digest`` and ``summary`` (headline numbers). Other artifacts a step produced are named refs at
-the top level (``clean``, ``quarantine``, ``contract``...). Pass refs downstream as XComArgs,
-``upstream.output["clean"]``, which fail loudly on a missing key.
+the top level (``clean``, ``quarantine``, ``contract``...). Each key is also pushed as an XCom of
+its own (``multiple_outputs``), so pass refs downstream as XComArgs, ``upstream.output["clean"]``,
+which fail with XComNotFound on a missing key instead of rendering an empty string.
 """
 
 from __future__ import annotations
@@ -38,8 +39,7 @@ class ValidateDataResult(ArtifactResult):
     warned (and input_rows, clean_rows, quarantined_rows when the config quarantines)."""
 
     report: str  # the validation_report version (= ref)
-    # the data to use downstream: the clean rows when the config quarantines, else the validated input (pinned)
-    clean: str
+    clean: str  # what downstream steps read: the clean rows if the config quarantines, else the validated input
     quarantine: str | None  # the quarantine version, None when the config quarantines nothing
 
 

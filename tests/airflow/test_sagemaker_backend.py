@@ -221,3 +221,36 @@ def test_fine_tune_operator_defers_on_a_sagemaker_job(
     else:
         assert dr.state == "failed" and task_states(dr)["finetune"][0] == "failed"
         assert not store.exists("adapter/sentiment")
+
+
+def test_a_timed_out_sagemaker_fine_tune_stops_its_job(
+    aws_conn, moto_server, tiny_bert, tmp_path, monkeypatch, airflow_db
+):
+    """The wait outlives execution_timeout: on_kill asks SageMaker to stop the job (moto lacks
+    StopTrainingJob; tests/helpers/moto_server.py answers it as SageMaker does)."""
+    from tests.airflow.conftest import run_dag, task_states
+    from tests.helpers.models import sentiment
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_S3_STORE",
+        json.dumps(
+            {
+                "conn_type": "mlcrit",
+                "login": "testing",
+                "password": "testing",
+                "extra": {
+                    "root": f"s3://ml-store/{tmp_path.name}",
+                    "endpoint_url": moto_server.endpoint_url,
+                    "region_name": "us-east-1",
+                },
+            }
+        ),
+    )
+    sentiment(64).to_parquet(tmp_path / "data.parquet", index=False)
+    dr = run_dag(
+        "test_mlcrit_sagemaker_timeout", {"data": str(tmp_path / "data.parquet"), "base": tiny_bert, "options": OPTIONS}
+    )
+    assert task_states(dr)["finetune"] == ("failed", 1)
+    client = moto_server.client("sagemaker")
+    [job] = client.list_training_jobs()["TrainingJobSummaries"]
+    assert client.describe_training_job(TrainingJobName=job["TrainingJobName"])["TrainingJobStatus"] == "Stopped"

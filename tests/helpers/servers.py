@@ -48,11 +48,11 @@ class MotoServer:
         )
         wait_for_port(self.port, self.proc)
 
-    def client(self):
+    def client(self, service: str = "s3"):
         import boto3
 
         return boto3.client(
-            "s3",
+            service,
             endpoint_url=self.endpoint_url,
             region_name="us-east-1",
             aws_access_key_id="testing",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -57,30 +59,39 @@ class ModelScorer:
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(
             tok_dir, local_files_only=True, trust_remote_code=trust_remote_code
         )
+        if task == "classification" and self.labels is None:
+            raise ConfigError(f"{path} has no labels.json: it was not trained as a classifier by mlcrit")
         try:
-            if task == "classification":
-                if self.labels is None:
-                    raise ConfigError(f"{path} has no labels.json: it was not trained as a classifier by mlcrit")
-                model = transformers.AutoModelForSequenceClassification.from_pretrained(
-                    model_dir,
-                    num_labels=len(self.labels),
-                    id2label=dict(enumerate(self.labels)),
-                    label2id={v: i for i, v in enumerate(self.labels)},
-                    **opts,
-                )
-            else:
-                model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, **opts)
-                if self.tokenizer.pad_token is None:
-                    self.tokenizer.pad_token = self.tokenizer.eos_token
-                self.tokenizer.padding_side = "left"
+            # an adapter brings its own classification head (modules_to_save), so the base's "head
+            # MISSING, consider training" report is noise here; checked after the adapter loads
+            quiet = _quiet_loading_report(transformers) if adapter else contextlib.nullcontext()
+            with quiet:
+                model = self._load(transformers, task, model_dir, opts)
         except OSError as exc:
             raise ConfigError(f"cannot load model from {model_dir}: {exc}. Pickle weights need allow_pickle") from None
         if adapter:
             import peft
 
             model = peft.PeftModel.from_pretrained(model, path)
+            if task == "classification":
+                _check_head(path)
         self.model = model.to(self.device).eval()
         self.bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    def _load(self, transformers: Any, task: str, model_dir: Path, opts: dict[str, Any]) -> Any:
+        if task == "classification":
+            return transformers.AutoModelForSequenceClassification.from_pretrained(
+                model_dir,
+                num_labels=len(self.labels),
+                id2label=dict(enumerate(self.labels)),
+                label2id={v: i for i, v in enumerate(self.labels)},
+                **opts,
+            )
+        model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, **opts)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "left"
+        return model
 
     def _autocast(self) -> Any:
         return self.torch.autocast(device_type=self.device.type, dtype=self.torch.bfloat16, enabled=self.bf16)
@@ -136,6 +147,31 @@ class ModelScorer:
                 labels[:, : min(len(head), ids.shape[1] - 1)] = -100
                 out.append(float(self.model(input_ids=ids, labels=labels).loss))
         return np.array(out)
+
+
+@contextlib.contextmanager
+def _quiet_loading_report(transformers: Any) -> Any:
+    logger = transformers.utils.logging.get_logger("transformers.modeling_utils")
+    before = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
+def _check_head(adapter_dir: Path) -> None:
+    """An adapter without a trained classification head would score with random head weights."""
+    from safetensors import safe_open
+
+    weights = adapter_dir / "adapter_model.safetensors"
+    if weights.is_file():
+        with safe_open(str(weights), "pt") as f:
+            if not any(("classifier" in k or "score" in k) for k in f.keys()):
+                raise ConfigError(
+                    f"{adapter_dir} has no trained classification head (no classifier/score weights in "
+                    "adapter_model.safetensors): train it with modules_to_save, as FineTuneOperator does"
+                )
 
 
 def materialize_model(store: Any, source: str, dest: Path) -> tuple[Path, Path | None, Any]:

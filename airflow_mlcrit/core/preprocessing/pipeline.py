@@ -459,9 +459,15 @@ def load_user_pipeline(spec: str) -> Any:
 
 
 def run_preprocess(
-    cfg: PreprocessConfig | dict[str, Any], *, store: Any = None, workdir: str | Path
+    cfg: PreprocessConfig | dict[str, Any],
+    *,
+    store: Any = None,
+    workdir: str | Path,
+    on_started: Any = None,
 ) -> PreprocessResult:
-    """Validate inputs, build the pipeline, run it on the configured runner, return the outputs."""
+    """Validate inputs, build the pipeline, run it on the configured runner, return the outputs.
+    ``on_started`` gets the PipelineResult as soon as the runner returns one (a remote runner's
+    job to cancel), before waiting for it to finish."""
     try:
         import apache_beam as beam
     except ImportError:
@@ -487,42 +493,46 @@ def run_preprocess(
         c = cfg.to_dict()
         started = time.monotonic()
         options = pipeline_options(cfg.runner, cfg.pipeline_options)
-        with beam.Pipeline(options=options) as p:
-            batches = p | "Read" >> beam.Create(splits, reshuffle=True) | "Batches" >> beam.FlatMap(read_split)
-            if user_fn is not None:
-                outputs = user_fn(batches | "Records" >> beam.FlatMap(lambda b: b.to_pylist()), c)
-                if not isinstance(outputs, dict):
-                    outputs = {"train": outputs}
-                out_schema = schema
-                outputs = {
-                    name: pc
-                    | f"ToBatch_{name}" >> beam.BatchElements(min_batch_size=1024, max_batch_size=8192)
-                    | f"Table_{name}" >> beam.Map(_records_to_table, out_schema)
-                    for name, pc in outputs.items()
-                }
-            else:
-                out_schema = output_schema(schema, cfg)
-                outputs = _builtin(beam, batches, cfg, c, out_schema, out_dir, cfg.text_column in schema.names, fmt_fn)
-            counts = []
-            for name, tables in outputs.items():
-                _ = tables | f"Write_{name}" >> beam.io.WriteToParquetBatched(
-                    str(out_dir / name / "part"),
-                    out_schema,
-                    num_shards=cfg.shards_per_split,
-                    file_name_suffix=".parquet",
-                )
-                counts.append(
-                    tables
-                    | f"Rows_{name}" >> beam.Map(lambda t: t.num_rows)
-                    | f"Count_{name}" >> beam.CombineGlobally(sum)
-                    | f"Key_{name}" >> beam.Map(lambda n, name=name: (name, n))
-                )
-            _ = (
-                counts
-                | "AllCounts" >> beam.Flatten()
-                | "CountsDict" >> beam.combiners.ToDict()
-                | "WriteCounts" >> beam.Map(_write_json, str(out_dir / COUNTS_FILE))
+        p = beam.Pipeline(options=options)
+        batches = p | "Read" >> beam.Create(splits, reshuffle=True) | "Batches" >> beam.FlatMap(read_split)
+        if user_fn is not None:
+            outputs = user_fn(batches | "Records" >> beam.FlatMap(lambda b: b.to_pylist()), c)
+            if not isinstance(outputs, dict):
+                outputs = {"train": outputs}
+            out_schema = schema
+            outputs = {
+                name: pc
+                | f"ToBatch_{name}" >> beam.BatchElements(min_batch_size=1024, max_batch_size=8192)
+                | f"Table_{name}" >> beam.Map(_records_to_table, out_schema)
+                for name, pc in outputs.items()
+            }
+        else:
+            out_schema = output_schema(schema, cfg)
+            outputs = _builtin(beam, batches, cfg, c, out_schema, out_dir, cfg.text_column in schema.names, fmt_fn)
+        counts = []
+        for name, tables in outputs.items():
+            _ = tables | f"Write_{name}" >> beam.io.WriteToParquetBatched(
+                str(out_dir / name / "part"),
+                out_schema,
+                num_shards=cfg.shards_per_split,
+                file_name_suffix=".parquet",
             )
+            counts.append(
+                tables
+                | f"Rows_{name}" >> beam.Map(lambda t: t.num_rows)
+                | f"Count_{name}" >> beam.CombineGlobally(sum)
+                | f"Key_{name}" >> beam.Map(lambda n, name=name: (name, n))
+            )
+        _ = (
+            counts
+            | "AllCounts" >> beam.Flatten()
+            | "CountsDict" >> beam.combiners.ToDict()
+            | "WriteCounts" >> beam.Map(_write_json, str(out_dir / COUNTS_FILE))
+        )
+        result = p.run()
+        if on_started is not None:
+            on_started(result)
+        result.wait_until_finish()
         row_counts = json.loads((out_dir / COUNTS_FILE).read_text())
         analyzers_path = out_dir / ANALYZERS_FILE
         analyzers = json.loads(analyzers_path.read_text()) if analyzers_path.exists() else {}

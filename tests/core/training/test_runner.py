@@ -100,3 +100,57 @@ def test_the_training_child_dies_with_its_task_process():
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child)
+
+
+@pytest.mark.timeout(300)
+def test_a_child_that_writes_a_mebibyte_to_stderr_finishes(tiny_bert, train_file, tmp_path, monkeypatch):
+    """stderr goes to a file: a pipe that nobody drains while stdout is read blocks the child once
+    it holds 64 KiB, and the task hangs. A sitecustomize makes the real child write 1 MiB first."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sys\nfor _ in range(1024):\n    sys.stderr.write('w' * 1023 + '\\n')\nsys.stderr.flush()\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", f"{site}:{Path.cwd()}")
+    store = open_store(tmp_path / "store")
+    cfg = {"base_model": tiny_bert, **CFG, "max_steps": 2}
+    result = run_training(cfg, train_file, workdir=tmp_path / "run", store=store, ckpt_key="checkpoint/noisy")
+    assert result.metrics["steps"] == 2
+    assert (tmp_path / "run" / "stderr.log").stat().st_size >= 1024 * 1024
+
+
+def test_stop_training_ends_the_whole_process_group(tiny_bert, train_file, tmp_path):
+    """on_kill's stop: the child and everything it started (torchrun ranks) get SIGTERM, then SIGKILL."""
+    import os
+    import threading
+
+    from airflow_mlcrit.core.training.runner import stop_training
+
+    store = open_store(tmp_path / "store")
+    cfg = {"base_model": tiny_bert, **CFG, "max_steps": 100000, "log_every": 1}
+    procs, errors = [], []
+
+    def train():
+        try:
+            run_training(
+                cfg,
+                train_file,
+                workdir=tmp_path / "run",
+                store=store,
+                ckpt_key="checkpoint/x",
+                spawned=procs.append,
+                on_event=lambda e: started.set(),
+            )
+        except MlcritError as exc:
+            errors.append(exc)
+
+    started = threading.Event()
+    thread = threading.Thread(target=train)
+    thread.start()
+    assert started.wait(120)
+    stop_training(procs[0], grace=5)
+    thread.join(60)
+    assert not thread.is_alive() and procs[0].returncode is not None
+    with pytest.raises(ProcessLookupError):
+        os.killpg(procs[0].pid, 0)  # nothing of the group is left
+    assert "exited with code" in str(errors[0])
