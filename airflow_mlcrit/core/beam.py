@@ -40,10 +40,18 @@ def pipeline_options(runner: str | None, options: dict[str, Any] | None) -> Any:
         raise ConfigError(f"invalid Beam pipeline options {options!r} for runner {runner or 'FnApiRunner'!r}") from None
 
 
-def stop_pipeline(result: Any) -> list[str]:
-    """Stop a Beam pipeline this process runs: cancel its job (remote runners), then end every
-    worker process this process started (FnApiRunner's and the portable runner's local workers),
-    SIGTERM then SIGKILL. Returns what was done, for the log."""
+def child_pids() -> set[int]:
+    """The processes this process has started and that still run (recursively)."""
+    import psutil
+
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def stop_pipeline(result: Any, spare: set[int]) -> list[str]:
+    """Stop a Beam pipeline this process runs: cancel its job (remote runners), then end the
+    worker processes started since ``spare`` was taken (``child_pids()`` before the run), SIGTERM
+    then SIGKILL: FnApiRunner's and the portable runner's local workers, nothing else this process
+    runs. Returns what was done, for the log."""
     import psutil
 
     done = []
@@ -53,7 +61,7 @@ def stop_pipeline(result: Any) -> list[str]:
             done.append("job cancelled")
         except Exception as exc:  # FnApiRunner has no cancel: its work is in the processes below
             done.append(f"cancel not supported ({type(exc).__name__})")
-    children = psutil.Process().children(recursive=True)
+    children = [p for p in psutil.Process().children(recursive=True) if p.pid not in spare]
     for child in children:
         try:
             child.terminate()

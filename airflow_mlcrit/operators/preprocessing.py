@@ -49,6 +49,9 @@ class BeamPreprocessOperator(DatasetStepOperator):
             return self._summary(done, done.metadata)
         self.log.info("running Beam pipeline on %s (runner %s)", source, cfg.runner or "FnApiRunner")
         with tempfile.TemporaryDirectory(prefix="mlcrit-preprocess-") as tmp:
+            from airflow_mlcrit.core.beam import child_pids
+
+            self._before = child_pids()  # on_kill ends only the processes the pipeline starts
             self._running = True
             result = run_preprocess(cfg, store=self.store, workdir=tmp, on_started=self._started)
             self._running = False
@@ -105,6 +108,7 @@ class BeamPreprocessOperator(DatasetStepOperator):
 
     _running = False
     _pipeline_result: Any = None
+    _before: frozenset[int] = frozenset()
 
     def _started(self, result: Any) -> None:
         self._pipeline_result = result
@@ -114,7 +118,8 @@ class BeamPreprocessOperator(DatasetStepOperator):
         if self._running:
             from airflow_mlcrit.core.beam import stop_pipeline
 
-            self.log.info("stopping the Beam pipeline: %s", "; ".join(stop_pipeline(self._pipeline_result)))
+            done = stop_pipeline(self._pipeline_result, spare=self._before)
+            self.log.info("stopping the Beam pipeline: %s", "; ".join(done))
 
     @staticmethod
     def _summary(out: Any, m: dict[str, Any]) -> BeamPreprocessResult:

@@ -21,21 +21,35 @@ SUITE = {
 }
 
 
-@pytest.fixture
-def models(store_root, tmp_path, tiny_bert):
-    """base_model/tiny-bert@v1 and two LoRA adapters of it: v1 barely trained, v2 trained well."""
+@pytest.fixture(scope="module")
+def trained_adapters(tmp_path_factory, tiny_bert):
+    """Two LoRA adapters of tiny-bert, trained once per module (deterministic: the same seed and
+    data give the same weights): 2 steps (barely trained) and 60 steps (trained well)."""
     from airflow_mlcrit.core.training.finetune import finetune
 
-    store = open_store(store_root)
-    store.put("base_model/tiny-bert", tiny_bert)
-    sentiment(256).to_parquet(tmp_path / "train.parquet", index=False)
-    for steps in (2, 60):
-        result = finetune(
+    work = tmp_path_factory.mktemp("adapters")
+    sentiment(256).to_parquet(work / "train.parquet", index=False)
+    return [
+        finetune(
             {"base_model": tiny_bert, "max_steps": steps, "batch_size": 16, "learning_rate": 2e-2, "max_length": 16},
-            str(tmp_path / "train.parquet"),
-            workdir=tmp_path / f"train-{steps}",
+            str(work / "train.parquet"),
+            workdir=work / f"train-{steps}",
+        ).output_dir
+        for steps in (2, 60)
+    ]
+
+
+@pytest.fixture
+def models(store_root, tmp_path, tiny_bert, trained_adapters):
+    """base_model/tiny-bert@v1 and two LoRA adapters of it: v1 barely trained, v2 trained well."""
+    store = open_store(store_root)
+    base = store.put("base_model/tiny-bert", tiny_bert)
+    for output_dir in trained_adapters:
+        store.put(
+            "adapter/sentiment",
+            output_dir,
+            metadata={"base_model": "base_model/tiny-bert@v1", "base_model_digest": base.digest},
         )
-        store.put("adapter/sentiment", result.output_dir, metadata={"base_model": "base_model/tiny-bert@v1"})
     frame = sentiment(240, seed=7)
     frame["region"] = np.repeat(["CA", "NE", "TX"], 80)
     frame.to_parquet(tmp_path / "eval.parquet", index=False)

@@ -252,5 +252,9 @@ def test_a_timed_out_sagemaker_fine_tune_stops_its_job(
     )
     assert task_states(dr)["finetune"] == ("failed", 1)
     client = moto_server.client("sagemaker")
-    [job] = client.list_training_jobs()["TrainingJobSummaries"]
-    assert client.describe_training_job(TrainingJobName=job["TrainingJobName"])["TrainingJobStatus"] == "Stopped"
+    jobs = [
+        client.describe_training_job(TrainingJobName=j["TrainingJobName"])
+        for j in client.list_training_jobs()["TrainingJobSummaries"]
+    ]
+    [job] = [j for j in jobs if tmp_path.name in j["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"]]
+    assert job["TrainingJobStatus"] == "Stopped"
