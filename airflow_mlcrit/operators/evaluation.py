@@ -184,7 +184,7 @@ class EvaluateModelOperator(DatasetStepOperator):
         """(candidate, its manifest, baseline, its manifest, baseline ref): scorers, predictions
         read from columns, or a reused evaluation's predictions."""
         from airflow_mlcrit.core.evaluation.evaluate import predictions_from_table
-        from airflow_mlcrit.core.evaluation.inference import ModelScorer, materialize_model
+        from airflow_mlcrit.core.evaluation.inference import Lazy, ModelScorer, materialize_model
         from airflow_mlcrit.core.tables import is_artifact_ref
 
         opts = {
@@ -196,11 +196,18 @@ class EvaluateModelOperator(DatasetStepOperator):
         }
 
         def load(ref: str, where: str, predicted_in: str | None) -> tuple[Any, Any]:
-            """(scorer, or None when the predictions are an eval column; manifest or None)."""
+            """(scorer, or None when the predictions are an eval column; manifest or None). The
+            version is pinned now; its files are fetched and loaded only when it first scores."""
+            manifest = self.store.resolve(ref) if is_artifact_ref(ref.split("@")[0]) else None
             if predicted_in:  # a tabular / batch-scored model: only its identity is needed
-                return None, self.store.resolve(ref) if is_artifact_ref(ref.split("@")[0]) else None
-            path, base, manifest = materialize_model(self.store, ref, work / where)
-            return ModelScorer(path, base_path=base, **opts), manifest
+                return None, manifest
+            pinned = str(manifest.ref) if manifest is not None else ref
+
+            def build() -> Any:
+                path, base, _ = materialize_model(self.store, pinned, work / where)
+                return ModelScorer(path, base_path=base, **opts)
+
+            return Lazy(build), manifest
 
         candidate, cand_m = load(self.candidate, "candidate", cfg.prediction_column)
         if cand_m is not None:

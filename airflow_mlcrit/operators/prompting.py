@@ -132,7 +132,10 @@ class PromptEvaluationOperator(EvaluateModelOperator):
 
     def _models(self, cfg: Any, work: Path, data_manifest: Any) -> tuple[Any, Any, Any, Any, str | None]:
         refs = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
-        backend = self._backend(cfg, work)
+        from airflow_mlcrit.core.evaluation.inference import Lazy
+
+        # loaded on first use: a retry that finds its evaluation committed loads no model
+        backend = Lazy(lambda: self._backend(cfg, work), kind=self.backend)
         embed = None
         if self.few_shot_encoder:
             from airflow_mlcrit.core.prompting.backends import EncoderBackend

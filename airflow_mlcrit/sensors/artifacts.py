@@ -93,26 +93,43 @@ class ArtifactVersionSensor(MlcritLineageMixin, BaseSensorOperator):
 
 class DataDriftSensor(ArtifactVersionSensor):
     """Wait until a new version of a dataset drifts from the one before it: each new version is
-    profiled and compared with its predecessor's profile (JS divergence for numbers and text,
-    L-infinity for categories, per-column thresholds); a version within the thresholds is noted
-    and the wait goes on. Returns ``{"ref", "baseline", "drifted": [{column, measure, value,
-    limit}]}``, so a downstream task (TriggerDagRunOperator, say) can retrain on it.
+    profiled and compared with its predecessor's profile by the same rule as
+    ``ValidateDataOperator``'s drift check (JS divergence for numbers and text, L-infinity for
+    categories, PSI where a limit is set; per-column overrides); a version within the thresholds
+    is noted and the wait goes on. Returns ``{"ref", "baseline", "drifted": [{column, measure,
+    value, limit}]}``, so a downstream task (TriggerDagRunOperator, say) can retrain on it.
 
     :param columns: columns to compare; None: every column both versions have. (templated)
-    :param thresholds: ``{"js_divergence": 0.1, "linf": 0.1}`` and per-column overrides under
-        ``{"columns": {name: {...}}}``. (templated)
+    :param thresholds: limits by measure, as ``ValidationConfig.drift_thresholds``:
+        ``{"js_divergence": 0.1, "linf": 0.1, "psi": 0.2}``. (templated)
+    :param column_thresholds: per-column overrides, as ``ValidationConfig.column_thresholds``:
+        ``{"amount": {"js_divergence": 0.3}}``. (templated)
     """
 
-    template_fields: Sequence[str] = (*ArtifactVersionSensor.template_fields, "columns", "thresholds")
+    template_fields: Sequence[str] = (
+        *ArtifactVersionSensor.template_fields,
+        "columns",
+        "thresholds",
+        "column_thresholds",
+    )
 
-    def __init__(self, *, columns: list[str] | None = None, thresholds: dict[str, Any] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        columns: list[str] | None = None,
+        thresholds: dict[str, float] | None = None,
+        column_thresholds: dict[str, dict[str, float]] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.columns = columns
         self.thresholds = thresholds or {"js_divergence": 0.1, "linf": 0.1}
+        self.column_thresholds = column_thresholds or {}
 
     def _drift(self, version: int) -> dict[str, Any] | None:
-        from airflow_mlcrit.core.validation.drift import compare, finite
+        from airflow_mlcrit.core.validation.drift import exceeded
         from airflow_mlcrit.core.validation.statistics import compute_statistics
+        from airflow_mlcrit.core.validation.validate import ValidationConfig
 
         store = self.store
         earlier = [v for v in store.versions(self.artifact) if v < version]
@@ -122,16 +139,12 @@ class DataDriftSensor(ArtifactVersionSensor):
             compute_statistics({"source": f"{self.artifact}@v{v}"}, store=store).statistics
             for v in (earlier[-1], version)
         ]
-        limits = {k: v for k, v in self.thresholds.items() if k != "columns"}
-        drifted = []
-        for column in self.columns or sorted(set(stats[0]["columns"]) & set(stats[1]["columns"])):
-            distance = compare(stats[0], stats[1], column)
-            if distance is None:
-                continue
-            limit = {**limits, **self.thresholds.get("columns", {}).get(column, {})}.get(distance["measure"])
-            value = distance.get(distance["measure"])
-            if limit is not None and finite(value) and value > limit:
-                drifted.append({"column": column, "measure": distance["measure"], "value": value, "limit": limit})
+        # the same typed limits as ValidateDataOperator's: a typo or a string is a ConfigError
+        cfg = ValidationConfig.from_dict(
+            {"source": self.artifact, "drift_thresholds": self.thresholds, "column_thresholds": self.column_thresholds}
+        )
+        columns = self.columns or sorted(set(stats[0]["columns"]) & set(stats[1]["columns"]))
+        drifted = exceeded(stats[0], stats[1], columns, cfg.drift_thresholds, cfg.column_thresholds)
         self.log.info(
             "%s@v%s vs v%s: %s",
             self.artifact,

@@ -137,11 +137,12 @@ def test_a_retry_after_the_commit_reuses_the_outputs_instead_of_recomputing(
     from airflow.utils.session import create_session
 
     import airflow_mlcrit.core.evaluation.evaluate as evaluation
+    import airflow_mlcrit.core.evaluation.inference as inference
     import airflow_mlcrit.core.preprocessing.pipeline as pipeline
     import airflow_mlcrit.core.training.runner as runner
     import airflow_mlcrit.core.validation.statistics as statistics
 
-    calls = {"beam": 0, "training": 0, "statistics": 0, "evaluation": 0}
+    calls = {"beam": 0, "training": 0, "statistics": 0, "evaluation": 0, "model loads": 0}
 
     def counted(fn, what):
         def wrapper(*args, **kwargs):
@@ -154,13 +155,15 @@ def test_a_retry_after_the_commit_reuses_the_outputs_instead_of_recomputing(
     monkeypatch.setattr(runner, "run_training", counted(runner.run_training, "training"))
     monkeypatch.setattr(statistics, "compute_statistics", counted(statistics.compute_statistics, "statistics"))
     monkeypatch.setattr(evaluation, "evaluate", counted(evaluation.evaluate, "evaluation"))
+    monkeypatch.setattr(inference, "ModelScorer", counted(inference.ModelScorer, "model loads"))
     store = open_store(store_root)
     sentiment(200).to_parquet(tmp_path / "train.parquet", index=False)
     store.put("dataset/reviews", tmp_path / "train.parquet")
     dr = run_dag("test_mlcrit_retry_expensive", {"data": "dataset/reviews@v1", "base": tiny_bert})
     assert dr.state == "success"
     assert task_states(dr) == {t: ("success", 2) for t in ("preprocess", "finetune", "evaluate", "statistics")}
-    assert calls == {"beam": 1, "training": 1, "statistics": 1, "evaluation": 1}
+    # the evaluation's retry loads no model (one load: the first try's candidate; no baseline)
+    assert calls == {"beam": 1, "training": 1, "statistics": 1, "evaluation": 1, "model loads": 1}
     outputs = ("transformed_dataset/reviews", "adapter/sentiment", "statistics/reviews", "evaluation/sentiment")
     for key in ("transform_contract/reviews", *outputs):
         assert store.versions(key) == [1]

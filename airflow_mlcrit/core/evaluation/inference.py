@@ -149,6 +149,22 @@ class ModelScorer:
         return np.array(out)
 
 
+class Lazy:
+    """Builds the wrapped object on first use. An evaluation resolves its models first and loads
+    them only to score: a retry that finds its evaluation committed loads none."""
+
+    def __init__(self, build: Any, **known: Any):
+        self._build, self._obj = build, None
+        self.__dict__.update(known)  # attributes answered without building (a backend's kind)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if self._obj is None:
+            self._obj = self._build()
+        return getattr(self._obj, name)
+
+
 @contextlib.contextmanager
 def _quiet_loading_report(transformers: Any) -> Any:
     logger = transformers.utils.logging.get_logger("transformers.modeling_utils")

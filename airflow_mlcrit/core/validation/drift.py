@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -84,3 +85,27 @@ def compare(baseline: dict[str, Any], current: dict[str, Any], column: str) -> d
 
 def finite(x: float | None) -> bool:
     return x is not None and not math.isnan(x)
+
+
+def exceeded(
+    reference: dict[str, Any],
+    current: dict[str, Any],
+    columns: Iterable[str],
+    thresholds: dict[str, float],
+    column_thresholds: dict[str, dict[str, float]] | None = None,
+) -> list[dict[str, Any]]:
+    """Every column whose distance from ``reference`` is above its limit: the column kind's own
+    measure (JS divergence for numbers and text, L-infinity for categories) and PSI, each where a
+    limit is set (``thresholds``, overridden per column by ``column_thresholds``). One entry per
+    measure over its limit: ``{column, measure, value, limit}``."""
+    out = []
+    for column in columns:
+        distance = compare(reference, current, column)
+        if distance is None:
+            continue
+        limits = {**thresholds, **(column_thresholds or {}).get(column, {})}
+        for measure in (distance["measure"], "psi"):
+            limit, value = limits.get(measure), distance.get(measure)
+            if limit is not None and finite(value) and value > limit:
+                out.append({"column": column, "measure": measure, "value": value, "limit": limit})
+    return out

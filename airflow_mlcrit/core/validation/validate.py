@@ -80,6 +80,12 @@ class ValidationConfig(Config):
             self.default_policy in ("fail", "warn"),
             f"ValidationConfig.default_policy must be 'fail' or 'warn', got {self.default_policy!r}",
         )
+        measures = ("js_divergence", "linf", "psi")
+        for where, limits in [("drift_thresholds", self.drift_thresholds)] + [
+            (f"column_thresholds[{c!r}]", v) for c, v in self.column_thresholds.items()
+        ]:
+            unknown = sorted(set(limits) - set(measures))
+            require(not unknown, f"ValidationConfig.{where} has unknown measure(s) {unknown}; measures: {measures}")
         for check, policy in self.policies.items():
             require(check in CHECKS, f"ValidationConfig.policies: unknown check {check!r}; checks: {', '.join(CHECKS)}")
             require(
@@ -558,26 +564,18 @@ def _dataset_findings(
     for check, reference in (("drift", baseline), ("skew", training)):
         if reference is None:
             continue
-        for name in present:
-            distance = drift_mod.compare(reference, stats, name)
-            if distance is None:
-                continue
-            measure = distance["measure"]
-            limits = {**cfg.drift_thresholds, **cfg.column_thresholds.get(name, {})}
-            for key in (measure, "psi"):
-                limit, value = limits.get(key), distance.get(key)
-                if limit is not None and drift_mod.finite(value) and value > limit:
-                    findings.append(
-                        Finding(
-                            check,
-                            name,
-                            cfg.policy(check),
-                            f"{key} vs the {'baseline' if check == 'drift' else 'training'} "
-                            "statistics is above the threshold",
-                            observed=round(value, 6),
-                            expected=f"<= {limit}",
-                        )
-                    )
+        for hit in drift_mod.exceeded(reference, stats, present, cfg.drift_thresholds, cfg.column_thresholds):
+            findings.append(
+                Finding(
+                    check,
+                    hit["column"],
+                    cfg.policy(check),
+                    f"{hit['measure']} vs the {'baseline' if check == 'drift' else 'training'} "
+                    "statistics is above the threshold",
+                    observed=round(hit["value"], 6),
+                    expected=f"<= {hit['limit']}",
+                )
+            )
     for name, limit in cfg.text_length_limits.items():
         col = present.get(name)
         if col is None or col["kind"] != "text":

@@ -235,3 +235,16 @@ def test_great_expectations_suite_from_schema_with_data_docs(tmp_path, baseline)
     assert len(result.report["expectations"]) == 14  # exist + not_null per column, domain/range where known
     assert (result.data_docs_dir / "index.html").is_file()
     assert ("expectations", "region") in _kinds(result)
+
+
+def test_a_misspelt_drift_measure_is_a_config_error():
+    from airflow_mlcrit.core.validation.validate import ValidationConfig
+
+    with pytest.raises(
+        ConfigError, match=re.escape("ValidationConfig.drift_thresholds has unknown measure(s) ['js_divergance']")
+    ):
+        ValidationConfig.from_dict({"source": "x", "drift_thresholds": {"js_divergance": 0.1}})
+    with pytest.raises(
+        ConfigError, match=re.escape("ValidationConfig.column_thresholds['amount'] has unknown measure(s) ['ks']")
+    ):
+        ValidationConfig.from_dict({"source": "x", "column_thresholds": {"amount": {"ks": 0.1}}})
