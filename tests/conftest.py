@@ -13,6 +13,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two test workers share the cores: one compute thread each (and in every process they start),
+    # or torch's per-core thread pools oversubscribe them and everything slows several times over
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
 _HOME = Path(tempfile.mkdtemp(prefix="mlcrit-airflow-home-"))
 os.environ.update(
     {

@@ -21,15 +21,22 @@ def checkpoint_key(output_name: str, idempotency_key: str) -> str:
     return f"checkpoint/{output_name}-{hashlib.sha256(idempotency_key.encode()).hexdigest()[:12]}"
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL it when the task process dies (Linux). A task killed by
-    the OOM killer or a worker shutdown must not leave training running, holding the GPU, while
-    its retry starts."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """For the child, before exec: SIGKILL it when the task process ``parent`` dies (Linux). A
+    task killed by the OOM killer or a worker shutdown must not leave training running, holding
+    the GPU, while its retry starts. A parent that died between the fork and the prctl sends no
+    signal: the child sees it has been reparented and ends itself."""
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    def arm() -> None:
+        if sys.platform.startswith("linux"):
+            import ctypes
+            import signal
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            if os.getppid() != parent:
+                os._exit(137)
+
+    return arm
 
 
 def _tail(path: Path, limit: int = 64 * 1024) -> str:
@@ -110,7 +117,7 @@ def run_training(
             stderr=stderr_file,
             text=True,
             env=dict(os.environ),
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent(os.getpid()),
             start_new_session=True,
         )
     if spawned:

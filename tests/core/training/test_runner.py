@@ -85,9 +85,9 @@ def test_the_training_child_dies_with_its_task_process():
     import subprocess
 
     code = (
-        "import subprocess, sys, time\n"
+        "import os, subprocess, sys, time\n"
         "from airflow_mlcrit.core.training.runner import _die_with_parent\n"
-        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], preexec_fn=_die_with_parent)\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], preexec_fn=_die_with_parent(os.getpid()))\n"
         "print(p.pid, flush=True)\n"
         "time.sleep(120)\n"
     )
@@ -100,6 +100,21 @@ def test_the_training_child_dies_with_its_task_process():
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_a_child_whose_parent_died_before_the_prctl_ends_itself():
+    """The race: a task killed between the fork and the prctl sends no death signal. The child
+    checks it still has the parent it was forked from (here: a pid that is not its parent)."""
+    import os
+    import subprocess
+
+    from airflow_mlcrit.core.training.runner import _die_with_parent
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"], preexec_fn=_die_with_parent(os.getpid() + 10**7)
+    )
+    assert child.wait(timeout=10) == 137
 
 
 @pytest.mark.timeout(300)
