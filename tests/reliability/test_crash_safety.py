@@ -54,6 +54,7 @@ class DagsTest:
     """One dag.test() of reliability_crash, with its stage start/end times from the log."""
 
     def __init__(self, env: dict, base: str):
+        self.env = env
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", RUN, json.dumps({"base": base})],
@@ -100,7 +101,7 @@ class DagsTest:
         self.proc.wait()
         hit = "after" if stage in self.ended else "inside"
         time.sleep(1)  # a child with PR_SET_PDEATHSIG dies at once; give it a moment to be reaped
-        orphans = _training_processes()
+        orphans = _training_processes(self.env["TMPDIR"])
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)  # the rest of the group, if any
         assert not orphans, f"training outlived its killed task: {orphans}"
@@ -111,20 +112,23 @@ class DagsTest:
         return "".join(self.lines)
 
 
-def _training_processes() -> list[str]:
+def _training_processes(tmpdir: str) -> list[str]:
+    """Training children of this run (their work dir is under the run's own TMPDIR; tests on the
+    other xdist worker train too)."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "airflow_mlcrit.core.training.worker" in cmd and "mlcrit-finetune-" in cmd:
+        if "airflow_mlcrit.core.training.worker" in cmd and f"{tmpdir}/mlcrit-finetune-" in cmd:
             found.append(f"{proc.name}: {cmd}")
     return found
 
 
 def _home(root: Path, tiny_bert: str) -> dict:
-    env = airflow_home(root, dags=DAGS)
+    (root / "tmp").mkdir(exist_ok=True)
+    env = airflow_home(root, dags=DAGS, TMPDIR=str(root / "tmp"))
     store = open_store(root / "artifacts")
     sentiment(240, seed=1).to_parquet(root / "train.parquet", index=False)
     sentiment(80, seed=9).to_parquet(root / "golden.parquet", index=False)
