@@ -183,13 +183,8 @@ def _emulate_instance(moto_server, tiny_bert, workdir, outcome):
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("outcome", ["Completed", "AlgorithmError: loss became NaN"])
-def test_fine_tune_operator_defers_on_a_sagemaker_job(
-    aws_conn, moto_server, tiny_bert, tmp_path, monkeypatch, airflow_db, outcome
-):
-    from airflow_mlcrit.core.artifacts import open_store
-    from tests.airflow.conftest import run_dag, task_states
-    from tests.helpers.models import sentiment
-
+def _s3_store_connection(monkeypatch, moto_server, tmp_path):
+    """The ``s3_store`` connection: an mlcrit store under this test's own prefix of ml-store."""
     monkeypatch.setenv(
         "AIRFLOW_CONN_S3_STORE",
         json.dumps(
@@ -205,6 +200,16 @@ def test_fine_tune_operator_defers_on_a_sagemaker_job(
             }
         ),
     )
+
+
+def test_fine_tune_operator_defers_on_a_sagemaker_job(
+    aws_conn, moto_server, tiny_bert, tmp_path, monkeypatch, airflow_db, outcome
+):
+    from airflow_mlcrit.core.artifacts import open_store
+    from tests.airflow.conftest import run_dag, task_states
+    from tests.helpers.models import sentiment
+
+    _s3_store_connection(monkeypatch, moto_server, tmp_path)
     sentiment(64).to_parquet(tmp_path / "data.parquet", index=False)
     thread = _emulate_instance(moto_server, tiny_bert, tmp_path, outcome)
     dr = run_dag(
@@ -231,21 +236,7 @@ def test_a_timed_out_sagemaker_fine_tune_stops_its_job(
     from tests.airflow.conftest import run_dag, task_states
     from tests.helpers.models import sentiment
 
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_S3_STORE",
-        json.dumps(
-            {
-                "conn_type": "mlcrit",
-                "login": "testing",
-                "password": "testing",
-                "extra": {
-                    "root": f"s3://ml-store/{tmp_path.name}",
-                    "endpoint_url": moto_server.endpoint_url,
-                    "region_name": "us-east-1",
-                },
-            }
-        ),
-    )
+    _s3_store_connection(monkeypatch, moto_server, tmp_path)
     sentiment(64).to_parquet(tmp_path / "data.parquet", index=False)
     dr = run_dag(
         "test_mlcrit_sagemaker_timeout", {"data": str(tmp_path / "data.parquet"), "base": tiny_bert, "options": OPTIONS}
