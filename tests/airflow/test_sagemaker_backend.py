@@ -182,7 +182,6 @@ def _emulate_instance(moto_server, tiny_bert, workdir, outcome):
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("outcome", ["Completed", "AlgorithmError: loss became NaN"])
 def _s3_store_connection(monkeypatch, moto_server, tmp_path):
     """The ``s3_store`` connection: an mlcrit store under this test's own prefix of ml-store."""
     monkeypatch.setenv(
@@ -202,6 +201,7 @@ def _s3_store_connection(monkeypatch, moto_server, tmp_path):
     )
 
 
+@pytest.mark.parametrize("outcome", ["Completed", "AlgorithmError: loss became NaN"])
 def test_fine_tune_operator_defers_on_a_sagemaker_job(
     aws_conn, moto_server, tiny_bert, tmp_path, monkeypatch, airflow_db, outcome
 ):
