@@ -89,3 +89,21 @@ def store(store_spec):
 
     root, options = store_spec
     return open_store(root, **options)
+
+
+# The longest modules first: on two xdist workers (whole modules each, --dist loadscope) the
+# scheduler e2e alone takes about as long as everything else, so it must not start last.
+_LONGEST_FIRST = (
+    "tests/e2e/test_scheduler.py",
+    "tests/e2e/test_example_dags.py",
+    "tests/reliability/test_crash_safety.py",
+    "tests/reliability/test_bad_input.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return _LONGEST_FIRST.index(path) if path in _LONGEST_FIRST else len(_LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a module and among the rest is kept
