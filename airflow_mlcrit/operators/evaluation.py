@@ -397,12 +397,12 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
 def _check_facet(check: dict[str, Any]) -> dict[str, Any]:
     """A gate check for the blessing facet: unknown values absent (never null, which OpenLineage's
     serializer would strip, silently shortening a ``ci`` pair to one number)."""
+    from airflow_mlcrit.core.lineage import without_nulls
+
     keys = ("kind", "status", "message", "metric", "slice", "observed", "limit")
-    out = {k: check[k] for k in keys if check.get(k) is not None}
     ci = check.get("ci")
-    if ci and all(v is not None for v in ci):
-        out["ci"] = list(ci)
-    return out
+    whole = bool(ci) and all(v is not None for v in ci)  # half an interval is no interval
+    return without_nulls({**{k: check.get(k) for k in keys}, "ci": list(ci) if whole else None})
 
 
 class _AliasOperator(MlcritBaseOperator):
@@ -496,7 +496,7 @@ class PromoteModelOperator(_AliasOperator):
             return self._record(move, proof)
         move, proof = promote(
             self.store,
-            self.candidate,
+            str(target.ref),  # the version resolved above, once: @latest cannot move in between
             self.alias,
             reason=self.reason,
             blessing=self.blessing,

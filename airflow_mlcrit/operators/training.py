@@ -106,6 +106,7 @@ class FineTuneOperator(DatasetStepOperator):
         if is_artifact_ref(cfg.base_model.split("@")[0]):
             base = self.read_input(cfg.base_model)
             pins["base"], pins["base_digest"] = str(base.ref), base.digest
+        pins["base_model"] = pins["base"] or cfg.base_model  # what the model names as its base: pinned
         if pins["contract"]:
             self.read_input(pins["contract"])
         return pins
@@ -156,7 +157,7 @@ class FineTuneOperator(DatasetStepOperator):
                 on_event=self._log_event,
                 spawned=self._spawned,
                 provenance={
-                    "base_model": pins["base"] or self.base_model,
+                    "base_model": pins["base_model"],
                     "train": (f"{pins['data']}/{self.split}" if pins["transformed"] else pins["data"])
                     or pins["source"],
                 },
@@ -246,7 +247,7 @@ class FineTuneOperator(DatasetStepOperator):
                 "trainable_params": m.get("trainable_params"),
                 "method": cfg.method,
                 # pinned: kind/name@vN and its digest, so inference loads exactly this base
-                "base_model": pins["base"] or self.base_model,
+                "base_model": pins["base_model"],
                 "base_model_digest": pins["base_digest"],
                 "transform_contract": pins["contract"],
                 "backend": self.backend,
@@ -254,7 +255,7 @@ class FineTuneOperator(DatasetStepOperator):
             libraries=libraries,
             mlcrit_model=facet(
                 "mlcrit_model",
-                baseModel=pins["base"] or self.base_model,
+                baseModel=pins["base_model"],
                 baseModelDigest=pins["base_digest"],
                 task=cfg.task,
                 method=cfg.method,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_mlcrit.core.lineage import without_nulls
+
 UNDEFINED_REASON = "not defined on this slice (e.g. a class is absent, or the slice is empty)"
 
 
@@ -60,13 +62,4 @@ def evaluation_facet(result: dict[str, Any]) -> dict[str, Any]:
             for p in result.get("sensitivity") or []
         ],
     }
-    return _drop_nulls(fields)
-
-
-def _drop_nulls(obj: Any) -> Any:
-    """What the serializer will send, made explicit here: absent, never null."""
-    if isinstance(obj, dict):
-        return {k: _drop_nulls(v) for k, v in obj.items() if v is not None}
-    if isinstance(obj, list):
-        return [_drop_nulls(v) for v in obj if v is not None]
-    return obj
+    return without_nulls(fields)

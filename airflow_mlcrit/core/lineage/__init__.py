@@ -59,6 +59,16 @@ def schema_path(facet_key: str):
     return resources.files(__name__).joinpath("schemas", f"{CUSTOM_FACETS[facet_key]}.json")
 
 
+def without_nulls(obj: Any) -> Any:
+    """``obj`` with every null left out, as OpenLineage's client will send it (it drops nulls in
+    dicts and lists): a facet must never rely on a null to say something."""
+    if isinstance(obj, dict):
+        return {k: without_nulls(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list):
+        return [without_nulls(v) for v in obj if v is not None]
+    return obj
+
+
 def facet(facet_key: str, **fields: Any) -> dict[str, Any]:
     """A facet payload with the producer and schema URL filled in."""
     return {"_producer": PRODUCER, "_schemaURL": schema_url(facet_key), **fields}
