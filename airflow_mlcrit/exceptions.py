@@ -46,3 +46,12 @@ class MissingDependencyError(MlcritError, ImportError):
         super().__init__(f"{package} is required for this feature: pip install 'airflow-mlcrit[{extra}]'")
         self.package = package
         self.extra = extra
+
+
+def some(names: object, limit: int = 30) -> str:
+    """``names`` for an error message: the first ``limit`` of them, and how many more (a
+    100,000-column header must not make a 1 MB message)."""
+    names = list(names)  # type: ignore[call-overload]
+    if len(names) <= limit:
+        return repr(names)
+    return f"{names[:limit]!r} and {len(names) - limit:,} more"

@@ -272,11 +272,23 @@ def test_four_concurrent_retraining_runs_lose_no_alias_move(airflow, tmp_path):
     promotion that succeeded is in the history exactly once, each move starts where the previous
     one ended and from the very version its blessing judged the candidate against; a promotion
     whose baseline moved meanwhile failed with that conflict, and clearing it (re-evaluation
-    against the new production) lands it."""
+    against the new production) lands it.
+
+    What is raced here is promotion, not model quality: the runs train briefly and are judged on
+    300 golden rows by a lenient gate (both through the DAG's params, as a user would), so every
+    candidate is blessed and all four promotions race."""
+    import pandas as pd
+
     store = open_store(tmp_path / "artifacts")
     key = "adapter/support-sentiment"
     assert store.alias_version(key, "production") == 1
-    runs = [airflow.trigger("mlcrit_text_classifier", {"replicates": 200}) for _ in range(4)]
+    store.get("dataset/support-golden@v1", tmp_path / "golden")
+    golden = pd.read_parquet(tmp_path / "golden" / "golden.parquet").head(300)
+    golden.to_parquet(tmp_path / "golden-300.parquet", index=False)
+    small = store.put("dataset/support-golden-300", tmp_path / "golden-300.parquet")
+    lenient = {"thresholds": [{"metric": "accuracy", "change": "non_inferiority", "margin": 0.25}]}
+    conf = {"replicates": 200, "steps": 30, "golden": str(small.ref), "gate": lenient}
+    runs = [airflow.trigger("mlcrit_text_classifier", conf) for _ in range(4)]
     states = {}
     for run_id in runs:
         assert airflow.wait_run("mlcrit_text_classifier", run_id, timeout=900) in ("success", "failed")

@@ -11,14 +11,14 @@ from airflow_mlcrit.core.evaluation.behaviour import check_suite, run_suite, sen
 from airflow_mlcrit.core.evaluation.compute import Predictions, evaluate_predictions
 from airflow_mlcrit.core.evaluation.config import EvaluationConfig
 from airflow_mlcrit.core.evaluation.slicing import build_slices
-from airflow_mlcrit.exceptions import ConfigError, DataValidationError
+from airflow_mlcrit.exceptions import ConfigError, DataValidationError, some
 
 
 def truth_of(cfg: EvaluationConfig, frame: Any, labels: list[str] | None) -> np.ndarray:
     if cfg.label_column not in frame.columns:
         raise DataValidationError(
             f"EvaluationConfig.label_column {cfg.label_column!r} is not in the eval dataset; "
-            f"columns: {list(frame.columns)}"
+            f"columns: {some(frame.columns)}"
         )
     values = frame[cfg.label_column].tolist()
     if cfg.task == "regression":
@@ -43,7 +43,7 @@ def column_predictions(cfg: EvaluationConfig, frame: Any, column: str, labels: l
     """Predictions given as an eval dataset column (numbers, texts or label names)."""
     if column not in frame.columns:
         raise DataValidationError(
-            f"prediction column {column!r} is not in the eval dataset; columns: {list(frame.columns)}"
+            f"prediction column {column!r} is not in the eval dataset; columns: {some(frame.columns)}"
         )
     values = frame[column].tolist()
     if cfg.task == "regression":
@@ -88,7 +88,7 @@ def evaluate(
         for column in (cfg.label_column, cfg.prediction_column, cfg.baseline_prediction_column):
             if column and column not in frame.columns:
                 raise DataValidationError(
-                    f"column {column!r} is not in the eval dataset; columns: {list(frame.columns)}"
+                    f"column {column!r} is not in the eval dataset; columns: {some(frame.columns)}"
                 )
         columns = (cfg.label_column, cfg.prediction_column, cfg.baseline_prediction_column)
         seen = {str(v) for c in columns if c for v in frame[c]}
@@ -104,7 +104,7 @@ def evaluate(
     if cfg.text_column not in frame.columns and not isinstance(candidate, Predictions):
         raise DataValidationError(
             f"EvaluationConfig.text_column {cfg.text_column!r} is not in the eval dataset; "
-            f"columns: {list(frame.columns)}"
+            f"columns: {some(frame.columns)}"
         )
     label_names = labels if cfg.task == "classification" else None
     truth = truth_of(cfg, frame, label_names)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from airflow_mlcrit.exceptions import ConfigError, DataValidationError
+from airflow_mlcrit.exceptions import ConfigError, DataValidationError, some
 
 OVERALL = "overall"
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -47,7 +47,7 @@ def _feature(frame: Any, feature: Any, where: str) -> tuple[str, np.ndarray]:
     column = feature["column"]
     if column not in frame.columns:
         raise DataValidationError(
-            f"{where}: slice column {column!r} is not in the eval dataset; columns: {list(frame.columns)}"
+            f"{where}: slice column {column!r} is not in the eval dataset; columns: {some(frame.columns)}"
         )
     values = frame[column]
     kinds = [k for k in _TRANSFORMS if k in feature]

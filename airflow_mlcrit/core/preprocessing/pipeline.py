@@ -28,7 +28,7 @@ from airflow_mlcrit.core.preprocessing.batchops import (
 )
 from airflow_mlcrit.core.preprocessing.config import PreprocessConfig
 from airflow_mlcrit.core.preprocessing.textops import jaccard_estimate, lsh_bands, minhash, stable_hash
-from airflow_mlcrit.exceptions import ConfigError, DataValidationError, MissingDependencyError
+from airflow_mlcrit.exceptions import ConfigError, DataValidationError, MissingDependencyError, some
 
 COUNTS_FILE = "_row_counts.json"
 ANALYZERS_FILE = "_analyzers.json"
@@ -426,7 +426,7 @@ def check_inputs(cfg: PreprocessConfig, schema: Any) -> None:
     for field_name, column in needed.items():
         if column is not None and column not in names:
             raise DataValidationError(
-                f"PreprocessConfig.{field_name} is {column!r}, but the input has no such column; columns: {names}"
+                f"PreprocessConfig.{field_name} is {column!r}, but the input has no such column; columns: {some(names)}"
             )
     for column in [cfg.text_column, cfg.prompt_column, cfg.response_column]:
         if column in names and not (

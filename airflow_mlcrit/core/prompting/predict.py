@@ -10,7 +10,7 @@ import numpy as np
 
 from airflow_mlcrit.core.evaluation.compute import Predictions
 from airflow_mlcrit.core.prompting.prompt import ChainStep, check_chain, select_examples
-from airflow_mlcrit.exceptions import ConfigError, DataValidationError
+from airflow_mlcrit.exceptions import ConfigError, DataValidationError, some
 
 MODES = ("generate", "score_labels", "similarity")
 
@@ -57,7 +57,7 @@ class PromptPredictor:
         if missing:
             raise DataValidationError(
                 f"prompt {self.steps[0].ref} needs variable(s) {missing}, which the eval dataset lacks; "
-                f"columns: {list(frame.columns)}"
+                f"columns: {some(frame.columns)}"
             )
         available = set(frame.columns)
         for i, step in enumerate(self.steps[1:], start=1):

@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow_mlcrit.core.training.config import DEFAULT_TARGETS, FineTuneConfig
 from airflow_mlcrit.core.trust import refuse_remote_code
-from airflow_mlcrit.exceptions import ConfigError, DataValidationError, MissingDependencyError
+from airflow_mlcrit.exceptions import ConfigError, DataValidationError, MissingDependencyError, some
 
 METRICS_FILE = "training_metrics.json"
 LABELS_FILE = "labels.json"
@@ -49,7 +49,7 @@ def load_columns(source: str, columns: dict[str, str], store: Any = None) -> dic
                 if column not in names:
                     raise DataValidationError(
                         f"FineTuneConfig.{field_name} is {column!r}, but {table.description} has no such column; "
-                        f"columns: {names}"
+                        f"columns: {some(names)}"
                     )
                 out[field_name] += batch.column(column).to_pylist()
     return out

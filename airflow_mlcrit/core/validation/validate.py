@@ -68,6 +68,9 @@ class ValidationConfig(Config):
         default="fail", metadata={"help": "policy of a check that policies does not name"}
     )
     batch_size: int = field(default=65_536, metadata={"help": "rows per streamed batch"})
+    max_columns: int = field(
+        default=10_000, metadata={"help": "a wider table is refused before any check runs (as in statistics)"}
+    )
     sample_row_ids: int = field(default=5, metadata={"help": "failing row ids quoted per finding"})
 
     def __post_init__(self) -> None:
@@ -230,6 +233,7 @@ def validate(cfg: ValidationConfig | dict[str, Any], *, store: Any = None, workd
         text_columns=cfg.text_columns,
         tokenizer=cfg.tokenizer if cfg.length_unit == "tokens" else None,
         batch_size=cfg.batch_size,
+        max_columns=cfg.max_columns,
     )
     profiler = TableProfiler(stats_cfg)
     rows = _RowFindings(cfg.sample_row_ids)

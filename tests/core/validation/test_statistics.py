@@ -154,3 +154,25 @@ def test_beam_engine_matches_the_arrow_engine(tmp_path):
             assert math.isclose(other["mean"], col["mean"], rel_tol=1e-12)
             assert math.isclose(other["std"], col["std"], rel_tol=1e-9)
             assert len(other["sample"]) == len(col["sample"]) == min(6040 - col["missing"], 10_000)
+
+
+@pytest.mark.parametrize("engine", ["arrow", "beam"])
+def test_a_table_wider_than_max_columns_is_refused_before_any_work(tmp_path, engine):
+    from airflow_mlcrit.exceptions import DataValidationError
+
+    wide = pd.DataFrame({f"c{i}": [i, i + 1] for i in range(45)})
+    path = write(wide, tmp_path / "wide.parquet")
+    with pytest.raises(DataValidationError) as info:
+        compute_statistics({"source": path, "max_columns": 44, "engine": engine})
+    assert str(info.value) == (
+        "the table has 45 columns, more than max_columns=44: profile only the columns you need with "
+        "`columns=[...]`, or raise max_columns. Columns: ['c0', 'c1', 'c2', 'c3', 'c4', 'c5', 'c6', 'c7', 'c8', "
+        "'c9'] and 35 more"
+    )
+    assert compute_statistics({"source": path, "max_columns": 45}).statistics["columns"]["c44"]["max"] == 45
+    assert set(
+        compute_statistics({"source": path, "max_columns": 2, "columns": ["c1", "c7"]}).statistics["columns"]
+    ) == {
+        "c1",
+        "c7",
+    }
