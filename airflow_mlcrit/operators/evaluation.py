@@ -85,6 +85,33 @@ class EvaluateModelOperator(DatasetStepOperator):
         self._more_parents: list[str] = []  # e.g. the earlier steps of a prompt chain
         self.report_url: str | None = None  # set once the evaluation is committed (the extra link)
 
+    def evaluated_names(self, config: dict[str, Any], suites: Any) -> dict[str, Any]:
+        """What this evaluation will measure, for checking a gate's thresholds before it runs."""
+        from airflow_mlcrit.core.artifacts.refs import parse_ref
+        from airflow_mlcrit.core.evaluation.config import EvaluationConfig
+        from airflow_mlcrit.core.evaluation.slicing import OVERALL, spec_name
+
+        cfg = EvaluationConfig.coerce(config)
+        refs = [suites] if isinstance(suites, str) else list(suites or [])
+        return {
+            "metrics": cfg.metric_names,
+            "specs": [OVERALL, *(spec_name(s, f"EvaluationConfig.slices[{i}]") for i, s in enumerate(cfg.slices))],
+            "perturbations": list(cfg.sensitivity),
+            "suites": [parse_ref(r).name for r in refs],
+        }
+
+    def _check_gates(self, context: Any, config: dict[str, Any]) -> None:
+        """Check the thresholds of every gate directly downstream against what this evaluation
+        measures, before anything is read or scored: a misspelled metric, slice spec, suite or
+        perturbation fails here, with the valid names, instead of after the whole evaluation."""
+        from airflow_mlcrit.core.gating.decide import check_names
+
+        names = self.evaluated_names(config, self.suites)  # rendered: this task's fields are
+        for task in self.get_direct_relatives(upstream=False):
+            if isinstance(task, EvaluationGateOperator):
+                gate = task.render_template(task.config, context)  # the gate's are not, yet
+                check_names(gate.to_dict() if hasattr(gate, "to_dict") else gate, **names)
+
     def _baseline_ref(self, candidate_manifest: Any) -> str | None:
         if not self.baseline:
             return None
@@ -113,6 +140,7 @@ class EvaluateModelOperator(DatasetStepOperator):
         from airflow_mlcrit.core.evaluation.report import render_html
 
         cfg = EvaluationConfig.from_dict(self.config_dict())
+        self._check_gates(context, self.config_dict())
         source, data_manifest = self.pin(self.dataset)
         self.record_input(source, data_manifest)
         with tempfile.TemporaryDirectory(prefix="mlcrit-eval-") as tmp:
@@ -307,6 +335,20 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
         self.evaluation = evaluation
         self.fail_when_not_blessed = fail_when_not_blessed
         self.short_circuit = short_circuit
+        self._check_at_parse()
+
+    def _check_at_parse(self) -> None:
+        """Gate and evaluation both configured literally: check the thresholds now, so a typo is
+        an import error of the DAG (``airflow dags list-import-errors``), not a failed run."""
+        from airflow_mlcrit.core.gating.decide import check_names
+
+        upstream = getattr(self.evaluation, "operator", None)  # evaluation=evaluate.output["ref"]
+        if not isinstance(upstream, EvaluateModelOperator):
+            return
+        literal = [self.config, upstream.config, upstream.suites]
+        if any("{{" in json.dumps(v, default=str) for v in literal):
+            return  # templated: EvaluateModelOperator checks it at run time, before inference
+        check_names(self.config_dict(), **upstream.evaluated_names(upstream.config_dict(), upstream.suites))
 
     def execute(self, context: Any) -> GateResult:
         from airflow_mlcrit.core.gating import GateConfig, decide
@@ -402,7 +444,8 @@ def _check_facet(check: dict[str, Any]) -> dict[str, Any]:
     keys = ("kind", "status", "message", "metric", "slice", "observed", "limit")
     ci = check.get("ci")
     whole = bool(ci) and all(v is not None for v in ci)  # half an interval is no interval
-    return without_nulls({**{k: check.get(k) for k in keys}, "ci": list(ci) if whole else None})
+    extra = {"halfWidth": check.get("half_width"), "underpowered": check.get("underpowered")}
+    return without_nulls({**{k: check.get(k) for k in keys}, "ci": list(ci) if whole else None, **extra})
 
 
 class _AliasOperator(MlcritBaseOperator):

@@ -250,3 +250,107 @@ def test_a_promote_or_rollback_retried_after_its_move_succeeds_with_one_history_
     }
     assert (xcom(dr, "rollback")["ref"], xcom(dr, "rollback")["previous"]) == ("model/churn@v1", "model/churn@v2")
     assert xcom(dr, "promote", "previous") == "model/churn@v1"  # each key is an XCom: .output["previous"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "decision", "status", "promote"),
+    [
+        ("fail", "NOT_BLESSED", "failed", "skipped"),
+        ("warn", "BLESSED", "warned", "success"),
+        ("skip", "BLESSED", "skipped", "success"),
+    ],
+)
+def test_an_underpowered_slice_fails_warns_or_skips_as_configured(
+    store_root, tmp_path, mode, decision, status, promote
+):
+    """state=NE has 62 rows and 10 discordant ones: its difference interval (+-0.11) is wider than
+    the 0.03 margin, so no candidate could be shown non-inferior there. The gate says so, and
+    GateConfig.underpowered decides; the slice is listed in the blessing whatever the setting."""
+    import pandas as pd
+
+    from airflow_mlcrit.core.gating import promote as promote_fn
+
+    store = open_store(store_root)
+    for version in (1, 2):
+        (tmp_path / f"model-{version}.json").write_text(json.dumps({"coef": version}))
+        store.put("model/demand", tmp_path / f"model-{version}.json")
+    promote_fn(store, "model/demand@v1", "production", reason="bootstrap", force=True)
+    truth = np.array(["up", "down"] * 331)
+    flip = {"up": "down", "down": "up"}
+    cand, base = truth.copy(), truth.copy()
+    cand[600:605] = [flip[v] for v in truth[600:605]]  # NE: the candidate misses 5 rows the baseline gets
+    base[605:610] = [flip[v] for v in truth[605:610]]  # and gets 5 the baseline misses
+    frame = pd.DataFrame({"state": ["CA"] * 600 + ["NE"] * 62, "label": truth, "pred_v2": cand, "pred_v1": base})
+    frame.to_parquet(tmp_path / "eval.parquet", index=False)
+    store.put("dataset/demand-eval", tmp_path / "eval.parquet")
+    threshold = {"metric": "accuracy", "change": "non_inferiority", "margin": 0.03, "slices": {"spec": "state"}}
+    dr = run_dag(
+        "test_mlcrit_evaluate_tabular",
+        {
+            "evaluate": {
+                "prediction_column": "pred_v2",
+                "baseline_prediction_column": "pred_v1",
+                "metrics": ["accuracy"],
+                "slices": ["state"],
+            },
+            "gate": {"thresholds": [threshold], "underpowered": mode},
+        },
+    )
+    assert task_states(dr)["promote"][0] == promote
+    blessing = json.loads(store.read_bytes("blessing/demand@v1", "blessing.json"))
+    assert blessing["decision"] == decision
+    ne = next(c for c in blessing["checks"] if c["slice"] == "state=NE")
+    assert (ne["status"], ne["underpowered"]) == (status, True)
+    assert ne["message"] == (
+        "accuracy non_inferiority on slice 'state=NE': candidate - baseline = 0.0000 (CI [-0.1107, 0.1107]), "
+        "needs lower bound > -0.0300; underpowered: n=62, the interval is ±0.11 against a margin of 0.03; "
+        "about 850 rows would decide it"
+    )
+    ca = next(c for c in blessing["checks"] if c["slice"] == "state=CA")
+    assert (ca["status"], ca["underpowered"]) == ("passed", False)
+
+
+MISSPELLED = "GateConfig.thresholds[0].slices: spec 'regions' is not a slicing spec of the evaluation; valid: ['overall', 'region']"
+
+
+def test_a_misspelled_gate_slice_spec_fails_evaluate_before_it_reads_anything(store_root, lineage_tail):
+    """Templated configs (params): the evaluate task checks the gate downstream of it first. The
+    eval dataset and the candidate do not even exist: the check ran before either was read."""
+    gate = {"thresholds": [{"metric": "accuracy", "min": 0.5, "slices": {"spec": "regions"}}]}
+    conf = {"eval": "dataset/absent@v1", "candidate": "adapter/absent@v1", "evaluate": EVAL, "gate": gate}
+    dr = run_dag("test_mlcrit_evaluate", conf)
+    assert task_states(dr)["evaluate"][0] == "failed"
+    errors = [
+        e["run"]["facets"]["errorMessage"]["message"]
+        for e in lineage_tail.events()
+        if e["eventType"] == "FAIL" and e["job"]["name"] == "test_mlcrit_evaluate.evaluate"
+    ]
+    assert errors and set(errors) == {MISSPELLED}
+    assert not open_store(store_root).exists("evaluation/sentiment")
+
+
+def test_a_misspelled_gate_slice_spec_in_literal_configs_fails_the_dag_import(tmp_path):
+    from airflow.dag_processing.dagbag import DagBag
+
+    (tmp_path / "typo_dag.py").write_text(
+        f"""
+import pendulum
+from airflow.sdk import DAG
+from airflow_mlcrit.operators import EvaluateModelOperator, EvaluationGateOperator
+
+with DAG(dag_id="typo", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+    evaluate = EvaluateModelOperator(
+        task_id="evaluate", dataset="dataset/eval@v1", candidate="adapter/sentiment@v2", config={EVAL!r}
+    )
+    EvaluationGateOperator(
+        task_id="gate",
+        evaluation=evaluate.output["ref"],
+        config={{"thresholds": [{{"metric": "accuracy", "min": 0.5, "slices": {{"spec": "regions"}}}}]}},
+    )
+"""
+    )
+    bag = DagBag(dag_folder=str(tmp_path))
+    [(path, error)] = bag.import_errors.items()
+    assert path.endswith("typo_dag.py") and error.strip().endswith(f"ConfigError: {MISSPELLED}"), error
+    (tmp_path / "typo_dag.py").write_text((tmp_path / "typo_dag.py").read_text().replace("regions", "region"))
+    assert not DagBag(dag_folder=str(tmp_path)).import_errors

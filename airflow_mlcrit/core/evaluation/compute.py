@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from airflow_mlcrit.core.evaluation import intervals as I
 from airflow_mlcrit.core.evaluation import metrics as M
 from airflow_mlcrit.core.evaluation.config import EvaluationConfig
-from airflow_mlcrit.core.evaluation.slicing import build_slices
-from airflow_mlcrit.exceptions import ConfigError, DataValidationError
+from airflow_mlcrit.core.evaluation.slicing import OVERALL, build_slices, spec_name
+from airflow_mlcrit.exceptions import ConfigError, DataValidationError, some
 
 # metrics where lower is better (the gate flips the direction of change thresholds)
 LOWER_IS_BETTER = {"log_loss", "ece", "mae", "rmse", "loss", "perplexity"}
@@ -108,8 +109,8 @@ def _finish(metric: str, mean: np.ndarray) -> np.ndarray:
 class _Scorer:
     """Metric values for one slice: the point value (no weights) and B replicate values."""
 
-    def __init__(self, cfg: EvaluationConfig, names: list[str], truth: np.ndarray, k: int):
-        self.cfg, self.names, self.truth, self.k = cfg, names, truth, k
+    def __init__(self, cfg: EvaluationConfig, names: list[str], truth: np.ndarray, labels: list[str]):
+        self.cfg, self.names, self.truth, self.labels, self.k = cfg, names, truth, labels, len(labels)
 
     def needs(self, p: Predictions, metric: str) -> str | None:
         if metric in ("log_loss", "ece", "roc_auc") and p.proba is None:
@@ -118,11 +119,22 @@ class _Scorer:
             return "needs per-row losses"
         return None
 
+    def defined(self, truth: np.ndarray, models: list[Predictions], metric: str) -> str | None:
+        """Why ``metric`` has no value on these rows, or None."""
+        if metric == "roc_auc":
+            present = np.bincount(truth, minlength=self.k)
+            if self.k == 2 and present.min() == 0:
+                return "ROC AUC needs both classes, and this slice has one"
+            absent = [self.labels[i] for i in np.flatnonzero(present == 0)]
+            if absent:
+                return f"one-vs-rest ROC AUC needs every class, and this slice has no {some(absent)} rows"
+        return None
+
     def point(self, truth: np.ndarray, p: Predictions, metric: str) -> float | None:
         if metric in M.COUNT_METRICS:
             return float(M.from_counts(M.confusion(truth, p.pred, self.k))[metric])
         if metric == "roc_auc":
-            return float(M.roc_auc(truth, p.proba[:, 1])) if self.k == 2 and len(np.unique(truth)) == 2 else None
+            return float(M.roc_auc(truth, p.proba[:, 1]) if self.k == 2 else M.roc_auc_ovr(truth, p.proba))
         if metric == "ece":
             return float(M.expected_calibration_error(truth, p.proba))
         if metric in _USER:
@@ -132,22 +144,26 @@ class _Scorer:
     def replicates(
         self, truth: np.ndarray, models: list[Predictions], rows: list[str], rng: np.random.Generator
     ) -> dict[str, list[np.ndarray]]:
-        """Per-row-weight metrics for each model on shared weights: {metric: [B values per model]}."""
+        """Per-row-weight metrics for each model on shared weights: {metric: [B values per model]}.
+        Bayesian bootstrap: Dirichlet row weights (normalized exponentials); a user metric, which
+        sees rows rather than weights, gets Poisson counts of each row."""
         n, B = len(truth), self.cfg.replicates
         cached = {m: [_row_values(m, truth, p) for p in models] for m in rows if m not in ("roc_auc", "ece", *_USER)}
         out: dict[str, list[list[np.ndarray]]] = {m: [[] for _ in models] for m in rows}
         chunk = max(1, min(B, _CHUNK_VALUES // max(n, 1)))
         for start in range(0, B, chunk):
-            w = rng.poisson(1.0, size=(min(chunk, B - start), n)).astype(np.float64)
+            size = (min(chunk, B - start), n)
+            w = rng.standard_exponential(size)
+            counts = rng.poisson(1.0, size=size) if any(m in _USER for m in rows) else None
             total = w.sum(axis=1)
             for m in rows:
                 for i, p in enumerate(models):
                     if m == "roc_auc":
-                        v = M.roc_auc(truth, p.proba[:, 1], w)
+                        v = M.roc_auc(truth, p.proba[:, 1], w) if self.k == 2 else M.roc_auc_ovr(truth, p.proba, w)
                     elif m == "ece":
                         v = M.expected_calibration_error(truth, p.proba, w)
                     elif m in _USER:
-                        v = np.array([_user_on(m, truth, p, row) for row in w])
+                        v = np.array([_user_on(m, truth, p, row) for row in counts])
                     elif m in M.COUNT_METRICS:  # too many classes for joint cells
                         v = _weighted_counts(truth, p.pred, self.k, w)[m]
                     else:
@@ -171,11 +187,132 @@ def _user_on(metric: str, truth: np.ndarray, p: Predictions, weights: np.ndarray
     return float(_USER[metric][0](truth[rows], q.pred, q.proba))
 
 
-def _interval(values: np.ndarray, alpha: float) -> tuple[float | None, float | None]:
-    values = values[np.isfinite(values)]
-    if not len(values):
-        return None, None
-    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+# metrics that are a share of rows (each row right or wrong): exact intervals, not a bootstrap
+PROPORTIONS = ("accuracy", "exact_match")
+
+
+def interval_method(metric: str, k: int, models: int = 2) -> dict[str, str]:
+    """How the intervals of ``metric`` are computed (recorded in the evaluation and its facet)."""
+    if metric in PROPORTIONS:
+        return {"model": I.CLOPPER_PEARSON, "difference": I.TANGO}
+    if metric in M.COUNT_METRICS and k and k ** (1 + models) <= _MAX_CELLS:
+        return {"model": I.BAYES_BCA, "difference": I.BAYES_BCA}
+    return {"model": I.BAYES, "difference": I.BAYES}
+
+
+def _undefined(reason: str) -> dict[str, Any]:
+    return {"value": None, "low": None, "high": None, "reason": reason}
+
+
+def _count_intervals(cfg: EvaluationConfig, t: np.ndarray, ms: list[Predictions], k: int, metrics: list[str], rng):
+    """Per metric: [interval of each model], interval of the difference (or None): the union of a
+    Bayesian bootstrap of the joint (truth, candidate, baseline) cells, with a Dirichlet prior of
+    total mass one, and a BCa Poisson bootstrap of the same cells (jackknife over the cells)."""
+    idx = t.copy()
+    for p in ms:
+        idx = idx * k + p.pred
+    cells = np.bincount(idx, minlength=k ** (1 + len(ms))).reshape((k,) * (1 + len(ms))).astype(np.float64)
+    shape = (cfg.replicates, *cells.shape)
+    bayes = rng.gamma(cells + 1.0 / cells.size, size=shape)
+    poisson = rng.poisson(cells, size=shape).astype(np.float64)
+    observed = np.flatnonzero(cells)
+    loo = np.repeat(cells.reshape(1, -1), len(observed), axis=0)
+    loo[np.arange(len(observed)), observed] -= 1
+    loo = loo.reshape(len(observed), *cells.shape)
+    weights = cells.ravel()[observed]
+
+    def per_model(c: np.ndarray) -> list[dict[str, np.ndarray]]:
+        if len(ms) == 1:
+            return [M.from_counts(c)]
+        return [M.from_counts(c.sum(axis=-1)), M.from_counts(c.sum(axis=-2))]
+
+    point, b_vals, p_vals, j_vals = (per_model(c) for c in (cells, bayes, poisson, loo))
+    out: dict[str, tuple[list, Any]] = {}
+    for m in metrics:
+
+        def both(pick):
+            return I.union(
+                I.percentile(pick(b_vals), cfg.confidence),
+                I.bca(pick(p_vals), float(pick(point)), pick(j_vals), weights, cfg.confidence),
+            )
+
+        models = [both(lambda v, i=i: v[i][m]) for i in range(len(ms))]
+        diff = both(lambda v: v[0][m] - v[1][m]) if len(ms) == 2 else None
+        out[m] = (models, diff)
+    return out
+
+
+def _proportion_intervals(cfg: EvaluationConfig, right: list[np.ndarray]) -> tuple[list, Any]:
+    """Clopper-Pearson per model, Tango for the paired difference; ``right``: 0/1 per row."""
+    n = len(right[0])
+    models = [tuple(float(v) for v in I.clopper_pearson(r.sum(), n, cfg.confidence)) for r in right]
+    diff = None
+    if len(right) == 2:
+        b = float(np.sum((right[0] == 1) & (right[1] == 0)))
+        c = float(np.sum((right[0] == 0) & (right[1] == 1)))
+        diff = tuple(float(v) for v in I.tango(b, c, n, cfg.confidence))
+    return models, diff
+
+
+def _binary_auc_intervals(cfg: EvaluationConfig, t: np.ndarray, ms: list[Predictions], rng) -> tuple[list, Any]:
+    """AUC depends on the row weights only through their sums per (score group, class): a
+    Bayesian bootstrap draws those sums as Gamma variates. One model: a prior of total mass one
+    over every (group, class), so a perfect ranking still gets an interval below 1."""
+    if len(ms) == 1:
+        pos, neg = M.auc_groups(t, ms[0].proba[:, 1])
+        shape, prior = (cfg.replicates, len(pos)), 0.5 / len(pos)
+        draws = M.auc_from_groups(rng.gamma(pos + prior, size=shape), rng.gamma(neg + prior, size=shape))
+        return [I.percentile(draws, cfg.confidence)], None
+    a, b = M.paired_auc_draws(t, [p.proba[:, 1] for p in ms], cfg.replicates, rng)
+    return [I.percentile(a, cfg.confidence), I.percentile(b, cfg.confidence)], I.percentile(a - b, cfg.confidence)
+
+
+def _slice_result(cfg: EvaluationConfig, scorer: _Scorer, sl: Any, t: np.ndarray, ms: list[Predictions], k, rng):
+    names = cfg.metric_names
+    result: dict[str, Any] = {"name": sl.name, "spec": sl.spec, "n": len(sl.rows)}
+    result["gated"] = len(sl.rows) >= cfg.min_slice_size
+    intervals: dict[str, tuple[list, Any]] = {}
+    if len(t):
+        count = [m for m in names if m in M.COUNT_METRICS and m not in PROPORTIONS]
+        if count and k and k ** (1 + len(ms)) <= _MAX_CELLS:
+            intervals.update(_count_intervals(cfg, t, ms, k, count, rng))
+        for m in [m for m in names if m in PROPORTIONS]:
+            right = [p.pred == t if m == "accuracy" else _row_values(m, t, p) for p in ms]
+            intervals[m] = _proportion_intervals(cfg, [np.asarray(r, dtype=float) for r in right])
+        if "roc_auc" in names and k == 2 and scorer.defined(t, ms, "roc_auc") is None:
+            intervals["roc_auc"] = _binary_auc_intervals(cfg, t, ms, rng)
+        rows = [m for m in names if m not in intervals and scorer.defined(t, ms, m) is None]
+        if rows:
+            draws = scorer.replicates(t, ms, rows, rng)
+            for m in rows:
+                models = [I.percentile(d, cfg.confidence) for d in draws[m]]
+                diff = I.percentile(draws[m][0] - draws[m][1], cfg.confidence) if len(ms) == 2 else None
+                intervals[m] = (models, diff)
+    for role, i in (("candidate", 0), ("baseline", 1)):
+        if i >= len(ms):
+            result[role] = None
+            continue
+        result[role] = {}
+        for m in names:
+            reason = "the slice is empty" if not len(t) else scorer.defined(t, ms, m)
+            value = None if reason else _clean(scorer.point(t, ms[i], m))
+            if value is None:
+                result[role][m] = _undefined(reason or "the metric is not finite on this slice")
+                continue
+            low, high = intervals[m][0][i] if m in intervals else (None, None)
+            result[role][m] = {"value": value, "low": low, "high": high}
+    if len(ms) == 2:
+        result["difference"] = {}
+        for m in names:
+            c, b = result["candidate"][m], result["baseline"][m]
+            if c["value"] is None or b["value"] is None:
+                result["difference"][m] = _undefined(c.get("reason") or b.get("reason"))
+                continue
+            low, high = intervals[m][1] if m in intervals else (None, None)
+            result["difference"][m] = {"value": c["value"] - b["value"], "low": low, "high": high}
+    else:
+        result["difference"] = None
+    return result
 
 
 def evaluate_predictions(
@@ -210,64 +347,15 @@ def evaluate_predictions(
     if baseline is not None:
         _check(cfg, truth, baseline, "baseline", k)
     models = [candidate] + ([baseline] if baseline is not None else [])
-    scorer = _Scorer(cfg, names, truth, k)
+    scorer = _Scorer(cfg, names, truth, labels or [])
     missing = {m: scorer.needs(p, m) for p in models for m in names if scorer.needs(p, m)}
     if missing:
         raise ConfigError(f"metric(s) {sorted(missing)} cannot be computed: {', '.join(sorted(set(missing.values())))}")
     rng = np.random.default_rng(cfg.seed)
-    alpha = (1 - cfg.confidence) / 2
-    out_slices = []
-    for sl in slices if slices is not None else build_slices(frame, cfg.slices):
-        t = truth[sl.rows]
-        ms = [p.take(sl.rows) for p in models]
-        draws: dict[str, list[np.ndarray]] = {}
-        count = [m for m in names if m in M.COUNT_METRICS]
-        joint_ok = k and k ** len(ms) * k <= _MAX_CELLS
-        if count and joint_ok:
-            # joint cells over (truth, candidate pred[, baseline pred]); marginals give each model
-            idx = t.copy()
-            for p in ms:
-                idx = idx * k + p.pred
-            cells = np.bincount(idx, minlength=k ** (1 + len(ms))).reshape((k,) * (1 + len(ms)))
-            drawn = rng.poisson(cells, size=(cfg.replicates, *cells.shape)).astype(np.float64)
-            per_model = [drawn.sum(axis=-1) if len(ms) == 2 else drawn]
-            if len(ms) == 2:
-                per_model.append(drawn.sum(axis=-2))
-            values = [M.from_counts(c) for c in per_model]
-            draws.update({m: [v[m] for v in values] for m in count})
-        if "roc_auc" in names and k == 2 and len(np.unique(t)) == 2:
-            # AUC depends on the weights only through their sums per (score group, class): draw
-            # those (a sum of c Poisson(1) weights is Poisson(c)) instead of per-row weights
-            if len(ms) == 1:
-                pos, neg = M.auc_groups(t, ms[0].proba[:, 1])
-                shape = (cfg.replicates, len(pos))
-                draws["roc_auc"] = [M.auc_from_groups(rng.poisson(pos, size=shape), rng.poisson(neg, size=shape))]
-            else:
-                draws["roc_auc"] = M.paired_auc_draws(t, [p.proba[:, 1] for p in ms], cfg.replicates, rng)
-        rows = [m for m in names if m not in draws]
-        if rows and len(t):
-            draws.update(scorer.replicates(t, ms, rows, rng))
-        result: dict[str, Any] = {"name": sl.name, "spec": sl.spec, "n": len(sl.rows)}
-        result["gated"] = len(sl.rows) >= cfg.min_slice_size
-        for role, i in (("candidate", 0), ("baseline", 1)):
-            if i >= len(ms):
-                result[role] = None
-                continue
-            result[role] = {}
-            for m in names:
-                value = scorer.point(t, ms[i], m) if len(t) else None
-                low, high = _interval(draws[m][i], alpha) if m in draws else (None, None)
-                result[role][m] = {"value": _clean(value), "low": low, "high": high}
-        if len(ms) == 2:
-            result["difference"] = {}
-            for m in names:
-                c, b = result["candidate"][m]["value"], result["baseline"][m]["value"]
-                low, high = _interval(draws[m][0] - draws[m][1], alpha) if m in draws else (None, None)
-                diff = None if c is None or b is None else c - b
-                result["difference"][m] = {"value": diff, "low": low, "high": high}
-        else:
-            result["difference"] = None
-        out_slices.append(result)
+    out_slices = [
+        _slice_result(cfg, scorer, sl, truth[sl.rows], [p.take(sl.rows) for p in models], k, rng)
+        for sl in (slices if slices is not None else build_slices(frame, cfg.slices))
+    ]
     report: dict[str, Any] = {
         "task": cfg.task,
         "metrics": names,
@@ -276,8 +364,10 @@ def evaluate_predictions(
         "rows": len(truth),
         "replicates": cfg.replicates,
         "confidence": cfg.confidence,
+        "interval_methods": {m: interval_method(m, k, len(models)) for m in names},
         "seed": cfg.seed,
         "min_slice_size": cfg.min_slice_size,
+        "slice_specs": [OVERALL, *(spec_name(s, f"slices[{i}]") for i, s in enumerate(cfg.slices) if s != OVERALL)],
         "slices": out_slices,
         "skipped_slices": [
             {"name": s["name"], "n": s["n"], "reason": f"fewer than min_slice_size={cfg.min_slice_size} rows"}

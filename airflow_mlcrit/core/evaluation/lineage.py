@@ -18,7 +18,7 @@ def metric_interval(interval: dict[str, Any] | None) -> dict[str, Any]:
     """``{"value", "low", "high"}`` (the bounds only when there is an interval), or explicitly
     undefined."""
     if interval is None or interval.get("value") is None:
-        return {"undefined": True, "reason": UNDEFINED_REASON}
+        return {"undefined": True, "reason": (interval or {}).get("reason") or UNDEFINED_REASON}
     out = {"value": interval["value"]}
     if interval.get("low") is not None and interval.get("high") is not None:
         out.update(low=interval["low"], high=interval["high"])

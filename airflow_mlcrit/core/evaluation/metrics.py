@@ -66,6 +66,13 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray, weights: np.ndarray | None = 
     return auc if weights is not None and np.ndim(weights) == 2 else auc[0]
 
 
+def roc_auc_ovr(y_true: np.ndarray, proba: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """One-vs-rest macro ROC AUC (scikit-learn's ``multi_class="ovr", average="macro"``): the mean
+    over classes of the AUC of that class's probability against the rest."""
+    per_class = [roc_auc((y_true == c).astype(np.int64), proba[:, c], weights) for c in range(proba.shape[1])]
+    return np.mean(per_class, axis=0)
+
+
 def auc_groups(y_true: np.ndarray, score: np.ndarray, max_groups: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """Positive and negative counts per score group, in ascending score order. Groups are the
     distinct scores, or (beyond ``max_groups``) quantile bins of them, whose ties count half."""
@@ -87,15 +94,15 @@ def score_groups(score: np.ndarray, max_groups: int) -> tuple[np.ndarray, int]:
 def paired_auc_draws(
     y_true: np.ndarray, scores: list[np.ndarray], replicates: int, rng: np.random.Generator, max_groups: int = 128
 ) -> list[np.ndarray]:
-    """Bootstrap AUC replicates of several models on shared weights: Poisson draws of the counts
-    per joint (score group of each model, class) cell, summed into each model's own groups. Each
+    """Bayesian-bootstrap AUC replicates of several models on shared weights: Gamma draws of the
+    counts per joint (score group of each model, class) cell, summed into each model's own groups. Each
     model's replicates are shifted by (exact AUC - binned AUC), so binning changes the spread only."""
     groups = [score_groups(s, max_groups) for s in scores]
     joint = y_true.astype(np.int64)
     for inv, g in groups:
         joint = joint * g + inv
     cells, first, counts = np.unique(joint, return_index=True, return_counts=True)
-    drawn = rng.poisson(counts, size=(replicates, len(cells))).astype(np.float64)
+    drawn = rng.gamma(counts, size=(replicates, len(cells)))  # Bayesian bootstrap: sums of Exp(1) row weights
     out = []
     for (inv, g), s in zip(groups, scores, strict=True):
         cell_group, cell_pos = inv[first], y_true[first] == 1

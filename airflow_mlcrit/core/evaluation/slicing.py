@@ -36,14 +36,49 @@ def _bucket_labels(edges: list[float]) -> list[str]:
     return [f"< {edges[0]:g}"] + [f"[{a:g}, {b:g})" for a, b in itertools.pairwise(edges)] + [f">= {edges[-1]:g}"]
 
 
-def _feature(frame: Any, feature: Any, where: str) -> tuple[str, np.ndarray]:
-    """(feature name, one string key per row)."""
-    import pandas as pd
-
+def feature_name(feature: Any, where: str) -> str:
+    """The name a slicing feature gives its slices ("region", "hour(ts)", "len(text)", ...),
+    from the spec alone: gate thresholds are checked against it before any data is read."""
     if isinstance(feature, str):
         feature = {"column": feature}
     if not isinstance(feature, dict) or "column" not in feature:
         raise ConfigError(f"{where}: a slicing feature is a column name or a dict with 'column', got {feature!r}")
+    kinds = [k for k in _TRANSFORMS if k in feature]
+    unknown = sorted(set(feature) - {"column", "name", *_TRANSFORMS})
+    if unknown or len(kinds) > 1:
+        raise ConfigError(f"{where}: unknown or conflicting slicing options {unknown or kinds}; one of {_TRANSFORMS}")
+    column = feature["column"]
+    if feature.get("name"):
+        return str(feature["name"])
+    kind = kinds[0] if kinds else None
+    if kind == "hour_of_day":
+        return f"hour({column})"
+    if kind == "day_of_week":
+        return f"weekday({column})"
+    if kind == "regex":
+        return f"{column}~/{feature['regex']}/"
+    if kind == "length_buckets":
+        return f"len({column})"
+    return str(column)
+
+
+def spec_name(spec: Any, where: str = "slices") -> str:
+    """The ``spec`` of the slices a slicing spec makes ("overall", "region", "channel x daypart")."""
+    if spec == OVERALL:
+        return OVERALL
+    features = spec if isinstance(spec, list) else [spec]
+    if not features:
+        raise ConfigError(f"{where} is an empty cross")
+    return " x ".join(feature_name(f, where) for f in features)
+
+
+def _feature(frame: Any, feature: Any, where: str) -> tuple[str, np.ndarray]:
+    """(feature name, one string key per row)."""
+    import pandas as pd
+
+    name = feature_name(feature, where)
+    if isinstance(feature, str):
+        feature = {"column": feature}
     column = feature["column"]
     if column not in frame.columns:
         raise DataValidationError(
@@ -51,12 +86,9 @@ def _feature(frame: Any, feature: Any, where: str) -> tuple[str, np.ndarray]:
         )
     values = frame[column]
     kinds = [k for k in _TRANSFORMS if k in feature]
-    unknown = sorted(set(feature) - {"column", "name", *_TRANSFORMS})
-    if unknown or len(kinds) > 1:
-        raise ConfigError(f"{where}: unknown or conflicting slicing options {unknown or kinds}; one of {_TRANSFORMS}")
     if not kinds:
         keys = values.astype("string").fillna("<null>").to_numpy(dtype=object)
-        return column, keys
+        return name, keys
     kind = kinds[0]
     if kind in ("hour_of_day", "day_of_week"):
         ts = pd.to_datetime(values, errors="coerce", utc=True)
@@ -65,23 +97,21 @@ def _feature(frame: Any, feature: Any, where: str) -> tuple[str, np.ndarray]:
         part = ts.dt.hour if kind == "hour_of_day" else ts.dt.dayofweek
         fmt = (lambda v: f"{int(v):02d}") if kind == "hour_of_day" else (lambda v: _DAYS[int(v)])
         keys = np.array(["<null>" if pd.isna(v) else fmt(v) for v in part], dtype=object)
-        return feature.get("name") or f"{'hour' if kind == 'hour_of_day' else 'weekday'}({column})", keys
+        return name, keys
     if kind == "regex":
         try:
             pattern = re.compile(feature["regex"])
         except re.error as exc:
             raise ConfigError(f"{where}: invalid regex {feature['regex']!r}: {exc}") from None
         keys = np.array(["true" if isinstance(v, str) and pattern.search(v) else "false" for v in values], dtype=object)
-        return feature.get("name") or f"{column}~/{feature['regex']}/", keys
+        return name, keys
     edges = sorted(float(e) for e in feature[kind])
     if not edges:
         raise ConfigError(f"{where}: {kind} needs at least one edge")
     if kind == "length_buckets":
         numbers = np.array([len(v) if isinstance(v, str) else np.nan for v in values], dtype=float)
-        name = feature.get("name") or f"len({column})"
     else:
         numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-        name = feature.get("name") or column
     labels = np.array(_bucket_labels(edges), dtype=object)
     keys = labels[np.searchsorted(edges, np.nan_to_num(numbers, nan=-np.inf), side="right")]
     keys[np.isnan(numbers)] = "<null>"

@@ -18,10 +18,13 @@ Threshold kinds (one dict each, told apart by their keys):
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from airflow_mlcrit.core.configbase import Config, require
+from airflow_mlcrit.core.evaluation.slicing import OVERALL
 from airflow_mlcrit.exceptions import ConfigError
 
 _KINDS = {
@@ -76,6 +79,13 @@ class GateConfig(Config):
     allow_missing_slices: bool = field(
         default=False, metadata={"help": "a configured slice that is absent or too small: skip instead of fail"}
     )
+    underpowered: Literal["fail", "warn", "skip"] = field(
+        default="fail",
+        metadata={
+            "help": "a non-inferiority slice too small to decide (its interval is wider than the margin and "
+            "straddles it): fail (closed), or warn / skip it, listed in the blessing either way"
+        },
+    )
 
     def __post_init__(self) -> None:
         require(
@@ -88,6 +98,59 @@ class GateConfig(Config):
         )
         for i, t in enumerate(self.thresholds):
             threshold_kind(t, f"GateConfig.thresholds[{i}]")
+
+
+def check_names(
+    cfg: GateConfig | dict[str, Any],
+    *,
+    metrics: list[str],
+    specs: list[str],
+    perturbations: list[str] | None = None,
+    suites: list[str] | None = None,
+) -> None:
+    """Every metric, slice spec, perturbation and suite a threshold names must be one the
+    evaluation measures: a typo is a ConfigError listing the valid names, never a NOT_BLESSED
+    that reads like a bad model. ``None``: not known here, not checked."""
+    cfg = GateConfig.coerce(cfg)
+    specs = [OVERALL, *(s for s in specs if s != OVERALL)]
+    for i, t in enumerate(cfg.thresholds):
+        where = f"GateConfig.thresholds[{i}]"
+        metric = t.get("metric")
+        if metric and metric not in metrics:
+            raise ConfigError(f"{where}: metric {metric!r} is not evaluated; evaluated: {metrics}")
+        chosen = t.get("slices")
+        if isinstance(chosen, dict):
+            if chosen.get("spec") not in specs:
+                raise ConfigError(
+                    f"{where}.slices: spec {chosen.get('spec')!r} is not a slicing spec of the evaluation; "
+                    f"valid: {specs}"
+                )
+        elif chosen not in (None, "all"):
+            for name in [chosen] if isinstance(chosen, str) else list(chosen):
+                if not any(_of_spec(str(name), s) for s in specs):
+                    raise ConfigError(
+                        f"{where}.slices: {name!r} is not a slice any spec of the evaluation makes "
+                        f"(a name is 'overall' or 'feature=value', e.g. 'state=NE'); specs: {specs}"
+                    )
+        if "max_flip_rate" in t and perturbations is not None:
+            if not perturbations:
+                raise ConfigError(f"{where}: a sensitivity threshold, but the evaluation measures no sensitivity")
+            if t.get("perturbation") and t["perturbation"] not in perturbations:
+                raise ConfigError(
+                    f"{where}: perturbation {t['perturbation']!r} is not measured; measured: {perturbations}"
+                )
+        if "min_pass_rate" in t and suites is not None:
+            if not suites:
+                raise ConfigError(f"{where}: a suite threshold, but the evaluation runs no suite")
+            if t.get("suite") and t["suite"] not in suites:
+                raise ConfigError(f"{where}: suite {t['suite']!r} is not run; run: {suites}")
+
+
+def _of_spec(name: str, spec: str) -> bool:
+    if spec == OVERALL:
+        return name == OVERALL
+    features = spec.split(" x ")
+    return re.fullmatch(", ".join(re.escape(f) + "=.*" for f in features), name, flags=re.DOTALL) is not None
 
 
 @dataclass
@@ -139,6 +202,7 @@ def _fmt(v: Any) -> str:
 def decide(cfg: GateConfig | dict[str, Any], evaluation: dict[str, Any]) -> GateDecision:
     """Judge every threshold on every slice it names; BLESSED only if all pass."""
     cfg = GateConfig.coerce(cfg)
+    check_names(cfg, **evaluated_names(evaluation))
     has_baseline = evaluation["slices"][0].get("baseline") is not None
     lower = set(evaluation.get("lower_is_better", []))
     checks: list[dict[str, Any]] = []
@@ -151,10 +215,6 @@ def decide(cfg: GateConfig | dict[str, Any], evaluation: dict[str, Any]) -> Gate
     for i, t in enumerate(cfg.thresholds):
         kind = threshold_kind(t, f"GateConfig.thresholds[{i}]")
         metric = t.get("metric")
-        if metric and metric not in evaluation["metrics"]:
-            raise ConfigError(
-                f"GateConfig.thresholds[{i}]: metric {metric!r} was not evaluated; evaluated: {evaluation['metrics']}"
-            )
         if kind == "suite":
             _suite_checks(i, t, evaluation, add)
             continue
@@ -187,10 +247,13 @@ def decide(cfg: GateConfig | dict[str, Any], evaluation: dict[str, Any]) -> Gate
             )
         else:
             for s in chosen:
-                if kind == "absolute":
+                if s["candidate"][metric]["value"] is None:
+                    reason = s["candidate"][metric].get("reason") or "undefined on this slice"
+                    add(i, kind, "failed", f"{metric} on slice {s['name']!r} is undefined: {reason}", metric=metric)
+                elif kind == "absolute":
                     _absolute(i, t, s, add)
                 else:
-                    _change(i, t, s, metric in lower, add)
+                    _change(i, t, s, metric in lower, cfg.underpowered, add)
     if has_baseline or cfg.no_baseline == "require_absolute_only":
         judged = [c for c in checks if c["status"] != "skipped"]
         if not judged:
@@ -223,7 +286,26 @@ def _absolute(i: int, t: dict, s: dict, add: Any) -> None:
         )
 
 
-def _change(i: int, t: dict, s: dict, lower_better: bool, add: Any) -> None:
+def evaluated_names(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """What an evaluation result measured, for :func:`check_names`."""
+    specs = evaluation.get("slice_specs") or list(dict.fromkeys(s["spec"] for s in evaluation["slices"]))
+    return {
+        "metrics": evaluation["metrics"],
+        "specs": specs,
+        "perturbations": [p["perturbation"] for p in evaluation.get("sensitivity") or []],
+        "suites": [s["name"] for s in (evaluation.get("suites") or {}).get("candidate", [])],
+    }
+
+
+def power(half_width: float, margin: float, n: int) -> str:
+    """What a slice too small for its margin needs: about n * (half-width / margin)^2 rows."""
+    if margin <= 0:
+        return f"n={n}, the interval is ±{half_width:.2f}: no slice size decides a margin of 0"
+    rows = math.ceil(n * (half_width / margin) ** 2 / 10) * 10
+    return f"n={n}, the interval is ±{half_width:.2f} against a margin of {margin:.2f}; about {rows:,} rows would decide it"
+
+
+def _change(i: int, t: dict, s: dict, lower_better: bool, underpowered: str, add: Any) -> None:
     metric = t["metric"]
     d, base = s["difference"][metric], s["baseline"][metric]
     margin = float(t.get("margin", 0.0))
@@ -233,22 +315,32 @@ def _change(i: int, t: dict, s: dict, lower_better: bool, add: Any) -> None:
     limit = margin if t["change"] == "superiority" else -margin
     if lower_better:
         bound, ok = d["high"], d["high"] is not None and d["high"] < -limit
+        shown_worse = d["low"] is not None and d["low"] >= -limit
         need = f"upper bound < {-limit:+.4f}"
     else:
         bound, ok = d["low"], d["low"] is not None and d["low"] > limit
+        shown_worse = d["high"] is not None and d["high"] <= limit
         need = f"lower bound > {limit:+.4f}"
+    status, note = "passed" if ok else "failed", ""
+    half = None if d["low"] is None or d["high"] is None else (d["high"] - d["low"]) / 2
+    if not ok and not shown_worse and t["change"] == "non_inferiority" and half is not None and half > margin:
+        # undecided, and no candidate could be shown non-inferior on so few rows: say so
+        note = f"; underpowered: {power(half, margin, s['n'])}"
+        status = {"fail": "failed", "warn": "warned", "skip": "skipped"}[underpowered]
     add(
         i,
         "change",
-        "passed" if ok else "failed",
+        status,
         f"{metric} {t['change']} on slice {s['name']!r}: candidate - baseline = {_fmt(d['value'])} "
-        f"(CI [{_fmt(d['low'])}, {_fmt(d['high'])}]), needs {need}",
+        f"(CI [{_fmt(d['low'])}, {_fmt(d['high'])}]), needs {need}{note}",
         metric=metric,
         slice=s["name"],
         observed=d["value"],
         ci=[d["low"], d["high"]],
         limit=-limit if lower_better else limit,
         bound=bound,
+        half_width=half,
+        underpowered=bool(note),
     )
 
 

@@ -8,6 +8,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, log_loss, mean_absolute_error, roc_auc_score
 
 from airflow_mlcrit.core.evaluation.compute import Predictions, evaluate_predictions, register_metric
+from airflow_mlcrit.core.evaluation.intervals import tango
 from airflow_mlcrit.core.evaluation.metrics import expected_calibration_error, rouge_l, token_f1
 from airflow_mlcrit.core.evaluation.slicing import build_slices
 from airflow_mlcrit.exceptions import ConfigError, DataValidationError
@@ -80,11 +81,22 @@ def test_sliced_values_equal_scikit_learn_and_the_difference_is_paired():
     assert all(s["difference"] is None for s in small["slices"])
 
 
-def test_identical_models_have_a_zero_width_difference():
+def test_identical_models_differ_by_zero_with_an_interval_that_does_not_collapse():
+    """No discordant row in 500 bounds the discordance, it does not prove it is zero: the
+    difference is 0 and its interval is Tango's for b = c = 0 (symmetric, about +-0.0076)."""
     frame, y, cand, _ = _data(500)
-    result = evaluate_predictions({"replicates": 50}, frame, y, cand, cand, labels=LABELS)
+    result = evaluate_predictions({"replicates": 200}, frame, y, cand, cand, labels=LABELS)
     d = result["slices"][0]["difference"]
-    assert {m: (v["low"], v["high"]) for m, v in d.items()} == {m: (0.0, 0.0) for m in d}
+    assert {m: v["value"] for m, v in d.items()} == {m: 0.0 for m in d}
+    low, high = tango(0, 0, 500, 0.95)
+    assert (d["accuracy"]["low"], d["accuracy"]["high"]) == (float(low), float(high))
+    assert d["accuracy"]["high"] == pytest.approx(-d["accuracy"]["low"], abs=1e-12)
+    assert d["accuracy"]["high"] == pytest.approx(0.0076243, abs=1e-7)
+    for m, v in d.items():
+        if m in ("roc_auc", "log_loss", "ece"):  # per-row scores equal on every row: 0 on every resample
+            assert (v["low"], v["high"]) == (0.0, 0.0)
+        else:
+            assert v["low"] < 0 < v["high"] < 0.02, (m, v)
 
 
 def test_slicing_specs():

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from openlineage.client.serde import Serde
 
 from airflow_mlcrit.core.evaluation.compute import Predictions, evaluate_predictions
-from airflow_mlcrit.core.evaluation.lineage import UNDEFINED_REASON, evaluation_facet
+from airflow_mlcrit.core.evaluation.lineage import evaluation_facet
 from airflow_mlcrit.core.lineage import facet
 from airflow_mlcrit.core.lineage.validate import validate_facet
 
@@ -71,7 +71,8 @@ def test_every_evaluation_facet_validates_after_serialization(result):
         assert set(sent["candidate"]) == set(s["candidate"])
         for metric, interval in s["candidate"].items():
             if interval["value"] is None:
-                assert sent["candidate"][metric] == {"undefined": True, "reason": UNDEFINED_REASON}
+                assert sent["candidate"][metric] == {"undefined": True, "reason": interval["reason"]}
+                assert interval["reason"]
             else:
                 assert sent["candidate"][metric]["value"] == interval["value"]
 
@@ -90,5 +91,8 @@ def test_roc_auc_of_a_single_class_slice_is_explicitly_undefined():
     emitted = _as_emitted(facet("mlcrit_evaluation", **evaluation_facet({**result, "binding": BINDING})))
     validate_facet(emitted)
     ca = next(s for s in emitted["slices"] if s["name"] == "region=CA")
-    assert ca["candidate"]["roc_auc"] == {"undefined": True, "reason": UNDEFINED_REASON}
+    assert ca["candidate"]["roc_auc"] == {
+        "undefined": True,
+        "reason": "one-vs-rest ROC AUC needs every class, and this slice has no ['b', 'c'] rows",
+    }
     assert set(ca["candidate"]["accuracy"]) == {"value", "low", "high"}

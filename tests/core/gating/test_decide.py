@@ -69,8 +69,11 @@ def test_fail_closed_configurations():
         decide({"thresholds": []}, ev)
     with pytest.raises(ConfigError, match=re.escape("GateConfig.thresholds[0]: give exactly one of min/max")):
         decide({"thresholds": [{"metric": "accuracy"}]}, ev)
-    with pytest.raises(ConfigError, match=re.escape("thresholds[0]: metric 'roc_auc' was not evaluated")):
+    with pytest.raises(ConfigError) as info:
         decide({"thresholds": [{"metric": "roc_auc", "min": 0.5}]}, ev)
+    assert str(info.value) == (
+        "GateConfig.thresholds[0]: metric 'roc_auc' is not evaluated; evaluated: ['accuracy', 'macro_f1']"
+    )
     missing = decide({"thresholds": [{"metric": "accuracy", "min": 0.1, "slices": ["region=WY"]}]}, ev)
     assert missing.failures == ["slice 'region=WY' is missing from the evaluation"]
     allowed = decide(
@@ -131,7 +134,6 @@ def test_parity_sensitivity_and_suite_thresholds():
                 {"max_flip_rate": 0.1, "perturbation": "typos"},
                 {"min_pass_rate": 0.9, "suite": "edge"},
                 {"min_pass_rate": 1.0, "suite": "edge", "test": "negation"},
-                {"max_flip_rate": 0.1, "perturbation": "casing"},
             ]
         },
         ev,
@@ -139,5 +141,33 @@ def test_parity_sensitivity_and_suite_thresholds():
     assert d.failures == [
         "typos flips 0.2000 of predictions on slice 'overall', limit 0.1000",
         "edge pass rate 0.8000 (8/10), needs >= 0.9000",
-        "sensitivity casing was not measured",
+    ]
+
+
+def test_a_misspelled_name_in_a_gate_is_a_config_error_listing_the_valid_ones_not_a_failed_model():
+    ev = _evaluation(*_models())
+    ev["sensitivity"] = [{"perturbation": "typos", "rows": 10, "slices": []}]
+    ev["suites"] = {"candidate": [{"name": "edge", "pass_rate": 1.0, "passed": 1, "cases": 1, "tests": []}]}
+    cases = {
+        "GateConfig.thresholds[0].slices: spec 'regions' is not a slicing spec of the evaluation; "
+        "valid: ['overall', 'region']": {"metric": "accuracy", "min": 0.5, "slices": {"spec": "regions"}},
+        "GateConfig.thresholds[0].slices: 'regoin=CA' is not a slice any spec of the evaluation makes (a name is "
+        "'overall' or 'feature=value', e.g. 'state=NE'); specs: ['overall', 'region']": {
+            "metric": "accuracy",
+            "min": 0.5,
+            "slices": ["overall", "regoin=CA"],
+        },
+        "GateConfig.thresholds[0]: perturbation 'casing' is not measured; measured: ['typos']": {
+            "max_flip_rate": 0.1,
+            "perturbation": "casing",
+        },
+        "GateConfig.thresholds[0]: suite 'edges' is not run; run: ['edge']": {"min_pass_rate": 0.9, "suite": "edges"},
+    }
+    for message, threshold in cases.items():
+        with pytest.raises(ConfigError) as info:
+            decide({"thresholds": [threshold]}, ev)
+        assert str(info.value) == message
+    # a well-formed name of a slice the data happens not to have is judged, not refused
+    assert decide({"thresholds": [{"metric": "accuracy", "min": 0.1, "slices": ["region=WY"]}]}, ev).failures == [
+        "slice 'region=WY' is missing from the evaluation"
     ]

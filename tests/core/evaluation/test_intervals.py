@@ -1,0 +1,119 @@
+"""The interval methods against published reference values, and the boundary cases the issue
+"Gate statistics you can stake a release on" reported (44/44 correct gave [1, 1])."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from airflow_mlcrit.core.evaluation.compute import Predictions, evaluate_predictions
+from airflow_mlcrit.core.evaluation.intervals import clopper_pearson, tango
+from airflow_mlcrit.core.gating.decide import decide
+
+# Newcombe RG (1998). Two-sided confidence intervals for the single proportion: comparison of
+# seven methods. Statistics in Medicine 17:857-872, Table II, method 5 ("exact", Clopper-Pearson).
+NEWCOMBE_1998 = [
+    ((81, 263), (0.2527, 0.3676)),
+    ((15, 148), (0.0578, 0.1617)),
+    ((0, 20), (0.0, 0.1684)),
+    ((1, 29), (0.0009, 0.1776)),
+]
+
+# Tango's score interval as computed by R's PropCIs 0.3.0, scoreci.mp (the reference
+# implementation of Tango (1998), Statistics in Medicine 17:891-908), with the discordant counts
+# ordered (only first right, only second right, pairs); its root finder stops at ~1e-7.
+PROPCIS_SCORECI_MP = [
+    (7, 0, 14, 0.95, 0.17703378200531006, 0.73200792074203491),
+    (0, 0, 14, 0.95, -0.21531081199645996, 0.21531075239181519),
+    (3, 2, 14, 0.95, -0.26107772759028841, 0.38899629882403786),
+    (14, 0, 14, 0.95, 0.56937837600708008, 1.0),
+    (2, 9, 20, 0.95, -0.60163156986236577, -0.027414342761039694),
+    (10, 3, 50, 0.95, -0.0014977478981018086, 0.28547489047050478),
+    (25, 12, 200, 0.95, 0.005635504722595221, 0.12694109946489335),
+    (10, 3, 50, 0.90, 0.023380527496337893, 0.26074491620063783),
+    (1, 1, 2, 0.95, -0.81093764305114746, 0.81093758344650269),
+]
+
+
+@pytest.mark.parametrize(("xn", "expected"), NEWCOMBE_1998)
+def test_clopper_pearson_matches_newcombe_1998(xn, expected):
+    low, high = clopper_pearson(*xn, 0.95)
+    assert (round(float(low), 4), round(float(high), 4)) == expected
+
+
+def test_clopper_pearson_at_the_boundary_has_its_closed_form():
+    # x = n: lower = (alpha/2)^(1/n); x = 0: upper = 1 - (alpha/2)^(1/n) (Clopper & Pearson 1934)
+    low, high = clopper_pearson(44, 44, 0.95)
+    assert (float(low), float(high)) == (pytest.approx(0.025 ** (1 / 44), abs=1e-12), 1.0)
+    assert float(low) == pytest.approx(0.919580, abs=1e-6) and float(low) < 0.93
+    low, high = clopper_pearson(0, 20, 0.95)
+    assert (float(low), float(high)) == (0.0, pytest.approx(1 - 0.025 ** (1 / 20), abs=1e-12))
+    assert float(high) > 0.1
+
+
+@pytest.mark.parametrize(("only_first", "only_second", "n", "level", "low", "high"), PROPCIS_SCORECI_MP)
+def test_tango_matches_propcis(only_first, only_second, n, level, low, high):
+    got = tango(only_first, only_second, n, level)
+    assert (float(got[0]), float(got[1])) == (pytest.approx(low, abs=2e-7), pytest.approx(high, abs=2e-7))
+
+
+def _slice(n: int, right: int) -> tuple[pd.DataFrame, np.ndarray, Predictions]:
+    truth = np.arange(n) % 2
+    pred = truth.copy()
+    pred[right:] = 1 - pred[right:]
+    return pd.DataFrame({"state": ["NE"] * n}), truth, Predictions(pred)
+
+
+def test_44_of_44_correct_does_not_pass_a_95_percent_lower_bound():
+    frame, truth, cand = _slice(44, 44)
+    result = evaluate_predictions({"metrics": ["accuracy"]}, frame, truth, cand, labels=["a", "b"])
+    acc = result["slices"][0]["candidate"]["accuracy"]
+    assert acc["value"] == 1.0 and acc["high"] == 1.0
+    assert acc["low"] == pytest.approx(0.025 ** (1 / 44), abs=1e-12)
+    assert result["interval_methods"]["accuracy"] == {"model": "clopper-pearson", "difference": "tango-score"}
+    gate = {"thresholds": [{"metric": "accuracy", "min": 0.95, "use_ci": True}]}
+    decision = decide(gate, result)
+    assert not decision.blessed
+    assert decision.failures == [
+        "accuracy CI lower bound on slice 'overall' is 0.9196 (CI [0.9196, 1.0000]), needs >= 0.9500"
+    ]
+
+
+def test_0_of_20_correct_keeps_an_upper_bound_above_0_1():
+    frame, truth, cand = _slice(20, 0)
+    acc = evaluate_predictions({"metrics": ["accuracy"]}, frame, truth, cand, labels=["a", "b"])["slices"][0]
+    assert acc["candidate"]["accuracy"]["value"] == 0.0
+    assert acc["candidate"]["accuracy"]["high"] == pytest.approx(1 - 0.025 ** (1 / 20), abs=1e-12)
+
+
+def test_macro_f1_of_a_perfect_slice_has_an_interval_below_one():
+    frame, truth, cand = _slice(60, 60)
+    f1 = evaluate_predictions({"metrics": ["macro_f1"]}, frame, truth, cand, labels=["a", "b"])["slices"][0]
+    iv = f1["candidate"]["macro_f1"]
+    assert iv["value"] == 1.0 and iv["high"] == 1.0 and 0.85 < iv["low"] < 0.99
+
+
+def test_three_class_auc_equals_sklearn_and_has_an_interval():
+    rng = np.random.default_rng(7)
+    n = 400
+    truth = rng.integers(0, 3, n)
+    proba = rng.dirichlet(np.ones(3), n)
+    proba[np.arange(n), truth] += rng.uniform(0, 0.6, n)
+    proba /= proba.sum(1, keepdims=True)
+    frame = pd.DataFrame({"state": rng.choice(["CA", "NE"], n)})
+    result = evaluate_predictions(
+        {"metrics": ["roc_auc"], "slices": ["state"], "replicates": 300},
+        frame,
+        truth,
+        Predictions(proba.argmax(1), proba),
+        labels=["neg", "neu", "pos"],
+    )
+    for s in result["slices"]:
+        rows = np.arange(n) if s["name"] == "overall" else np.flatnonzero(frame.state == s["name"].split("=")[1])
+        auc = s["candidate"]["roc_auc"]
+        expected = roc_auc_score(truth[rows], proba[rows], multi_class="ovr", average="macro")
+        assert auc["value"] == pytest.approx(expected, abs=1e-9)
+        assert auc["low"] < auc["value"] < auc["high"]
+        assert auc["high"] - auc["low"] < 0.2
