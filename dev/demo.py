@@ -129,6 +129,11 @@ def summary(store) -> None:
     result = json.loads(store.read_bytes(ev.ref, "evaluation.json"))
     b = result["binding"]
     print(f"  {ev.ref}: candidate {b['candidate']} vs baseline {b['baseline']} on {b['dataset']}")
+    methods = result["interval_methods"]["accuracy"]
+    print(
+        f"  {int(result['confidence'] * 100)}% intervals of accuracy: {methods['model']} for each model, "
+        f"{methods['difference']} for the paired difference (docs/evaluation.md)"
+    )
     print(f"  {'slice':<36} {'n':>5}  {'candidate accuracy':<22} {'baseline accuracy':<22} {'difference':<22}")
     for s in sorted(result["slices"], key=lambda s: (s["spec"] != "overall", s["spec"], s["name"])):
         if s["spec"] not in ("overall", "state", "channel", "hour(ts)") or not s["gated"]:

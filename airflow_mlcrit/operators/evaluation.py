@@ -40,7 +40,7 @@ class EvaluationReportLink(BaseOperatorLink):
 
 class EvaluateModelOperator(DatasetStepOperator):
     """Score a candidate model (and by default the model behind the ``production`` alias) on one
-    eval dataset version: sliced metrics with paired bootstrap intervals, behavioural suites and
+    eval dataset version: sliced metrics with paired confidence intervals, behavioural suites and
     sensitivity, an HTML report; commits an ``evaluation`` artifact.
 
     :param dataset: eval dataset artifact reference, path or s3:// URI. (templated)
@@ -351,6 +351,7 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
         check_names(self.config_dict(), **upstream.evaluated_names(upstream.config_dict(), upstream.suites))
 
     def execute(self, context: Any) -> GateResult:
+        from airflow_mlcrit.core.evaluation.report import render_html
         from airflow_mlcrit.core.gating import GateConfig, decide
         from airflow_mlcrit.core.lineage import facet
         from airflow_mlcrit.exceptions import GateFailedError
@@ -377,8 +378,11 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
         }
         name = self.output_name or b["candidate"].split("/")[1].split("@")[0]
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / BLESSING_FILE
-            path.write_text(json.dumps(doc, indent=1))
+            path = Path(tmp) / "blessing"
+            path.mkdir()
+            (path / BLESSING_FILE).write_text(json.dumps(doc, indent=1))
+            title = f"Gate {name}: {b['candidate']}"
+            (path / REPORT_FILE).write_text(render_html(result, title=title, gate=doc))
             out = self.commit(
                 context,
                 f"blessing/{name}",
@@ -419,6 +423,7 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
             out,
             {"decision": decision.decision, "failures": decision.failures},
             blessing=str(out.ref),
+            report_url=f"{out.uri.rstrip('/')}/{REPORT_FILE}",
         )
         if decision.blessed:
             return summary

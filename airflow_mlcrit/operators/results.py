@@ -68,6 +68,7 @@ class GateResult(ArtifactResult):
     """``EvaluationGateOperator``: ref = the ``blessing`` version. summary: decision, failures."""
 
     blessing: str  # the blessing version (= ref)
+    report_url: str  # the evaluation report with the decision and every verdict on top
 
 
 class AliasMoveResult(ArtifactResult):

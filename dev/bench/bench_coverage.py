@@ -153,13 +153,11 @@ def main() -> None:
         print(
             f"   {p:<8} | " + " | ".join(f"{c['coverage']:.3f}/{c['v0.1']:.3f}/{c['width_vs_cp']:.2f}" for c in cells)
         )
-    print(
-        f"   lowest coverage {worst:.3f} (goal >= 0.93); widest vs Clopper-Pearson at n >= 100: {widest:.2f}x (<= 1.2)"
-    )
+    print(f"   lowest coverage {worst:.3f} (goal >= 0.93)")
+    print(f"   widest vs Clopper-Pearson at n >= 100: {widest:.2f}x (goal <= 1.2)")
 
-    print(
-        f"\n2. False blessing: non-inferiority, margin {MARGIN}, true difference -{MARGIN}, {args.blessing_sims} runs"
-    )
+    print(f"\n2. False blessing: non-inferiority, margin {MARGIN}, true difference -{MARGIN}")
+    print(f"   {args.blessing_sims} runs a cell")
     print("   errors      baseline | " + " | ".join(f"n={n:>3}" for n in BLESSING_SIZES))
     highest = 0.0
     for correlated in (False, True):

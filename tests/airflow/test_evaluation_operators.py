@@ -308,6 +308,16 @@ def test_an_underpowered_slice_fails_warns_or_skips_as_configured(
     )
     ca = next(c for c in blessing["checks"] if c["slice"] == "state=CA")
     assert (ca["status"], ca["underpowered"]) == ("passed", False)
+    # the blessing's report: the decision and every verdict on top; differences coloured by their
+    # interval against the threshold; the underpowered slice in its own section below
+    report = store.read_bytes("blessing/demand@v1", "report.html").decode()
+    assert f"<p class='verdict {'ok' if decision == 'BLESSED' else 'bad'}'>{decision}</p>" in report
+    assert report.index("Gate decision") < report.index("by gated slice")
+    gated, aside = report.split("<h2>Not gated")
+    assert "state=CA" in gated and "state=NE" not in gated and "state=NE" in aside
+    assert "<span class='ok'>0.0000" in gated  # CA: a zero difference whose interval clears -0.03
+    evaluation = store.read_bytes("evaluation/demand@v1", "report.html").decode()
+    assert "Not judged by a gate yet" in evaluation and "class='bad'" not in evaluation  # no colour by sign
 
 
 MISSPELLED = "GateConfig.thresholds[0].slices: spec 'regions' is not a slicing spec of the evaluation; valid: ['overall', 'region']"

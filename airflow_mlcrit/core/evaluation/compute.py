@@ -236,8 +236,8 @@ def _count_intervals(cfg: EvaluationConfig, t: np.ndarray, ms: list[Predictions]
                 I.bca(pick(p_vals), float(pick(point)), pick(j_vals), weights, cfg.confidence),
             )
 
-        models = [both(lambda v, i=i: v[i][m]) for i in range(len(ms))]
-        diff = both(lambda v: v[0][m] - v[1][m]) if len(ms) == 2 else None
+        models = [both(lambda v, i=i, m=m: v[i][m]) for i in range(len(ms))]
+        diff = both(lambda v, m=m: v[0][m] - v[1][m]) if len(ms) == 2 else None
         out[m] = (models, diff)
     return out
 

@@ -30,9 +30,11 @@ class EvaluationConfig(Config):
         default_factory=list, metadata={"help": "slicing specs (see core.evaluation.slicing); overall is implied"}
     )
     min_slice_size: int = field(default=30, metadata={"help": "smaller slices are reported, never gated"})
-    replicates: int = field(default=1000, metadata={"help": "Poisson bootstrap replicates"})
+    replicates: int = field(
+        default=1000, metadata={"help": "bootstrap replicates (metrics other than accuracy and exact match)"}
+    )
     confidence: float = field(
-        default=0.95, metadata={"help": "level of every bootstrap interval (0.95: 95% two-sided)"}
+        default=0.95, metadata={"help": "level of every interval (0.95: 95% two-sided); methods: docs/evaluation.md"}
     )
     seed: int = field(
         default=0, metadata={"help": "seed of the bootstrap and of the sensitivity sample (same seed, same intervals)"}

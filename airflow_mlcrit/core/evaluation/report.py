@@ -7,7 +7,8 @@ from typing import Any
 
 _CSS = """body{font:14px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
 td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}th{background:#f4f6fa}.bad{color:#b00020}
-.ok{color:#137333}.muted{color:#777}svg{vertical-align:middle}"""
+.ok{color:#137333}.muted{color:#777}.undecided{color:#b06000}svg{vertical-align:middle}
+.verdict{font-size:1.3em;font-weight:600}"""
 
 
 def _fmt(v: Any) -> str:
@@ -38,10 +39,54 @@ def _bar(cand: dict | None, base: dict | None, lo: float, hi: float) -> str:
     return f'<svg width="{width}" height="28" role="img">{"".join(parts)}</svg>'
 
 
-def render_html(result: dict[str, Any], *, title: str) -> str:
+def _limits(gate: dict[str, Any] | None, metric: str) -> dict[str, float]:
+    """{slice name: the limit its difference interval must clear} from the gate's change checks."""
+    if not gate:
+        return {}
+    return {
+        c["slice"]: c["limit"]
+        for c in gate["checks"]
+        if c["kind"] == "change" and c.get("metric") == metric and c.get("limit") is not None
+    }
+
+
+def _verdict(d: dict | None, limit: float | None, lower_better: bool) -> str:
+    """pass / fail / undecided: the difference interval against the threshold, not its sign."""
+    if not d or d.get("low") is None or limit is None:
+        return ""
+    if lower_better:
+        return "ok" if d["high"] < limit else "bad" if d["low"] >= limit else "undecided"
+    return "ok" if d["low"] > limit else "bad" if d["high"] <= limit else "undecided"
+
+
+def _gate_section(gate: dict[str, Any]) -> str:
+    verdict = "ok" if gate["decision"] == "BLESSED" else "bad"
+    rows = [
+        [
+            f"<span class={'ok' if c['status'] == 'passed' else 'bad' if c['status'] == 'failed' else 'undecided'}>"
+            f"{escape(c['status'].upper())}</span>",
+            escape(c["message"]),
+        ]
+        for c in gate["checks"]
+    ]
+    return f"<h2>Gate decision</h2><p class='verdict {verdict}'>{escape(gate['decision'])}</p>" + _table(
+        ["verdict", "threshold"], rows
+    )
+
+
+def render_html(result: dict[str, Any], *, title: str, gate: dict[str, Any] | None = None) -> str:
+    """The evaluation, worst slice first; with ``gate`` (a blessing's decision and checks), the
+    decision and every threshold's verdict on top, and each difference coloured by its interval
+    against its threshold: pass (green), fail (red), undecided (amber)."""
     metric = result["metrics"][0]
     lower_better = metric in result.get("lower_is_better", [])
     slices = result["slices"]
+    limits = _limits(gate, metric)
+    flagged = {
+        c["slice"]
+        for c in (gate or {}).get("checks", [])
+        if c.get("underpowered") or (c["status"] == "skipped" and c.get("slice"))
+    }
 
     def badness(s: dict[str, Any]) -> float:
         d = (s.get("difference") or {}).get(metric) or {}
@@ -58,17 +103,13 @@ def render_html(result: dict[str, Any], *, title: str) -> str:
         if s.get(role) and (v := s[role][metric].get(k)) is not None
     ]
     lo, hi = (min([*values, 0.0]), max([*values, 1.0])) if values else (0.0, 1.0)
-    rows = []
+    rows, aside = [], []
     for s in sorted(slices, key=badness):
         d = (s.get("difference") or {}).get(metric)
-        cls = (
-            "" if not d or d["low"] is None else ("bad" if (d["high"] > 0 if lower_better else d["low"] < 0) else "ok")
-        )
+        cls = _verdict(d, limits.get(s["name"]), lower_better)
         cand, base = s["candidate"][metric], (s.get("baseline") or {}).get(metric)
-        n = f"{s['n']}" + ("" if s["gated"] else " <span class=muted>(not gated)</span>")
-        rows.append(
-            [escape(s["name"]), n, _ci(cand), _ci(base), f"<span class={cls}>{_ci(d)}</span>", _bar(cand, base, lo, hi)]
-        )
+        row = [escape(s["name"]), str(s["n"]), _ci(cand), _ci(base), f"<span class='{cls}'>{_ci(d)}</span>"]
+        (rows if s["gated"] and s["name"] not in flagged else aside).append([*row, _bar(cand, base, lo, hi)])
     overall = slices[0]
     other_rows = [
         [
@@ -97,16 +138,21 @@ def render_html(result: dict[str, Any], *, title: str) -> str:
         for p in result.get("sensitivity") or []
         for r in p["slices"]
     ]
-    skipped = "".join(f"<li>{escape(s['name'])}: {s['n']} rows</li>" for s in result.get("skipped_slices", []))
     conf = int(result["confidence"] * 100)
+    methods = result.get("interval_methods", {}).get(metric, {})
     head = f'<meta charset="utf-8"><title>{escape(title)}</title><style>{_CSS}</style>'
+    judged = _gate_section(gate) if gate else "<p class=muted>Not judged by a gate yet.</p>"
     return (
         f"<!doctype html><html><head>{head}</head><body><h1>{escape(title)}</h1>"
-        f"<p>{result['rows']} rows, {result['replicates']} Poisson bootstrap replicates, {conf}% intervals "
-        "(paired for the difference). Blue: candidate; grey: baseline.</p>"
-        f"<h2>{escape(metric)} by slice, worst first</h2>"
+        + judged
+        + f"<p>{result['rows']} rows, {conf}% intervals: {escape(methods.get('model', ''))} for one model, "
+        f"{escape(methods.get('difference', ''))} for the paired difference. Blue: candidate; grey: baseline. "
+        "Slices are sorted worst first, by the conservative end of the difference interval (its lower bound; "
+        "the upper one where lower is better), or by the candidate's value when there is no baseline.</p>"
+        f"<h2>{escape(metric)} by gated slice, worst first</h2>"
         + _table(["slice", "n", "candidate", "baseline", "difference", ""], rows)
-        + (f"<p>Not gated (fewer than {result['min_slice_size']} rows):</p><ul>{skipped}</ul>" if skipped else "")
+        + f"<h2>Not gated: below min_slice_size ({result['min_slice_size']}), underpowered or skipped</h2>"
+        + _table(["slice", "n", "candidate", "baseline", "difference", ""], aside)
         + "<h2>Other metrics, overall</h2>"
         + _table(["metric", "candidate", "baseline", "difference"], other_rows)
         + "<h2>Behavioural suites</h2>"

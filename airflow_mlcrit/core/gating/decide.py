@@ -302,7 +302,10 @@ def power(half_width: float, margin: float, n: int) -> str:
     if margin <= 0:
         return f"n={n}, the interval is ±{half_width:.2f}: no slice size decides a margin of 0"
     rows = math.ceil(n * (half_width / margin) ** 2 / 10) * 10
-    return f"n={n}, the interval is ±{half_width:.2f} against a margin of {margin:.2f}; about {rows:,} rows would decide it"
+    return (
+        f"n={n}, the interval is ±{half_width:.2f} against a margin of {margin:.2f}; "
+        f"about {rows:,} rows would decide it"
+    )
 
 
 def _change(i: int, t: dict, s: dict, lower_better: bool, underpowered: str, add: Any) -> None:
