@@ -449,7 +449,12 @@ def _check_facet(check: dict[str, Any]) -> dict[str, Any]:
     keys = ("kind", "status", "message", "metric", "slice", "observed", "limit")
     ci = check.get("ci")
     whole = bool(ci) and all(v is not None for v in ci)  # half an interval is no interval
-    extra = {"halfWidth": check.get("half_width"), "underpowered": check.get("underpowered")}
+    extra = {
+        "halfWidth": check.get("half_width"),
+        "underpowered": check.get("underpowered"),
+        "pValue": check.get("p_value"),
+        "correction": check.get("correction"),
+    }
     return without_nulls({**{k: check.get(k) for k in keys}, "ci": list(ci) if whole else None, **extra})
 
 

@@ -250,7 +250,7 @@ def _proportion_intervals(cfg: EvaluationConfig, right: list[np.ndarray]) -> tup
     if len(right) == 2:
         b = float(np.sum((right[0] == 1) & (right[1] == 0)))
         c = float(np.sum((right[0] == 0) & (right[1] == 1)))
-        diff = tuple(float(v) for v in I.tango(b, c, n, cfg.confidence))
+        diff = (*(float(v) for v in I.tango(b, c, n, cfg.confidence)), [int(b), int(c)])
     return models, diff
 
 
@@ -308,8 +308,10 @@ def _slice_result(cfg: EvaluationConfig, scorer: _Scorer, sl: Any, t: np.ndarray
             if c["value"] is None or b["value"] is None:
                 result["difference"][m] = _undefined(c.get("reason") or b.get("reason"))
                 continue
-            low, high = intervals[m][1] if m in intervals else (None, None)
+            low, high, *discordant = intervals[m][1] if m in intervals else (None, None)
             result["difference"][m] = {"value": c["value"] - b["value"], "low": low, "high": high}
+            if discordant:  # rows only the candidate / only the baseline got right: p-values (Holm)
+                result["difference"][m]["discordant"] = discordant[0]
     else:
         result["difference"] = None
     return result

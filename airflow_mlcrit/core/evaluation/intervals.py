@@ -52,12 +52,7 @@ def tango(b: np.ndarray | float, c: np.ndarray | float, n: np.ndarray | float, c
     estimate = (b - c) / n
 
     def score(d: np.ndarray) -> np.ndarray:
-        # restricted MLE of p21 given the difference d (Tango's closed form), then the statistic
-        q_b = -b - c + (2 * n - b + c) * d
-        q_c = -c * d * (1 - d)
-        p21 = (np.sqrt(np.maximum(q_b * q_b - 8 * n * q_c, 0.0)) - q_b) / (4 * n)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return (b - c - n * d) / np.sqrt(n * (2 * p21 + d * (1 - d)))
+        return tango_score(b, c, n, d)
 
     def solve(target: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         for _ in range(64):  # 2^-64 of the bracket: below float precision
@@ -70,6 +65,35 @@ def tango(b: np.ndarray | float, c: np.ndarray | float, n: np.ndarray | float, c
     low = np.where(estimate <= -1 + eps, -1.0, solve(z, np.full_like(estimate, -1 + eps), estimate))
     high = np.where(estimate >= 1 - eps, 1.0, solve(-z, estimate, np.full_like(estimate, 1 - eps)))
     return low, high
+
+
+def tango_score(b, c, n, d):
+    """Tango's score statistic for H0: p1 - p2 = d (the restricted MLE of p21 in closed form)."""
+    q_b = -b - c + (2 * n - b + c) * d
+    q_c = -c * d * (1 - d)
+    p21 = (np.sqrt(np.maximum(q_b * q_b - 8 * n * q_c, 0.0)) - q_b) / (4 * n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (b - c - n * d) / np.sqrt(n * (2 * p21 + d * (1 - d)))
+
+
+def tango_p_value(b: float, c: float, n: float, d: float) -> float:
+    """One-sided p-value of H0: p1 - p2 <= d against p1 - p2 > d (Tango's score test)."""
+    if d <= -1:
+        return 0.0
+    if d >= 1:
+        return 1.0
+    return 1 - NormalDist().cdf(float(tango_score(float(b), float(c), float(n), float(d))))
+
+
+def holm(p_values: list[float], alpha: float) -> list[bool]:
+    """Holm's (1979) step-down procedure: which hypotheses are rejected, family-wise error <= alpha."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    rejected = [False] * len(p_values)
+    for rank, i in enumerate(order):
+        if p_values[i] > alpha / (len(p_values) - rank):
+            break
+        rejected[i] = True
+    return rejected
 
 
 def percentile(draws: np.ndarray, confidence: float) -> tuple[float | None, float | None]:

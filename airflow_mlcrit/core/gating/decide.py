@@ -36,7 +36,7 @@ _KINDS = {
 }
 _ALLOWED = {
     "absolute": {"metric", "min", "max", "use_ci", "slices"},
-    "change": {"metric", "change", "margin", "relative", "slices"},
+    "change": {"metric", "change", "margin", "relative", "slices", "correction"},
     "parity": {"metric", "max_gap", "slices"},
     "sensitivity": {"max_flip_rate", "perturbation", "slices"},
     "suite": {"min_pass_rate", "suite", "test"},
@@ -61,6 +61,13 @@ def threshold_kind(t: Any, where: str) -> str:
         raise ConfigError(f"{where}: change must be 'superiority' or 'non_inferiority', got {t['change']!r}")
     if kind == "change" and float(t.get("margin", 0)) < 0:
         raise ConfigError(f"{where}: margin must be >= 0")
+    if kind == "change" and t.get("correction", "none") not in ("none", "holm"):
+        raise ConfigError(f"{where}: correction must be 'none' or 'holm', got {t['correction']!r}")
+    if kind == "change" and t.get("correction") == "holm" and t["change"] != "superiority":
+        raise ConfigError(
+            f"{where}: correction='holm' is for superiority claims; non-inferiority on every slice is an "
+            "intersection-union test and needs none (docs/evaluation.md)"
+        )
     return kind
 
 
@@ -245,6 +252,12 @@ def decide(cfg: GateConfig | dict[str, Any], evaluation: dict[str, Any]) -> Gate
                 limit=float(t["max_gap"]),
                 slice=f"{hi_name} vs {lo_name}",
             )
+        elif kind == "change" and t.get("correction") == "holm":
+            _holm_checks(i, t, [s for s in chosen if s["candidate"][metric]["value"] is not None], evaluation, add)
+            for s in chosen:
+                if s["candidate"][metric]["value"] is None:
+                    reason = s["candidate"][metric].get("reason") or "undefined on this slice"
+                    add(i, kind, "failed", f"{metric} on slice {s['name']!r} is undefined: {reason}", metric=metric)
         else:
             for s in chosen:
                 if s["candidate"][metric]["value"] is None:
@@ -345,6 +358,42 @@ def _change(i: int, t: dict, s: dict, lower_better: bool, underpowered: str, add
         half_width=half,
         underpowered=bool(note),
     )
+
+
+def _holm_checks(i: int, t: dict, chosen: list[dict], evaluation: dict, add: Any) -> None:
+    """Superiority on several slices with Holm's family-wise correction: each slice's one-sided
+    Tango p-value at the margin, judged by Holm's step-down at the interval's one-sided level."""
+    from airflow_mlcrit.core.evaluation.intervals import holm, tango_p_value
+
+    metric, margin = t["metric"], float(t.get("margin", 0.0))
+    alpha = (1 - evaluation["confidence"]) / 2
+    p_values = []
+    for s in chosen:
+        d = s["difference"][metric]
+        if "discordant" not in d:
+            raise ConfigError(
+                f"{metric}: correction='holm' needs per-slice p-values, which the gate has for accuracy and "
+                "exact_match (paired proportions); use it on one of those"
+            )
+        limit = margin * abs(s["baseline"][metric]["value"] or 0.0) if t.get("relative") else margin
+        p_values.append(tango_p_value(*d["discordant"], s["n"], limit))
+    for s, p, rejected in zip(chosen, p_values, holm(p_values, alpha), strict=True):
+        d = s["difference"][metric]
+        add(
+            i,
+            "change",
+            "passed" if rejected else "failed",
+            f"{metric} superiority on slice {s['name']!r}: candidate - baseline = {_fmt(d['value'])} "
+            f"(CI [{_fmt(d['low'])}, {_fmt(d['high'])}]), p = {p:.4f} against a margin of {margin:.4f}; Holm "
+            f"over {len(chosen)} slices at family-wise {alpha:.4f} {'rejects' if rejected else 'does not reject'}",
+            metric=metric,
+            slice=s["name"],
+            observed=d["value"],
+            ci=[d["low"], d["high"]],
+            limit=margin,
+            p_value=p,
+            correction="holm",
+        )
 
 
 def _sensitivity_checks(i: int, t: dict, evaluation: dict, chosen: list[dict], add: Any) -> None:

@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 from airflow_mlcrit.core.evaluation.compute import Predictions, evaluate_predictions
 from airflow_mlcrit.core.evaluation.intervals import clopper_pearson, tango
 from airflow_mlcrit.core.gating.decide import decide
+from airflow_mlcrit.exceptions import ConfigError
 
 # Newcombe RG (1998). Two-sided confidence intervals for the single proportion: comparison of
 # seven methods. Statistics in Medicine 17:857-872, Table II, method 5 ("exact", Clopper-Pearson).
@@ -117,3 +118,58 @@ def test_three_class_auc_equals_sklearn_and_has_an_interval():
         assert auc["value"] == pytest.approx(expected, abs=1e-9)
         assert auc["low"] < auc["value"] < auc["high"]
         assert auc["high"] - auc["low"] < 0.2
+
+
+def test_holm_step_down_and_tango_p_values_agree_with_the_interval():
+    from airflow_mlcrit.core.evaluation.intervals import holm, tango_p_value
+
+    # sorted: 0.005 <= 0.05/4, 0.01 <= 0.05/3, then 0.03 > 0.05/2 stops: the first two only
+    assert holm([0.01, 0.04, 0.03, 0.005], 0.05) == [True, False, False, True]
+    assert holm([0.2], 0.05) == [False] and holm([], 0.05) == []
+    # the test inverts the interval: at the lower bound the one-sided p-value is alpha / 2 exactly
+    for b, c, n in ((25, 12, 200), (10, 3, 50), (7, 0, 14)):
+        low, _ = tango(b, c, n, 0.95)
+        assert tango_p_value(b, c, n, float(low)) == pytest.approx(0.025, abs=1e-9)
+
+
+def test_superiority_on_several_slices_with_holm():
+    from airflow_mlcrit.core.evaluation.intervals import tango_p_value
+
+    rows = {"CA": (400, 30, 5), "NE": (200, 14, 4), "TX": (150, 9, 6)}  # n, only-candidate, only-baseline right
+    truth, cand, base, state = [], [], [], []
+    for name, (n, b, c) in rows.items():
+        t = np.arange(n) % 2
+        cr, br = t.copy(), t.copy()
+        br[:b] = 1 - br[:b]
+        cr[b : b + c] = 1 - cr[b : b + c]
+        truth += list(t)
+        cand += list(cr)
+        base += list(br)
+        state += [name] * n
+    ev = evaluate_predictions(
+        {"metrics": ["accuracy"], "slices": ["state"]},
+        pd.DataFrame({"state": state}),
+        np.array(truth),
+        Predictions(np.array(cand)),
+        Predictions(np.array(base)),
+        labels=["a", "b"],
+    )
+    gate = {
+        "thresholds": [
+            {"metric": "accuracy", "change": "superiority", "slices": {"spec": "state"}, "correction": "holm"}
+        ]
+    }
+    checks = {c["slice"]: c for c in decide(gate, ev).checks}
+    expected = {name: tango_p_value(b, c, n, 0.0) for name, (n, b, c) in rows.items()}
+    assert {s: c["p_value"] for s, c in checks.items()} == pytest.approx(
+        {f"state={k}": v for k, v in expected.items()}, abs=1e-12
+    )
+    # p: CA 1.2e-5 <= 0.025/3, NE 0.0092 <= 0.025/2, TX 0.219 > 0.025: Holm rejects CA and NE only
+    assert {s: c["status"] for s, c in checks.items()} == {
+        "state=CA": "passed",
+        "state=NE": "passed",
+        "state=TX": "failed",
+    }
+    assert checks["state=TX"]["correction"] == "holm"
+    with pytest.raises(ConfigError, match="correction='holm' is for superiority claims"):
+        decide({"thresholds": [{**gate["thresholds"][0], "change": "non_inferiority", "margin": 0.01}]}, ev)
