@@ -42,6 +42,7 @@ def evaluation_facet(result: dict[str, Any]) -> dict[str, Any]:
         "evalDatasetDigest": binding["dataset_digest"],
         "confidence": result["confidence"],
         "replicates": result["replicates"],
+        "intervalMethods": result.get("interval_methods"),
         "slices": [
             {
                 "name": s["name"],

@@ -96,3 +96,7 @@ def test_roc_auc_of_a_single_class_slice_is_explicitly_undefined():
         "reason": "one-vs-rest ROC AUC needs every class, and this slice has no ['b', 'c'] rows",
     }
     assert set(ca["candidate"]["accuracy"]) == {"value", "low", "high"}
+    assert emitted["intervalMethods"] == {
+        "accuracy": {"model": "clopper-pearson", "difference": "tango-score"},
+        "roc_auc": {"model": "bayesian-bootstrap", "difference": "bayesian-bootstrap"},
+    }
