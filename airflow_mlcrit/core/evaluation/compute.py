@@ -310,6 +310,8 @@ def _slice_result(cfg: EvaluationConfig, scorer: _Scorer, sl: Any, t: np.ndarray
                 continue
             low, high, *discordant = intervals[m][1] if m in intervals else (None, None)
             result["difference"][m] = {"value": c["value"] - b["value"], "low": low, "high": high}
+            if low is not None and high is not None:  # the smallest margin this slice could clear
+                result["difference"][m]["half_width"] = (high - low) / 2
             if discordant:  # rows only the candidate / only the baseline got right: p-values (Holm)
                 result["difference"][m]["discordant"] = discordant[0]
     else:

@@ -173,3 +173,22 @@ def test_superiority_on_several_slices_with_holm():
     assert checks["state=TX"]["correction"] == "holm"
     with pytest.raises(ConfigError, match="correction='holm' is for superiority claims"):
         decide({"thresholds": [{**gate["thresholds"][0], "change": "non_inferiority", "margin": 0.01}]}, ev)
+
+
+def test_a_threshold_on_an_undefined_metric_fails_with_the_reason():
+    truth = np.array([0] * 40 + [1] * 20 + [2] * 40)
+    proba = np.full((100, 3), 1 / 3)
+    frame = pd.DataFrame({"state": ["CA"] * 60 + ["NE"] * 40})  # NE: class 2 only
+    ev = evaluate_predictions(
+        {"metrics": ["roc_auc"], "slices": ["state"]},
+        frame,
+        truth,
+        Predictions(proba.argmax(1), proba),
+        labels=["a", "b", "c"],
+    )
+    ne = next(s for s in ev["slices"] if s["name"] == "state=NE")
+    reason = "one-vs-rest ROC AUC needs every class, and this slice has no ['a', 'b'] rows"
+    assert ne["candidate"]["roc_auc"] == {"value": None, "low": None, "high": None, "reason": reason}
+    decision = decide({"thresholds": [{"metric": "roc_auc", "min": 0.5, "slices": "all"}]}, ev)
+    assert f"roc_auc on slice 'state=NE' is undefined: {reason}" in decision.failures
+    assert not decision.blessed
