@@ -349,15 +349,18 @@ def _change(i: int, t: dict, s: dict, lower_better: bool, underpowered: str, add
         status,
         f"{metric} {t['change']} on slice {s['name']!r}: candidate - baseline = {_fmt(d['value'])} "
         f"(CI [{_fmt(d['low'])}, {_fmt(d['high'])}]), needs {need}{note}",
-        metric=metric,
-        slice=s["name"],
-        observed=d["value"],
-        ci=[d["low"], d["high"]],
+        **_difference(metric, s),
         limit=-limit if lower_better else limit,
         bound=bound,
         half_width=half,
         underpowered=bool(note),
     )
+
+
+def _difference(metric: str, s: dict) -> dict[str, Any]:
+    """The fields a change check records about the slice's difference interval."""
+    d = s["difference"][metric]
+    return {"metric": metric, "slice": s["name"], "observed": d["value"], "ci": [d["low"], d["high"]]}
 
 
 def _holm_checks(i: int, t: dict, chosen: list[dict], evaluation: dict, add: Any) -> None:
@@ -386,10 +389,7 @@ def _holm_checks(i: int, t: dict, chosen: list[dict], evaluation: dict, add: Any
             f"{metric} superiority on slice {s['name']!r}: candidate - baseline = {_fmt(d['value'])} "
             f"(CI [{_fmt(d['low'])}, {_fmt(d['high'])}]), p = {p:.4f} against a margin of {margin:.4f}; Holm "
             f"over {len(chosen)} slices at family-wise {alpha:.4f} {'rejects' if rejected else 'does not reject'}",
-            metric=metric,
-            slice=s["name"],
-            observed=d["value"],
-            ci=[d["low"], d["high"]],
+            **_difference(metric, s),
             limit=margin,
             p_value=p,
             correction="holm",
