@@ -103,7 +103,7 @@ def test_promote_promote_rollback_round_trip(models, lineage_tail):
     assert xcom(dr, "evaluate")["report_url"] == f"{ev2.uri.rstrip('/')}/report.html"
     assert EvaluationReportLink.name == "Evaluation report"
     html = store.read_bytes(ev2.ref, "report.html").decode()
-    assert "accuracy by slice, worst first" in html and "<svg" in html and "region=NE" in html
+    assert "accuracy by gated slice, worst first" in html and "<svg" in html and "region=NE" in html
     dr = run_dag("test_mlcrit_rollback", {"reason": "v2 misbehaves on live traffic"})
     assert dr.state == "success", task_states(dr)
     assert store.resolve("adapter/sentiment@production").version == 1
