@@ -216,17 +216,26 @@ def _count_intervals(cfg: EvaluationConfig, t: np.ndarray, ms: list[Predictions]
     bayes = rng.gamma(cells + 1.0 / cells.size, size=shape)
     poisson = rng.poisson(cells, size=shape).astype(np.float64)
     observed = np.flatnonzero(cells)
-    loo = np.repeat(cells.reshape(1, -1), len(observed), axis=0)
-    loo[np.arange(len(observed)), observed] -= 1
-    loo = loo.reshape(len(observed), *cells.shape)
     weights = cells.ravel()[observed]
+    at = np.unravel_index(observed, cells.shape)  # (truth, candidate pred[, baseline pred]) of each
 
     def per_model(c: np.ndarray) -> list[dict[str, np.ndarray]]:
         if len(ms) == 1:
             return [M.from_counts(c)]
         return [M.from_counts(c.sum(axis=-1)), M.from_counts(c.sum(axis=-2))]
 
-    point, b_vals, p_vals, j_vals = (per_model(c) for c in (cells, bayes, poisson, loo))
+    def jackknife() -> list[dict[str, np.ndarray]]:
+        """Each model's metrics with one row of each observed joint cell left out: a K x K
+        confusion per cell (never the K^3 joint table per cell, which is 128 MB at K = 16)."""
+        out = []
+        for i, confusion in enumerate([cells] if len(ms) == 1 else [cells.sum(-1), cells.sum(-2)]):
+            loo = np.repeat(confusion[None], len(observed), axis=0)
+            loo[np.arange(len(observed)), at[0], at[1 + i]] -= 1
+            out.append(M.from_counts(loo))
+        return out
+
+    point, b_vals, p_vals = (per_model(c) for c in (cells, bayes, poisson))
+    j_vals = jackknife()
     out: dict[str, tuple[list, Any]] = {}
     for m in metrics:
 
