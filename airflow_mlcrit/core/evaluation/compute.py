@@ -1,9 +1,10 @@
-"""Sliced metrics with Poisson-bootstrap intervals, for one model and paired against a baseline.
+"""Sliced metrics with confidence intervals, for one model and paired against a baseline.
 
-Paired: the candidate and the baseline are scored on the same replicate weights, so the interval
-of their difference reflects only how they differ, not the noise both share. Count metrics draw
-the joint (truth, candidate prediction, baseline prediction) cell counts; every other metric
-draws per-row weights, vectorized over replicates in chunks.
+Which interval each metric gets, and why, is in ``intervals`` and docs/evaluation.md. Paired: the
+candidate and the baseline are judged on the same rows (the same resampling weights, or the
+discordant counts), so the interval of their difference reflects only how they differ, not the
+noise both share. Count metrics draw the joint (truth, candidate prediction, baseline
+prediction) cell counts; every other metric draws per-row weights, vectorized in chunks.
 """
 
 from __future__ import annotations

@@ -163,7 +163,9 @@ def bootstrap(
     confidence: float = 0.95,
     chunk: int = 100,
 ) -> dict[str, dict[str, float]]:
-    """Point value and percentile interval per metric (Poisson bootstrap)."""
+    """Point value and percentile interval per metric (Poisson bootstrap): the v0.1 method, kept
+    as the named baseline of dev/bench/bench_coverage.py. The gate reads
+    ``compute.evaluate_predictions``, whose intervals hold their level at small n."""
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ConfigError(f"unknown metric(s) {unknown}; known: {', '.join(METRICS)}")
