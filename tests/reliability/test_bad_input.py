@@ -113,6 +113,7 @@ FIXED = [
     ("csv", (WIDE + "\n" + ",".join("1" for _ in range(100_000)) + "\n").encode()),
     ("csv", b"text,text,label\na,b,1\nc,d,0\n"),
     ("csv", b"text,label\nnan,inf\n-inf,NaN\n"),
+    ("csv", b"text,label,state\nabc,,9007199254740993\n"),  # an integer beyond float64's exact range
     ("csv", b"text,label\n\xff\xfe,1\n"),
     ("csv", b"text,label\nhello\x00world,1\n\x07\x1b[31m,0\n"),
     ("jsonl", b'{"text": NaN, "label": Infinity}\n{"text": "a", "label": -Infinity}\n'),

@@ -335,7 +335,7 @@ def numeric_partial(batch: Any, column: str, seed: int) -> Any:
 
     from airflow_mlcrit.core.validation.sketches import Moments, Reservoir
 
-    values = batch.column(column).cast(pa.float64()).drop_null().to_numpy(zero_copy_only=False)
+    values = batch.column(column).cast(pa.float64(), safe=False).drop_null().to_numpy(zero_copy_only=False)
     values = values[np.isfinite(values)]
     moments, reservoir = Moments(), Reservoir(20_000, seed)
     moments.add(values)

@@ -130,7 +130,8 @@ class _Numeric:
     def add(self, arr: Any) -> None:
         import pyarrow as pa
 
-        values = arr.cast(pa.float64()).drop_null().to_numpy(zero_copy_only=False)
+        # unsafe: integers beyond 2**53 round to the nearest float instead of raising
+        values = arr.cast(pa.float64(), safe=False).drop_null().to_numpy(zero_copy_only=False)
         nan = np.isnan(values)
         inf = np.isinf(values)
         self.nan += int(nan.sum())

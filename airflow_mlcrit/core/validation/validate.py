@@ -266,7 +266,7 @@ def validate(cfg: ValidationConfig | dict[str, Any], *, store: Any = None, workd
                     outside = pc.and_(pc.invert(pc.is_in(as_text, value_set=domain)), pc.is_valid(col))
                     hit("domain", name, outside.to_numpy(zero_copy_only=False))
                 if "range" in spec and profiler.kinds.get(name) == "numeric":
-                    values = pc.cast(col, pa.float64())
+                    values = pc.cast(col, pa.float64(), safe=False)  # ints beyond 2**53 round, not raise
                     lo, hi = spec["range"]["min"], spec["range"]["max"]
                     bad = pc.fill_null(pc.or_(pc.less(values, lo), pc.greater(values, hi)), False)
                     hit("range", name, bad.to_numpy(zero_copy_only=False))

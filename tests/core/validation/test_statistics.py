@@ -176,3 +176,16 @@ def test_a_table_wider_than_max_columns_is_refused_before_any_work(tmp_path, eng
         "c1",
         "c7",
     }
+
+
+def test_integers_beyond_2_to_the_53_are_profiled_and_range_checked_not_refused(tmp_path):
+    """Found by the bad-input corpus: pyarrow refuses a safe int64 -> float64 cast past 2**53."""
+    from airflow_mlcrit.core.validation.schema import infer_schema
+    from airflow_mlcrit.core.validation.validate import validate
+
+    path = tmp_path / "big.csv"
+    path.write_text("id,label\n9007199254740993,a\n1,b\n")
+    stats = compute_statistics({"source": str(path)}).statistics
+    assert stats["columns"]["id"]["max"] == 2.0**53 and stats["columns"]["id"]["min"] == 1.0
+    result = validate({"source": str(path), "schema": infer_schema(stats)}, workdir=tmp_path / "out")
+    assert result.report["status"] == "PASSED"
