@@ -54,6 +54,7 @@ def get_provider_info() -> dict:
         "extra-links": [
             "airflow_mlcrit.operators.base.MarquezJobLink",
             "airflow_mlcrit.operators.evaluation.EvaluationReportLink",
+            "airflow_mlcrit.operators.evaluation.GateReportLink",
         ],
         "connection-types": [
             {

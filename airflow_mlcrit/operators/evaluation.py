@@ -38,6 +38,12 @@ class EvaluationReportLink(BaseOperatorLink):
         return getattr(operator, "report_url", None) or ""
 
 
+class GateReportLink(EvaluationReportLink):
+    """The blessing's report: the evaluation judged, with the decision and every verdict on top."""
+
+    name = "Gate report"
+
+
 class EvaluateModelOperator(DatasetStepOperator):
     """Score a candidate model (and by default the model behind the ``production`` alias) on one
     eval dataset version: sliced metrics with paired confidence intervals, behavioural suites and
@@ -327,6 +333,7 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
 
     template_fields: Sequence[str] = (*StepOperator.template_fields, "evaluation")
     output_kind = "blessing"
+    operator_extra_links = (*StepOperator.operator_extra_links, GateReportLink())
 
     def __init__(
         self, *, evaluation: str, fail_when_not_blessed: bool = False, short_circuit: bool = True, **kwargs: Any
@@ -335,6 +342,7 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
         self.evaluation = evaluation
         self.fail_when_not_blessed = fail_when_not_blessed
         self.short_circuit = short_circuit
+        self.report_url: str | None = None  # set once the blessing is committed (the extra link)
         self._check_at_parse()
 
     def _check_at_parse(self) -> None:
@@ -416,6 +424,7 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
         for c in decision.checks:
             self.log.info("%s: %s", c["status"].upper(), c["message"])
         self.log.info("%s: %s", out.ref, decision.decision)
+        self.report_url = f"{out.uri.rstrip('/')}/{REPORT_FILE}"
         ti = context["ti"]
         ti.xcom_push(key="failures", value=decision.failures)
         summary = artifact_result(
@@ -423,7 +432,7 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
             out,
             {"decision": decision.decision, "failures": decision.failures},
             blessing=str(out.ref),
-            report_url=f"{out.uri.rstrip('/')}/{REPORT_FILE}",
+            report_url=self.report_url,
         )
         if decision.blessed:
             return summary

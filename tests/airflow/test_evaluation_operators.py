@@ -310,6 +310,8 @@ def test_an_underpowered_slice_fails_warns_or_skips_as_configured(
     assert (ca["status"], ca["underpowered"]) == ("passed", False)
     # the blessing's report: the decision and every verdict on top; differences coloured by their
     # interval against the threshold; the underpowered slice in its own section below
+    report_url = xcom(dr, "gate")["report_url"]
+    assert report_url == f"{store.resolve('blessing/demand@v1').uri.rstrip('/')}/report.html"
     report = store.read_bytes("blessing/demand@v1", "report.html").decode()
     assert f"<p class='verdict {'ok' if decision == 'BLESSED' else 'bad'}'>{decision}</p>" in report
     assert report.index("Gate decision") < report.index("by gated slice")

@@ -2,9 +2,9 @@
 
 from types import SimpleNamespace
 
-from airflow_mlcrit.operators import EvaluateModelOperator, RegisterArtifactOperator
+from airflow_mlcrit.operators import EvaluateModelOperator, EvaluationGateOperator, RegisterArtifactOperator
 from airflow_mlcrit.operators.base import MarquezJobLink
-from airflow_mlcrit.operators.evaluation import EvaluationReportLink
+from airflow_mlcrit.operators.evaluation import EvaluationReportLink, GateReportLink
 
 
 def test_marquez_job_link(monkeypatch):
@@ -19,3 +19,8 @@ def test_marquez_job_link(monkeypatch):
     )
     names = [type(link) for link in EvaluateModelOperator.operator_extra_links]
     assert names == [MarquezJobLink, EvaluationReportLink]
+    gate = EvaluationGateOperator(task_id="gate", evaluation="evaluation/x@v1", config={"thresholds": []})
+    assert [type(link) for link in gate.operator_extra_links] == [MarquezJobLink, GateReportLink]
+    assert GateReportLink().get_link(gate, ti_key=key) == ""  # not judged yet: no link
+    gate.report_url = "s3://ml/blessing/x/v000001/report.html"
+    assert GateReportLink().get_link(gate, ti_key=key) == "s3://ml/blessing/x/v000001/report.html"
