@@ -91,7 +91,7 @@ class EvaluateModelOperator(DatasetStepOperator):
         self._more_parents: list[str] = []  # e.g. the earlier steps of a prompt chain
         self.report_url: str | None = None  # set once the evaluation is committed (the extra link)
 
-    def evaluated_names(self, config: dict[str, Any], suites: Any) -> dict[str, Any]:
+    def evaluated_names(self, config: Any, suites: Any) -> dict[str, Any]:
         """What this evaluation will measure, for checking a gate's thresholds before it runs."""
         from airflow_mlcrit.core.artifacts.refs import parse_ref
         from airflow_mlcrit.core.evaluation.config import EvaluationConfig
@@ -106,7 +106,7 @@ class EvaluateModelOperator(DatasetStepOperator):
             "suites": [parse_ref(r).name for r in refs],
         }
 
-    def _check_gates(self, context: Any, config: dict[str, Any]) -> None:
+    def _check_gates(self, context: Any, config: Any) -> None:
         """Check the thresholds of every gate directly downstream against what this evaluation
         measures, before anything is read or scored: a misspelled metric, slice spec, suite or
         perturbation fails here, with the valid names, instead of after the whole evaluation."""
@@ -116,7 +116,7 @@ class EvaluateModelOperator(DatasetStepOperator):
         for task in self.get_direct_relatives(upstream=False):
             if isinstance(task, EvaluationGateOperator):
                 gate = task.render_template(task.config, context)  # the gate's are not, yet
-                check_names(gate.to_dict() if hasattr(gate, "to_dict") else gate, **names)
+                check_names(gate, **names)
 
     def _baseline_ref(self, candidate_manifest: Any) -> str | None:
         if not self.baseline:
@@ -146,7 +146,7 @@ class EvaluateModelOperator(DatasetStepOperator):
         from airflow_mlcrit.core.evaluation.report import render_html
 
         cfg = EvaluationConfig.from_dict(self.config_dict())
-        self._check_gates(context, self.config_dict())
+        self._check_gates(context, cfg)
         source, data_manifest = self.pin(self.dataset)
         self.record_input(source, data_manifest)
         with tempfile.TemporaryDirectory(prefix="mlcrit-eval-") as tmp:

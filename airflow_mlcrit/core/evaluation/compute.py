@@ -120,7 +120,7 @@ class _Scorer:
             return "needs per-row losses"
         return None
 
-    def defined(self, truth: np.ndarray, models: list[Predictions], metric: str) -> str | None:
+    def defined(self, truth: np.ndarray, metric: str) -> str | None:
         """Why ``metric`` has no value on these rows, or None."""
         if metric == "roc_auc":
             present = np.bincount(truth, minlength=self.k)
@@ -220,16 +220,18 @@ def _count_intervals(cfg: EvaluationConfig, t: np.ndarray, ms: list[Predictions]
     weights = cells.ravel()[observed]
     at = np.unravel_index(observed, cells.shape)  # (truth, candidate pred[, baseline pred]) of each
 
+    def confusions(c: np.ndarray) -> list[np.ndarray]:
+        """Each model's (..., K, K) confusion from joint (..., truth, candidate[, baseline]) cells."""
+        return [c] if len(ms) == 1 else [c.sum(axis=-1), c.sum(axis=-2)]
+
     def per_model(c: np.ndarray) -> list[dict[str, np.ndarray]]:
-        if len(ms) == 1:
-            return [M.from_counts(c)]
-        return [M.from_counts(c.sum(axis=-1)), M.from_counts(c.sum(axis=-2))]
+        return [M.from_counts(m) for m in confusions(c)]
 
     def jackknife() -> list[dict[str, np.ndarray]]:
         """Each model's metrics with one row of each observed joint cell left out: a K x K
         confusion per cell (never the K^3 joint table per cell, which is 128 MB at K = 16)."""
         out = []
-        for i, confusion in enumerate([cells] if len(ms) == 1 else [cells.sum(-1), cells.sum(-2)]):
+        for i, confusion in enumerate(confusions(cells)):
             loo = np.repeat(confusion[None], len(observed), axis=0)
             loo[np.arange(len(observed)), at[0], at[1 + i]] -= 1
             out.append(M.from_counts(loo))
@@ -283,15 +285,15 @@ def _slice_result(cfg: EvaluationConfig, scorer: _Scorer, sl: Any, t: np.ndarray
     result["gated"] = len(sl.rows) >= cfg.min_slice_size
     intervals: dict[str, tuple[list, Any]] = {}
     if len(t):
-        count = [m for m in names if m in M.COUNT_METRICS and m not in PROPORTIONS]
-        if count and k and k ** (1 + len(ms)) <= _MAX_CELLS:
+        count = [m for m in names if interval_method(m, k, len(ms))["model"] == I.BAYES_BCA]
+        if count:
             intervals.update(_count_intervals(cfg, t, ms, k, count, rng))
         for m in [m for m in names if m in PROPORTIONS]:
             right = [p.pred == t if m == "accuracy" else _row_values(m, t, p) for p in ms]
             intervals[m] = _proportion_intervals(cfg, [np.asarray(r, dtype=float) for r in right])
-        if "roc_auc" in names and k == 2 and scorer.defined(t, ms, "roc_auc") is None:
+        if "roc_auc" in names and k == 2 and scorer.defined(t, "roc_auc") is None:
             intervals["roc_auc"] = _binary_auc_intervals(cfg, t, ms, rng)
-        rows = [m for m in names if m not in intervals and scorer.defined(t, ms, m) is None]
+        rows = [m for m in names if m not in intervals and scorer.defined(t, m) is None]
         if rows:
             draws = scorer.replicates(t, ms, rows, rng)
             for m in rows:
@@ -304,7 +306,7 @@ def _slice_result(cfg: EvaluationConfig, scorer: _Scorer, sl: Any, t: np.ndarray
             continue
         result[role] = {}
         for m in names:
-            reason = "the slice is empty" if not len(t) else scorer.defined(t, ms, m)
+            reason = "the slice is empty" if not len(t) else scorer.defined(t, m)
             value = None if reason else _clean(scorer.point(t, ms[i], m))
             if value is None:
                 result[role][m] = _undefined(reason or "the metric is not finite on this slice")

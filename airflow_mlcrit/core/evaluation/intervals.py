@@ -51,13 +51,10 @@ def tango(b: np.ndarray | float, c: np.ndarray | float, n: np.ndarray | float, c
     z = z_of(confidence)
     estimate = (b - c) / n
 
-    def score(d: np.ndarray) -> np.ndarray:
-        return tango_score(b, c, n, d)
-
     def solve(target: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         for _ in range(64):  # 2^-64 of the bracket: below float precision
             mid = (lo + hi) / 2
-            right = score(mid) > target
+            right = tango_score(b, c, n, mid) > target
             lo, hi = np.where(right, mid, lo), np.where(right, hi, mid)
         return (lo + hi) / 2
 

@@ -252,21 +252,22 @@ def decide(cfg: GateConfig | dict[str, Any], evaluation: dict[str, Any]) -> Gate
                 limit=float(t["max_gap"]),
                 slice=f"{hi_name} vs {lo_name}",
             )
-        elif kind == "change" and t.get("correction") == "holm":
-            _holm_checks(i, t, [s for s in chosen if s["candidate"][metric]["value"] is not None], evaluation, add)
-            for s in chosen:
-                if s["candidate"][metric]["value"] is None:
-                    reason = s["candidate"][metric].get("reason") or "undefined on this slice"
-                    add(i, kind, "failed", f"{metric} on slice {s['name']!r} is undefined: {reason}", metric=metric)
         else:
+            defined = []
             for s in chosen:
                 if s["candidate"][metric]["value"] is None:
                     reason = s["candidate"][metric].get("reason") or "undefined on this slice"
                     add(i, kind, "failed", f"{metric} on slice {s['name']!r} is undefined: {reason}", metric=metric)
-                elif kind == "absolute":
-                    _absolute(i, t, s, add)
                 else:
+                    defined.append(s)
+            if kind == "change" and t.get("correction") == "holm":
+                _holm_checks(i, t, defined, evaluation, add)
+            elif kind == "change":
+                for s in defined:
                     _change(i, t, s, metric in lower, cfg.underpowered, add)
+            else:
+                for s in defined:
+                    _absolute(i, t, s, add)
     if has_baseline or cfg.no_baseline == "require_absolute_only":
         judged = [c for c in checks if c["status"] != "skipped"]
         if not judged:
