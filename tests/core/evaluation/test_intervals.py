@@ -60,6 +60,19 @@ def test_tango_matches_propcis(only_first, only_second, n, level, low, high):
     assert (float(got[0]), float(got[1])) == (pytest.approx(low, abs=2e-7), pytest.approx(high, abs=2e-7))
 
 
+def test_tango_matches_the_published_worked_example():
+    # Fagerland MW, Lydersen S, Laake P (2014). Recommended tests and confidence intervals for
+    # paired binomial proportions. Statistics in Medicine 33:2850-2875, the worked example of
+    # complete response before and after consolidation therapy (Cavo et al. 2012): pairs
+    # (59, 6; 16, 80), N = 161, Tango's asymptotic score interval -0.0621 (95% CI -0.1240 to
+    # -0.0054). The worked example is also in the authors' book (Statistical Analysis of
+    # Contingency Tables, 2017, chapter 8); their R package contingencytables checks these very
+    # figures in tests/testthat/test-ch8.R.
+    low, high = tango(6, 16, 161, 0.95)
+    assert round((6 - 16) / 161, 4) == -0.0621
+    assert (round(float(low), 4), round(float(high), 4)) == (-0.1240, -0.0054)
+
+
 def _slice(n: int, right: int) -> tuple[pd.DataFrame, np.ndarray, Predictions]:
     truth = np.arange(n) % 2
     pred = truth.copy()
