@@ -109,7 +109,7 @@ def setup(store) -> None:
 
 
 def week(store, n: int) -> None:
-    golden = customer_messages(900, week=n, seed=100)
+    golden = customer_messages(2400, week=n, seed=100)
     m = _put(store, "dataset/support-golden", {"golden.parquet": _parquet(golden)}, {"week": n, "curated": True})
     print(f"  {m.ref}: curated golden eval set of week {n} ({len(golden)} messages)")
     raw = plant(customer_messages(3000, week=n, seed=1, broken_phone_labels=0.7 if n == 2 else 0.0), n)
