@@ -53,3 +53,17 @@ def test_mlcrit_connection_type_and_config_section_are_registered(airflow_db):
     )
     out = _airflow("config", "get-value", "mlcrit", "s3_max_attempts")
     assert out.strip() == "5"
+
+
+def test_preload_imports_what_is_installed_and_names_what_is_not(caplog):
+    import logging
+    import sys
+
+    from airflow_mlcrit.preload import DEFAULT, preload
+
+    caplog.set_level(logging.INFO, logger="airflow_mlcrit.preload")
+    sys.modules.pop("colorsys", None)
+    assert preload(["colorsys", "no_such_library_xyz"]) == ["colorsys"]
+    assert "colorsys" in sys.modules
+    assert caplog.messages == ["mlcrit: preloaded colorsys; not installed: no_such_library_xyz (no_such_library_xyz)"]
+    assert {"torch", "transformers", "peft", "apache_beam"} <= set(DEFAULT) and "great_expectations" not in DEFAULT
