@@ -244,7 +244,13 @@ def sensitivity(
     for name in names:
         perturbed = perturb(name, [texts[i] for i in sample], seed=seed, synonyms=synonyms)
         changed = np.array([p != texts[i] for p, i in zip(perturbed, sample, strict=True)])
-        after = _shown(predict(perturbed), labels)
+        # only changed inputs are scored again: an unchanged one keeps its prediction (and cannot
+        # flip through the numeric noise of being batched with other rows)
+        after = [base[i] for i in sample]
+        moved = np.flatnonzero(changed)
+        if len(moved):
+            for j, shown in zip(moved, _shown(predict([perturbed[j] for j in moved]), labels), strict=True):
+                after[j] = shown
         flips = np.array([after[j] != base[i] for j, i in enumerate(sample)])
         right_before = np.array([base[i] == str(_label(truth[i], labels)) for i in sample])
         right_after = np.array([after[j] == str(_label(truth[i], labels)) for j, i in enumerate(sample)])
