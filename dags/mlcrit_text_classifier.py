@@ -45,7 +45,13 @@ GATE = {
         {"min_pass_rate": 0.75, "suite": "support-edge-cases"},
     ]
 }
-PROMPT_GATE = {"thresholds": [{"metric": "accuracy", "min": 0.95, "use_ci": True, "slices": {"spec": "channel"}}]}
+# a prompt must also beat always answering the majority class (a constant is not a model)
+PROMPT_GATE = {
+    "thresholds": [
+        {"metric": "accuracy", "min": 0.95, "use_ci": True, "slices": {"spec": "channel"}},
+        {"better_than": "majority"},
+    ]
+}
 
 with DAG(
     dag_id="mlcrit_text_classifier",

@@ -41,7 +41,7 @@ def _params(cls) -> list[tuple[str, str, bool, str]]:
         if not klass.__module__.startswith("airflow_mlcrit") or "__init__" not in klass.__dict__:
             continue
         for p in inspect.signature(klass.__init__).parameters.values():
-            if p.kind is not p.KEYWORD_ONLY or p.name in seen:
+            if p.kind is not p.KEYWORD_ONLY or p.name in seen or p.name in getattr(cls, "fixed_params", ()):
                 continue
             seen.add(p.name)
             default = "required" if p.default is p.empty else f"`{p.default!r}`"

@@ -86,7 +86,11 @@ class _Cli:
 
     # artifacts ---------------------------------------------------------------------------
     def artifacts_put(self) -> int:
+        from airflow_mlcrit.core.artifacts.refs import parse_key
+        from airflow_mlcrit.core.payloads import check_payload
+
         a = self.args
+        check_payload(parse_key(a.key)[0], a.path)  # a prompt or suite that cannot load is never committed
         m = self.store.put(
             a.key, a.path, parents=a.parent or (), metadata=_kv(a.meta or ()), idempotency_key=a.idempotency_key
         )
@@ -170,9 +174,23 @@ class _Cli:
         a = self.args
         from airflow_mlcrit.core.gating import promote
 
-        move, _ = promote(self.store, a.ref, a.alias, reason=a.reason, force=a.force, extra={"via": "mlcrit promote"})
-        before = f"v{move.from_version}" if move.from_version else "-"
-        self.emit(move.to_dict(), f"{move.kind}/{move.name}@{move.alias}: {before} -> v{move.to_version}")
+        target = self.store.resolve(a.ref)
+        already = self.store.alias_version(f"{target.kind}/{target.name}", a.alias) == target.version
+        move, proof = promote(
+            self.store, str(target.ref), a.alias, reason=a.reason, force=a.force, extra={"via": "mlcrit promote"}
+        )
+        if already:
+            text = (
+                f"{move.kind}/{move.name}@{move.alias} is already v{move.to_version} (move {move.seq}): nothing moved"
+            )
+        else:
+            before = f"v{move.from_version}" if move.from_version else "-"
+            text = f"{move.kind}/{move.name}@{move.alias}: {before} -> v{move.to_version}"
+            if move.forced:
+                text += " (forced)"
+            elif proof is not None and proof.metadata.get("model"):
+                text += f", blessed with {proof.metadata['model']} ({proof.metadata.get('model_digest')})"
+        self.emit(move.to_dict(), text)
         return 0
 
     def rollback(self) -> int:

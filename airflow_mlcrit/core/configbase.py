@@ -57,6 +57,14 @@ class Config:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(names)}")
+        required = [
+            f.name
+            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+            if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise ConfigError(f"{cls.__name__} needs field(s) {missing}; got {sorted(data) or 'none'}")
         try:
             return cls(**data)
         except TypeError as exc:

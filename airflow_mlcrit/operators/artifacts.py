@@ -52,6 +52,10 @@ class RegisterArtifactOperator(MlcritBaseOperator):
         self.description = description
 
     def execute(self, context: Any) -> RegisterArtifactResult:
+        from airflow_mlcrit.core.artifacts.refs import parse_key
+        from airflow_mlcrit.core.payloads import check_payload
+
+        check_payload(parse_key(self.artifact)[0], self.path)  # a prompt or suite that cannot load: refused
         for parent in self.parents:
             self.read_input(parent)
         manifest = self.commit(

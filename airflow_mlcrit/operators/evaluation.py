@@ -89,6 +89,7 @@ class EvaluateModelOperator(DatasetStepOperator):
         self.suites = suites
         self.split = split
         self._more_parents: list[str] = []  # e.g. the earlier steps of a prompt chain
+        self._model_binding: dict[str, Any] = {}
         self.report_url: str | None = None  # set once the evaluation is committed (the extra link)
 
     def evaluated_names(self, config: Any, suites: Any) -> dict[str, Any]:
@@ -174,6 +175,7 @@ class EvaluateModelOperator(DatasetStepOperator):
                 "baseline_alias": self.baseline if self.baseline and "/" not in self.baseline else None,
                 "dataset": source,
                 "dataset_digest": data_manifest.digest if data_manifest else None,
+                **self._model_binding,  # a prompt: the model it ran on
             }
             name = self.output_name_for(context)
             key = f"evaluation/{name}"
@@ -227,6 +229,7 @@ class EvaluateModelOperator(DatasetStepOperator):
             "max_length": cfg.max_length,
             "max_new_tokens": cfg.max_new_tokens,
             "device": cfg.device,
+            "max_truncated_rate": cfg.max_truncated_rate,
         }
 
         def load(ref: str, where: str, predicted_in: str | None) -> tuple[Any, Any]:
@@ -239,7 +242,7 @@ class EvaluateModelOperator(DatasetStepOperator):
 
             def build() -> Any:
                 path, base, _ = materialize_model(self.store, pinned, work / where)
-                return ModelScorer(path, base_path=base, **opts)
+                return ModelScorer(path, base_path=base, name=f"{where} {pinned}", **opts)
 
             return Lazy(build), manifest
 
@@ -371,6 +374,13 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
         b = result["binding"]
         if not b.get("candidate_digest"):
             raise ConfigError(f"{ev.ref} evaluated {b['candidate']}, not an artifact: only artifacts can be blessed")
+        if "model" in b and not b.get("model_digest") and not b.get("endpoint"):
+            raise ConfigError(
+                f"{ev.ref} ran {b['candidate']} on the model directory {b['model']}, which no digest pins: a blessed "
+                "prompt is only meaningful with the exact model it was judged on. Register the model (mlcrit "
+                "artifacts put base_model/<name> <dir>) and evaluate the prompt on that reference"
+            )
+        model = {k: b[k] for k in ("model", "model_digest", "endpoint") if k in b}
         doc = {
             **decision.to_dict(),
             "candidate": b["candidate"],
@@ -382,6 +392,7 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
             "dataset_digest": b["dataset_digest"],
             "evaluation": str(ev.ref),
             "evaluation_digest": ev.digest,
+            **model,
             "gate": cfg.to_dict(),
         }
         name = self.output_name or b["candidate"].split("/")[1].split("@")[0]
@@ -395,19 +406,22 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
                 context,
                 f"blessing/{name}",
                 path,
-                parents=[str(ev.ref), b["candidate"]],
+                parents=[str(ev.ref), b["candidate"], *([model["model"]] if model.get("model_digest") else [])],
                 metadata={
-                    k: doc[k]
-                    for k in (
-                        "decision",
-                        "candidate",
-                        "candidate_digest",
-                        "baseline",
-                        "baseline_digest",
-                        "baseline_alias",
-                        "dataset_digest",
-                        "evaluation",
-                    )
+                    **{
+                        k: doc[k]
+                        for k in (
+                            "decision",
+                            "candidate",
+                            "candidate_digest",
+                            "baseline",
+                            "baseline_digest",
+                            "baseline_alias",
+                            "dataset_digest",
+                            "evaluation",
+                        )
+                    },
+                    **model,
                 },
                 mlcrit_blessing=facet(
                     "mlcrit_blessing",
@@ -418,6 +432,7 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
                     baselineDigest=b["baseline_digest"],
                     evalDatasetDigest=b["dataset_digest"],
                     evaluation=str(ev.ref),
+                    **{{"model_digest": "modelDigest"}.get(k, k): v for k, v in model.items() if v is not None},
                     checks=[_check_facet(c) for c in decision.checks],
                 ),
             )

@@ -25,7 +25,8 @@ class PromptEvaluationOperator(EvaluateModelOperator):
         ``output_variable`` feeds the next). (templated)
     :param backend: ``causal_lm`` (local model: generation or label log-likelihood), ``encoder``
         (local sentence encoder: zero-shot by similarity) or ``http`` (OpenAI-compatible endpoint).
-    :param model: model directory or artifact (causal_lm, encoder) or the hosted model's name (http). (templated)
+    :param model: the model artifact (causal_lm, encoder: pinned and recorded with the blessing; a local
+        directory can be evaluated but not blessed) or the hosted model's name (http). (templated)
     :param mode: ``generate``, ``score_labels`` or ``similarity``; default by backend. (templated)
     :param input_variable: the prompt variable that suites and sensitivity perturb; default the
         first declared one. (templated)
@@ -37,6 +38,7 @@ class PromptEvaluationOperator(EvaluateModelOperator):
     :param baseline: an alias of the prompt (default ``production``), a reference, or None. (templated)
     """
 
+    fixed_params = ("candidate",)  # the prompt is the candidate
     template_fields: Sequence[str] = (
         *(f for f in EvaluateModelOperator.template_fields if f != "candidate"),
         "prompt",
@@ -84,35 +86,52 @@ class PromptEvaluationOperator(EvaluateModelOperator):
             return str(work / where)
         return ref
 
-    def _backend(self, cfg: Any, work: Path) -> Any:
-        from airflow_mlcrit.core.prompting import backends
+    def _pin_model(self) -> str | None:
+        """Resolve the model now, once: the evaluation records exactly this version (a parent, with
+        its digest), and the backend loads exactly it. A hosted model is recorded by endpoint and
+        name: nothing here can pin what the endpoint serves."""
+        from airflow_mlcrit.core.tables import is_artifact_ref
 
-        if not self.model:
-            raise ConfigError(f"PromptEvaluationOperator backend {self.backend!r} needs model")
-        if self.backend == "causal_lm":
-            path = self._local_model(self.model, work, "model")
-            return backends.CausalLMBackend(
-                path, batch_size=cfg.batch_size, max_length=cfg.max_length, device=cfg.device
-            )
-        if self.backend == "encoder":
-            path = self._local_model(self.model, work, "model")
-            return backends.EncoderBackend(
-                path, batch_size=cfg.batch_size, max_length=cfg.max_length, device=cfg.device
-            )
-        if not self.http_conn_id:
-            raise ConfigError("the http backend needs http_conn_id (host or extra base_url, password = API key)")
-        from airflow_mlcrit.core.config import home_dir
+        if self.backend == "http":
+            self._model_binding = {"model": self.model, "model_digest": None, "endpoint": self._endpoint()[0]}
+            return self.model
+        if self.model and is_artifact_ref(self.model.split("@")[0]):
+            m = self.read_input(self.model)
+            self._model_binding = {"model": str(m.ref), "model_digest": m.digest}
+            return str(m.ref)
+        self._model_binding = {"model": self.model, "model_digest": None}
+        return self.model
+
+    def _endpoint(self) -> tuple[str, str | None]:
+        """(base URL, API key) of the http connection."""
         from airflow_mlcrit.version_compat import BaseHook
 
+        if not self.http_conn_id:
+            raise ConfigError("the http backend needs http_conn_id (host or extra base_url, password = API key)")
         conn = BaseHook.get_connection(self.http_conn_id)
         base_url = conn.extra_dejson.get("base_url") or conn.host
         if base_url and not base_url.startswith(("http://", "https://")):
             base_url = f"{conn.schema or 'https'}://{base_url}" + (f":{conn.port}" if conn.port else "")
+        return base_url or "", conn.password
+
+    def _backend(self, cfg: Any, work: Path) -> Any:
+        from airflow_mlcrit.core.prompting import backends
+
+        sizes = {"batch_size": cfg.batch_size, "max_length": cfg.max_length, "device": cfg.device}
+        if self.backend == "causal_lm":
+            path = self._local_model(self._pinned, work, "model")
+            return backends.CausalLMBackend(path, max_truncated_rate=cfg.max_truncated_rate, **sizes)
+        if self.backend == "encoder":
+            path = self._local_model(self._pinned, work, "model")
+            return backends.EncoderBackend(path, max_truncated_rate=cfg.max_truncated_rate, **sizes)
+        from airflow_mlcrit.core.config import home_dir
+
+        base_url, key = self._endpoint()
         # not [core] airflow_home: Airflow 3 has no such option, and "." put the cache in the cwd
         cache = self.cache_dir or home_dir("prompt-cache")
         return backends.OpenAIBackend(
-            base_url or "",
-            conn.password,
+            base_url,
+            key,
             self.model,
             cache_dir=cache,
             max_retries=self.max_retries,
@@ -134,6 +153,9 @@ class PromptEvaluationOperator(EvaluateModelOperator):
         refs = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
         from airflow_mlcrit.core.evaluation.inference import Lazy
 
+        if not self.model:
+            raise ConfigError(f"PromptEvaluationOperator backend {self.backend!r} needs model")
+        self._pinned = self._pin_model()
         # loaded on first use: a retry that finds its evaluation committed loads no model
         backend = Lazy(lambda: self._backend(cfg, work), kind=self.backend)
         embed = None
@@ -147,10 +169,17 @@ class PromptEvaluationOperator(EvaluateModelOperator):
             raise ConfigError("task 'classification' needs the prompt's verbalizers; use task 'generation' otherwise")
         for m in manifests:
             self.lineage.add_input(self.store, m)
+        # the chain's earlier steps, and the model it ran on when an artifact pins it
         self._more_parents = [str(m.ref) for m in manifests[:-1]]
-        if mode == "generate" and cfg.task == "classification" and cfg.metrics is None:
-            # labels read from generated text carry no probabilities: default to count metrics
-            cfg.metrics = ["accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall"]
+        if self._model_binding.get("model_digest"):
+            self._more_parents.append(self._model_binding["model"])
+        if mode == "generate" and cfg.task == "classification":
+            # labels read from generated text carry no probabilities: default to count metrics; and
+            # the share that matched no label is always measured (the gate judges it by default)
+            if cfg.metrics is None:
+                cfg.metrics = ["accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall"]
+            if "unparsed_rate" not in cfg.metrics:
+                cfg.metrics = [*cfg.metrics, "unparsed_rate"]
         if predictor.input_variable != cfg.text_column:  # suites and sensitivity perturb the prompt's input
             cfg.text_column = predictor.input_variable
         cand_m = manifests[-1]
@@ -171,7 +200,13 @@ class PromptEvaluationOperator(EvaluateModelOperator):
                 steps = [{"prompt": r[row], "output": o[row]} for r, o in zip(p.rendered, p.outputs, strict=False)]
                 f.write(json.dumps({"row": row, "steps": steps}) + "\n")
         info = {
-            "backend": {"kind": backend.kind, "model": backend.name},
+            # what it ran on, as pinned (never the temporary directory it was loaded from)
+            "backend": {
+                "kind": backend.kind,
+                "model": self._model_binding["model"],
+                **({"modelDigest": d} if (d := self._model_binding["model_digest"]) else {}),
+                **({"endpoint": self._model_binding["endpoint"]} if "endpoint" in self._model_binding else {}),
+            },
             "mode": self._mode,
             "steps": [
                 {
@@ -193,7 +228,9 @@ class PromptEvaluationOperator(EvaluateModelOperator):
         }
         if p.unparsed:
             self.log.warning(
-                "%s generated outputs matched no verbalizer and count as label %r", p.unparsed, p.labels[0]
+                "%s of %s generated outputs matched no verbalizer: each counts as wrong (unparsed_rate)",
+                p.unparsed,
+                len(p.outputs[-1]) if p.outputs else "?",
             )
         if backend.kind == "http":
             info["requests"] = {

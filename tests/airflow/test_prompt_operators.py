@@ -143,7 +143,13 @@ def test_http_backend_retries_caches_and_never_leaks_the_key(data, tmp_path, mon
 
 def test_branch_follows_promote_when_blessed_and_finetune_otherwise(data, tmp_path):
     ref = str(_put_dir(data, tmp_path, "review", REVIEW).ref)
-    common = {"dataset": "dataset/reviews-eval@v1", "prompt": ref, "model": minilm(), "evaluate": {"replicates": 100}}
+    model = data.put("base_model/minilm", minilm())  # a blessing pins the model it was judged on
+    common = {
+        "dataset": "dataset/reviews-eval@v1",
+        "prompt": ref,
+        "model": str(model.ref),
+        "evaluate": {"replicates": 100},
+    }
     dr = run_dag("test_mlcrit_prompt_branch", {**common, "gate": {"thresholds": [{"metric": "accuracy", "min": 0.7}]}})
     states = task_states(dr)
     assert states["branch"][0] == "success" and states["promote_prompt"][0] == "success"
@@ -156,6 +162,62 @@ def test_branch_follows_promote_when_blessed_and_finetune_otherwise(data, tmp_pa
     assert states["gate"][0] == "success" and states["branch"][0] == "success"
     assert states["promote_prompt"][0] == "skipped" and states["finetune"][0] == "success"
     assert data.resolve("blessing/review@v2").metadata["decision"] == "NOT_BLESSED"
+    # the model is pinned: a parent of both evaluations and both blessings, with its digest
+    blessed = data.resolve("blessing/review@v1")
+    assert (blessed.metadata["model"], blessed.metadata["model_digest"]) == (str(model.ref), model.digest)
+    downstream = {str(c.ref) for c in data.children(model.ref)}
+    assert downstream == {
+        "evaluation/branch-eval@v1",
+        "evaluation/branch-eval@v2",
+        "blessing/review@v1",
+        "blessing/review@v2",
+    }
+    ev = json.loads(data.read_bytes("evaluation/branch-eval@v1", "evaluation.json"))
+    assert ev["prompt"]["backend"] == {"kind": "encoder", "model": str(model.ref), "modelDigest": model.digest}
+    # the same prompt on an unregistered model directory is evaluated, but never blessed
+    dr = run_dag(
+        "test_mlcrit_prompt_branch",
+        {**common, "model": minilm(), "gate": {"thresholds": [{"metric": "accuracy", "min": 0.7}]}},
+    )
+    assert task_states(dr)["evaluate_prompt"][0] == "success" and task_states(dr)["gate"][0] == "failed"
+    assert data.versions("blessing/review") == [1, 2]
+
+
+def test_a_prompt_whose_generations_never_parse_is_not_blessed(data, tmp_path, monkeypatch, capfd):
+    # the endpoint answers "positive" / "negative"; this prompt's labels are "good" / "bad"
+    ref = _put_dir(data, tmp_path, "review", {**REVIEW, "verbalizers": {"neg": "bad", "pos": "good"}}).ref
+    with FakeOpenAI() as server:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_FAKE_OPENAI", json.dumps({"conn_type": "http", "extra": {"base_url": server.url}})
+        )
+        params = {
+            "dataset": "dataset/reviews-eval@v1",
+            "prompt": str(ref),
+            "model": "canned-1",
+            "http_conn_id": "fake_openai",
+            "cache_dir": str(tmp_path / "cache"),
+            "evaluate": {"replicates": 50},
+            "gate": {"thresholds": [{"metric": "accuracy", "min": 0.0}]},
+        }
+        dr = run_dag("test_mlcrit_prompt_gated_http", params)
+    assert dr.state == "success", task_states(dr)
+    doc = json.loads(data.read_bytes("blessing/review@v1", "blessing.json"))
+    assert doc["decision"] == "NOT_BLESSED"
+    assert doc["failures"] == ["unparsed_rate on slice 'overall' is 1.0000 (CI [0.9697, 1.0000]), needs <= 0.0200"]
+    assert (doc["model"], doc["model_digest"], doc["endpoint"]) == ("canned-1", None, server.url)
+    ev = json.loads(data.read_bytes("evaluation/gated-eval@v1", "evaluation.json"))
+    overall = ev["slices"][0]["candidate"]
+    assert overall["accuracy"]["value"] == 0.0 and overall["unparsed_rate"]["value"] == 1.0  # never a real label
+    assert ev["prediction_rates"]["candidate"] == {"neg": 0.0, "pos": 0.0, "(unparsed)": 1.0}
+    out, err = capfd.readouterr()
+    assert "120 of 120 generated outputs matched no verbalizer: each counts as wrong (unparsed_rate)" in out + err
+
+
+def test_the_example_dags_prompt_gate_requires_beating_the_majority_class():
+    import runpy
+
+    dag_file = Path(__file__).resolve().parents[2] / "dags" / "mlcrit_text_classifier.py"
+    assert {"better_than": "majority"} in runpy.run_path(str(dag_file))["PROMPT_GATE"]["thresholds"]
 
 
 def test_a_chain_of_two_prompts_through_dag_test(store_root, tmp_path):

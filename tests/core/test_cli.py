@@ -182,3 +182,45 @@ def test_console_script_is_installed(tmp_path, files):
         check=False,
     )
     assert result.returncode == 0
+
+
+def test_a_prompt_or_suite_that_cannot_load_is_refused_at_registration(tmp_path):
+    """One line on stderr, exit 2, and no version: checked before anything is committed."""
+    import subprocess
+    import sys
+
+    from airflow_mlcrit.core.artifacts import open_store
+
+    root = tmp_path / "store"
+    mlcrit = [sys.executable, "-m", "airflow_mlcrit.core.cli", "--root", str(root)]
+
+    def put(key, path):
+        return subprocess.run([*mlcrit, "artifacts", "put", key, str(path)], capture_output=True, text=True)
+
+    (tmp_path / "bad.json").write_text("{}")
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "prompt.json").write_text("{}")
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "prompt.json").write_text('{"template": "{{ text }} {{ x }}", "variables": ["text"]}')
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "suite.json").write_text('{"name": "edge", "tests": [{"name": "t", "type": "XYZ"}]}')
+    cases = [
+        ("prompt/x", tmp_path / "bad.json", "a prompt artifact holds prompt.json; "),
+        ("prompt/x", tmp_path / "p", "PromptSpec needs field(s) ['template']; got none"),
+        (
+            "prompt/x",
+            tmp_path / "q",
+            "PromptSpec.template uses ['x'] but declares only ['text']; add them to variables",
+        ),
+        ("suite/x", tmp_path / "s", "suite 'edge' tests[0]: needs a 'name' and 'type' MFT, INV or DIR"),
+    ]
+    for key, path, expected in cases:
+        done = put(key, path)
+        assert done.returncode != 0, done.stdout
+        [line] = done.stderr.strip().splitlines()
+        assert line.startswith("mlcrit: error: ") and expected in line, line
+    assert open_store(root).list_artifacts() == []
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "prompt.json").write_text('{"template": "Review: {{ text }}", "variables": ["text"]}')
+    assert put("prompt/x", good).returncode == 0 and open_store(root).versions("prompt/x") == [1]

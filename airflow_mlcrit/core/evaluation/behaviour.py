@@ -213,9 +213,12 @@ def run_suite(suite: dict[str, Any], predict: Callable[[list[str]], Any], labels
     }
 
 
+UNPARSED_SHOWN = "(unparsed)"
+
+
 def _shown(p: Any, labels: list[str] | None) -> list[str]:
-    if labels is not None:
-        return [labels[int(i)] for i in p.pred]
+    if labels is not None:  # -1: an unparsed generation, which no expected label equals
+        return [labels[int(i)] if i >= 0 else UNPARSED_SHOWN for i in p.pred]
     return [str(x).strip() for x in p.pred]
 
 

@@ -22,7 +22,10 @@ from airflow_mlcrit.core.evaluation.slicing import OVERALL, build_slices, spec_n
 from airflow_mlcrit.exceptions import ConfigError, DataValidationError, some
 
 # metrics where lower is better (the gate flips the direction of change thresholds)
-LOWER_IS_BETTER = {"log_loss", "ece", "mae", "rmse", "loss", "perplexity"}
+LOWER_IS_BETTER = {"log_loss", "ece", "mae", "rmse", "loss", "perplexity", "unparsed_rate"}
+# a classification prediction with no label: a generation that matched no verbalizer. It is wrong
+# for every row, predicts no class (no class's precision pays for it) and has its own rate.
+UNPARSED = -1
 _ROW_TASK = {
     "log_loss": "classification",
     "ece": "classification",
@@ -52,22 +55,24 @@ def register_metric(
 
 
 def known_metrics(task: str) -> list[str]:
-    builtin = list(M.COUNT_METRICS) if task == "classification" else []
+    builtin = [*M.COUNT_METRICS, "unparsed_rate"] if task == "classification" else []
     return builtin + [m for m, t in _ROW_TASK.items() if t == task] + sorted(_USER)
 
 
 @dataclass
 class Predictions:
-    """One model's outputs on the eval rows: class indices (with probabilities), generated
-    texts (with per-row loss), or numbers."""
+    """One model's outputs on the eval rows: class indices (UNPARSED for no label; with
+    probabilities), generated texts (with per-row loss), or numbers. ``truncated``: per row,
+    whether the model's input was cut at max_length."""
 
     pred: np.ndarray
     proba: np.ndarray | None = None
     loss: np.ndarray | None = None
+    truncated: np.ndarray | None = None
 
     def take(self, rows: np.ndarray) -> Predictions:
         pick = lambda a: None if a is None else a[rows]  # noqa: E731
-        return Predictions(self.pred[rows], pick(self.proba), pick(self.loss))
+        return Predictions(self.pred[rows], pick(self.proba), pick(self.loss), pick(self.truncated))
 
 
 def _check(cfg: EvaluationConfig, truth: np.ndarray, p: Predictions, who: str, k: int) -> None:
@@ -78,8 +83,8 @@ def _check(cfg: EvaluationConfig, truth: np.ndarray, p: Predictions, who: str, k
     for name, arr in (("probabilities", p.proba), ("losses", p.loss)):
         if arr is not None and len(arr) != len(truth):
             raise DataValidationError(f"{who}: {len(arr)} rows of {name} for {len(truth)} eval rows")
-    if cfg.task == "classification" and len(truth) and (p.pred.min() < 0 or p.pred.max() >= k):
-        raise DataValidationError(f"{who}: predicted class indices must lie in 0..{k - 1}")
+    if cfg.task == "classification" and len(truth) and (p.pred.min() < UNPARSED or p.pred.max() >= k):
+        raise DataValidationError(f"{who}: predicted class indices must lie in 0..{k - 1} (or {UNPARSED}: no label)")
 
 
 def _row_values(metric: str, truth: np.ndarray, p: Predictions) -> np.ndarray:
@@ -110,8 +115,10 @@ def _finish(metric: str, mean: np.ndarray) -> np.ndarray:
 class _Scorer:
     """Metric values for one slice: the point value (no weights) and B replicate values."""
 
-    def __init__(self, cfg: EvaluationConfig, names: list[str], truth: np.ndarray, labels: list[str]):
+    def __init__(self, cfg: EvaluationConfig, names: list[str], truth: np.ndarray, labels: list[str], cols: int):
         self.cfg, self.names, self.truth, self.labels, self.k = cfg, names, truth, labels, len(labels)
+        self.cols = cols  # confusion columns: k, or k + 1 when some prediction is UNPARSED
+        self.majority: int | None = None  # classification: index of the eval set's majority class
 
     def needs(self, p: Predictions, metric: str) -> str | None:
         if metric in ("log_loss", "ece", "roc_auc") and p.proba is None:
@@ -133,7 +140,9 @@ class _Scorer:
 
     def point(self, truth: np.ndarray, p: Predictions, metric: str) -> float | None:
         if metric in M.COUNT_METRICS:
-            return float(M.from_counts(M.confusion(truth, p.pred, self.k))[metric])
+            return float(M.from_counts(M.confusion(truth, p.pred, self.k, self.cols))[metric])
+        if metric == "unparsed_rate":
+            return float(np.mean(p.pred == UNPARSED))
         if metric == "roc_auc":
             return float(M.roc_auc(truth, p.proba[:, 1]) if self.k == 2 else M.roc_auc_ovr(truth, p.proba))
         if metric == "ece":
@@ -166,7 +175,7 @@ class _Scorer:
                     elif m in _USER:
                         v = np.array([_user_on(m, truth, p, row) for row in counts])
                     elif m in M.COUNT_METRICS:  # too many classes for joint cells
-                        v = _weighted_counts(truth, p.pred, self.k, w)[m]
+                        v = _weighted_counts(truth, p.pred, self.k, self.cols, w)[m]
                     else:
                         with np.errstate(invalid="ignore", divide="ignore"):
                             v = _finish(m, (w @ cached[m][i]) / total)
@@ -174,9 +183,9 @@ class _Scorer:
         return {m: [np.concatenate(parts) for parts in per_model] for m, per_model in out.items()}
 
 
-def _weighted_counts(truth: np.ndarray, pred: np.ndarray, k: int, w: np.ndarray) -> dict[str, np.ndarray]:
-    cell = truth * k + pred
-    counts = np.stack([np.bincount(cell, weights=row, minlength=k * k) for row in w]).reshape(len(w), k, k)
+def _weighted_counts(truth: np.ndarray, pred: np.ndarray, k: int, cols: int, w: np.ndarray) -> dict[str, np.ndarray]:
+    cell = truth * cols + np.where(pred < 0, k, pred)
+    counts = np.stack([np.bincount(cell, weights=row, minlength=k * cols) for row in w]).reshape(len(w), k, cols)
     return M.from_counts(counts)
 
 
@@ -189,7 +198,7 @@ def _user_on(metric: str, truth: np.ndarray, p: Predictions, weights: np.ndarray
 
 
 # metrics that are a share of rows (each row right or wrong): exact intervals, not a bootstrap
-PROPORTIONS = ("accuracy", "exact_match")
+PROPORTIONS = ("accuracy", "exact_match", "unparsed_rate")
 
 
 def interval_method(metric: str, k: int, models: int = 2) -> dict[str, str]:
@@ -205,14 +214,17 @@ def _undefined(reason: str) -> dict[str, Any]:
     return {"value": None, "low": None, "high": None, "reason": reason}
 
 
-def _count_intervals(cfg: EvaluationConfig, t: np.ndarray, ms: list[Predictions], k: int, metrics: list[str], rng):
+def _count_intervals(
+    cfg: EvaluationConfig, t: np.ndarray, ms: list[Predictions], k: int, cols: int, metrics: list[str], rng
+):
     """Per metric: [interval of each model], interval of the difference (or None): the union of a
     Bayesian bootstrap of the joint (truth, candidate, baseline) cells, with a Dirichlet prior of
     total mass one, and a BCa Poisson bootstrap of the same cells (jackknife over the cells)."""
     idx = t.copy()
     for p in ms:
-        idx = idx * k + p.pred
-    cells = np.bincount(idx, minlength=k ** (1 + len(ms))).reshape((k,) * (1 + len(ms))).astype(np.float64)
+        idx = idx * cols + np.where(p.pred < 0, k, p.pred)
+    shape = (k,) + (cols,) * len(ms)
+    cells = np.bincount(idx, minlength=int(np.prod(shape))).reshape(shape).astype(np.float64)
     shape = (cfg.replicates, *cells.shape)
     bayes = rng.gamma(cells + 1.0 / cells.size, size=shape)
     poisson = rng.poisson(cells, size=shape).astype(np.float64)
@@ -279,6 +291,29 @@ def _binary_auc_intervals(cfg: EvaluationConfig, t: np.ndarray, ms: list[Predict
     return [I.percentile(a, cfg.confidence), I.percentile(b, cfg.confidence)], I.percentile(a - b, cfg.confidence)
 
 
+def _shares(metric: str, t: np.ndarray, p: Predictions) -> np.ndarray:
+    """0/1 per row for a proportion metric."""
+    if metric == "accuracy":
+        return p.pred == t
+    if metric == "unparsed_rate":
+        return p.pred == UNPARSED
+    return _row_values(metric, t, p)
+
+
+def _majority(cfg: EvaluationConfig, t: np.ndarray, cand: Predictions, label: int) -> dict[str, Any]:
+    """The candidate against always answering ``label`` (the eval set's majority class): that
+    constant's accuracy on the slice, and the paired (Tango) interval of candidate - constant."""
+    right, constant = (cand.pred == t).astype(float), (t == label).astype(float)
+    low, high = (
+        float(v)
+        for v in I.tango(float(np.sum(right > constant)), float(np.sum(right < constant)), len(t), cfg.confidence)
+    )
+    return {
+        "accuracy": float(constant.mean()),
+        "difference": {"value": float(right.mean() - constant.mean()), "low": low, "high": high},
+    }
+
+
 def _slice_result(cfg: EvaluationConfig, scorer: _Scorer, sl: Any, t: np.ndarray, ms: list[Predictions], k, rng):
     names = cfg.metric_names
     result: dict[str, Any] = {"name": sl.name, "spec": sl.spec, "n": len(sl.rows)}
@@ -287,9 +322,9 @@ def _slice_result(cfg: EvaluationConfig, scorer: _Scorer, sl: Any, t: np.ndarray
     if len(t):
         count = [m for m in names if interval_method(m, k, len(ms))["model"] == I.BAYES_BCA]
         if count:
-            intervals.update(_count_intervals(cfg, t, ms, k, count, rng))
+            intervals.update(_count_intervals(cfg, t, ms, k, scorer.cols, count, rng))
         for m in [m for m in names if m in PROPORTIONS]:
-            right = [p.pred == t if m == "accuracy" else _row_values(m, t, p) for p in ms]
+            right = [_shares(m, t, p) for p in ms]
             intervals[m] = _proportion_intervals(cfg, [np.asarray(r, dtype=float) for r in right])
         if "roc_auc" in names and k == 2 and scorer.defined(t, "roc_auc") is None:
             intervals["roc_auc"] = _binary_auc_intervals(cfg, t, ms, rng)
@@ -328,6 +363,14 @@ def _slice_result(cfg: EvaluationConfig, scorer: _Scorer, sl: Any, t: np.ndarray
                 result["difference"][m]["discordant"] = discordant[0]
     else:
         result["difference"] = None
+    if scorer.majority is not None and len(t):
+        result["majority"] = _majority(cfg, t, ms[0], scorer.majority)
+    if any(p.truncated is not None for p in ms) and len(t):
+        result["truncated"] = {
+            role: float(np.mean(p.truncated))
+            for role, p in zip(("candidate", "baseline"), ms, strict=False)
+            if p.truncated is not None
+        }
     return result
 
 
@@ -363,7 +406,10 @@ def evaluate_predictions(
     if baseline is not None:
         _check(cfg, truth, baseline, "baseline", k)
     models = [candidate] + ([baseline] if baseline is not None else [])
-    scorer = _Scorer(cfg, names, truth, labels or [])
+    unparsed = cfg.task == "classification" and any((p.pred == UNPARSED).any() for p in models)
+    scorer = _Scorer(cfg, names, truth, labels or [], k + 1 if unparsed else k)
+    if cfg.task == "classification":  # the constant answer a useful model must beat
+        scorer.majority = int(np.argmax(np.bincount(truth, minlength=k)))
     missing = {m: scorer.needs(p, m) for p in models for m in names if scorer.needs(p, m)}
     if missing:
         raise ConfigError(f"metric(s) {sorted(missing)} cannot be computed: {', '.join(sorted(set(missing.values())))}")
@@ -392,9 +438,21 @@ def evaluate_predictions(
         ],
     }
     if cfg.task == "classification":
+        roles = list(zip(("candidate", "baseline"), models, strict=False))
         report["per_class"] = {
-            role: M.per_class(M.confusion(truth, p.pred, k), labels or [])
-            for role, p in zip(("candidate", "baseline"), models, strict=False)
+            role: M.per_class(M.confusion(truth, p.pred, k, scorer.cols), labels) for role, p in roles
+        }
+        # how often each model answers each class: a class never answered is flagged by the gate
+        report["prediction_rates"] = {
+            role: {
+                **{label: float(np.mean(p.pred == i)) for i, label in enumerate(labels)},
+                **({"(unparsed)": float(np.mean(p.pred == UNPARSED))} if unparsed else {}),
+            }
+            for role, p in roles
+        }
+        report["majority"] = {
+            "label": labels[scorer.majority],
+            "share": float(np.mean(truth == scorer.majority)),
         }
     return report
 

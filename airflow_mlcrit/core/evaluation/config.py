@@ -41,6 +41,13 @@ class EvaluationConfig(Config):
     )
     batch_size: int = field(default=32, metadata={"help": "rows per inference batch"})
     max_length: int = field(default=128, metadata={"help": "tokens per input; longer inputs are truncated"})
+    max_truncated_rate: float = field(
+        default=0.05,
+        metadata={
+            "help": "the most inputs that may be longer than max_length (and be cut); above it the evaluation "
+            "refuses before inference. The share cut is reported per slice"
+        },
+    )
     max_new_tokens: int = field(default=32, metadata={"help": "generation: greedy decoding length"})
     device: Literal["auto", "cpu", "cuda"] = field(
         default="auto", metadata={"help": "auto: a CUDA GPU when there is one; cuda without a GPU is an error"}
@@ -70,6 +77,10 @@ class EvaluationConfig(Config):
         require(0.5 <= self.confidence < 1, f"EvaluationConfig.confidence must be in [0.5, 1), got {self.confidence}")
         require(self.min_slice_size >= 1, "EvaluationConfig.min_slice_size must be >= 1")
         require(self.batch_size >= 1, "EvaluationConfig.batch_size must be >= 1")
+        require(
+            0 <= self.max_truncated_rate <= 1,
+            f"EvaluationConfig.max_truncated_rate must be in [0, 1], got {self.max_truncated_rate}",
+        )
         bad = [p for p in self.sensitivity if p not in PERTURBATIONS]
         require(not bad, f"EvaluationConfig.sensitivity has unknown perturbation(s) {bad}; known: {PERTURBATIONS}")
         require(isinstance(self.slices, list), "EvaluationConfig.slices must be a list of slicing specs")

@@ -31,6 +31,8 @@ class ModelScorer:
         device: str = "auto",
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
+        max_truncated_rate: float = 0.05,
+        name: str | None = None,
     ):
         try:
             import torch
@@ -39,6 +41,7 @@ class ModelScorer:
             raise MissingDependencyError(exc.name or "torch", "train") from None
         self.torch, self.task = torch, task
         self.batch_size, self.max_length, self.max_new_tokens = batch_size, max_length, max_new_tokens
+        self.max_truncated_rate, self.name = max_truncated_rate, name or str(path)
         path = Path(path)
         if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
             raise ConfigError(f"{path} is neither a model directory (config.json) nor an adapter (adapter_config.json)")
@@ -93,8 +96,27 @@ class ModelScorer:
         model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, **opts)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.tokenizer.padding_side = "left"
+        # a prompt that must be cut loses its beginning, not the end the model continues from
+        self.tokenizer.padding_side = self.tokenizer.truncation_side = "left"
         return model
+
+    @property
+    def context(self) -> int | None:
+        """The most tokens the model takes at once (its position embeddings), if it says."""
+        config = self.model.config
+        return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+    def truncation(self, texts: list[str], what: str | None = None) -> np.ndarray:
+        """Per text, whether max_length cuts it; refuses above max_truncated_rate (before inference)."""
+        from airflow_mlcrit.core.truncation import refuse_truncation, token_lengths
+
+        return refuse_truncation(
+            token_lengths(self.tokenizer, texts),
+            self.max_length,
+            self.max_truncated_rate,
+            what or self.name,
+            "EvaluationConfig.max_truncated_rate",
+        )
 
     def _autocast(self) -> Any:
         return self.torch.autocast(device_type=self.device.type, dtype=self.torch.bfloat16, enabled=self.bf16)
@@ -111,8 +133,9 @@ class ModelScorer:
 
     def predict(self, texts: list[str]) -> Predictions:
         torch = self.torch
+        cut = self.truncation(texts)
         if self.task != "classification":
-            return Predictions(np.array(self.generate(texts), dtype=object))
+            return Predictions(np.array(self.generate(texts), dtype=object), truncated=cut)
         probs = []
         with torch.no_grad():
             for enc in self._batches(texts):
@@ -120,7 +143,7 @@ class ModelScorer:
                     logits = self.model(**enc).logits
                 probs.append(torch.softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float64))
         proba = np.concatenate(probs) if probs else np.zeros((0, len(self.labels or [])))
-        return Predictions(proba.argmax(axis=1), proba)
+        return Predictions(proba.argmax(axis=1), proba, truncated=cut)
 
     def generate(self, prompts: list[str]) -> list[str]:
         torch, out = self.torch, []

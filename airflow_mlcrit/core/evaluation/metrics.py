@@ -24,17 +24,23 @@ def check_inputs(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | Non
         raise DataValidationError(f"{len(proba)} probability rows for {len(y_true)} labels")
 
 
-def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
-    """K x K counts, rows = true class, columns = predicted class (integer labels 0..k-1)."""
-    return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k).astype(np.float64)
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int, cols: int | None = None) -> np.ndarray:
+    """K x K counts, rows = true class, columns = predicted class (integer labels 0..k-1). With
+    ``cols = k + 1``, K x (K + 1): the last column counts the rows with no label (prediction -1,
+    an unparsed generation), which are wrong for every class and predict none."""
+    cols = cols or k
+    if cols > k:
+        y_pred = np.where(y_pred < 0, k, y_pred)
+    return np.bincount(y_true * cols + y_pred, minlength=k * cols).reshape(k, cols).astype(np.float64)
 
 
 def from_counts(counts: np.ndarray) -> dict[str, np.ndarray]:
-    """Metrics from (..., K, K) confusion counts; every leading dimension is kept (replicates)."""
+    """Metrics from (..., K, K) confusion counts, or (..., K, K + 1) with unparsed rows in the last
+    column (see :func:`confusion`); every leading dimension is kept (replicates)."""
     total = counts.sum(axis=(-2, -1))
     diag = np.diagonal(counts, axis1=-2, axis2=-1)
     support = counts.sum(axis=-1)  # true per class
-    predicted = counts.sum(axis=-2)
+    predicted = counts.sum(axis=-2)[..., : counts.shape[-2]]
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(predicted > 0, diag / predicted, 0.0)
         recall = np.where(support > 0, diag / support, 0.0)
@@ -223,7 +229,7 @@ def expected_calibration_error(
 
 
 def per_class(counts: np.ndarray, labels: list[str]) -> dict[str, dict[str, float]]:
-    """Precision, recall and support of each class from one K x K confusion matrix."""
+    """Precision, recall and support of each class from one K x K (or K x (K + 1)) confusion."""
     diag, support, predicted = np.diag(counts), counts.sum(axis=1), counts.sum(axis=0)
     return {
         label: {

@@ -155,12 +155,42 @@ def render_html(result: dict[str, Any], *, title: str, gate: dict[str, Any] | No
         + _table(["slice", "n", "candidate", "baseline", "difference", ""], aside)
         + "<h2>Other metrics, overall</h2>"
         + _table(["metric", "candidate", "baseline", "difference"], other_rows)
+        + _degenerate_section(result)
         + "<h2>Behavioural suites</h2>"
         + _table(["model", "suite", "test", "type", "passed", "rate"], suite_rows)
         + "<h2>Sensitivity</h2>"
         + _table(["perturbation", "slice", "n", "changed", "flip rate", "metric delta"], sens_rows)
         + "</body></html>\n"
     )
+
+
+def _degenerate_section(result: dict[str, Any]) -> str:
+    """What a useless model looks like: no better than the majority answer, classes it never
+    predicts, unparsed outputs, inputs cut at max_length."""
+    parts = []
+    if "majority" in result:
+        m = result["majority"]
+        d = result["slices"][0].get("majority", {}).get("difference") or {}
+        parts.append(
+            f"<p>Always answering the majority class {escape(m['label'])!s} scores {m['share']:.4f}; candidate minus "
+            f"that: {_ci(d) if d else '—'}.</p>"
+        )
+    rates = result.get("prediction_rates") or {}
+    if rates:
+        labels = list(next(iter(rates.values())))
+        rows = [
+            [escape(role), *(f"<span class={'bad' if r[k] == 0 else ''}>{r[k]:.4f}</span>" for k in labels)]
+            for role, r in rates.items()
+        ]
+        parts.append(_table(["model", *(escape(k) for k in labels)], rows))
+    cut = [
+        [escape(s["name"]), s["n"], *(f"{s['truncated'].get(role, 0):.4f}" for role in ("candidate", "baseline"))]
+        for s in result["slices"]
+        if s.get("truncated") and any(s["truncated"].values())
+    ]
+    if cut:
+        parts.append("<p>Share of inputs cut at max_length:</p>" + _table(["slice", "n", "candidate", "baseline"], cut))
+    return "<h2>Majority class, prediction rates, truncation</h2>" + ("".join(parts) or "<p class=muted>none</p>")
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:

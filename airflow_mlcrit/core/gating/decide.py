@@ -11,6 +11,12 @@ Threshold kinds (one dict each, told apart by their keys):
 - cross-slice parity: ``{"metric": "accuracy", "max_gap": 0.05, "slices": {"spec": "region"}}``.
 - sensitivity: ``{"max_flip_rate": 0.1, "perturbation": "typos"}`` (all measured ones if left out).
 - suites: ``{"min_pass_rate": 0.9, "suite": "edge-cases", "test": "negation"}`` (optional names).
+- better than a constant: ``{"better_than": "majority"}``: the paired interval of candidate
+  accuracy minus the accuracy of always answering the eval set's majority class lies above 0.
+
+Always judged, without a threshold: a prompt's unparsed generations (``unparsed_rate`` at most
+``GateConfig.max_unparsed_rate`` on the overall slice, unless a threshold names that metric), and
+a class the candidate never predicts (a warning).
 
 ``slices``: ``"overall"`` (default), ``"all"`` (every gated slice), a list of slice names, or
 ``{"spec": "region"}`` (every slice of that spec).
@@ -33,6 +39,7 @@ _KINDS = {
     "parity": ("max_gap",),
     "sensitivity": ("max_flip_rate",),
     "suite": ("min_pass_rate",),
+    "majority": ("better_than",),
 }
 _ALLOWED = {
     "absolute": {"metric", "min", "max", "use_ci", "slices"},
@@ -40,6 +47,7 @@ _ALLOWED = {
     "parity": {"metric", "max_gap", "slices"},
     "sensitivity": {"max_flip_rate", "perturbation", "slices"},
     "suite": {"min_pass_rate", "suite", "test"},
+    "majority": {"better_than", "slices"},
 }
 
 
@@ -48,7 +56,9 @@ def threshold_kind(t: Any, where: str) -> str:
         raise ConfigError(f"{where} must be a dict, got {t!r}")
     kinds = [k for k, keys in _KINDS.items() if any(key in t for key in keys)]
     if len(kinds) != 1:
-        raise ConfigError(f"{where}: give exactly one of min/max, change, max_gap, max_flip_rate, min_pass_rate")
+        raise ConfigError(
+            f"{where}: give exactly one of min/max, change, max_gap, max_flip_rate, min_pass_rate, better_than"
+        )
     kind = kinds[0]
     unknown = sorted(set(t) - _ALLOWED[kind])
     if unknown:
@@ -57,6 +67,8 @@ def threshold_kind(t: Any, where: str) -> str:
         )
     if kind in ("absolute", "change", "parity") and not t.get("metric"):
         raise ConfigError(f"{where}: a {kind} threshold needs 'metric'")
+    if kind == "majority" and t["better_than"] != "majority":
+        raise ConfigError(f"{where}: better_than must be 'majority', got {t['better_than']!r}")
     if kind == "change" and t["change"] not in ("superiority", "non_inferiority"):
         raise ConfigError(f"{where}: change must be 'superiority' or 'non_inferiority', got {t['change']!r}")
     if kind == "change" and float(t.get("margin", 0)) < 0:
@@ -93,6 +105,13 @@ class GateConfig(Config):
             "straddles it): fail (closed), or warn / skip it, listed in the blessing either way"
         },
     )
+    max_unparsed_rate: float = field(
+        default=0.02,
+        metadata={
+            "help": "a prompt's generations that match no verbalizer, at most this share on the overall slice "
+            "(judged whenever the evaluation measured unparsed_rate and no threshold names it)"
+        },
+    )
 
     def __post_init__(self) -> None:
         require(
@@ -105,6 +124,10 @@ class GateConfig(Config):
         )
         for i, t in enumerate(self.thresholds):
             threshold_kind(t, f"GateConfig.thresholds[{i}]")
+        require(
+            0 <= self.max_unparsed_rate <= 1,
+            f"GateConfig.max_unparsed_rate must be in [0, 1], got {self.max_unparsed_rate}",
+        )
 
 
 def check_names(
@@ -114,6 +137,7 @@ def check_names(
     specs: list[str],
     perturbations: list[str] | None = None,
     suites: list[str] | None = None,
+    majority: bool | None = None,
 ) -> None:
     """Every metric, slice spec, perturbation and suite a threshold names must be one the
     evaluation measures: a typo is a ConfigError listing the valid names, never a NOT_BLESSED
@@ -146,6 +170,10 @@ def check_names(
                 raise ConfigError(
                     f"{where}: perturbation {t['perturbation']!r} is not measured; measured: {perturbations}"
                 )
+        if "better_than" in t and majority is False:
+            raise ConfigError(
+                f"{where}: better_than 'majority' needs a classification evaluation (one with a majority class)"
+            )
         if "min_pass_rate" in t and suites is not None:
             if not suites:
                 raise ConfigError(f"{where}: a suite threshold, but the evaluation runs no suite")
@@ -225,6 +253,13 @@ def decide(cfg: GateConfig | dict[str, Any], evaluation: dict[str, Any]) -> Gate
         if kind == "suite":
             _suite_checks(i, t, evaluation, add)
             continue
+        if kind == "majority":
+            chosen, problems = _select(evaluation, t.get("slices"), cfg)
+            for p in problems:
+                add(i, kind, "skipped" if cfg.allow_missing_slices else "failed", p, metric="accuracy")
+            for s in chosen:
+                _majority_check(i, s, evaluation["majority"]["label"], add)
+            continue
         if kind == "change" and not has_baseline:
             add(i, kind, "skipped", f"{metric} {t['change']}: no baseline (first model)", metric=metric)
             continue
@@ -268,6 +303,7 @@ def decide(cfg: GateConfig | dict[str, Any], evaluation: dict[str, Any]) -> Gate
             else:
                 for s in defined:
                     _absolute(i, t, s, add)
+    _always_judged(cfg, evaluation, add)
     if has_baseline or cfg.no_baseline == "require_absolute_only":
         judged = [c for c in checks if c["status"] != "skipped"]
         if not judged:
@@ -300,6 +336,44 @@ def _absolute(i: int, t: dict, s: dict, add: Any) -> None:
         )
 
 
+def _majority_check(i: int, s: dict, label: str, add: Any) -> None:
+    m, d = s["majority"], s["majority"]["difference"]
+    ok = d["low"] is not None and d["low"] > 0
+    add(
+        i,
+        "majority",
+        "passed" if ok else "failed",
+        f"accuracy on slice {s['name']!r} is {_fmt(s['candidate']['accuracy']['value'])} against "
+        f"{m['accuracy']:.4f} for always answering {label!r}: candidate - majority = {_fmt(d['value'])} "
+        f"(CI [{_fmt(d['low'])}, {_fmt(d['high'])}]), needs lower bound > 0",
+        metric="accuracy",
+        slice=s["name"],
+        observed=d["value"],
+        ci=[d["low"], d["high"]],
+        limit=0.0,
+    )
+
+
+def _always_judged(cfg: GateConfig, evaluation: dict[str, Any], add: Any) -> None:
+    """What every gate judges without being told: unparsed generations (fail closed above
+    max_unparsed_rate, unless a threshold names unparsed_rate) and classes never predicted (a
+    warning: a model that cannot output a class is often degenerate)."""
+    named = any(t.get("metric") == "unparsed_rate" for t in cfg.thresholds)
+    if "unparsed_rate" in evaluation["metrics"] and not named:
+        overall = next(s for s in evaluation["slices"] if s["name"] == OVERALL)
+        _absolute(-1, {"metric": "unparsed_rate", "max": cfg.max_unparsed_rate}, overall, add)
+    rates = (evaluation.get("prediction_rates") or {}).get("candidate") or {}
+    for label, rate in rates.items():
+        if rate == 0 and label != "(unparsed)":
+            add(
+                -1,
+                "degenerate",
+                "warned",
+                f"the candidate never predicts {label!r} on the {evaluation['rows']} eval rows",
+                label=label,
+            )
+
+
 def evaluated_names(evaluation: dict[str, Any]) -> dict[str, Any]:
     """What an evaluation result measured, for :func:`check_names`."""
     specs = evaluation.get("slice_specs") or list(dict.fromkeys(s["spec"] for s in evaluation["slices"]))
@@ -308,6 +382,7 @@ def evaluated_names(evaluation: dict[str, Any]) -> dict[str, Any]:
         "specs": specs,
         "perturbations": [p["perturbation"] for p in evaluation.get("sensitivity") or []],
         "suites": [s["name"] for s in (evaluation.get("suites") or {}).get("candidate", [])],
+        "majority": "majority" in evaluation,
     }
 
 

@@ -1,5 +1,7 @@
 """The promotion rule: an alias of a model, adapter or prompt moves only to a version that a
-BLESSED blessing names by digest, unless the move is forced (and recorded as forced)."""
+BLESSED blessing names by digest, unless the move is forced (and recorded as forced). The newest
+judgement decides: a version whose newest blessing for the alias is NOT_BLESSED cannot be
+promoted on an older pass."""
 
 from __future__ import annotations
 
@@ -27,6 +29,19 @@ def find_blessing(store: Any, ref: Any) -> Any:
     return max(found, key=lambda m: m.created_at) if found else None
 
 
+def newest_judgement(store: Any, target: Any, alias: str) -> Any:
+    """The newest blessing (any decision) of exactly this version's digest that judged it for
+    ``alias`` (or against no alias: a first model), or None."""
+    found = [
+        c
+        for c in store.children(target.ref)
+        if c.kind == "blessing"
+        and c.metadata.get("candidate_digest") == target.digest
+        and c.metadata.get("baseline_alias") in (None, alias)
+    ]
+    return max(found, key=lambda m: (m.created_at, m.version)) if found else None
+
+
 def promote(
     store: Any,
     ref: Any,
@@ -38,10 +53,15 @@ def promote(
     actor: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> tuple[Any, Any]:
-    """Move ``alias`` to ``ref`` under the rule; returns (alias move, blessing manifest or None)."""
+    """Move ``alias`` to ``ref`` under the rule; returns (alias move, blessing manifest or None).
+    Moving an alias to the version it already points at changes nothing and records nothing: the
+    returned move is the one that put it there."""
     target = store.resolve(ref)
+    key = f"{target.kind}/{target.name}"
+    current = store.alias_version(key, alias)
     proof = None
     if target.kind in BLESSED_KINDS:
+        newest = newest_judgement(store, target, alias)
         if blessing is not None:
             proof = store.resolve(blessing)
             if not _blesses(proof, target.digest):
@@ -50,14 +70,26 @@ def promote(
                     f"{proof.metadata.get('candidate_digest')}, and {target.ref} has digest {target.digest}"
                 )
         else:
-            proof = find_blessing(store, target.ref)
-        if proof is None and not force:
-            raise GateFailedError(
-                f"no BLESSED blessing exists for {target.ref} (digest {target.digest}): run an evaluation gate on "
-                "it first, or override with force (mlcrit promote --force --reason ...), which is recorded"
+            proof = (
+                newest if newest is not None and _blesses(newest, target.digest) else find_blessing(store, target.ref)
             )
+        if proof is not None and newest is not None and not _blesses(newest, target.digest):
+            if (newest.created_at, newest.version) > (proof.created_at, proof.version) and not force:
+                raise GateFailedError(
+                    f"the newest judgement of {target.ref} for {alias!r} is {newest.ref}, NOT_BLESSED, made after "
+                    f"{proof.ref} blessed it: the newest judgement decides. Evaluate and gate it again, or "
+                    "override with force (mlcrit promote --force --reason ...), which is recorded"
+                )
+            proof = None  # forced past a newer failure: the move is recorded as forced
+        if proof is None and not force:
+            failed = f"; its newest judgement, {newest.ref}, is NOT_BLESSED" if newest is not None else ""
+            raise GateFailedError(
+                f"no BLESSED blessing exists for {target.ref} (digest {target.digest}){failed}: run an evaluation "
+                "gate on it first, or override with force (mlcrit promote --force --reason ...), which is recorded"
+            )
+    if current == target.version:
+        return store.alias_history(key, alias)[-1], proof
     expected = _judged_against(proof, target, alias)
-    current = store.alias_version(f"{target.kind}/{target.name}", alias)
     stale = expected is not _ANY and current != expected
     if stale and not force:
         raise ArtifactConflictError(

@@ -22,11 +22,49 @@ class CausalLMBackend:
 
     kind = "causal_lm"
 
-    def __init__(self, path: str | Path, *, batch_size: int = 16, max_length: int = 512, device: str = "auto"):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        batch_size: int = 16,
+        max_length: int = 512,
+        device: str = "auto",
+        max_truncated_rate: float = 0.05,
+    ):
         from airflow_mlcrit.core.evaluation.inference import ModelScorer
 
-        self.scorer = ModelScorer(path, task="generation", batch_size=batch_size, max_length=max_length, device=device)
+        self.scorer = ModelScorer(
+            path,
+            task="generation",
+            batch_size=batch_size,
+            max_length=max_length,
+            device=device,
+            max_truncated_rate=max_truncated_rate,
+        )
         self.name = str(path)
+
+    def truncated(self, prompts: list[str], what: str, *, new_tokens: int = 0, continuations: list[str] = ()) -> Any:
+        """Per prompt, whether max_length cuts it (refused above the limit), after checking that
+        max_length plus what follows the prompt (generated tokens, or the longest label) fits the
+        model's context: both before any inference."""
+        from airflow_mlcrit.core.truncation import refuse_truncation, token_lengths
+
+        tok, max_length = self.scorer.tokenizer, self.scorer.max_length
+        label = max((len(tok(" " + c, add_special_tokens=False)["input_ids"]) for c in continuations), default=0)
+        lengths = token_lengths(tok, prompts) + label  # scored labels follow the prompt inside max_length
+        cut = refuse_truncation(
+            lengths, max_length, self.scorer.max_truncated_rate, what, "EvaluationConfig.max_truncated_rate"
+        )
+        seen = np.minimum(lengths, max_length) + new_tokens  # what the model holds at once
+        context = self.scorer.context
+        if context is not None and len(seen) and seen.max() > context:
+            row = int(seen.argmax())
+            raise ConfigError(
+                f"{what}: row {row} needs {int(seen[row])} tokens at once ({int(lengths[row])} of input, cut to "
+                f"max_length {max_length}, plus {new_tokens} generated), but {self.name} takes at most {context}; "
+                f"lower EvaluationConfig.max_length to {context - new_tokens} or less, or shorten the prompt"
+            )
+        return cut
 
     def generate(self, prompts: list[str], decoding: dict[str, Any], prompt_digest: str = "") -> list[str]:
         self.scorer.max_new_tokens = int(decoding.get("max_new_tokens", 16))
@@ -39,9 +77,12 @@ class CausalLMBackend:
         if any(not c for c in conts):
             raise ConfigError(f"a verbalizer tokenizes to nothing: {continuations}")
         out = np.zeros((len(prompts), len(conts)))
+        room = self.scorer.max_length - max(map(len, conts))  # a cut prompt keeps its end
+        if room < 1:
+            raise ConfigError(f"max_length {self.scorer.max_length} leaves no room for a prompt before its labels")
         with torch.no_grad():
             for i, prompt in enumerate(prompts):
-                head = tok(prompt)["input_ids"]
+                head = tok(prompt)["input_ids"][-room:]
                 seqs = [head + c for c in conts]
                 width = max(map(len, seqs))
                 pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -61,7 +102,15 @@ class EncoderBackend:
 
     kind = "encoder"
 
-    def __init__(self, path: str | Path, *, batch_size: int = 64, max_length: int = 256, device: str = "auto"):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        batch_size: int = 64,
+        max_length: int = 256,
+        device: str = "auto",
+        max_truncated_rate: float = 0.05,
+    ):
         try:
             import torch
             import transformers
@@ -72,13 +121,22 @@ class EncoderBackend:
             raise ConfigError(f"encoder {path} is not a model directory (no config.json)")
         refuse_remote_code(path, False, "encoder")
         self.torch, self.name = torch, str(path)
-        self.batch_size, self.max_length = batch_size, max_length
+        self.batch_size, self.max_length, self.max_truncated_rate = batch_size, max_length, max_truncated_rate
         self.device = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = (
             transformers.AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
             .to(self.device)
             .eval()
+        )
+
+    def truncated(self, texts: list[str], what: str, **_: Any) -> np.ndarray:
+        """Per text, whether max_length cuts it; refused above max_truncated_rate, before inference."""
+        from airflow_mlcrit.core.truncation import refuse_truncation, token_lengths
+
+        lengths = token_lengths(self.tokenizer, texts)
+        return refuse_truncation(
+            lengths, self.max_length, self.max_truncated_rate, what, "EvaluationConfig.max_truncated_rate"
         )
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -136,6 +194,10 @@ class OpenAIBackend:
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIBackend({self.base_url!r}, model={self.model!r})"
+
+    def truncated(self, texts: list[str], what: str, **_: Any) -> None:
+        """Unknown here: the endpoint's tokenizer and context are not ours (it refuses what is too long)."""
+        return None
 
     def _cache_path(self, prompt_digest: str, prompt: str, decoding: dict[str, Any]) -> Path:
         key = json.dumps([self.model, prompt_digest, prompt, decoding], sort_keys=True)

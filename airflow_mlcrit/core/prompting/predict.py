@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from airflow_mlcrit.core.evaluation.compute import Predictions
+from airflow_mlcrit.core.evaluation.compute import UNPARSED, Predictions
 from airflow_mlcrit.core.prompting.prompt import ChainStep, check_chain, select_examples
 from airflow_mlcrit.exceptions import ConfigError, DataValidationError, some
 
@@ -70,6 +70,7 @@ class PromptPredictor:
     def _run(self, rows: list[dict[str, Any]], *, keep: bool) -> Predictions:
         rendered_all, outputs_all = [], []
         rows = [dict(r) for r in rows]
+        cut = None  # per row: was any step's input cut at max_length
         for i, step in enumerate(self.steps):
             spec = step.spec
             inputs = [str(r.get(self.input_variable, "")) for r in rows]
@@ -78,6 +79,16 @@ class PromptPredictor:
             prompts = [spec.render(r, s, row=n) for n, (r, s) in enumerate(zip(rows, shots, strict=True))]
             rendered_all.append(prompts)
             last = i == len(self.steps) - 1
+            # lengths and context checked before this step's inference: a cut prompt is another prompt
+            scoring = last and self.mode == "score_labels"
+            step_cut = self.backend.truncated(
+                prompts,
+                f"prompt {step.ref}",
+                new_tokens=0 if (last and self.mode != "generate") else int(spec.decoding.get("max_new_tokens", 16)),
+                continuations=[spec.verbalizers[label] for label in self.labels] if scoring else [],
+            )
+            if step_cut is not None:
+                cut = step_cut if cut is None else cut | step_cut
             if last and self.mode != "generate":
                 result = self._classify(spec, prompts)
                 outputs_all.append([self.labels[k] for k in result.pred])
@@ -91,6 +102,7 @@ class PromptPredictor:
                     r[spec.output_variable] = o
         if keep:
             self.rendered, self.outputs = rendered_all, outputs_all
+        result.truncated = cut
         return result
 
     def _classify(self, spec: Any, prompts: list[str]) -> Predictions:
@@ -118,5 +130,5 @@ class PromptPredictor:
             hits = sorted((m.start(), k) for k, label in enumerate(self.labels) if (m := pattern[label].search(low)))
             if not hits:
                 self.unparsed += 1
-            pred.append(hits[0][1] if hits else 0)
+            pred.append(hits[0][1] if hits else UNPARSED)  # wrong for every row, never a real label
         return Predictions(np.array(pred, dtype=np.int64))

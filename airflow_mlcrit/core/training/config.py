@@ -40,6 +40,13 @@ class FineTuneConfig(Config):
     text_column: str = field(default="text", metadata={"help": "the input text (classification, causal_lm)"})
     label_column: str = field(default="label", metadata={"help": "the class label (classification)"})
     max_length: int = field(default=128, metadata={"help": "tokens per example; longer examples are truncated"})
+    max_truncated_rate: float = field(
+        default=0.05,
+        metadata={
+            "help": "the most training examples that may be longer than max_length (and be cut); above it "
+            "training refuses before the first step"
+        },
+    )
     prompt_column: str | None = field(default=None, metadata={"help": "instruction task: the prompt"})
     response_column: str | None = field(default=None, metadata={"help": "instruction task: the target response"})
     template: str | None = field(
@@ -119,3 +126,7 @@ class FineTuneConfig(Config):
         require(0 <= self.warmup_ratio < 1, f"FineTuneConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         require(self.nproc_per_node >= 1, f"FineTuneConfig.nproc_per_node must be >= 1, got {self.nproc_per_node}")
         require(self.max_length >= 1, f"FineTuneConfig.max_length must be >= 1, got {self.max_length}")
+        require(
+            0 <= self.max_truncated_rate <= 1,
+            f"FineTuneConfig.max_truncated_rate must be in [0, 1], got {self.max_truncated_rate}",
+        )

@@ -72,9 +72,24 @@ def _columns(cfg: FineTuneConfig) -> dict[str, str]:
     return {"prompt_column": cfg.prompt_column, "response_column": cfg.response_column}  # type: ignore[dict-item]
 
 
-def _classification_data(cfg: FineTuneConfig, data: dict[str, list[Any]], tokenizer: Any, labels: list[str]) -> dict:
+def _cut(cfg: FineTuneConfig, tokenizer: Any, texts: list[str], what: str) -> int:
+    """How many examples max_length cuts; refused above max_truncated_rate, before any step."""
+    from airflow_mlcrit.core.truncation import refuse_truncation, token_lengths
+
+    lengths = token_lengths(tokenizer, texts)
+    return int(
+        refuse_truncation(
+            lengths, cfg.max_length, cfg.max_truncated_rate, what, "FineTuneConfig.max_truncated_rate"
+        ).sum()
+    )
+
+
+def _classification_data(
+    cfg: FineTuneConfig, data: dict[str, list[Any]], tokenizer: Any, labels: list[str], what: str = "training data"
+) -> dict:
     import torch
 
+    cut = _cut(cfg, tokenizer, [t or "" for t in data["text_column"]], what)
     enc = tokenizer(
         [t or "" for t in data["text_column"]],
         truncation=True,
@@ -82,10 +97,10 @@ def _classification_data(cfg: FineTuneConfig, data: dict[str, list[Any]], tokeni
         padding="longest",
         return_tensors="pt",
     )
-    return {**enc, "labels": torch.tensor([labels.index(str(v)) for v in data["label_column"]])}
+    return {**enc, "labels": torch.tensor([labels.index(str(v)) for v in data["label_column"]]), "truncated": cut}
 
 
-def _lm_data(cfg: FineTuneConfig, data: dict[str, list[Any]], tokenizer: Any) -> dict:
+def _lm_data(cfg: FineTuneConfig, data: dict[str, list[Any]], tokenizer: Any, what: str = "training data") -> dict:
     """Causal LM batches; for instruction tuning the prompt (and padding) tokens get label -100, so
     the loss covers the response only."""
     if tokenizer.pad_token is None:
@@ -98,6 +113,7 @@ def _lm_data(cfg: FineTuneConfig, data: dict[str, list[Any]], tokenizer: Any) ->
             for p, r in zip(data["prompt_column"], data["response_column"], strict=True)
         ]
         texts, heads = [f for f, _ in rendered], [h for _, h in rendered]
+    cut = _cut(cfg, tokenizer, texts, what)
     enc = tokenizer(texts, truncation=True, max_length=cfg.max_length, padding="longest", return_tensors="pt")
     labels = enc["input_ids"].clone()
     labels[enc["attention_mask"] == 0] = -100
@@ -105,7 +121,7 @@ def _lm_data(cfg: FineTuneConfig, data: dict[str, list[Any]], tokenizer: Any) ->
         head_lens = [len(ids) for ids in tokenizer(heads, truncation=True, max_length=cfg.max_length)["input_ids"]]
         for i, n in enumerate(head_lens):
             labels[i, :n] = -100
-    return {**enc, "labels": labels}
+    return {**enc, "labels": labels, "truncated": cut}
 
 
 def render_instruction(cfg: FineTuneConfig, tokenizer: Any, prompt: str, response: str) -> tuple[str, str]:
@@ -284,6 +300,7 @@ def finetune(
         model = model.to(device)
     bf16 = _use_bf16(cfg, device, torch)
     enc = _classification_data(cfg, data, tokenizer, labels) if labels else _lm_data(cfg, data, tokenizer)
+    truncated = enc.pop("truncated")
     eval_enc = None
     if eval_data is not None:
         edata = load_columns(eval_data, _columns(cfg), store)
@@ -291,7 +308,12 @@ def finetune(
             unknown = sorted({str(v) for v in edata["label_column"]} - set(labels))
             if unknown:
                 raise DataValidationError(f"eval data has labels {unknown} that the training data lacks")
-        eval_enc = _classification_data(cfg, edata, tokenizer, labels) if labels else _lm_data(cfg, edata, tokenizer)
+        eval_enc = (
+            _classification_data(cfg, edata, tokenizer, labels, "eval data")
+            if labels
+            else _lm_data(cfg, edata, tokenizer, "eval data")
+        )
+        eval_enc.pop("truncated")
     elif cfg.eval_every:
         raise ConfigError("FineTuneConfig.eval_every is set but no eval data was given")
     chunk_size = cfg.batch_size * cfg.gradient_accumulation_steps * world
@@ -407,6 +429,7 @@ def finetune(
         "last_step_loss": losses[-1] if losses else None,
         "steps": step,
         "examples": n,
+        "truncated_examples": truncated,  # cut at max_length (at most max_truncated_rate of them)
         "tokens_seen": tokens,
         "wall_seconds": round(wall, 3),
         "trainable_params": trainable,

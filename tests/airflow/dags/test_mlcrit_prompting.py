@@ -76,3 +76,28 @@ with DAG(
     )
     finetune = EmptyOperator(task_id="finetune")  # stands for the fine-tuning branch of a real pipeline
     evaluate >> gate >> branch >> [promote, finetune]
+
+with DAG(
+    dag_id="test_mlcrit_prompt_gated_http",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    render_template_as_native_obj=True,
+    params=PARAMS,
+) as gated_dag:
+    gated = PromptEvaluationOperator(
+        task_id="evaluate_prompt",
+        dataset="{{ params.dataset }}",
+        prompt="{{ params.prompt }}",
+        backend="http",
+        model="{{ params.model }}",
+        http_conn_id="{{ params.http_conn_id }}",
+        cache_dir="{{ params.cache_dir }}",
+        config="{{ params.evaluate }}",
+        output_name="gated-eval",
+    )
+    gated >> EvaluationGateOperator(
+        task_id="gate",
+        evaluation="{{ ti.xcom_pull(task_ids='evaluate_prompt')['ref'] }}",
+        config="{{ params.gate }}",
+        short_circuit=False,
+    )

@@ -109,3 +109,70 @@ def test_a_blessing_judged_against_an_older_production_cannot_replace_a_newer_on
     assert promote(store, v1.ref, "production", reason="pinned baseline")[0].to_version == 1
     _bless(store, tmp_path, v2, baseline="adapter/clf@v1", baseline_alias="staging")
     assert promote(store, v2.ref, "production", reason="judged against staging")[0].to_version == 2
+
+
+def test_the_newest_judgement_decides_and_re_promoting_changes_nothing(tmp_path):
+    """Blessing shopping: a version that passed once, then failed five times, cannot be promoted
+    on the old pass; forced, it is recorded as forced. Promoting the version already in place adds
+    no history entry."""
+    store = open_store(tmp_path / "store")
+    v1 = _adapter(store, tmp_path, "a")
+    judged = {"baseline": None, "baseline_alias": "production"}
+    passed = _bless(store, tmp_path, v1, **judged)
+    failures = []
+    for i in range(5):
+        f = tmp_path / f"failed-{i}.json"
+        f.write_text("{}")
+        failures.append(
+            store.put(
+                "blessing/clf",
+                f,
+                parents=[v1.ref],
+                metadata={"decision": "NOT_BLESSED", "candidate_digest": v1.digest, **judged},
+            )
+        )
+    newest = failures[-1]
+    message = (
+        f"the newest judgement of adapter/clf@v1 for 'production' is {newest.ref}, NOT_BLESSED, made after "
+        f"{passed.ref} blessed it: the newest judgement decides"
+    )
+    with pytest.raises(GateFailedError, match=re.escape(message)):
+        promote(store, v1.ref, "production", reason="it passed once")
+    with pytest.raises(GateFailedError, match=re.escape(message)):  # naming the old pass does not help
+        promote(store, v1.ref, "production", reason="it passed once", blessing=passed.ref)
+    assert store.alias_history("adapter/clf", "production") == []
+    # a judgement made for another alias does not count against this one
+    other = tmp_path / "staging.json"
+    other.write_text("{}")
+    store.put(
+        "blessing/clf",
+        other,
+        parents=[v1.ref],
+        metadata={"decision": "NOT_BLESSED", "candidate_digest": v1.digest, "baseline_alias": "staging"},
+    )
+    with pytest.raises(GateFailedError, match=re.escape(message)):  # still the newest for production
+        promote(store, v1.ref, "production", reason="it passed once")
+    forced, proof = promote(store, v1.ref, "production", reason="approved by the on-call lead", force=True)
+    assert forced.forced and proof is None and forced.to_version == 1
+    # promoting what is already there: nothing moves, nothing is recorded
+    again, _ = promote(store, v1.ref, "production", reason="again", force=True)
+    assert again == forced and len(store.alias_history("adapter/clf", "production")) == 1
+    # once it passes again, the newest judgement is a pass
+    v2 = _adapter(store, tmp_path, "b")
+    _bless(store, tmp_path, v2, baseline="adapter/clf@v1", baseline_alias="production")
+    move, _ = promote(store, v2.ref, "production", reason="beats v1")
+    assert (move.from_version, move.to_version, move.forced) == (1, 2, False)
+
+
+def test_cli_says_when_nothing_moved_and_which_blessing_failed(tmp_path):
+    store = open_store(tmp_path / "store")
+    a = _adapter(store, tmp_path, "a")
+    _bless(store, tmp_path, a, baseline=None, baseline_alias="production")
+    mlcrit = [sys.executable, "-m", "airflow_mlcrit.core.cli", "--root", str(tmp_path / "store")]
+    run = lambda *args: subprocess.run([*mlcrit, *args], capture_output=True, text=True)  # noqa: E731
+    first = run("promote", str(a.ref), "--alias", "production", "--reason", "gate passed")
+    assert first.returncode == 0 and first.stdout.strip() == "adapter/clf@production: - -> v1"
+    again = run("promote", str(a.ref), "--alias", "production", "--reason", "gate passed")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "adapter/clf@production is already v1 (move 1): nothing moved"
+    assert len(store.alias_history("adapter/clf", "production")) == 1

@@ -144,3 +144,54 @@ def test_http_backend_keeps_to_its_request_rate(tmp_path, monkeypatch):
         backend.generate([f"Review: text {i}" for i in range(3)], {}, "sha256:p")
     # the clock stands still between requests here, so each later request waits the full 0.25 s
     assert slept == [0.25, 0.25] and server.auth == [None, None, None]
+
+
+def test_a_prompt_that_cuts_every_input_is_refused_before_inference(tiny_bert):
+    """A long instruction pushes every review past max_length: the encoder would embed the same
+    cut prefix for every row. Refused, naming the prompt, the lengths and max_length."""
+    from transformers import AutoTokenizer
+
+    from airflow_mlcrit.core.prompting.backends import EncoderBackend
+
+    long = PromptSpec(
+        template="great love fast excellent happy good " * 5 + "Review: {{ text }}",
+        variables=["text"],
+        verbalizers={"neg": "negative", "pos": "positive"},
+        name="prompt/long@v1",
+    )
+    frame = pd.DataFrame({"text": ["good service", "awful and slow", "fine"]})
+    backend = EncoderBackend(tiny_bert, max_length=32, device="cpu")
+    calls = []
+    backend.embed = lambda texts: calls.append(texts)  # inference must not start
+    predictor = PromptPredictor([ChainStep(long, "prompt/long@v1")], backend, mode="similarity")
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    lengths = sorted(len(tok(long.render({"text": t}))["input_ids"]) for t in frame.text)
+    with pytest.raises(DataValidationError) as err:
+        predictor.predict_frame(frame)
+    assert str(err.value).startswith(
+        f"prompt prompt/long@v1: 3 of 3 inputs (100.0%) are longer than max_length 32 tokens (median {lengths[1]}, "
+        f"longest {lengths[2]}) and would be truncated, above the limit of 5.0% (EvaluationConfig.max_truncated_rate)"
+    )
+    assert calls == []
+    # the same prompt, short enough: every row's truncation flag is recorded (none cut)
+    short = EncoderBackend(tiny_bert, max_length=64, device="cpu")
+    out = PromptPredictor([ChainStep(long, "prompt/long@v1")], short, mode="similarity").predict_frame(frame)
+    assert out.truncated.tolist() == [False, False, False]
+
+
+def test_a_causal_lm_prompt_longer_than_the_context_is_refused_before_inference(tiny_gpt2):
+    from transformers import AutoTokenizer
+
+    spec = PromptSpec(template="Review: {{ text }} " + "very " * 80 + "Answer:", variables=["text"], name="p")
+    backend = CausalLMBackend(tiny_gpt2, max_length=128, device="cpu")  # context: 64 positions
+    tok = AutoTokenizer.from_pretrained(tiny_gpt2)
+    n = len(tok(spec.render({"text": "fine"}))["input_ids"])
+    assert 64 - 16 < n <= 128
+    predictor = PromptPredictor([ChainStep(spec, "prompt/p@v1")], backend, mode="generate")
+    with pytest.raises(ConfigError) as err:
+        predictor.predict_frame(pd.DataFrame({"text": ["fine"]}))
+    assert str(err.value) == (
+        f"prompt prompt/p@v1: row 0 needs {n + 16} tokens at once ({n} of input, cut to max_length 128, plus 16 "
+        f"generated), but {tiny_gpt2} takes at most 64; lower EvaluationConfig.max_length to 48 or less, or "
+        "shorten the prompt"
+    )

@@ -342,3 +342,17 @@ def test_a_model_with_its_own_code_is_refused_unless_trust_remote_code(tiny_bert
     # what the refusal prevents: with the flag, transformers imports and runs that code
     AutoConfig.from_pretrained(custom, local_files_only=True, trust_remote_code=True)
     assert marker.read_text() == "ran"
+
+
+def test_training_refuses_data_that_max_length_would_cut(tiny_bert, tmp_path):
+    import pandas as pd
+
+    data = tmp_path / "long.parquet"
+    pd.DataFrame({"text": ["good " * 30, "bad " * 30, "good bad"], "label": ["pos", "neg", "pos"]}).to_parquet(data)
+    with pytest.raises(DataValidationError) as err:
+        finetune({"base_model": tiny_bert, "max_length": 16, "max_steps": 1}, str(data), workdir=tmp_path / "w")
+    assert str(err.value).startswith(
+        "training data: 2 of 3 inputs (66.7%) are longer than max_length 16 tokens (median 32, longest 32) and "
+        "would be truncated, above the limit of 5.0% (FineTuneConfig.max_truncated_rate)"
+    )
+    assert not (tmp_path / "w").exists() or not any((tmp_path / "w").rglob("*.safetensors"))
