@@ -582,6 +582,13 @@ class PromoteModelOperator(_AliasOperator):
         )
         if proof is not None:
             self.lineage.add_input(self.store, proof)
+            if proof.metadata.get("model"):
+                self.log.info(
+                    "%s was blessed with the model %s (%s)",
+                    target.ref,
+                    proof.metadata["model"],
+                    proof.metadata.get("model_digest") or proof.metadata.get("endpoint"),
+                )
         return self._record(move, proof)
 
 

@@ -165,6 +165,8 @@ def test_branch_follows_promote_when_blessed_and_finetune_otherwise(data, tmp_pa
     # the model is pinned: a parent of both evaluations and both blessings, with its digest
     blessed = data.resolve("blessing/review@v1")
     assert (blessed.metadata["model"], blessed.metadata["model_digest"]) == (str(model.ref), model.digest)
+    [move] = data.alias_history("prompt/review", "production")
+    assert (move.extra["model"], move.extra["model_digest"]) == (str(model.ref), model.digest)
     downstream = {str(c.ref) for c in data.children(model.ref)}
     assert downstream == {
         "evaluation/branch-eval@v1",

@@ -104,7 +104,12 @@ def promote(
         actor=actor,
         expected=current,
         forced=force and (proof is None or stale),
-        extra={**(extra or {}), "blessing": str(proof.ref) if proof else None},
+        extra={
+            **(extra or {}),
+            "blessing": str(proof.ref) if proof else None,
+            # a prompt is blessed together with the model it ran on: the history says which
+            **{k: proof.metadata[k] for k in ("model", "model_digest") if proof is not None and k in proof.metadata},
+        },
     )
     return move, proof
 
