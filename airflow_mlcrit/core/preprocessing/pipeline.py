@@ -109,7 +109,7 @@ class FormatAndTokenize:
         if self.cfg["template"] is not None:
             from airflow_mlcrit.core.preprocessing.templates import compile_template
 
-            compile_template(self.cfg["template"])
+            compile_template(self.cfg["template"], "PreprocessConfig.template")
         if self.cfg["tokenizer"]:
             tok = self._load_hf()
             self.shipped = {
@@ -138,7 +138,7 @@ class FormatAndTokenize:
         if self.cfg["template"] is not None:
             from airflow_mlcrit.core.preprocessing.templates import compile_template
 
-            self.template = compile_template(self.cfg["template"])
+            self.template = compile_template(self.cfg["template"], "PreprocessConfig.template")
         if self.cfg["tokenizer"]:
             if not self.shipped:
                 self.prepare()

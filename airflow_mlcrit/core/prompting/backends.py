@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,49 @@ class HttpError(MlcritError):
     """The hosted model endpoint failed after all retries."""
 
 
+def redact(url: str) -> str:
+    """``url`` with any user:password part replaced: what every message and log line shows."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def retry_after(value: str | None, cap: float) -> float | None:
+    """Seconds to wait from a Retry-After header (RFC 9110: delay-seconds or an HTTP-date),
+    capped at ``cap``; None for a missing or nonsense value (negative, not finite, unparseable)."""
+    import email.utils
+    import math
+    from datetime import datetime, timezone
+
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), cap)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        return None
+    delay = (when - datetime.now(timezone.utc)).total_seconds()
+    return min(max(delay, 0.0), cap) if math.isfinite(delay) else None
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """The endpoint's answers only: a redirect would re-send the request, key included, to
+    wherever the server points (urllib follows a 302 with every header). Refused, naming where."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise HttpError(
+            f"{redact(req.full_url)} answered {code} redirecting to {redact(newurl)}: redirects are not followed "
+            "(the request carries the API key); configure the endpoint's final URL as base_url"
+        )
+
+
 class OpenAIBackend:
     """An OpenAI-compatible ``/chat/completions`` endpoint: bounded retries with backoff on 429 and
     5xx (honouring Retry-After), a request-rate limit, and a response cache on disk keyed by
@@ -181,19 +225,27 @@ class OpenAIBackend:
         backoff_s: float = 0.5,
         requests_per_second: float | None = None,
         timeout_s: float = 60.0,
+        max_retry_after_s: float = 60.0,
     ):
         if not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"base URL must be http(s)://..., got {base_url!r}")
+            raise ConfigError(f"base URL must be http(s)://..., got {redact(base_url)!r}")
+        if redact(base_url) != base_url:
+            raise ConfigError(
+                f"base URL {redact(base_url)!r} carries credentials: put the API key in the connection's "
+                "password, where it is sent only in the Authorization header"
+            )
         self.base_url, self.model, self.name = base_url.rstrip("/"), model, model
         self._key = api_key
         self.cache_dir = Path(cache_dir)
         self.max_retries, self.backoff_s, self.timeout_s = max_retries, backoff_s, timeout_s
+        self.max_retry_after_s = max_retry_after_s
+        self._opener = urllib.request.build_opener(_NoRedirects)
         self.min_interval = 1.0 / requests_per_second if requests_per_second else 0.0
         self._last = 0.0
         self.requests_sent = self.cache_hits = self.retries = 0
 
     def __repr__(self) -> str:  # never show the key
-        return f"OpenAIBackend({self.base_url!r}, model={self.model!r})"
+        return f"OpenAIBackend({redact(self.base_url)!r}, model={self.model!r})"
 
     def truncated(self, texts: list[str], what: str, **_: Any) -> None:
         """Unknown here: the endpoint's tokenizer and context are not ours (it refuses what is too long)."""
@@ -222,8 +274,8 @@ class OpenAIBackend:
 
     def _complete(self, prompt: str, decoding: dict[str, Any]) -> str:
         import urllib.error
-        import urllib.request
 
+        where = redact(self.base_url)
         body = json.dumps(
             {
                 "model": self.model,
@@ -244,28 +296,23 @@ class OpenAIBackend:
             request = urllib.request.Request(f"{self.base_url}/chat/completions", data=body, headers=headers)
             self.requests_sent += 1
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                with self._opener.open(request, timeout=self.timeout_s) as response:
                     return json.loads(response.read())["choices"][0]["message"]["content"]
             except urllib.error.HTTPError as exc:
                 last = f"HTTP {exc.code}"
                 if exc.code not in self.RETRY:
-                    raise HttpError(f"{self.base_url} answered {last} (not retried)") from None
-                retry_after = exc.headers.get("Retry-After")
-                delay = float(retry_after) if retry_after else self.backoff_s * 2**attempt
+                    raise HttpError(f"{where} answered {last} (not retried)") from None
+                told = retry_after(exc.headers.get("Retry-After"), self.max_retry_after_s)
+                delay = told if told is not None else self.backoff_s * 2**attempt
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 last = type(exc).__name__
                 delay = self.backoff_s * 2**attempt
-            except (KeyError, IndexError, ValueError):
-                raise HttpError(f"{self.base_url} returned a response without choices[0].message.content") from None
+            except (KeyError, IndexError, TypeError, ValueError):
+                raise HttpError(f"{where} returned a response without choices[0].message.content") from None
             if attempt < self.max_retries:
                 self.retries += 1
                 log.info(
-                    "mlcrit: %s from %s, retry %s of %s in %.2fs",
-                    last,
-                    self.base_url,
-                    attempt + 1,
-                    self.max_retries,
-                    delay,
+                    "mlcrit: %s from %s, retry %s of %s in %.2fs", last, where, attempt + 1, self.max_retries, delay
                 )
                 time.sleep(delay)
-        raise HttpError(f"{self.base_url} failed after {self.max_retries + 1} attempts (last: {last})")
+        raise HttpError(f"{where} failed after {self.max_retries + 1} attempts (last: {last})")

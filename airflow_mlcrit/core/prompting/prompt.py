@@ -56,13 +56,14 @@ class PromptSpec(Config):
 
     def __post_init__(self) -> None:
         from jinja2 import meta
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        from airflow_mlcrit.core.preprocessing.templates import parse_template
 
         require(bool(self.template), "PromptSpec.template is empty")
         require(bool(self.variables), "PromptSpec.variables must declare the template's input variables")
-        compiled = _compile(self.template, "template")
-        _compile(self.label_template, "label_template")
-        used = meta.find_undeclared_variables(ImmutableSandboxedEnvironment().parse(self.template))
+        compiled = _compile(self.template, "template", self.name)
+        _compile(self.label_template, "label_template", self.name)
+        used = meta.find_undeclared_variables(parse_template(self.template))
         undeclared = sorted(used - set(self.variables) - {"examples"})
         require(
             not undeclared,
@@ -88,7 +89,6 @@ class PromptSpec(Config):
 
     def render(self, variables: dict[str, Any], examples: list[dict[str, Any]] = (), *, row: int | None = None) -> str:
         from jinja2 import UndefinedError
-        from jinja2.exceptions import SecurityError
 
         try:
             return self._compiled.render(**variables, examples=list(examples))
@@ -97,18 +97,17 @@ class PromptSpec(Config):
             raise DataValidationError(
                 f"prompt {self.name or '(unnamed)'}{where}: {exc.message}; declared: {self.variables}"
             ) from None
-        except SecurityError as exc:
-            raise ConfigError(f"prompt {self.name or '(unnamed)'}: the sandbox refused: {exc}") from None
 
     def label_description(self, label: str) -> str:
-        return _compile(self.label_template, "label_template").render(label=self.verbalizers.get(label, label))
+        template = _compile(self.label_template, "label_template", self.name)
+        return template.render(label=self.verbalizers.get(label, label))
 
 
-def _compile(source: str, what: str) -> Any:
+def _compile(source: str, what: str, name: str) -> Any:
     from airflow_mlcrit.core.preprocessing.templates import compile_template
 
     try:
-        return compile_template(source)
+        return compile_template(source, f"prompt {name or '(unnamed)'}")
     except ConfigError as exc:
         raise ConfigError(f"PromptSpec.{what}: {exc}") from None
 

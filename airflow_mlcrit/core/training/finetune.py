@@ -129,7 +129,7 @@ def render_instruction(cfg: FineTuneConfig, tokenizer: Any, prompt: str, respons
     if cfg.template is not None:
         from airflow_mlcrit.core.preprocessing.templates import compile_template
 
-        template = compile_template(cfg.template)
+        template = compile_template(cfg.template, "FineTuneConfig.template")
         return template.render(prompt=prompt, response=response), template.render(prompt=prompt, response="")
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError("FineTuneConfig.template is not set and the tokenizer has no chat template; set template")

@@ -195,3 +195,119 @@ def test_a_causal_lm_prompt_longer_than_the_context_is_refused_before_inference(
         f"generated), but {tiny_gpt2} takes at most 64; lower EvaluationConfig.max_length to 48 or less, or "
         "shorten the prompt"
     )
+
+
+class _Recorder:
+    """A local HTTP server that records every request (method, path, headers) and answers with
+    ``status`` and ``headers``."""
+
+    def __init__(self, status: int = 200, headers: dict | None = None, body: bytes = b"{}"):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.seen: list[tuple[str, str, dict]] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _answer(self):
+                if self.headers.get("Content-Length"):
+                    self.rfile.read(int(self.headers["Content-Length"]))
+                owner.seen.append((self.command, self.path, dict(self.headers)))
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("code", [301, 302, 307, 308])
+def test_the_http_backend_never_follows_a_redirect_with_its_key(tmp_path, code):
+    elsewhere = _Recorder()
+    redirecting = _Recorder(code, {"Location": f"{elsewhere.url}/v1/chat/completions"})
+    try:
+        backend = OpenAIBackend(f"{redirecting.url}/v1", "sk-SECRET-9", "m", cache_dir=tmp_path, max_retries=0)
+        with pytest.raises(HttpError) as err:
+            backend.generate(["Review: fine"], {"max_new_tokens": 2})
+        assert str(err.value) == (
+            f"{redirecting.url}/v1/chat/completions answered {code} redirecting to {elsewhere.url}/v1/chat/completions: "
+            "redirects are not followed (the request carries the API key); configure the endpoint's final URL as base_url"
+        )
+        assert elsewhere.seen == []  # nothing, so no key, reached the other host
+        assert [s[2].get("Authorization") for s in redirecting.seen] == ["Bearer sk-SECRET-9"]
+        assert not list(tmp_path.rglob("*.json"))  # and nothing was cached as the model's answer
+    finally:
+        elsewhere.close()
+        redirecting.close()
+
+
+def test_retry_after_is_parsed_per_rfc_9110_capped_and_nonsense_ignored():
+    from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
+
+    from airflow_mlcrit.core.prompting.backends import redact, retry_after
+
+    assert retry_after("5", 60) == 5.0 and retry_after("120", 60) == 60.0 and retry_after(None, 60) is None
+    for nonsense in ("-1", "nan", "inf", "1e9999", "soon", "", "2.5"):
+        assert retry_after(nonsense, 60) is None, nonsense
+    soon = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    assert 25 <= retry_after(soon, 60) <= 30
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 60) == 0.0  # in the past: no wait
+    assert retry_after("Fri, 31 Dec 9999 23:59:59 GMT", 60) == 60.0  # far away: capped
+    assert redact("https://user:sk-KEY@api.example.com/v1") == "https://***@api.example.com/v1"
+    assert redact("https://api.example.com/v1") == "https://api.example.com/v1"
+
+
+def test_credentials_in_the_base_url_are_refused_without_printing_them(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        OpenAIBackend("https://user:sk-URL-KEY@api.example.com/v1", None, "m", cache_dir=tmp_path)
+    assert str(err.value) == (
+        "base URL 'https://***@api.example.com/v1' carries credentials: put the API key in the connection's "
+        "password, where it is sent only in the Authorization header"
+    )
+
+
+@pytest.mark.parametrize(
+    ("template", "refused"),
+    [
+        ("{{ 10 ** 99999999 }}", "10 ** 99999999 has more than 4096 bits"),
+        ("{{ 'a' * 10 ** 9 }}", "'*' would build 1,000,000,000 items (limit 1,000,000)"),
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "range(100000,) has more steps than a render may loop (1,000,000 in all)",
+        ),
+        ("{{ range(10 ** 9) | list | length }}", "range(1000000000,) has more steps than a render may loop"),
+        ("{% for i in range(99999) %}{{ text * 20 }}{% endfor %}", "the output is longer than 1,000,000 characters"),
+    ],
+)
+def test_templates_compile_at_once_and_render_within_bounds(template, refused):
+    import time
+
+    start = time.monotonic()
+    spec = PromptSpec(template=template, variables=["text"], name="prompt/hostile@v1")  # nothing evaluated here
+    with pytest.raises(ConfigError) as err:
+        spec.render({"text": "x"})
+    assert time.monotonic() - start < 5
+    assert str(err.value).startswith(f"prompt prompt/hostile@v1: the sandbox refused: {refused}")
+
+
+def test_bounded_templates_still_render_what_real_prompts_do():
+    spec = PromptSpec(
+        template="{% for e in examples %}{{ e.text }} -> {{ e.label }}\n{% endfor %}{{ text * 2 }} {{ 2 ** 10 }} "
+        "{% for i in range(3) %}{{ i }}{% endfor %}",
+        variables=["text"],
+    )
+    assert spec.render({"text": "ab"}, [{"text": "great", "label": "pos"}]) == "great -> pos\nabab 1024 012"
