@@ -39,7 +39,8 @@ def _kv(pairs: Sequence[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"--meta expects KEY=VALUE, got {pair!r}")
         try:
-            out[key] = json.loads(value)  # numbers, booleans and JSON stay typed
+            # numbers, booleans and JSON stay typed; NaN and Infinity are not JSON: kept as text
+            out[key] = json.loads(value, parse_constant=lambda name: name)
         except ValueError:
             out[key] = value
     return out
@@ -92,7 +93,12 @@ class _Cli:
         a = self.args
         check_payload(parse_key(a.key)[0], a.path)  # a prompt or suite that cannot load is never committed
         m = self.store.put(
-            a.key, a.path, parents=a.parent or (), metadata=_kv(a.meta or ()), idempotency_key=a.idempotency_key
+            a.key,
+            a.path,
+            parents=a.parent or (),
+            metadata=_kv(a.meta or ()),
+            idempotency_key=a.idempotency_key,
+            follow_symlinks=a.follow_symlinks,
         )
         self.emit(m.to_dict() | {"uri": m.uri}, f"committed {m.ref}  {m.digest}  ({_human(m.size)})")
         return 0
@@ -260,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("--meta", action="append", metavar="KEY=VALUE", help="user metadata (repeatable)")
     put.add_argument("--parent", action="append", metavar="REF", help="input artifact reference (repeatable)")
     put.add_argument("--idempotency-key", help="a retry with the same key returns the same version")
+    put.add_argument(
+        "--follow-symlinks", action="store_true", help="store symlinks that point to files inside PATH (never outside)"
+    )
     put.set_defaults(fn=_Cli.artifacts_put)
     get = asub.add_parser("get", parents=[common], help="download a version into a directory, verifying digests")
     get.add_argument("ref", metavar="REF")

@@ -224,3 +224,16 @@ def test_a_prompt_or_suite_that_cannot_load_is_refused_at_registration(tmp_path)
     good.mkdir()
     (good / "prompt.json").write_text('{"template": "Review: {{ text }}", "variables": ["text"]}')
     assert put("prompt/x", good).returncode == 0 and open_store(root).versions("prompt/x") == [1]
+
+
+def test_meta_values_that_are_not_json_numbers_stay_text(tmp_path):
+    from airflow_mlcrit.core.cli import _kv
+
+    assert _kv(["a=NaN", "b=Infinity", "c=[1, -Infinity]", "d=1.5", "e=true", "f=x"]) == {
+        "a": "NaN",
+        "b": "Infinity",
+        "c": [1, "-Infinity"],
+        "d": 1.5,
+        "e": True,
+        "f": "x",
+    }

@@ -48,6 +48,13 @@ def test_unknown_kind_lists_the_kinds():
 def test_reserved_alias_names():
     with pytest.raises(InvalidReferenceError, match="alias 'v2' is reserved"):
         ArtifactRef("model", "m", alias="v2")
+    for lookalike in ("v1.0", "v-1", "v2rc"):  # read like versions
+        with pytest.raises(InvalidReferenceError, match=re.escape(f"alias {lookalike!r} is reserved")):
+            parse_ref(f"model/m@{lookalike}")
+    assert parse_ref("model/m@validated").alias == "validated"
+    for digits in (300, 5000):  # a clear error, not an OSError from a file name that long
+        with pytest.raises(InvalidReferenceError, match="more than 9 digits"):
+            parse_ref("model/m@v" + "9" * digits)
 
 
 def test_version_zero_rejected():

@@ -340,3 +340,70 @@ def test_local_payload_and_names_are_synced_before_the_manifest_links(tmp_path, 
     must = [vdir / "data.csv", vdir / "sub" / "weights.bin", vdir / "sub", vdir, vdir.parent]
     assert [p for p in must if p.stat().st_ino not in synced_before] == []
     assert ("fsync", vdir.stat().st_ino) in events[commit:]  # the manifest's name itself
+
+
+def test_a_forged_path_outside_the_destination_writes_nothing_anywhere(store, payload, tmp_path):
+    """A manifest whose file list (and digest, recomputed) names '../../x': get refuses before
+    it creates a single directory, inside or outside the destination."""
+    from airflow_mlcrit.core.artifacts.store import content_digest
+
+    store.put("model/m", payload)
+    key = "model/m/v000001/_MANIFEST.json"
+    manifest = json.loads(store.backend.read_bytes(key))
+    manifest["files"][1]["path"] = "../../escaped/weights.bin"
+    manifest["digest"] = content_digest(manifest["files"])
+    store.backend.write_bytes(key, json.dumps(manifest).encode())
+    dest = tmp_path / "deep" / "er" / "dest"
+    with pytest.raises(ArtifactIntegrityError, match=re.escape("which would land outside the destination")):
+        store.get("model/m@v1", dest)
+    assert not (tmp_path / "deep").exists() and not (tmp_path / "deep" / "escaped").exists()
+
+
+def test_stored_files_follow_the_umask_so_a_shared_store_stays_readable(tmp_path, payload):
+    import os
+    import stat
+
+    from airflow_mlcrit.core.artifacts import open_store
+    from airflow_mlcrit.core.artifacts.backends import _umask
+
+    store = open_store(tmp_path / "local")  # file modes: the local backend
+    store.put("model/m", payload)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in Path(store.backend.root).rglob("*") if p.is_file()}
+    assert modes == {0o666 & ~_umask()} and _umask() == os.umask(_umask())  # read without changing it
+
+
+def test_payload_symlinks_fifos_and_odd_names_are_refused_before_any_claim(store, tmp_path):
+    import os
+
+    secret = tmp_path / "outside.txt"
+    secret.write_text("not part of the payload")
+
+    def payload_with(name, make):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "real.txt").write_text("data")
+        make(d)
+        return d
+
+    cases = [
+        ("out", lambda d: (d / "link").symlink_to(secret), "payload 'link' is a symlink to"),
+        ("dangling", lambda d: (d / "link").symlink_to(d / "gone"), "payload 'link' is a dangling or looping symlink"),
+        ("loop", lambda d: (d / "link").symlink_to(d / "link"), "payload 'link' is a dangling or looping symlink"),
+        ("dirlink", lambda d: (d / "link").symlink_to(d), "payload 'link' is a symlink to a directory"),
+        ("fifo", lambda d: os.mkfifo(d / "pipe"), "payload 'pipe' is not a regular file (a FIFO, device or socket)"),
+        ("inside", lambda d: (d / "link").symlink_to(d / "real.txt"), "store what it points to with follow_symlinks"),
+    ]
+    for name, make, expected in cases:
+        with pytest.raises(ArtifactError, match=re.escape(expected)):
+            store.put(f"dataset/{name}", payload_with(name, make))
+    assert store.list_artifacts() == [] and not [k for k in store.backend.list_keys("") if "dataset" in k]
+    m = store.put("dataset/inside", tmp_path / "inside", follow_symlinks=True)  # a link inside: stored as its file
+    assert [f["path"] for f in m.files] == ["link", "real.txt"] and store.read_bytes(m.ref, "link") == b"data"
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / os.fsdecode(b"caf\xe9.txt")).write_text("latin-1 name")
+    with pytest.raises(ArtifactError, match=re.escape("is not valid UTF-8; rename it")):
+        store.put("dataset/odd", odd)
+    with pytest.raises(ArtifactError, match=re.escape("metadata of dataset/meta is not strict JSON")):
+        store.put("dataset/meta", tmp_path / "outside.txt", metadata={"loss": float("nan")})
+    assert store.versions("dataset/odd") == [] and store.versions("dataset/meta") == []

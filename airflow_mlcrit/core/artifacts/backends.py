@@ -9,6 +9,7 @@ conditional ``PutObject`` with ``If-None-Match: *``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -21,6 +22,22 @@ from typing import IO, Protocol
 from urllib.parse import urlparse
 
 from airflow_mlcrit.exceptions import ArtifactError, ConfigError, InvalidReferenceError
+
+
+@functools.cache
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask sets it, racing other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 
 CHUNK = 8 * 1024 * 1024
 
@@ -117,6 +134,8 @@ class LocalBackend:
     def _temp_beside(self, path: Path, data: bytes) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        # mkstemp makes 0600; a store shared by several service accounts needs the umask's mode
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -60,9 +60,11 @@ def validate_kind(value: object) -> str:
 
 def validate_alias(value: object) -> str:
     validate_name(value, "alias")
-    if value == LATEST or _VERSION_RE.fullmatch(value):  # type: ignore[arg-type]
+    # 'v' then a digit or a sign reads like a version (v1.0, v-1, v2rc): reserved with v<N>
+    if value == LATEST or re.match(r"v[0-9+-]", value):  # type: ignore[arg-type]
         raise InvalidReferenceError(
-            f"alias {value!r} is reserved: 'latest' and 'v<N>' select versions; choose another alias name"
+            f"alias {value!r} is reserved: 'latest' and names like 'v<N>' select or read like versions; "
+            "choose another alias name"
         )
     return value  # type: ignore[return-value]
 
@@ -134,6 +136,8 @@ def parse_ref(ref: str | ArtifactRef, *, default_selector: str | None = LATEST) 
         return ArtifactRef(kind, name)
     match = _VERSION_RE.fullmatch(selector)
     if match:
+        if len(match.group(1)) > 9:  # a version path is v%06d; no store reaches a billion versions
+            raise InvalidReferenceError(f"invalid version in {ref[:80]!r}: more than 9 digits")
         version = int(match.group(1))
         if version < 1:
             raise InvalidReferenceError(f"invalid version 'v{version}' in {ref!r}: versions start at v1")

@@ -235,7 +235,51 @@ class GcCandidate:
     idempotency_key: str | None
 
 
-def _payload_files(source: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]]) -> list[tuple[str, Path]]:
+def _walk_payload(src: Path, follow_symlinks: bool) -> list[tuple[str, Path]]:
+    """Every regular file under ``src``. A symlink is stored (as the file it points to) only
+    with ``follow_symlinks`` and only when it resolves to a regular file inside ``src``; anything
+    else that is not a regular file or a directory (a link out, a dangling or looping link, a
+    linked directory, a FIFO, a device, a socket) is refused, naming it: nothing is left out
+    silently, and nothing outside the payload is ever copied in."""
+    import stat
+
+    root = src.resolve()
+    pairs = []
+    for dirpath, dirs, files in os.walk(src, followlinks=False):
+        for name in sorted(dirs + files):
+            path = Path(dirpath) / name
+            rel = path.relative_to(src).as_posix()
+            mode = path.lstat().st_mode
+            if stat.S_ISDIR(mode):
+                continue
+            if stat.S_ISLNK(mode):
+                try:
+                    target = path.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    raise ArtifactError(f"payload {rel!r} is a dangling or looping symlink; remove it") from None
+                inside = target == root or root in target.parents
+                if not inside:
+                    raise ArtifactError(
+                        f"payload {rel!r} is a symlink to {target}, outside the payload: copy the file in instead"
+                    )
+                if not target.is_file():
+                    raise ArtifactError(f"payload {rel!r} is a symlink to a directory; store the directory itself")
+                if not follow_symlinks:
+                    raise ArtifactError(
+                        f"payload {rel!r} is a symlink (to {target.relative_to(root).as_posix()}); store what it "
+                        "points to with follow_symlinks=True (mlcrit artifacts put --follow-symlinks)"
+                    )
+                pairs.append((rel, target))
+            elif stat.S_ISREG(mode):
+                pairs.append((rel, path))
+            else:
+                raise ArtifactError(f"payload {rel!r} is not a regular file (a FIFO, device or socket); remove it")
+    return sorted(pairs)
+
+
+def _payload_files(
+    source: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]], follow_symlinks: bool = False
+) -> list[tuple[str, Path]]:
     """(relative posix path, local file) pairs for a file, a directory or an explicit mapping."""
     if isinstance(source, Mapping):
         pairs = [(str(rel), Path(p)) for rel, p in source.items()]
@@ -244,13 +288,19 @@ def _payload_files(source: str | os.PathLike[str] | Mapping[str, str | os.PathLi
         if src.is_file():
             pairs = [(src.name, src)]
         elif src.is_dir():
-            pairs = [(p.relative_to(src).as_posix(), p) for p in sorted(src.rglob("*")) if p.is_file()]
+            pairs = _walk_payload(src, follow_symlinks)
             if not pairs:
                 raise ArtifactError(f"directory {src} is empty: an artifact version needs at least one file")
         else:
             raise ArtifactNotFoundError(f"no such file or directory: {src}")
     seen = set()
     for rel, path in pairs:
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ArtifactError(
+                f"payload file name {rel.encode('utf-8', 'replace').decode()!r} is not valid UTF-8; rename it"
+            ) from None
         try:
             check_key(rel)
         except InvalidReferenceError as exc:
@@ -408,6 +458,14 @@ class ArtifactStore:
         """Download every file of a version into directory ``dest``, verifying each digest."""
         manifest = self.resolve(ref)
         dest = Path(dest)
+        for entry in manifest.files:  # every path checked before anything is written
+            path = entry["path"]
+            parts = Path(path).parts
+            if not parts or Path(path).is_absolute() or ".." in parts or "\\" in path:
+                raise ArtifactIntegrityError(
+                    f"{manifest.ref} lists the file {path[:200]!r}, which would land outside the destination: "
+                    "the manifest is forged or corrupt; nothing was written"
+                )
         for entry in manifest.files:
             target = dest / entry["path"]
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -430,9 +488,11 @@ class ArtifactStore:
     def verify(self, ref: str | ArtifactRef) -> Manifest:
         """Re-hash every stored file of a version; raise ArtifactIntegrityError naming the first bad one."""
         manifest = self.resolve(ref)
-        for entry in manifest.files:
+        prefix = f"{manifest.kind}/{manifest.name}/{_vdir(manifest.version)}"
+        for entry in manifest.files:  # the manifest is resolved once: linear in the number of files
             try:
-                with self.open(manifest.ref, entry["path"]) as f:
+                raw = self.backend.open_read(f"{prefix}/{entry['path']}")
+                with _VerifyingReader(raw, entry, str(manifest.ref)) as f:
                     while f.read(8 * 1024 * 1024):
                         pass
             except FileNotFoundError:
@@ -497,16 +557,21 @@ class ArtifactStore:
         producer: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
         libraries: Mapping[str, str] | None = None,
+        follow_symlinks: bool = False,
     ) -> Manifest:
         """Commit ``source`` (a file, a directory, or {relative path: file}) as a new version of ``key``.
 
         With an ``idempotency_key`` a retry returns the version the first attempt committed, or
-        finishes the version the first attempt took but never committed.
+        finishes the version the first attempt took but never committed. ``follow_symlinks``:
+        store links that resolve to files inside the payload (others are always refused).
         """
         kind, name = parse_key(key)
-        files = _payload_files(source)
+        files = _payload_files(source, follow_symlinks)
         parent_list = self._resolve_parents(parents)
-        meta = json.loads(json.dumps(dict(metadata or {})))  # must be JSON: fail before writing
+        try:  # must be strict JSON (no NaN / Infinity, which other readers reject): fail before writing
+            meta = json.loads(json.dumps(dict(metadata or {}), allow_nan=False))
+        except ValueError as exc:
+            raise ArtifactError(f"metadata of {key} is not strict JSON: {exc}") from None
         version = None
         attempt_key = None
         if idempotency_key is not None:
