@@ -407,3 +407,26 @@ def test_payload_symlinks_fifos_and_odd_names_are_refused_before_any_claim(store
     with pytest.raises(ArtifactError, match=re.escape("metadata of dataset/meta is not strict JSON")):
         store.put("dataset/meta", tmp_path / "outside.txt", metadata={"loss": float("nan")})
     assert store.versions("dataset/odd") == [] and store.versions("dataset/meta") == []
+
+
+def test_a_manifest_is_bound_to_where_it_lives_and_malformed_ones_are_integrity_errors(store, payload):
+    store.put("model/other", payload)
+    store.put("model/m", payload)
+    store.put("model/m", payload)
+    other = store.backend.read_bytes("model/other/v000001/_MANIFEST.json")
+    store.backend.write_bytes("model/m/v000002/_MANIFEST.json", other)  # copied in from another artifact
+    with pytest.raises(ArtifactIntegrityError, match=re.escape("names name 'other', but it is stored as model/m@v2")):
+        store.resolve("model/m@latest")
+    own = json.loads(store.backend.read_bytes("model/m/v000001/_MANIFEST.json"))
+    store.backend.write_bytes("model/m/v000002/_MANIFEST.json", json.dumps(own).encode())  # v2 says version 1
+    with pytest.raises(ArtifactIntegrityError, match=re.escape("names version 1, but it is stored as model/m@v2")):
+        store.resolve("model/m@v2")
+    for body, expected in (
+        (b"[]", "is a JSON list, not an object: corrupt"),
+        (json.dumps({k: v for k, v in own.items() if k != "files"}).encode(), "lacks the field 'files': corrupt"),
+        (json.dumps({**own, "version": "two"}).encode(), "has a malformed field"),
+    ):
+        store.backend.write_bytes("model/m/v000002/_MANIFEST.json", body)
+        with pytest.raises(ArtifactIntegrityError, match=re.escape(expected)):
+            store.resolve("model/m@v2")
+    assert store.resolve("model/m@v1").version == 1  # the damage stays with its version

@@ -382,11 +382,27 @@ class ArtifactStore:
             raw = self.backend.read_bytes(key)
         except FileNotFoundError:
             return None
+        where = self.backend.uri(key)
         try:
             data = json.loads(raw)
         except ValueError as exc:
-            raise ArtifactIntegrityError(f"manifest {self.backend.uri(key)} is not valid JSON: {exc}") from None
-        return Manifest.from_dict(data, uri=self.backend.uri(f"{kind}/{name}/{_vdir(version)}"))
+            raise ArtifactIntegrityError(f"manifest {where} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ArtifactIntegrityError(f"manifest {where} is a JSON {type(data).__name__}, not an object: corrupt")
+        try:
+            manifest = Manifest.from_dict(data, uri=self.backend.uri(f"{kind}/{name}/{_vdir(version)}"))
+        except KeyError as exc:
+            raise ArtifactIntegrityError(f"manifest {where} lacks the field {exc}: corrupt") from None
+        except (TypeError, ValueError) as exc:
+            raise ArtifactIntegrityError(f"manifest {where} has a malformed field ({exc}): corrupt") from None
+        # bound to where it lives: a manifest copied from another artifact or version is refused
+        for attr, stored in (("kind", kind), ("name", name), ("version", version)):
+            if getattr(manifest, attr) != stored:
+                raise ArtifactIntegrityError(
+                    f"manifest {where} names {attr} {getattr(manifest, attr)!r}, but it is stored as "
+                    f"{kind}/{name}@v{version}: it was moved or forged"
+                )
+        return manifest
 
     def versions(self, key: str) -> list[int]:
         """Committed version numbers of ``kind/name``, ascending."""
