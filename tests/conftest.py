@@ -30,6 +30,9 @@ os.environ.update(
             '{"type": "file", "log_file_path": "%s", "append": true}' % (_HOME / "lineage.jsonl")
         ),
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "mlcrit-tests",
+        # a task's events are emitted by a forked process that is killed after this many seconds
+        # (default 10): on 2 busy cores that dropped an event now and then
+        "AIRFLOW__OPENLINEAGE__EXECUTION_TIMEOUT": "60",
         "MLCRIT_ARTIFACT_ROOT": "",
         "AIRFLOW__MLCRIT__ARTIFACT_ROOT": "",
         "AWS_ACCESS_KEY_ID": "testing",

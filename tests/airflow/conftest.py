@@ -1,4 +1,5 @@
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -21,12 +22,34 @@ class LineageTail:
         self.path = path
         self.offset = path.stat().st_size if path.exists() else 0
 
-    def events(self) -> list[dict]:
+    def events(self, dag_run=None, timeout: float = 60) -> list[dict]:
+        """With ``dag_run`` (a finished DagRun): only that run's events, once its own COMPLETE or
+        FAIL is there. The listener emits DAG-run events from a process pool, so they can land
+        after dag.test() returned, even during the next test."""
+        deadline = time.monotonic() + timeout
+        while True:
+            events = self._read()
+            if dag_run is None:
+                return events
+            events = [e for e in events if _run_id(e) == dag_run.run_id]
+            if any(e["job"]["name"] == dag_run.dag_id and e["eventType"] in ("COMPLETE", "FAIL") for e in events):
+                return events
+            assert time.monotonic() < deadline, f"no end event of DAG run {dag_run.run_id} in {timeout} s: {events}"
+            time.sleep(0.2)
+
+    def _read(self) -> list[dict]:
         if not self.path.exists():
             return []
         with open(self.path) as f:
             f.seek(self.offset)
-            return [json.loads(line) for line in f if line.strip()]
+            return [json.loads(line) for line in f if line.endswith("\n")]  # a line being written is not yet read
+
+
+def _run_id(event: dict) -> str | None:
+    """The Airflow run_id an event belongs to (task events: ``airflow``, DAG-run events: ``airflowDagRun``)."""
+    facets = event["run"]["facets"]
+    facet = facets.get("airflow") or facets.get("airflowDagRun") or {}
+    return facet.get("dagRun", {}).get("run_id")
 
 
 @pytest.fixture
