@@ -141,11 +141,13 @@ class EncoderBackend:
         )
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        torch, parts = self.torch, []
+        from airflow_mlcrit.core.evaluation.inference import length_batches
+
+        torch, out = self.torch, None
         with torch.no_grad():
-            for start in range(0, len(texts), self.batch_size):
+            for rows in length_batches(texts, self.batch_size):
                 enc = self.tokenizer(
-                    texts[start : start + self.batch_size],
+                    [texts[i] for i in rows],
                     truncation=True,
                     max_length=self.max_length,
                     padding=True,
@@ -154,8 +156,11 @@ class EncoderBackend:
                 hidden = self.model(**enc).last_hidden_state
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                parts.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy().astype(np.float64))
-        return np.concatenate(parts) if parts else np.zeros((0, 0))
+                vectors = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy().astype(np.float64)
+                if out is None:
+                    out = np.zeros((len(texts), vectors.shape[1]))
+                out[rows] = vectors
+        return out if out is not None else np.zeros((0, 0))
 
 
 class HttpError(MlcritError):

@@ -31,6 +31,7 @@ def test_adapter_probabilities_equal_plain_peft(tiny_bert, adapter):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     texts = sentiment(20, seed=3).text.tolist()
+    assert sorted(texts, key=len) != texts  # batches are of rows of similar length: their order changes
     scorer = ModelScorer(adapter, task="classification", base_path=tiny_bert, batch_size=7, max_length=16, device="cpu")
     got = scorer.predict(texts)
     base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
@@ -45,6 +46,16 @@ def test_adapter_probabilities_equal_plain_peft(tiny_bert, adapter):
     frame = sentiment(120, seed=4)
     result, _ = evaluate({"replicates": 50}, frame, scorer)
     assert result["slices"][0]["candidate"]["accuracy"]["value"] > 0.8
+
+
+def test_batched_generation_answers_each_prompt_in_its_place(tiny_gpt2):
+    """Batches hold prompts of similar length, not neighbours: each answer goes back to its row."""
+    prompts = ["Q: what colour is the sky on a clear day A:", "x y", "Q: hi A:", "zebra 9 hello world"]
+    batched = ModelScorer(tiny_gpt2, task="generation", max_new_tokens=3, batch_size=2, device="cpu")
+    alone = ModelScorer(tiny_gpt2, task="generation", max_new_tokens=3, batch_size=1, device="cpu")
+    expected = [alone.generate([p])[0] for p in prompts]
+    assert expected == ["A: A: A:", "", "A: A: A:", ""]  # the tiny random LM: two different answers
+    assert batched.generate(prompts) == expected
 
 
 def test_generation_scoring_and_loss(tiny_gpt2):
