@@ -94,13 +94,21 @@ def store(store_spec):
     return open_store(root, **options)
 
 
-# The longest modules first: on two xdist workers (whole modules each, --dist loadscope) the
-# scheduler e2e alone takes about as long as everything else, so it must not start last.
+# The longest modules first (longest-processing-time order): the two xdist workers take whole
+# modules (--dist loadscope), two each to start with, then the next one whenever one finishes; a
+# long module started near the end would leave the other worker idle. Measured durations.
 _LONGEST_FIRST = (
     "tests/e2e/test_scheduler.py",
     "tests/e2e/test_example_dags.py",
     "tests/reliability/test_crash_safety.py",
     "tests/reliability/test_bad_input.py",
+    "tests/reliability/test_lineage_outage.py",
+    "tests/airflow/test_evaluation_operators.py",
+    "tests/airflow/test_on_kill.py",
+    "tests/core/training/test_runner.py",
+    "tests/airflow/test_finetune_operator.py",
+    "tests/airflow/test_prompt_operators.py",
+    "tests/reliability/test_storage_faults.py",
 )
 
 

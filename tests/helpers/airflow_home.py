@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,5 +31,19 @@ def airflow_home(root: Path, *, dags: Path | None = None, transport: dict | None
         "HF_HUB_OFFLINE": "1",
         **extra,
     }
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
+    shutil.copyfile(_migrated_db(env), root / "airflow.db")
     return env
+
+
+_TEMPLATE: list[Path] = []
+
+
+def _migrated_db(env: dict) -> Path:
+    """A freshly migrated, empty metadata DB, made once per test process and copied for each home
+    (the schema holds nothing of a home: its DAGs, bundles and runs come later)."""
+    if not _TEMPLATE:
+        template = Path(tempfile.mkdtemp(prefix="mlcrit-airflow-db-")) / "airflow.db"
+        migrate = {**env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{template}"}
+        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=migrate, check=True, capture_output=True)
+        _TEMPLATE.append(template)
+    return _TEMPLATE[0]
