@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -42,7 +43,9 @@ def _migrated_db(env: dict) -> Path:
     """A freshly migrated, empty metadata DB, made once per test process and copied for each home
     (the schema holds nothing of a home: its DAGs, bundles and runs come later)."""
     if not _TEMPLATE:
-        template = Path(tempfile.mkdtemp(prefix="mlcrit-airflow-db-")) / "airflow.db"
+        folder = tempfile.mkdtemp(prefix="mlcrit-airflow-db-")
+        atexit.register(shutil.rmtree, folder, True)
+        template = Path(folder) / "airflow.db"
         migrate = {**env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{template}"}
         subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=migrate, check=True, capture_output=True)
         _TEMPLATE.append(template)
