@@ -9,6 +9,8 @@ run is repeatable). Faults, as S3 and networks produce them:
   connection is closed). A retried conditional write then meets its own first attempt.
 
 ``only`` limits the faults to requests whose path contains that string (say ``_MANIFEST.json``).
+``drop_headers`` removes request headers before forwarding, as a server that does not support
+them would ignore them (``{"If-None-Match"}``: a store without conditional writes).
 """
 
 from __future__ import annotations
@@ -29,8 +31,17 @@ FAULTS = (*_ERRORS, "drop", "lost")
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, rates: dict[str, float] | None = None, *, seed: int = 0, only: str = ""):
+    def __init__(
+        self,
+        upstream: str,
+        rates: dict[str, float] | None = None,
+        *,
+        seed: int = 0,
+        only: str = "",
+        drop_headers: set[str] = frozenset(),
+    ):
         self.upstream = urlparse(upstream)
+        self.drop_headers = {"connection", "expect", *(h.lower() for h in drop_headers)}
         self.rates = dict(rates or {})
         unknown = set(self.rates) - set(FAULTS)
         if unknown:
@@ -39,6 +50,7 @@ class FaultProxy:
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()  # "forwarded" and each fault injected
+        self.paths: list[str] = []  # of every request received, in order
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.endpoint_url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -84,6 +96,8 @@ class FaultProxy:
 
             def _relay(self):
                 body = self._body()
+                with proxy.lock:
+                    proxy.paths.append(self.path)
                 fault = proxy._draw(self.path)
                 if fault in _ERRORS:
                     status, code, message = _ERRORS[fault]
@@ -100,7 +114,7 @@ class FaultProxy:
                     return
                 conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
                 try:
-                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "expect")}
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in proxy.drop_headers}
                     conn.request(self.command, self.path, body=body, headers=headers)
                     resp = conn.getresponse()
                     data = resp.read()

@@ -207,12 +207,22 @@ class LocalBackend:
         return open(self._path(key), "rb")
 
 
+# A refused conditional write. 412: the key exists; 409: a concurrent conditional write to it is in flight.
+_KEY_EXISTS = ("PreconditionFailed", "ConditionalRequestConflict")
+
+
 class S3Backend:
     """An S3 bucket and prefix, through boto3 (AWS, MinIO or any S3-compatible store).
 
     Requires conditional writes (``If-None-Match``), which AWS S3 has supported since 2024 and
-    MinIO for longer.
+    MinIO for longer. Before its first write the backend checks, on a probe key of its own, that
+    the server enforces them, and refuses every write if it does not: without them two writers
+    could both be told they committed the same version.
     """
+
+    PROBE_PREFIX = "_mlcrit/conditional-write-probe"
+    # (endpoint, bucket, prefix) -> None when the server enforces If-None-Match, else the error
+    _probed: dict[tuple[str, str, str], str | None] = {}
 
     def __init__(
         self,
@@ -257,9 +267,55 @@ class S3Backend:
                 config=config,
             )
         self.client = client
+        self.endpoint = getattr(client.meta, "endpoint_url", None) or endpoint_url or "S3"
 
     def __repr__(self) -> str:
         return f"S3Backend({self.root_uri!r})"
+
+    def require_conditional_writes(self) -> None:
+        """Fail closed, once per bucket, prefix and process, on a server that ignores
+        ``If-None-Match: *``: write a probe key twice; the second write must be refused."""
+        import uuid
+
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        where = (self.endpoint, self.bucket, self.prefix)
+        if where not in self._probed:
+            key = f"{self.PROBE_PREFIX}/{uuid.uuid4().hex}"
+
+            def put(body: bytes) -> bool:
+                """Whether the write went through; False: refused as the key exists."""
+                try:
+                    self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body, IfNoneMatch="*")
+                    return True
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") in _KEY_EXISTS:
+                        return False
+                    raise self._error(exc, key) from exc
+                except BotoCoreError as exc:
+                    raise self._error(exc, key) from exc
+
+            try:
+                put(b"first")  # refused only if a retry met our own first attempt: the key is new
+                problem = None
+                if put(b"second"):
+                    problem = (
+                        f"the S3 server at {self.endpoint} ignores conditional writes (If-None-Match: *): a second "
+                        f"PutObject of the probe key {self.uri(key)} succeeded where it must fail with 412 "
+                        "Precondition Failed"
+                    )
+            finally:
+                try:
+                    self.delete(key)
+                except ArtifactError:
+                    pass  # a probe key left behind holds no artifact; gc lists nothing under it
+            self._probed[where] = problem
+        if self._probed[where]:
+            raise ArtifactError(
+                f"refusing to write to {self.root_uri}: {self._probed[where]}. Versions, manifests and alias moves "
+                "rely on compare-and-swap: without it two writers could both commit the same version. Use a "
+                "server that enforces If-None-Match (AWS S3, MinIO, SeaweedFS, recent Ceph RGW) or a local store"
+            )
 
     def _key(self, key: str) -> str:
         check_key(key)
@@ -299,17 +355,18 @@ class S3Backend:
         return self._call(key, self.client.get_object, Key=self._key(key))["Body"].read()
 
     def write_bytes(self, key: str, data: bytes) -> None:
+        self.require_conditional_writes()
         self._call(key, self.client.put_object, Key=self._key(key), Body=data)
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
         from botocore.exceptions import ClientError
 
+        self.require_conditional_writes()
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
             return True
         except ClientError as exc:
-            # 412: the key exists; 409: a concurrent conditional write to it is in flight.
-            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "ConditionalRequestConflict"):
+            if exc.response.get("Error", {}).get("Code") not in _KEY_EXISTS:
                 raise self._error(exc, key) from exc
             if exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) == 0:
                 return False
@@ -372,6 +429,7 @@ class S3Backend:
         from boto3.exceptions import S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError
 
+        self.require_conditional_writes()
         # Hash on a second thread while s3transfer streams multipart uploads: no whole-file reads.
         with ThreadPoolExecutor(1) as pool:
             hashed = pool.submit(sha256_file, src)
