@@ -92,11 +92,12 @@ class PromptEvaluationOperator(EvaluateModelOperator):
         name: nothing here can pin what the endpoint serves."""
         from airflow_mlcrit.core.tables import is_artifact_ref
 
+        self._model_manifest = None
         if self.backend == "http":
             self._model_binding = {"model": self.model, "model_digest": None, "endpoint": self._endpoint()[0]}
             return self.model
         if self.model and is_artifact_ref(self.model.split("@")[0]):
-            m = self.read_input(self.model)
+            m = self._model_manifest = self.read_input(self.model)
             self._model_binding = {"model": str(m.ref), "model_digest": m.digest}
             return str(m.ref)
         self._model_binding = {"model": self.model, "model_digest": None}
@@ -117,13 +118,20 @@ class PromptEvaluationOperator(EvaluateModelOperator):
     def _backend(self, cfg: Any, work: Path) -> Any:
         from airflow_mlcrit.core.prompting import backends
 
-        sizes = {"batch_size": cfg.batch_size, "max_length": cfg.max_length, "device": cfg.device}
-        if self.backend == "causal_lm":
-            path = self._local_model(self._pinned, work, "model")
-            return backends.CausalLMBackend(path, max_truncated_rate=cfg.max_truncated_rate, **sizes)
-        if self.backend == "encoder":
-            path = self._local_model(self._pinned, work, "model")
-            return backends.EncoderBackend(path, max_truncated_rate=cfg.max_truncated_rate, **sizes)
+        if self.backend in ("causal_lm", "encoder"):
+            # the version _pin_model resolved and recorded: fetched, not resolved again
+            path = self._pinned
+            if self._model_manifest is not None:
+                self.store.get(self._model_manifest.ref, work / "model")
+                path = str(work / "model")
+            local = backends.CausalLMBackend if self.backend == "causal_lm" else backends.EncoderBackend
+            return local(
+                path,
+                batch_size=cfg.batch_size,
+                max_length=cfg.max_length,
+                device=cfg.device,
+                max_truncated_rate=cfg.max_truncated_rate,
+            )
         from airflow_mlcrit.core.config import home_dir
 
         base_url, key = self._endpoint()

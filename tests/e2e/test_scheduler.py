@@ -266,11 +266,83 @@ def test_real_scheduler_runs_the_dags_and_the_triggerer_completes_a_deferred_sen
     [move] = store.alias_history("adapter/support-sentiment", "production")
     assert move.to_version == 1 and move.reason == "blessed: non-inferior on every state and channel"
     assert move.extra["blessing"] == "blessing/support-sentiment@v1" and move.extra["run"]["run_id"] == run_id
-    events = [json.loads(line) for line in (tmp_path / "lineage.jsonl").read_text().splitlines() if line.strip()]
+    _quarantined_rows_never_reach_training(store, tmp_path)
+    events = _lineage(tmp_path)
     jobs = {e["job"]["name"] for e in events}
     assert jobs >= {"e2e_mlcrit_wait.wait", "mlcrit_register_dataset.validate", "mlcrit_text_classifier.promote"}
+
+
+def test_week_two_is_stopped_at_the_gate_then_a_forced_override_is_rolled_back(airflow, tmp_path):
+    """Week 2 of the demo (drifted data with a broken phone export), triggered through the REST
+    API with the demo's settings, is judged against the scheduled week 1 above, now production:
+    the gate stops it on channel=phone, as in the demo. An operator then forces it into
+    production with the CLI and takes it back with the mlcrit_rollback DAG."""
+    store = open_store(tmp_path / "artifacts")
+    env = airflow.env
+    subprocess.run([sys.executable, "dev/demo.py", "week", "2"], env=env, cwd=REPO, check=True, capture_output=True)
+    run_id = airflow.trigger("mlcrit_text_classifier", {})
+    assert airflow.wait_run("mlcrit_text_classifier", run_id, timeout=900) == "success", airflow.logs()
+    states = airflow.task_states("mlcrit_text_classifier", run_id)
+    assert (states["gate"], states["promote"]) == ("success", "skipped"), states
+    assert "NOT_BLESSED: skipping promote" in airflow.task_log("mlcrit_text_classifier", run_id, "gate")
+    ev = store.resolve("evaluation/support-sentiment@v2")
+    assert ev.metadata["baseline"] == "adapter/support-sentiment@v1"
+    [blessing] = [c for c in store.children(ev.ref) if c.kind == "blessing"]
+    doc = json.loads(store.read_bytes(blessing.ref, "blessing.json"))
+    failed = [c["slice"] for c in doc["checks"] if c["status"] == "failed"]
+    assert doc["decision"] == "NOT_BLESSED" and "channel=phone" in failed  # the broken phone export, caught
+    assert store.resolve("adapter/support-sentiment@production").version == 1
+    summary = subprocess.run(
+        [sys.executable, "dev/demo.py", "summary"], env=env, cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout
+    assert "channel=phone" in summary and "report.html" in summary
+    # an operator overrides the gate (recorded as forced), then rolls back with the rollback DAG
+    cli = [sys.executable, "-m", "airflow_mlcrit.core.cli", "promote", "adapter/support-sentiment@v2"]
+    cli += ["--alias", "production", "--reason", "override for a demo", "--force"]
+    subprocess.run(cli, env=env, cwd=REPO, check=True, capture_output=True)
+    run_id = airflow.trigger("mlcrit_rollback", {"reason": "phone regression confirmed in production"})
+    assert airflow.wait_run("mlcrit_rollback", run_id) == "success", airflow.logs()
+    history = store.alias_history("adapter/support-sentiment", "production")
+    assert [(m.to_version, m.forced) for m in history] == [(1, False), (2, True), (1, False)]
+    assert history[-1].reason == "phone regression confirmed in production"
+    assert {e["job"]["name"] for e in _lineage(tmp_path)} >= {"mlcrit_rollback.rollback"}
+
+
+def _lineage(tmp_path: Path) -> list[dict]:
+    """Every event emitted so far, each validated against the vendored official schemas and ours."""
+    events = [json.loads(line) for line in (tmp_path / "lineage.jsonl").read_text().splitlines() if line.strip()]
     for event in events:
         validate_event(event)
+    return events
+
+
+def _rows(store, ref, dest) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    store.get(ref, dest)
+    return [r for p in sorted(dest.rglob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+
+
+def _quarantined_rows_never_reach_training(store, tmp_path):
+    """The planted PII rows and second exports are in the quarantine artifact and in no split of
+    the transformed dataset, which was made from the clean dataset (its contract's parent)."""
+    import runpy
+
+    demo = runpy.run_path(str(REPO / "dev" / "demo.py"))
+    PLANTED_DUPLICATES, PLANTED_PII = demo["PLANTED_DUPLICATES"], demo["PLANTED_PII"]
+    quarantined = _rows(store, "quarantine/support-messages@v1", tmp_path / "quarantine")
+    assert sorted(r["message_id"] for r in quarantined) == sorted(
+        [f"w1-pii-{i}" for i in range(len(PLANTED_PII))] + [f"w1-1-{i:06d}" for i in range(PLANTED_DUPLICATES)]
+    )
+    contract = store.resolve("transform_contract/support-messages@v1")
+    assert [p["ref"] for p in contract.parents] == ["dataset/support-messages-clean@v1"]
+    transformed = store.resolve("transformed_dataset/support-messages@v1")
+    assert [p["ref"] for p in transformed.parents] == ["dataset/support-messages-clean@v1", str(contract.ref)]
+    splits = _rows(store, transformed.ref, tmp_path / "splits")
+    assert len(splits) == sum(transformed.metadata["row_counts"].values()) > 2000  # exact dedup of texts, too
+    ids = [r["message_id"] for r in splits]
+    assert not {i for i in ids if "-pii-" in i} and not set(PLANTED_PII) & {r["text"] for r in splits}
+    assert len(ids) == len(set(ids))  # each twice-exported row once: its second copy is quarantined
 
 
 def _bless(store, tmp_path: Path, candidate, baseline: str | None) -> None:
@@ -289,7 +361,8 @@ def _bless(store, tmp_path: Path, candidate, baseline: str | None) -> None:
 
 def test_four_concurrent_retraining_runs_lose_no_alias_move(airflow, tmp_path):
     """Four runs of mlcrit_text_classifier at once (LocalExecutor, parallelism 2) against one store,
-    after the scheduled run above made adapter v1 production. Each trains, evaluates against
+    with adapter v1 production again (the scheduled week 1, after week 2's override was rolled
+    back above). Each trains, evaluates against
     production and, when blessed, promotes. Whatever the interleaving: distinct versions, every
     promotion that succeeded is in the history exactly once, each move starts where the previous
     one ended and from the very version its blessing judged the candidate against; a promotion
@@ -316,8 +389,8 @@ def test_four_concurrent_retraining_runs_lose_no_alias_move(airflow, tmp_path):
         assert airflow.wait_run("mlcrit_text_classifier", run_id, timeout=900) in ("success", "failed")
         states[run_id] = airflow.task_states("mlcrit_text_classifier", run_id)
         assert states[run_id]["gate"] == "success", (states[run_id], airflow.logs())
-    assert store.versions(key) == [1, 2, 3, 4, 5]
-    finetuned = {store.resolve(f"{key}@v{v}").producer["run_id"] for v in (2, 3, 4, 5)}
+    assert store.versions(key) == [1, 2, 3, 4, 5, 6]
+    finetuned = {store.resolve(f"{key}@v{v}").producer["run_id"] for v in (3, 4, 5, 6)}
     assert finetuned == set(runs)
     promoted = [r for r in runs if states[r]["promote"] == "success"]
     lost = [r for r in runs if states[r]["promote"] == "failed"]
@@ -331,7 +404,7 @@ def test_four_concurrent_retraining_runs_lose_no_alias_move(airflow, tmp_path):
         assert [m.seq for m in history] == list(range(1, len(history) + 1))
         for before, move in itertools.pairwise(history):
             assert move.from_version == before.to_version
-        later = history[1:]
+        later = history[3:]  # after week 1, the override and its rollback
         assert sorted(m.extra["run"]["run_id"] for m in later) == sorted(expected_runs)
         for move in later:
             blessing = store.resolve(move.extra["blessing"])
