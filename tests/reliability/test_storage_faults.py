@@ -1,8 +1,8 @@
-"""Storage faults: a fault-injecting proxy (tests/helpers/fault_proxy.py) between boto3 and the
-moto server on 127.0.0.1 returns 500, 503 and SlowDown, drops connections, and loses answers of
-requests that took effect. Puts, gets, alias moves and Airflow tasks succeed through boto3's
-standard retries; when every request fails, the task fails with a clear error and nothing is
-committed."""
+"""Storage faults: a fault-injecting proxy (tests/helpers/fault_proxy.py) between boto3 and an
+S3 server on 127.0.0.1 (moto, and SeaweedFS) returns 500, 503 and SlowDown, drops connections,
+and loses answers of requests that took effect. Puts, gets, alias moves and Airflow tasks succeed
+through boto3's standard retries; when every request fails, the task fails with a clear error
+and nothing is committed."""
 
 from __future__ import annotations
 
@@ -21,9 +21,14 @@ MIXED = {"500": 0.06, "503": 0.06, "slowdown": 0.06, "drop": 0.06, "lost": 0.06}
 ATTEMPTS = 10  # botocore retries after the first try: 0.3**11, a call fails about once in 500,000
 
 
+@pytest.fixture(params=["moto_server", "seaweedfs"])
+def server(request):
+    return request.getfixturevalue(request.param)
+
+
 @pytest.fixture
-def proxy(moto_server):
-    p = FaultProxy(moto_server.endpoint_url, MIXED, seed=7)
+def proxy(server):
+    p = FaultProxy(server.endpoint_url, MIXED, seed=7)
     yield p
     p.stop()
 
@@ -41,10 +46,10 @@ def _payload(tmp_path, n: int = 6):
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_puts_gets_and_alias_moves_succeed_through_retries(moto_server, proxy, tmp_path, seed):
+def test_puts_gets_and_alias_moves_succeed_through_retries(server, proxy, tmp_path, seed):
     proxy.rng.seed(seed)
-    root = make_s3_root(moto_server)
-    faulty, direct = _store(root, proxy.endpoint_url), _store(root, moto_server.endpoint_url)
+    root = make_s3_root(server)
+    faulty, direct = _store(root, proxy.endpoint_url), _store(root, server.endpoint_url)
     src = _payload(tmp_path)
     refs = [faulty.put("dataset/faults", src, metadata={"i": i}).ref for i in range(4)]
     assert [str(r) for r in refs] == [f"dataset/faults@v{i}" for i in range(1, 5)]
@@ -62,20 +67,20 @@ def test_puts_gets_and_alias_moves_succeed_through_retries(moto_server, proxy, t
     assert set(proxy.counts) >= {"forwarded", "500", "503", "slowdown", "drop", "lost"}, proxy.counts
 
 
-def test_when_every_request_fails_the_put_fails_clearly_and_commits_nothing(moto_server, proxy, tmp_path):
-    root = make_s3_root(moto_server)
+def test_when_every_request_fails_the_put_fails_clearly_and_commits_nothing(server, proxy, tmp_path):
+    root = make_s3_root(server)
     proxy.configure({"slowdown": 1.0})
     with pytest.raises(ArtifactError, match=r"after 4 attempts: SlowDown: Please reduce"):
         _store(root, proxy.endpoint_url, attempts=3).put("dataset/faults", _payload(tmp_path))
-    assert _store(root, moto_server.endpoint_url).versions("dataset/faults") == []
+    assert _store(root, server.endpoint_url).versions("dataset/faults") == []
 
 
-def test_a_manifest_that_never_lands_leaves_no_version(moto_server, proxy, tmp_path):
-    root = make_s3_root(moto_server)
+def test_a_manifest_that_never_lands_leaves_no_version(server, proxy, tmp_path):
+    root = make_s3_root(server)
     proxy.configure({"500": 1.0}, only="_MANIFEST.json")
     with pytest.raises(ArtifactError, match=r"_MANIFEST\.json failed after 4 attempts: InternalError"):
         _store(root, proxy.endpoint_url, attempts=3).put("dataset/faults", _payload(tmp_path))
-    direct = _store(root, moto_server.endpoint_url)
+    direct = _store(root, server.endpoint_url)
     assert direct.versions("dataset/faults") == []
     assert [g.ref for g in direct.gc(grace_seconds=0, dry_run=True)] == ["dataset/faults@v1"]
 
@@ -83,8 +88,8 @@ def test_a_manifest_that_never_lands_leaves_no_version(moto_server, proxy, tmp_p
 def _register(monkeypatch, dag_files, root: str, endpoint: str, attempts: int):
     conn = {
         "conn_type": "mlcrit",
-        "login": "faults-key-id",
-        "password": "faults-secret",
+        "login": "testing",  # the credentials SeaweedFS checks (tests/helpers/servers.py)
+        "password": "testing",
         "extra": {"root": root, "endpoint_url": endpoint, "region_name": "us-east-1", "max_attempts": attempts},
     }
     monkeypatch.setenv("AIRFLOW_CONN_MLCRIT_FAULTS", json.dumps(conn))
@@ -93,19 +98,19 @@ def _register(monkeypatch, dag_files, root: str, endpoint: str, attempts: int):
 
 @pytest.mark.slow
 def test_airflow_tasks_commit_through_faults_and_fail_clearly_when_storage_is_down(
-    moto_server, proxy, tmp_path, dag_files, monkeypatch, airflow_db, capfd
+    server, proxy, tmp_path, dag_files, monkeypatch, airflow_db, capfd
 ):
-    root = make_s3_root(moto_server)
-    direct = _store(root, moto_server.endpoint_url)
+    root = make_s3_root(server)
+    direct = _store(root, server.endpoint_url)
     dr = _register(monkeypatch, dag_files, root, proxy.endpoint_url, ATTEMPTS)
     assert dr.state == "success"
     assert direct.versions("dataset/reviews") == [1] and direct.versions("model/clf") == [1]
 
     proxy.configure({"503": 1.0})
-    root = make_s3_root(moto_server)
+    root = make_s3_root(server)
     dr = _register(monkeypatch, dag_files, root, proxy.endpoint_url, 2)
     assert dr.state == "failed"
     assert task_states(dr)["register_data"][0] == "failed"
-    assert _store(root, moto_server.endpoint_url).list_artifacts() == []
+    assert _store(root, server.endpoint_url).list_artifacts() == []
     log = "".join(capfd.readouterr())
     assert "failed after 3 attempts: ServiceUnavailable: Service is unable to handle request." in log
