@@ -71,7 +71,7 @@ def _the_base_is_pinned(store, store_root, tmp_path, adapter):
 
     import pytest
 
-    from airflow_mlcrit.core.artifacts.store import MANIFEST, content_digest
+    from airflow_mlcrit.core.artifacts.store import MANIFEST, content_digest, manifest_digest
     from airflow_mlcrit.core.evaluation.inference import materialize_model
     from airflow_mlcrit.exceptions import ArtifactIntegrityError
 
@@ -103,6 +103,7 @@ def _the_base_is_pinned(store, store_root, tmp_path, adapter):
         if f["path"] == "config.json":
             f["sha256"], f["size"] = hashlib.sha256(data).hexdigest(), len(data)
     manifest["digest"] = content_digest(manifest["files"])
+    manifest["manifest_digest"] = manifest_digest(manifest)
     (vdir / MANIFEST).chmod(0o644)
     (vdir / MANIFEST).write_text(json.dumps(manifest))
     message = (

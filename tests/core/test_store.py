@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
-from airflow_mlcrit.core.artifacts.store import content_digest
+from airflow_mlcrit.core.artifacts.store import content_digest, manifest_digest
 from airflow_mlcrit.exceptions import (
     ArtifactConflictError,
     ArtifactError,
@@ -58,7 +58,7 @@ def test_manifest_is_written_last_and_versions_increase(store, payload):
     assert [f["path"] for f in store.resolve("dataset/reviews").files] == ["data.csv"]
     manifest = json.loads(store.backend.read_bytes("dataset/reviews/v000002/_MANIFEST.json"))
     assert manifest["ref"] == "dataset/reviews@v2"
-    assert manifest["format"] == 1
+    assert manifest["format"] == 2 and manifest["manifest_digest"] == manifest_digest(manifest)
     assert store.list_artifacts() == ["dataset/reviews"]
     assert store.list_artifacts("model") == []
 
@@ -345,13 +345,12 @@ def test_local_payload_and_names_are_synced_before_the_manifest_links(tmp_path, 
 def test_a_forged_path_outside_the_destination_writes_nothing_anywhere(store, payload, tmp_path):
     """A manifest whose file list (and digest, recomputed) names '../../x': get refuses before
     it creates a single directory, inside or outside the destination."""
-    from airflow_mlcrit.core.artifacts.store import content_digest
-
     store.put("model/m", payload)
     key = "model/m/v000001/_MANIFEST.json"
     manifest = json.loads(store.backend.read_bytes(key))
     manifest["files"][1]["path"] = "../../escaped/weights.bin"
     manifest["digest"] = content_digest(manifest["files"])
+    manifest["manifest_digest"] = manifest_digest(manifest)
     store.backend.write_bytes(key, json.dumps(manifest).encode())
     dest = tmp_path / "deep" / "er" / "dest"
     with pytest.raises(ArtifactIntegrityError, match=re.escape("which would land outside the destination")):
@@ -430,3 +429,66 @@ def test_a_manifest_is_bound_to_where_it_lives_and_malformed_ones_are_integrity_
         with pytest.raises(ArtifactIntegrityError, match=re.escape(expected)):
             store.resolve("model/m@v2")
     assert store.resolve("model/m@v1").version == 1  # the damage stays with its version
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("producer", {"dag_id": "forged", "run_id": "r", "task_id": "t", "try_number": 1}),
+        ("parents", []),
+        ("metadata", {"accuracy": 0.99}),
+        ("created_at", "2020-01-01T00:00:00Z"),
+        ("libraries", {"torch": "0.0.1"}),
+        ("idempotency_key", "someone-else"),
+    ],
+)
+def test_every_manifest_field_is_covered_by_its_digest(store, payload, tmp_path, field, value):
+    """An edit to any field, not just the file list, is an integrity error on every read, and
+    verify says so."""
+    src = tmp_path / "parent.txt"
+    src.write_text("parent")
+    store.put("dataset/d", src)
+    store.put("model/m", payload, parents=["dataset/d@v1"], metadata={"accuracy": 0.81})
+    key = "model/m/v000001/_MANIFEST.json"
+    manifest = json.loads(store.backend.read_bytes(key))
+    assert manifest[field] != value
+    store.backend.write_bytes(key, json.dumps({**manifest, field: value}).encode())
+    expected = "does not hash to its manifest_digest: a field (producer, parents, metadata"
+    for read in (store.resolve, store.verify, lambda ref: store.get(ref, tmp_path / "out")):
+        with pytest.raises(ArtifactIntegrityError, match=re.escape(expected)):
+            read("model/m@v1")
+
+
+def test_a_manifest_of_an_older_format_is_refused_not_trusted(store, payload):
+    store.put("model/m", payload)
+    key = "model/m/v000001/_MANIFEST.json"
+    manifest = json.loads(store.backend.read_bytes(key))
+    old = {k: v for k, v in manifest.items() if k != "manifest_digest"} | {"format": 1}  # a downgrade
+    store.backend.write_bytes(key, json.dumps(old).encode())
+    with pytest.raises(ArtifactIntegrityError, match=re.escape("has format 1; this airflow-mlcrit reads format 2")):
+        store.resolve("model/m@v1")
+
+
+def test_a_parent_whose_digest_differs_from_the_recorded_one_is_reported(store, payload, tmp_path):
+    """A forger who rewrites a parent consistently (its files, digest and manifest_digest) still
+    cannot make its children agree: verify and parents() name both digests."""
+    src = tmp_path / "train.csv"
+    src.write_text("text,label\ngood,1\n")
+    store.put("dataset/d", src)
+    child = store.put("model/m", payload, parents=["dataset/d@v1"])
+    assert store.verify(child.ref).parents[0]["digest"] == store.resolve("dataset/d@v1").digest
+    key = "dataset/d/v000001/_MANIFEST.json"
+    parent = json.loads(store.backend.read_bytes(key))
+    store.backend.write_bytes("dataset/d/v000001/train.csv", b"text,label\nevil,1\n")
+    parent["files"][0]["sha256"] = hashlib.sha256(b"text,label\nevil,1\n").hexdigest()
+    parent["digest"] = content_digest(parent["files"])
+    parent["manifest_digest"] = manifest_digest(parent)
+    store.backend.write_bytes(key, json.dumps(parent).encode())
+    assert store.verify("dataset/d@v1").digest == parent["digest"]  # consistent on its own
+    expected = (
+        f"model/m@v1 records its parent dataset/d@v1 with digest {child.parents[0]['digest']}, "
+        f"but dataset/d@v1 has {parent['digest']}: one of them was altered"
+    )
+    for read in (store.verify, store.parents):
+        with pytest.raises(ArtifactIntegrityError, match=re.escape(expected)):
+            read("model/m@v1")

@@ -49,7 +49,9 @@ from airflow_mlcrit.exceptions import (
 MANIFEST = "_MANIFEST.json"
 CLAIM = "_CLAIM.json"
 RESERVED_FILES = frozenset({MANIFEST, CLAIM})
-MANIFEST_FORMAT = 1
+# 2: manifest_digest covers every field. Format 1 (airflow-mlcrit 0.1) hashed only the file list,
+# so its other fields could be edited unnoticed: it is refused, not trusted.
+MANIFEST_FORMAT = 2
 _VERSION_DIR = re.compile(r"v([0-9]{6,})")
 _HISTORY_ENTRY = re.compile(r"h([0-9]{6,})\.json")
 _UNSET: Any = object()
@@ -84,6 +86,15 @@ def content_digest(files: Iterable[Mapping[str, Any]]) -> str:
     """The version's identity: SHA-256 over the sorted (path, sha256, size) list."""
     canonical = [[f["path"], f["sha256"], f["size"]] for f in sorted(files, key=lambda f: f["path"])]
     return "sha256:" + hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()
+
+
+def manifest_digest(fields: Mapping[str, Any]) -> str:
+    """SHA-256 over every field of a manifest except ``manifest_digest`` itself (canonical JSON):
+    editing any of them (producer, parents, metadata, created_at, libraries, its own kind, name
+    or version, ...) changes it."""
+    body = {k: v for k, v in fields.items() if k != "manifest_digest"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def library_versions(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -147,7 +158,7 @@ class Manifest:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        fields = {
             "format": MANIFEST_FORMAT,
             "ref": str(self.ref),
             "kind": self.kind,
@@ -163,9 +174,15 @@ class Manifest:
             "metadata": self.metadata,
             "idempotency_key": self.idempotency_key,
         }
+        return {**fields, "manifest_digest": manifest_digest(fields)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], uri: str = "") -> Manifest:
+        if data.get("format") != MANIFEST_FORMAT:
+            raise ArtifactIntegrityError(
+                f"manifest at {uri} has format {data.get('format')!r}; this airflow-mlcrit reads format "
+                f"{MANIFEST_FORMAT} only, whose manifest_digest covers every field (format 1 covered only the files)"
+            )
         manifest = cls(
             kind=data["kind"],
             name=data["name"],
@@ -183,6 +200,11 @@ class Manifest:
         if content_digest(manifest.files) != manifest.digest:
             raise ArtifactIntegrityError(
                 f"manifest of {manifest.ref} at {uri} is corrupt: its file list does not hash to its digest"
+            )
+        if data.get("manifest_digest") != manifest_digest(data):
+            raise ArtifactIntegrityError(
+                f"manifest of {manifest.ref} at {uri} does not hash to its manifest_digest: a field (producer, "
+                "parents, metadata, created_at, libraries, ...) was edited after it was committed"
             )
         return manifest
 
@@ -502,7 +524,8 @@ class ArtifactStore:
         return manifest
 
     def verify(self, ref: str | ArtifactRef) -> Manifest:
-        """Re-hash every stored file of a version; raise ArtifactIntegrityError naming the first bad one."""
+        """Re-hash every stored file of a version and check its parents' digests; raise
+        ArtifactIntegrityError naming the first bad file or parent."""
         manifest = self.resolve(ref)
         prefix = f"{manifest.kind}/{manifest.name}/{_vdir(manifest.version)}"
         for entry in manifest.files:  # the manifest is resolved once: linear in the number of files
@@ -515,6 +538,8 @@ class ArtifactStore:
                 raise ArtifactIntegrityError(
                     f"file {entry['path']!r} of {manifest.ref} is listed in its manifest but missing from the store"
                 ) from None
+        for recorded in manifest.parents:
+            self._parent(manifest, recorded)
         return manifest
 
     # ---- writing -----------------------------------------------------------------------
@@ -812,7 +837,18 @@ class ArtifactStore:
     # ---- lineage -----------------------------------------------------------------------
 
     def parents(self, ref: str | ArtifactRef) -> list[Manifest]:
-        return [self.resolve(p["ref"]) for p in self.resolve(ref).parents]
+        """The versions ``ref`` was made from, each checked against the digest it recorded."""
+        child = self.resolve(ref)
+        return [self._parent(child, p) for p in child.parents]
+
+    def _parent(self, child: Manifest, recorded: Mapping[str, Any]) -> Manifest:
+        parent = self.resolve(recorded["ref"])
+        if parent.digest != recorded.get("digest"):
+            raise ArtifactIntegrityError(
+                f"{child.ref} records its parent {parent.ref} with digest {recorded.get('digest')}, but "
+                f"{parent.ref} has {parent.digest}: one of them was altered after {child.ref} was made"
+            )
+        return parent
 
     def children(self, ref: str | ArtifactRef) -> list[Manifest]:
         """Committed versions that list ``ref`` as a parent (from the downstream index)."""
