@@ -113,14 +113,19 @@ class _Cli:
 
     def artifacts_list(self) -> int:
         target = self.args.target
+        damaged: list[str] = []  # a corrupt record spoils only its own row: reported, and the exit code is 1
         if target and "/" in target:
             ref = parse_ref(target)
             aliases: dict[int, list[str]] = {}
-            for alias, v in self.store.aliases(ref.key).items():
+            for alias, v in self._aliases(ref.key, damaged).items():
                 aliases.setdefault(v, []).append(alias)
             rows = []
             for v in self.store.versions(ref.key):
-                m = self.store.resolve(ref.at(v))
+                try:
+                    m = self.store.resolve(ref.at(v))
+                except ArtifactIntegrityError as exc:
+                    damaged.append(str(exc))
+                    continue
                 rows.append(
                     {
                         "ref": str(m.ref),
@@ -132,7 +137,7 @@ class _Cli:
                 )
             text_rows = [r | {"size": _human(r["size"]), "digest": r["digest"][:19]} for r in rows]
             self.emit(rows, _table(text_rows, ["ref", "created_at", "size", "digest", "aliases"]))
-            return 0
+            return self._report(damaged)
         rows = []
         for key in self.store.list_artifacts(target or None):
             versions = self.store.versions(key)
@@ -141,11 +146,30 @@ class _Cli:
                     "artifact": key,
                     "versions": len(versions),
                     "latest": f"v{versions[-1]}",
-                    "aliases": ",".join(f"{a}=v{v}" for a, v in sorted(self.store.aliases(key).items())),
+                    "aliases": ",".join(f"{a}=v{v}" for a, v in sorted(self._aliases(key, damaged).items())),
                 }
             )
         self.emit(rows, _table(rows, ["artifact", "versions", "latest", "aliases"]))
-        return 0
+        return self._report(damaged)
+
+    def _aliases(self, key: str, damaged: list[str]) -> dict[str, int]:
+        """The intact aliases of ``key``; each damaged one is left out and its problem collected."""
+        out = {}
+        for alias in self.store.backend.list_children(f"{key}/_aliases"):
+            try:
+                version = self.store.alias_version(key, alias)
+            except MlcritError as exc:  # a damaged history, or a foreign folder name
+                damaged.append(str(exc))
+                continue
+            if version is not None:
+                out[alias] = version
+        return out
+
+    @staticmethod
+    def _report(damaged: list[str]) -> int:
+        for problem in damaged:
+            print(f"mlcrit: integrity error: {problem}", file=sys.stderr)
+        return 1 if damaged else 0
 
     def artifacts_show(self) -> int:
         m = self.store.resolve(self.args.ref)
@@ -174,6 +198,23 @@ class _Cli:
             for r in rows
         ]
         self.emit(rows, _table(text_rows, ["seq", "at", "actor", "from", "to", "forced", "reason"]))
+        return 0
+
+    def aliases_verify(self) -> int:
+        report = self.store.verify_aliases()
+        rows = [{"artifact": k, "alias": a, "ok": problem is None, "problem": problem} for k, a, problem in report]
+        text = "\n".join(f"{k}@{a}: " + (problem or "OK") for k, a, problem in report) or "no aliases"
+        self.emit(rows, text)
+        return 1 if any(problem for _, _, problem in report) else 0
+
+    def aliases_repair(self) -> int:
+        a = self.args
+        move = self.store.repair_alias(a.key, a.alias, to_version=a.to_version, reason=a.reason)
+        self.emit(
+            move.to_dict(),
+            f"{move.kind}/{move.name}@{move.alias}: a new chain starts at entry {move.seq} -> v{move.to_version} "
+            f"(the damaged entries stay for forensics: {move.extra['repair']['problem']})",
+        )
         return 0
 
     def promote(self) -> int:
@@ -290,6 +331,16 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("key", metavar="KIND/NAME")
     hist.add_argument("alias", metavar="ALIAS")
     hist.set_defaults(fn=_Cli.aliases_history)
+    av = alsub.add_parser("verify", parents=[common], help="check every alias history's hash chain (exit 1 if damaged)")
+    av.set_defaults(fn=_Cli.aliases_verify)
+    rep = alsub.add_parser(
+        "repair", parents=[common], help="start a new, audited chain for an alias whose history is damaged"
+    )
+    rep.add_argument("key", metavar="KIND/NAME")
+    rep.add_argument("alias", metavar="ALIAS")
+    rep.add_argument("--to-version", type=int, required=True, help="the version the alias must point at")
+    rep.add_argument("--reason", required=True, help="what was found and checked (kept in the new entry)")
+    rep.set_defaults(fn=_Cli.aliases_repair)
 
     lin = sub.add_parser("lineage", parents=[common], help="walk the lineage graph of a version")
     lin.add_argument("ref", metavar="REF")

@@ -12,8 +12,10 @@ Layout under the root (see docs/concepts.md)::
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -47,11 +49,14 @@ from airflow_mlcrit.exceptions import (
 )
 
 MANIFEST = "_MANIFEST.json"
+HEAD = "HEAD.json"  # of an alias history: the newest entry's number and digest, and the chain's base
 CLAIM = "_CLAIM.json"
 RESERVED_FILES = frozenset({MANIFEST, CLAIM})
 # 2: manifest_digest covers every field. Format 1 (airflow-mlcrit 0.1) hashed only the file list,
 # so its other fields could be edited unnoticed: it is refused, not trusted.
 MANIFEST_FORMAT = 2
+# 2: entries are hash-chained (prev_digest, entry_digest) and _aliases/<alias>/HEAD.json names the newest.
+HISTORY_FORMAT = 2
 _VERSION_DIR = re.compile(r"v([0-9]{6,})")
 _HISTORY_ENTRY = re.compile(r"h([0-9]{6,})\.json")
 _UNSET: Any = object()
@@ -88,13 +93,23 @@ def content_digest(files: Iterable[Mapping[str, Any]]) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()
 
 
+def _digest_except(fields: Mapping[str, Any], own: str) -> str:
+    body = {k: v for k, v in fields.items() if k != own}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def manifest_digest(fields: Mapping[str, Any]) -> str:
     """SHA-256 over every field of a manifest except ``manifest_digest`` itself (canonical JSON):
     editing any of them (producer, parents, metadata, created_at, libraries, its own kind, name
     or version, ...) changes it."""
-    body = {k: v for k, v in fields.items() if k != "manifest_digest"}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+    return _digest_except(fields, "manifest_digest")
+
+
+def entry_digest(fields: Mapping[str, Any]) -> str:
+    """SHA-256 over every field of an alias history entry except ``entry_digest``; each entry
+    carries its predecessor's as ``prev_digest``, which makes the history a hash chain."""
+    return _digest_except(fields, "entry_digest")
 
 
 def library_versions(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -228,9 +243,13 @@ class AliasMove:
     reason: str
     forced: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    prev_digest: str | None = None  # entry_digest of entry seq - 1 (None for the first, or a repair)
+    digest: str = ""  # this entry's entry_digest, set when read or written
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        fields = {
+            "format": HISTORY_FORMAT,
+            "prev_digest": self.prev_digest,
             "seq": self.seq,
             "kind": self.kind,
             "name": self.name,
@@ -243,10 +262,12 @@ class AliasMove:
             "forced": self.forced,
             "extra": self.extra,
         }
+        return {**fields, "entry_digest": entry_digest(fields)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AliasMove:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "digest"}
+        return cls(**fields, digest=data.get("entry_digest", ""))
 
 
 @dataclass(frozen=True)
@@ -697,15 +718,91 @@ class ArtifactStore:
                 seqs.append(int(m.group(1)))
         return sorted(seqs)
 
+    def _broken(self, kind: str, name: str, alias: str, problem: str) -> ArtifactIntegrityError:
+        return ArtifactIntegrityError(
+            f"alias {alias!r} of {kind}/{name}: {problem}. Its history is not trustworthy: promotions and "
+            f"rollbacks refuse until an operator checks it and runs `mlcrit aliases repair {kind}/{name} {alias}`"
+        )
+
     def _history_entry(self, kind: str, name: str, alias: str, seq: int) -> AliasMove:
-        data = self._read_json(f"{self._history_prefix(kind, name, alias)}/h{seq:06d}.json")
-        if data is None:
-            raise ArtifactNotFoundError(f"alias history entry {seq} of {kind}/{name}@{alias} vanished")
-        return AliasMove.from_dict(data)
+        """One entry, checked: readable, format 2, its fields hashing to its entry_digest, and
+        stored where it says it belongs."""
+        key = f"{self._history_prefix(kind, name, alias)}/h{seq:06d}.json"
+        try:
+            data = json.loads(self.backend.read_bytes(key))
+        except FileNotFoundError:
+            raise self._broken(kind, name, alias, f"history entry {seq} is missing") from None
+        except (OSError, ValueError) as exc:
+            raise self._broken(kind, name, alias, f"history entry {seq} is not readable JSON ({exc})") from None
+        if not isinstance(data, dict) or data.get("format") != HISTORY_FORMAT:
+            what = f"format {data.get('format')!r}" if isinstance(data, dict) else f"a JSON {type(data).__name__}"
+            raise self._broken(kind, name, alias, f"history entry {seq} is {what}, not a format {HISTORY_FORMAT} entry")
+        if data.get("entry_digest") != entry_digest(data):
+            raise self._broken(
+                kind, name, alias, f"history entry {seq} does not hash to its entry_digest: it was edited"
+            )
+        try:
+            move = AliasMove.from_dict(data)
+        except TypeError as exc:
+            raise self._broken(kind, name, alias, f"history entry {seq} is malformed ({exc})") from None
+        if (move.seq, move.kind, move.name, move.alias) != (seq, kind, name, alias):
+            raise self._broken(
+                kind, name, alias, f"history entry {seq} names {move.kind}/{move.name}@{move.alias} entry {move.seq}"
+            )
+        return move
+
+    def _head_record(self, kind: str, name: str, alias: str) -> dict[str, Any] | None:
+        try:
+            head = json.loads(self.backend.read_bytes(f"{self._history_prefix(kind, name, alias)}/{HEAD}"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise self._broken(kind, name, alias, f"its head record is not readable JSON ({exc})") from None
+        if not isinstance(head, dict) or not all(isinstance(head.get(k), int) for k in ("seq", "base")):
+            raise self._broken(kind, name, alias, "its head record is malformed")
+        return head
+
+    def _chain(self, kind: str, name: str, alias: str, *, full: bool) -> list[AliasMove]:
+        """The checked entries: from the head record's entry to the newest (bounded: what a read
+        of the alias needs), or with ``full`` the whole chain since its base (1, or the last
+        repair). Consecutive numbers, each entry's prev_digest the digest of the one before, the
+        head record matching its entry: a deleted, edited or injected entry is an
+        ArtifactIntegrityError naming the alias and the entry."""
+
+        def broken(problem: str) -> ArtifactIntegrityError:
+            return self._broken(kind, name, alias, problem)
+
+        seqs = self._history_seqs(kind, name, alias)
+        head = self._head_record(kind, name, alias)
+        if not seqs:
+            if head is not None:
+                raise broken(f"its head record names entry {head['seq']}, but no entry exists")
+            return []
+        newest = seqs[-1]
+        if head is None:
+            if newest > 1:  # only a first move can be caught between its entry and its head record
+                raise broken(f"its head record is missing ({newest} entries)")
+            head = {"seq": 1, "base": 1, "digest": None}
+        if newest < head["seq"]:
+            raise broken(f"its head record names entry {head['seq']}, but the newest is {newest}: entries were deleted")
+        start = head["base"] if full else head["seq"]
+        missing = sorted(set(range(start, newest + 1)) - set(seqs))
+        if missing:
+            raise broken(f"history entry {missing[0]} is missing")
+        entries = [self._history_entry(kind, name, alias, s) for s in range(start, newest + 1)]
+        if full and entries[0].prev_digest is not None:
+            raise broken(f"history entry {start} links to an earlier entry, but starts the chain")
+        for before, entry in itertools.pairwise(entries):
+            if entry.prev_digest != before.digest:
+                raise broken(f"history entry {entry.seq} does not link to entry {before.seq}: inserted or rewritten")
+        at_head = entries[head["seq"] - start]
+        if head["digest"] is not None and at_head.digest != head["digest"]:
+            raise broken(f"history entry {at_head.seq} is not the one its head record names")
+        return entries
 
     def _alias_head(self, kind: str, name: str, alias: str) -> AliasMove | None:
-        seqs = self._history_seqs(kind, name, alias)
-        return self._history_entry(kind, name, alias, seqs[-1]) if seqs else None
+        entries = self._chain(kind, name, alias, full=False)
+        return entries[-1] if entries else None
 
     def alias_version(self, key: str, alias: str) -> int | None:
         kind, name = parse_key(key)
@@ -722,9 +819,22 @@ class ArtifactStore:
         return out
 
     def alias_history(self, key: str, alias: str) -> list[AliasMove]:
+        """Every move since the chain's base (its first entry, or the last repair), checked."""
         kind, name = parse_key(key)
-        validate_alias(alias)
-        return [self._history_entry(kind, name, alias, s) for s in self._history_seqs(kind, name, alias)]
+        return self._chain(kind, name, validate_alias(alias), full=True)
+
+    def verify_aliases(self) -> list[tuple[str, str, str | None]]:
+        """(kind/name, alias, problem or None) for every alias in the store, each chain checked whole."""
+        report = []
+        for key in self.list_artifacts():
+            kind, name = parse_key(key)
+            for alias in self.backend.list_children(f"{kind}/{name}/_aliases"):
+                try:
+                    self._chain(kind, name, alias, full=True)
+                    report.append((key, alias, None))
+                except ArtifactIntegrityError as exc:
+                    report.append((key, alias, str(exc)))
+        return report
 
     def move_alias(
         self,
@@ -748,8 +858,8 @@ class ArtifactStore:
         if not reason or not reason.strip():
             raise ConfigError("moving an alias needs a reason: it is recorded in the alias history for audit")
         kind, name = target.kind, target.name
-        seqs = self._history_seqs(kind, name, alias)
-        head = self._history_entry(kind, name, alias, seqs[-1]) if seqs else None
+        chain = self._chain(kind, name, alias, full=True)  # a damaged history refuses every move
+        head = chain[-1] if chain else None
         current = head.to_version if head else None
         if expected is not _UNSET and expected != current:
             raise ArtifactConflictError(
@@ -757,7 +867,7 @@ class ArtifactStore:
                 f"{_vname(expected)}: someone moved it; re-read and retry"
             )
         move = AliasMove(
-            seq=(seqs[-1] if seqs else 0) + 1,
+            seq=(head.seq if head else 0) + 1,
             kind=kind,
             name=name,
             alias=alias,
@@ -768,13 +878,64 @@ class ArtifactStore:
             reason=reason,
             forced=forced,
             extra=json.loads(json.dumps(dict(extra or {}))),
+            prev_digest=head.digest if head else None,
         )
-        entry_key = f"{self._history_prefix(kind, name, alias)}/h{move.seq:06d}.json"
-        if not self.backend.create_exclusive(entry_key, _dumps(move.to_dict())):
+        base = self._head_record(kind, name, alias) or {"base": 1}
+        return self._append(move, base["base"])
+
+    def _append(self, move: AliasMove, base: int) -> AliasMove:
+        """Create the entry (the compare-and-swap), then point the head record at it."""
+        prefix = self._history_prefix(move.kind, move.name, move.alias)
+        data = move.to_dict()
+        if not self.backend.create_exclusive(f"{prefix}/h{move.seq:06d}.json", _dumps(data)):
             raise ArtifactConflictError(
-                f"alias {alias!r} of {kind}/{name} was moved concurrently by another writer; re-read and retry"
+                f"alias {move.alias!r} of {move.kind}/{move.name} was moved concurrently by another writer; "
+                "re-read and retry"
             )
+        move = dataclasses.replace(move, digest=data["entry_digest"])
+        # A slower writer of an older entry may overwrite this afterwards: readers accept a head
+        # record behind the newest entry and check the chain from it forward.
+        self.backend.write_bytes(f"{prefix}/{HEAD}", _dumps({"seq": move.seq, "digest": move.digest, "base": base}))
         return move
+
+    def repair_alias(
+        self, key: str, alias: str, *, to_version: int, reason: str, actor: str | None = None
+    ) -> AliasMove:
+        """Start a new chain after damage an operator has examined: an entry numbered after every
+        entry present (numbers are never reused), pointing the alias at ``to_version``, recording
+        the problem found and why. The damaged entries stay in the store for forensics."""
+        kind, name = parse_key(key)
+        validate_alias(alias)
+        target = self.resolve(ArtifactRef(kind, name, version=to_version))
+        if not reason or not reason.strip():
+            raise ConfigError("repairing an alias needs a reason: it is recorded in the new chain's first entry")
+        try:
+            self._chain(kind, name, alias, full=True)
+            problem = None
+        except ArtifactIntegrityError as exc:
+            problem = str(exc)
+        if problem is None:
+            raise ConfigError(f"alias {alias!r} of {key} is intact: nothing to repair (use promote or rollback)")
+        seqs = self._history_seqs(kind, name, alias)
+        try:
+            head_seq = (self._head_record(kind, name, alias) or {}).get("seq", 0)
+        except ArtifactIntegrityError:
+            head_seq = 0
+        seq = max([head_seq, *seqs, 0]) + 1
+        move = AliasMove(
+            seq=seq,
+            kind=kind,
+            name=name,
+            alias=alias,
+            from_version=None,
+            to_version=target.version,
+            actor=actor or default_producer()["user"],
+            at=utcnow(),
+            reason=reason,
+            forced=True,
+            extra={"repair": {"problem": problem}},
+        )
+        return self._append(move, seq)
 
     def rollback(
         self,
