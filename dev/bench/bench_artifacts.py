@@ -5,8 +5,9 @@
 put/get of one file on the local backend vs ``shutil.copyfile`` (put also vs copyfile + fsync,
 the durable equivalent, and SHA-256 alone vs copyfile: the ceiling for any store that hashes
 every byte), and on S3 (moto server on 127.0.0.1, started here) vs plain boto3
-``upload_file``/``download_file`` against the same server; then the import time
-``import airflow_mlcrit.operators`` adds to ``import airflow.sdk``.
+``upload_file``/``download_file`` against the same server; ``verify`` of a version of --files
+small files against ``get`` of the same version (the goal: verify <= 2x get, local and S3); then
+the import time ``import airflow_mlcrit.operators`` adds to ``import airflow.sdk``.
 Throughput ratios are ours / baseline (>= 0.9 is the goal); median of --repeat runs each.
 """
 
@@ -114,6 +115,34 @@ def bench_s3(src: Path, mb: float, repeat: int, work: Path) -> None:
         server.stop()
 
 
+def bench_verify(files: int, repeat: int, work: Path) -> None:
+    """verify re-hashes every file against a manifest it resolves once: linear in the number of
+    files, like get (which also writes them). Ratio: verify seconds / get seconds."""
+    from tests.helpers.servers import MotoServer
+
+    payload = work / "many"
+    payload.mkdir()
+    for i in range(files):
+        (payload / f"part-{i:05d}.json").write_bytes(os.urandom(512))
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    server = MotoServer()
+    try:
+        server.client().create_bucket(Bucket="bench-verify")
+        stores = {
+            "local": open_store(work / "verify-store"),
+            "s3": open_store("s3://bench-verify/store", endpoint_url=server.endpoint_url, region_name="us-east-1"),
+        }
+        for where, store in stores.items():
+            ref = store.put("dataset/many", payload).ref
+            outs = (work / f"{where}-out{i}" for i in range(10**6))
+            verify, get = compare(lambda: store.verify(ref), lambda: store.get(ref, next(outs)), repeat)  # noqa: B023
+            print(f"{where + ' verify':<10} {files} files: verify {verify:6.2f} s   get {get:6.2f} s", end="")
+            print(f"   ratio {verify / get:5.2f}x")
+    finally:
+        server.stop()
+
+
 def import_ms(n: int = 7) -> tuple[float, float]:
     """Median ms of ``import airflow.sdk`` and of ``import airflow_mlcrit.operators`` right after
     it in the same fresh interpreter (-X importtime's cumulative figure: only what ours adds).
@@ -149,6 +178,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--files", type=int, default=5000, help="files in the verify-vs-get version")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="mlcrit-bench-") as tmp:
         work = Path(tmp)
@@ -159,6 +189,7 @@ def main() -> None:
         print(f"file: {args.mb} MB, median of {args.repeat} runs")
         bench_local(src, args.mb, args.repeat, work)
         bench_s3(src, args.mb, args.repeat, work)
+        bench_verify(args.files, max(1, args.repeat // 2), work)
     sdk, ours = import_ms()
     print(
         f"import    airflow.sdk {sdk:.0f} ms; airflow_mlcrit.operators after it adds {ours:.0f} ms "
