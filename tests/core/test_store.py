@@ -492,3 +492,17 @@ def test_a_parent_whose_digest_differs_from_the_recorded_one_is_reported(store, 
     for read in (store.verify, store.parents):
         with pytest.raises(ArtifactIntegrityError, match=re.escape(expected)):
             read("model/m@v1")
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [(b"{bad", "is not readable JSON"), (b"[]", "is a JSON list, not an object"), (b"{}", "names no version")],
+)
+def test_a_corrupt_idempotency_marker_is_an_integrity_error_naming_it(store, payload, body, expected):
+    store.put("model/m", payload, idempotency_key="dag/run/task/-1")
+    [marker] = [k for k in store.backend.list_keys("model/m/_idempotency")]
+    store.backend.write_bytes(marker, body)
+    with pytest.raises(ArtifactIntegrityError, match=re.escape(expected)) as err:
+        store.put("model/m", payload, idempotency_key="dag/run/task/-1")
+    assert marker in str(err.value) and store.versions("model/m") == [1]
+    assert store.put("model/m", payload, idempotency_key="another-task").version == 2  # only that key is affected

@@ -585,20 +585,34 @@ class ArtifactStore:
         return f"{kind}/{name}/_idempotency/{hashlib.sha256(key.encode()).hexdigest()}.json"
 
     def _read_json(self, key: str) -> dict[str, Any] | None:
+        """A small JSON record of the store (claim, idempotency marker, index entry), or None if
+        absent; an unreadable one is an integrity error naming it, never a raw parse error."""
         try:
-            return json.loads(self.backend.read_bytes(key))
+            data = json.loads(self.backend.read_bytes(key))
         except FileNotFoundError:
             return None
+        except (OSError, ValueError) as exc:
+            raise ArtifactIntegrityError(f"{self.backend.uri(key)} is not readable JSON ({exc}): corrupt") from None
+        if not isinstance(data, dict):
+            raise ArtifactIntegrityError(
+                f"{self.backend.uri(key)} is a JSON {type(data).__name__}, not an object: corrupt"
+            )
+        return data
 
     def _version_for_key(self, kind: str, name: str, idem_key: str) -> int | None:
         """The version a previous attempt with this idempotency key took, if its claim is still ours."""
         marker = self._read_json(self._idempotency_key_path(kind, name, idem_key))
         if marker is None:
             return None
+        if not isinstance(marker.get("version"), int):
+            raise ArtifactIntegrityError(
+                f"idempotency marker {self.backend.uri(self._idempotency_key_path(kind, name, idem_key))} names no "
+                f"version: corrupt; delete it and retry (the task then writes a new version)"
+            )
         claim = self._read_json(f"{kind}/{name}/{_vdir(marker['version'])}/{CLAIM}")
         if claim is None or claim.get("idempotency_key") != idem_key:
             return None  # stale marker: gc removed that attempt's version
-        return int(marker["version"])
+        return marker["version"]
 
     def committed(
         self, key: str, idempotency_key: str, *, parents: Iterable[str | ArtifactRef] = ()
