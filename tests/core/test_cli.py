@@ -140,7 +140,7 @@ def test_gc_dry_run_then_delete(cli, files, monkeypatch):
     assert json.loads(out) == {"would_remove": ["dataset/raw@v1"]}
     code, out, _ = cli("gc", "--grace-hours", "0", "--delete")
     assert out.startswith("removed: 1 uncommitted version(s)")
-    assert cli.store.backend.list_keys("dataset/raw") == []
+    assert cli.store.backend.list_keys("dataset/raw") == ["dataset/raw/v000001/_MANIFEST.json"]  # gc's tombstone
 
 
 @pytest.mark.parametrize(

@@ -221,9 +221,10 @@ def test_crash_before_manifest_leaves_no_version_and_gc_removes_it(store, payloa
     assert [c.ref for c in found] == ["dataset/d@v2"]
     assert "dataset/d/v000002/data.csv" in raw_keys(store, "dataset/d")
     assert [c.ref for c in store.gc(grace_seconds=0, dry_run=False)] == ["dataset/d@v2"]
-    assert not [k for k in raw_keys(store, "dataset/d") if "v000002" in k]
-    assert store.versions("dataset/d") == [1]
-    assert store.put("dataset/d", payload, idempotency_key="k2").version == 2
+    # what stays of v2 is gc's tombstone in its manifest's place: the number is never reused
+    assert [k for k in raw_keys(store, "dataset/d") if "v000002" in k] == ["dataset/d/v000002/_MANIFEST.json"]
+    assert store.versions("dataset/d") == [1] and store.resolve("dataset/d@latest").version == 1
+    assert store.put("dataset/d", payload, idempotency_key="k2").version == 3
 
 
 def test_empty_directory_and_bad_metadata_write_nothing(store, tmp_path):
@@ -282,7 +283,7 @@ store.put("dataset/d", {str(src)!r})
     assert store.backend.list_keys("dataset/d") != []
     done = subprocess.run([*cli, "gc", "--grace-hours", "0", "--delete"], env=env, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("removed: 1 uncommitted version(s)")
-    assert store.backend.list_keys("dataset/d") == []
+    assert store.backend.list_keys("dataset/d") == ["dataset/d/v000001/_MANIFEST.json"]  # gc's tombstone
 
 
 def test_a_payload_file_written_to_during_put_is_refused(store, tmp_path):
@@ -506,3 +507,64 @@ def test_a_corrupt_idempotency_marker_is_an_integrity_error_naming_it(store, pay
         store.put("model/m", payload, idempotency_key="dag/run/task/-1")
     assert marker in str(err.value) and store.versions("model/m") == [1]
     assert store.put("model/m", payload, idempotency_key="another-task").version == 2  # only that key is affected
+
+
+def test_gc_during_a_put_reclaims_through_the_commit_point(store_spec, payload, tmp_path):
+    """gc (grace 0) runs while a put is uploading: it takes the manifest's place with a tombstone,
+    so the put fails to commit instead of committing a manifest whose files gc removed."""
+    from airflow_mlcrit.core.artifacts import open_store
+
+    root, options = store_spec
+    writer, collector = open_store(root, **options), open_store(root, **options)
+    upload, collected = writer.backend.upload_file, []
+
+    def upload_then_gc(key, src):
+        result = upload(key, src)
+        if not collected:
+            collected.extend(collector.gc(grace_seconds=0, dry_run=False))
+        return result
+
+    writer.backend.upload_file = upload_then_gc
+    with pytest.raises(ArtifactError, match=re.escape("dataset/d@v1 was reclaimed by `mlcrit gc` while this put")):
+        writer.put("dataset/d", payload)
+    assert [c.ref for c in collected] == ["dataset/d@v1"]
+    assert writer.versions("dataset/d") == [] and not writer.exists("dataset/d@latest")
+    collector.gc(grace_seconds=0, dry_run=False)  # the files the put wrote after the reclaim
+    assert raw_keys(writer, "dataset/d") == ["dataset/d/v000001/_MANIFEST.json"]
+    writer.backend.upload_file = upload
+    assert writer.put("dataset/d", payload).version == 2  # v1 is never reused
+    writer.get("dataset/d@v2", tmp_path / "out")
+
+
+def test_racing_puts_and_gc_never_leave_a_version_without_its_files(store_spec, payload):
+    """Puts and gc --grace 0 --delete in two threads, 30 rounds: every put either commits a
+    version that verifies whole or fails saying gc reclaimed it."""
+    import threading
+
+    from airflow_mlcrit.core.artifacts import open_store
+
+    root, options = store_spec
+    writer, collector = open_store(root, **options), open_store(root, **options)
+    done, outcomes = threading.Event(), []
+
+    def collect():
+        while not done.is_set():
+            collector.gc(grace_seconds=0, dry_run=False)
+
+    gc_thread = threading.Thread(target=collect)
+    gc_thread.start()
+    try:
+        for _ in range(30):
+            try:
+                outcomes.append(writer.put("dataset/race", payload).version)
+            except ArtifactError as exc:
+                assert "was reclaimed by `mlcrit gc` while this put was writing it" in str(exc)
+                outcomes.append(None)
+    finally:
+        done.set()
+        gc_thread.join()
+    committed = [v for v in outcomes if v is not None]
+    assert writer.versions("dataset/race") == committed and len(committed) + outcomes.count(None) == 30
+    for v in committed:
+        writer.verify(f"dataset/race@v{v}")
+    print(f"{outcomes.count(None)} of 30 puts reclaimed by gc, {len(committed)} committed whole")

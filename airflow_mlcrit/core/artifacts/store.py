@@ -49,6 +49,7 @@ from airflow_mlcrit.exceptions import (
 )
 
 MANIFEST = "_MANIFEST.json"
+_RECLAIMED = "reclaimed_by"  # the key of gc's tombstone in place of a manifest
 HEAD = "HEAD.json"  # of an alias history: the newest entry's number and digest, and the chain's base
 CLAIM = "_CLAIM.json"
 RESERVED_FILES = frozenset({MANIFEST, CLAIM})
@@ -432,6 +433,8 @@ class ArtifactStore:
             raise ArtifactIntegrityError(f"manifest {where} is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ArtifactIntegrityError(f"manifest {where} is a JSON {type(data).__name__}, not an object: corrupt")
+        if _RECLAIMED in data:
+            return None  # gc's tombstone: this number was taken by a put that never committed
         try:
             manifest = Manifest.from_dict(data, uri=self.backend.uri(f"{kind}/{name}/{_vdir(version)}"))
         except KeyError as exc:
@@ -450,7 +453,13 @@ class ArtifactStore:
     def versions(self, key: str) -> list[int]:
         """Committed version numbers of ``kind/name``, ascending."""
         kind, name = parse_key(key)
-        return [v for v in self._versions_claimed(kind, name) if self.backend.exists(self._manifest_key(kind, name, v))]
+        return [v for v in self._versions_claimed(kind, name) if self._committed(kind, name, v)]
+
+    def _committed(self, kind: str, name: str, version: int) -> bool:
+        """A manifest and its claim: gc reclaims a version by taking the manifest's place with a
+        tombstone, then removing the claim (see gc)."""
+        vprefix = f"{kind}/{name}/{_vdir(version)}"
+        return self.backend.exists(f"{vprefix}/{MANIFEST}") and self.backend.exists(f"{vprefix}/{CLAIM}")
 
     def _manifest_key(self, kind: str, name: str, version: int) -> str:
         return f"{kind}/{name}/{_vdir(version)}/{MANIFEST}"
@@ -713,6 +722,11 @@ class ArtifactStore:
                 _dumps({"digest": manifest.digest}),
             )
         if not self.backend.create_exclusive(f"{vprefix}/{MANIFEST}", _dumps(manifest.to_dict())):
+            if _RECLAIMED in (self._read_json(f"{vprefix}/{MANIFEST}") or {}):
+                raise ArtifactError(
+                    f"{manifest.ref} was reclaimed by `mlcrit gc` while this put was writing it (its claim was "
+                    "older than gc's grace period): nothing was committed; put it again"
+                )
             winner = self._load_manifest(kind, name, version)
             if winner is not None and winner.idempotency_key == idempotency_key and idempotency_key is not None:
                 return winner  # a concurrent retry of the same attempt committed first
@@ -1054,9 +1068,13 @@ class ArtifactStore:
             for name in self.backend.list_children(kind):
                 for version in self._versions_claimed(kind, name):
                     vprefix = f"{kind}/{name}/{_vdir(version)}"
-                    if self.backend.exists(f"{vprefix}/{MANIFEST}"):
-                        continue
                     claim = self._read_json(f"{vprefix}/{CLAIM}")
+                    if self.backend.exists(f"{vprefix}/{MANIFEST}"):
+                        if claim is None and not dry_run:  # reclaimed: files a dying writer added since
+                            for key in self.backend.list_keys(vprefix):
+                                if not key.endswith("/" + MANIFEST):
+                                    self.backend.delete(key)
+                        continue
                     if claim is None:
                         continue  # being created this instant; the claim is the first object written
                     age = now - float(claim.get("claimed_at_epoch", now))
@@ -1064,10 +1082,22 @@ class ArtifactStore:
                         continue
                     idem = claim.get("idempotency_key")
                     found.append(GcCandidate(f"{kind}/{name}@v{version}", claim.get("claimed_at", ""), age, idem))
-                    if not dry_run:
-                        if idem is not None:
-                            self.backend.delete(self._idempotency_key_path(kind, name, idem))
-                        self.backend.delete_prefix(vprefix)
+                    if dry_run:
+                        continue
+                    # Reclaim through the commit point: a tombstone takes the manifest's place by the
+                    # same compare-and-swap a writer commits with. Exactly one of the two wins: a
+                    # writer that commits first keeps its version (gc removes nothing); one that
+                    # comes later fails to commit instead of committing a manifest without files.
+                    tombstone = {_RECLAIMED: "mlcrit gc", "at": utcnow(), "claim": claim}
+                    if not self.backend.create_exclusive(f"{vprefix}/{MANIFEST}", _dumps(tombstone)):
+                        found.pop()
+                        continue
+                    self.backend.delete(f"{vprefix}/{CLAIM}")
+                    if idem is not None:
+                        self.backend.delete(self._idempotency_key_path(kind, name, idem))
+                    for key in self.backend.list_keys(vprefix):
+                        if not key.endswith("/" + MANIFEST):  # the tombstone stays: the number is never reused
+                            self.backend.delete(key)
         return found
 
 
