@@ -689,7 +689,12 @@ class ArtifactStore:
         entries = []
         for rel, path in files:
             before = _file_identity(path)
-            digest, size = self.backend.upload_file(f"{vprefix}/{rel}", path)
+            try:
+                digest, size = self.backend.upload_file(f"{vprefix}/{rel}", path)
+            except (OSError, ArtifactError) as exc:
+                # gc may have reclaimed the version under us (a local upload then finds its folder gone)
+                self._refuse_if_reclaimed(vprefix, f"{kind}/{name}@v{version}", exc)
+                raise
             if _file_identity(path) != before or size != before[0]:
                 # The hash and the stored copy may disagree (or hold a torn mix): refuse.
                 raise ArtifactError(
@@ -698,7 +703,11 @@ class ArtifactStore:
                 )
             entries.append({"path": rel, "sha256": digest, "size": size})
         entries.sort(key=lambda e: e["path"])
-        self.backend.persist(vprefix)
+        try:
+            self.backend.persist(vprefix)
+        except OSError as exc:
+            self._refuse_if_reclaimed(vprefix, f"{kind}/{name}@v{version}", exc)
+            raise
         manifest = Manifest(
             kind=kind,
             name=name,
@@ -722,16 +731,25 @@ class ArtifactStore:
                 _dumps({"digest": manifest.digest}),
             )
         if not self.backend.create_exclusive(f"{vprefix}/{MANIFEST}", _dumps(manifest.to_dict())):
-            if _RECLAIMED in (self._read_json(f"{vprefix}/{MANIFEST}") or {}):
-                raise ArtifactError(
-                    f"{manifest.ref} was reclaimed by `mlcrit gc` while this put was writing it (its claim was "
-                    "older than gc's grace period): nothing was committed; put it again"
-                )
+            self._refuse_if_reclaimed(vprefix, str(manifest.ref))
             winner = self._load_manifest(kind, name, version)
             if winner is not None and winner.idempotency_key == idempotency_key and idempotency_key is not None:
                 return winner  # a concurrent retry of the same attempt committed first
             raise ArtifactConflictError(f"{manifest.ref} was committed by another writer")
         return manifest
+
+    def _refuse_if_reclaimed(self, vprefix: str, ref: str, cause: BaseException | None = None) -> None:
+        """Raise the error that says so if gc reclaimed this version (its tombstone holds the
+        manifest's place)."""
+        try:
+            tombstone = self._read_json(f"{vprefix}/{MANIFEST}") or {}
+        except ArtifactIntegrityError:
+            return
+        if _RECLAIMED in tombstone:
+            raise ArtifactError(
+                f"{ref} was reclaimed by `mlcrit gc` while this put was writing it (its claim was older than "
+                "gc's grace period): nothing was committed; put it again"
+            ) from cause
 
     # ---- aliases -----------------------------------------------------------------------
 
@@ -894,22 +912,33 @@ class ArtifactStore:
                 f"alias {alias!r} of {kind}/{name} points at {_vname(current)}, not the expected "
                 f"{_vname(expected)}: someone moved it; re-read and retry"
             )
-        move = AliasMove(
-            seq=(head.seq if head else 0) + 1,
-            kind=kind,
-            name=name,
-            alias=alias,
+        move = self._new_move(
+            target,
+            alias,
+            (head.seq if head else 0) + 1,
+            actor,
+            reason,
             from_version=current,
-            to_version=target.version,
-            actor=actor or default_producer()["user"],
-            at=utcnow(),
-            reason=reason,
             forced=forced,
             extra=json.loads(json.dumps(dict(extra or {}))),
             prev_digest=head.digest if head else None,
         )
         base = self._head_record(kind, name, alias) or {"base": 1}
         return self._append(move, base["base"])
+
+    @staticmethod
+    def _new_move(target: Manifest, alias: str, seq: int, actor: str | None, reason: str, **fields: Any) -> AliasMove:
+        return AliasMove(
+            seq=seq,
+            kind=target.kind,
+            name=target.name,
+            alias=alias,
+            to_version=target.version,
+            actor=actor or default_producer()["user"],
+            at=utcnow(),
+            reason=reason,
+            **fields,
+        )
 
     def _append(self, move: AliasMove, base: int) -> AliasMove:
         """Create the entry (the compare-and-swap), then point the head record at it."""
@@ -950,18 +979,8 @@ class ArtifactStore:
         except ArtifactIntegrityError:
             head_seq = 0
         seq = max([head_seq, *seqs, 0]) + 1
-        move = AliasMove(
-            seq=seq,
-            kind=kind,
-            name=name,
-            alias=alias,
-            from_version=None,
-            to_version=target.version,
-            actor=actor or default_producer()["user"],
-            at=utcnow(),
-            reason=reason,
-            forced=True,
-            extra={"repair": {"problem": problem}},
+        move = self._new_move(
+            target, alias, seq, actor, reason, from_version=None, forced=True, extra={"repair": {"problem": problem}}
         )
         return self._append(move, seq)
 
