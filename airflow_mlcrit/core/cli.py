@@ -117,7 +117,7 @@ class _Cli:
         if target and "/" in target:
             ref = parse_ref(target)
             aliases: dict[int, list[str]] = {}
-            for alias, v in self._aliases(ref.key, damaged).items():
+            for alias, v in self.store.aliases(ref.key, damaged).items():
                 aliases.setdefault(v, []).append(alias)
             rows = []
             for v in self.store.versions(ref.key):
@@ -146,24 +146,11 @@ class _Cli:
                     "artifact": key,
                     "versions": len(versions),
                     "latest": f"v{versions[-1]}",
-                    "aliases": ",".join(f"{a}=v{v}" for a, v in sorted(self._aliases(key, damaged).items())),
+                    "aliases": ",".join(f"{a}=v{v}" for a, v in sorted(self.store.aliases(key, damaged).items())),
                 }
             )
         self.emit(rows, _table(rows, ["artifact", "versions", "latest", "aliases"]))
         return self._report(damaged)
-
-    def _aliases(self, key: str, damaged: list[str]) -> dict[str, int]:
-        """The intact aliases of ``key``; each damaged one is left out and its problem collected."""
-        out = {}
-        for alias in self.store.backend.list_children(f"{key}/_aliases"):
-            try:
-                version = self.store.alias_version(key, alias)
-            except MlcritError as exc:  # a damaged history, or a foreign folder name
-                damaged.append(str(exc))
-                continue
-            if version is not None:
-                out[alias] = version
-        return out
 
     @staticmethod
     def _report(damaged: list[str]) -> int:

@@ -855,11 +855,19 @@ class ArtifactStore:
         head = self._alias_head(kind, name, validate_alias(alias))
         return head.to_version if head else None
 
-    def aliases(self, key: str) -> dict[str, int]:
+    def aliases(self, key: str, damaged: list[str] | None = None) -> dict[str, int]:
+        """{alias: version} of ``key``. With ``damaged`` (a list), an alias whose history is damaged
+        is left out and its problem appended, so one bad alias spoils only itself."""
         kind, name = parse_key(key)
         out = {}
         for alias in self.backend.list_children(f"{kind}/{name}/_aliases"):
-            head = self._alias_head(kind, name, alias)
+            try:
+                head = self._alias_head(kind, name, alias)
+            except ArtifactIntegrityError as exc:
+                if damaged is None:
+                    raise
+                damaged.append(str(exc))
+                continue
             if head is not None:
                 out[alias] = head.to_version
         return out
@@ -923,8 +931,7 @@ class ArtifactStore:
             extra=json.loads(json.dumps(dict(extra or {}))),
             prev_digest=head.digest if head else None,
         )
-        base = self._head_record(kind, name, alias) or {"base": 1}
-        return self._append(move, base["base"])
+        return self._append(move, chain[0].seq if chain else 1)  # a full chain starts at its base
 
     @staticmethod
     def _new_move(target: Manifest, alias: str, seq: int, actor: str | None, reason: str, **fields: Any) -> AliasMove:
