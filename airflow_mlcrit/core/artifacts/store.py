@@ -1094,13 +1094,14 @@ class ArtifactStore:
             for name in self.backend.list_children(kind):
                 for version in self._versions_claimed(kind, name):
                     vprefix = f"{kind}/{name}/{_vdir(version)}"
-                    claim = self._read_json(f"{vprefix}/{CLAIM}")
                     if self.backend.exists(f"{vprefix}/{MANIFEST}"):
-                        if claim is None and not dry_run:  # reclaimed: files a dying writer added since
+                        if not dry_run and not self.backend.exists(f"{vprefix}/{CLAIM}"):
+                            # reclaimed: remove files a dying writer added since
                             for key in self.backend.list_keys(vprefix):
                                 if not key.endswith("/" + MANIFEST):
                                     self.backend.delete(key)
                         continue
+                    claim = self._read_json(f"{vprefix}/{CLAIM}")
                     if claim is None:
                         continue  # being created this instant; the claim is the first object written
                     age = now - float(claim.get("claimed_at_epoch", now))
