@@ -91,6 +91,16 @@ def get_provider_info() -> dict:
                         "example": "8",
                         "default": "5",
                     },
+                    "signing_conn_id": {
+                        "description": "Connection whose password is the HMAC key that signs the store's "
+                        "manifests and alias history (extra previous_keys: keys still accepted while "
+                        "rotating). Set: unsigned or badly signed records are refused. Empty: "
+                        "MLCRIT_SIGNING_KEY if set, else no signing. See docs/reliability.md.",
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "mlcrit_signing",
+                        "default": "",
+                    },
                     "marquez_url": {
                         "description": "Base URL of the Marquez web UI, used for extra links from tasks "
                         "to their lineage. Empty disables the link.",

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_mlcrit.core.artifacts import ArtifactStore, Manifest, open_store, parse_ref
-from airflow_mlcrit.core.config import embedded_default_root, root_from_env
+from airflow_mlcrit.core.config import embedded_default_root, root_from_env, signer_from_env
 from airflow_mlcrit.exceptions import ArtifactIntegrityError, ConfigError, MlcritError
 
 
@@ -56,7 +56,9 @@ class _Cli:
     @property
     def store(self) -> ArtifactStore:
         if self._store is None:
-            self._store = open_store(self.args.root or root_from_env() or embedded_default_root())
+            self._store = open_store(
+                self.args.root or root_from_env() or embedded_default_root(), signer=signer_from_env()
+            )
         return self._store
 
     def emit(self, payload: Any, text: str) -> None:

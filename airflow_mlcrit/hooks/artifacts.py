@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_mlcrit.core.artifacts import ArtifactStore, open_store
-from airflow_mlcrit.core.config import embedded_default_root
+from airflow_mlcrit.core.artifacts import ArtifactStore, Signer, open_store
+from airflow_mlcrit.core.artifacts.signing import signer_from_text
+from airflow_mlcrit.core.config import embedded_default_root, signer_from_env
 from airflow_mlcrit.exceptions import ConfigError
 from airflow_mlcrit.version_compat import BaseHook, conf
 
@@ -39,6 +40,10 @@ class ArtifactStoreHook(BaseHook):
 
     Without a connection: ``[mlcrit] artifact_root`` (+ ``s3_endpoint_url``), else the embedded
     default ``$AIRFLOW_HOME/mlcrit/artifacts``.
+
+    Signing (docs/reliability.md): the key is the password of the connection named by
+    ``[mlcrit] signing_conn_id`` (any connection type, so a secrets backend can hold it), with
+    extra ``previous_keys`` (a list) still accepted while rotating; else ``MLCRIT_SIGNING_KEY``.
 
     :param store_conn_id: connection id, or None for the configured default.
     :param root: overrides the root from the connection or config.
@@ -91,9 +96,25 @@ class ArtifactStoreHook(BaseHook):
         options["max_attempts"] = int(extra.get("max_attempts", 5))
         return str(root), options
 
+    def signer(self) -> Signer | None:
+        """The store's signer from ``[mlcrit] signing_conn_id`` or the environment; None: unsigned."""
+        conn_id = conf.get("mlcrit", "signing_conn_id", fallback="")
+        if not conn_id:
+            return signer_from_env()
+        conn = self.get_connection(conn_id)
+        if not conn.password:
+            raise ConfigError(
+                f"[mlcrit] signing_conn_id names the connection {conn_id!r}, which has no password: "
+                "put the signing key (32+ random bytes) in its password"
+            )
+        previous = conn.extra_dejson.get("previous_keys", [])
+        if not isinstance(previous, list) or not all(isinstance(k, str) for k in previous):
+            raise ConfigError(f"connection {conn_id!r}: extra 'previous_keys' must be a list of strings")
+        return signer_from_text(conn.password, previous)
+
     def get_store(self) -> ArtifactStore:
         root, options = self.store_options()
-        return open_store(root, **options)
+        return open_store(root, signer=self.signer(), **options)
 
     def get_conn(self) -> ArtifactStore:
         return self.get_store()

@@ -517,6 +517,7 @@ class _AliasOperator(MlcritBaseOperator):
             blessing=str(blessing.ref) if blessing is not None else move.extra.get("blessing"),
             actor=move.actor,
             seq=move.seq,
+            entryDigest=move.digest,
         )
         target = self.store.resolve(f"{move.kind}/{move.name}@v{move.to_version}")
         self.lineage.add_input(self.store, target)

@@ -122,6 +122,8 @@ def test_promote_promote_rollback_round_trip(models, lineage_tail):
     assert {"mlcrit_evaluation", "mlcrit_blessing", "mlcrit_alias_move"} <= seen
     [rb] = [e for e in events if e["job"]["name"].endswith(".rollback")]
     assert rb["run"]["facets"]["mlcrit_alias_move"]["rollback"] is True
+    # a copy of the hash chain outside the store: the entry each move wrote
+    assert rb["run"]["facets"]["mlcrit_alias_move"]["entryDigest"] == history[2].digest
 
 
 def test_not_blessed_skips_promotion_and_lists_every_failure(models):

@@ -87,3 +87,25 @@ def test_operators_write_to_s3_through_a_connection(monkeypatch, moto_server, da
     assert store.versions("model/clf") == [1]
     assert [p.ref.key for p in store.parents("model/clf@v1")] == ["dataset/reviews"]
     assert store.resolve("model/clf@v1").uri.startswith(root + "/model/clf/v000001")
+
+
+def test_signing_key_from_the_configured_connection(monkeypatch, tmp_path):
+    from airflow_mlcrit.core.artifacts.signing import key_id
+
+    key, old = "k" * 40, "o" * 40
+    monkeypatch.setenv("AIRFLOW__MLCRIT__ARTIFACT_ROOT", str(tmp_path / "s"))
+    monkeypatch.setenv("AIRFLOW__MLCRIT__SIGNING_CONN_ID", "mlcrit_signing")
+    _conn(monkeypatch, "mlcrit_signing", conn_type="generic", password=key, extra={"previous_keys": [old]})
+    signer = ArtifactStoreHook().get_store().signer
+    assert (signer.key_id, repr(signer).count(key_id(old.encode()))) == (key_id(key.encode()), 1)
+    (tmp_path / "f").write_bytes(b"f")
+    ArtifactStoreHook().get_store().put("dataset/d", tmp_path / "f")
+    manifest = json.loads((tmp_path / "s" / "dataset/d/v000001/_MANIFEST.json").read_text())
+    assert manifest["signature"]["key_id"] == key_id(key.encode())
+
+    _conn(monkeypatch, "mlcrit_signing", conn_type="generic")
+    with pytest.raises(ConfigError, match="names the connection 'mlcrit_signing', which has no password"):
+        ArtifactStoreHook().get_store()
+    monkeypatch.setenv("AIRFLOW__MLCRIT__SIGNING_CONN_ID", "")
+    with pytest.raises(ConfigError, match="holds signed records"):  # no key configured any more: refused
+        ArtifactStoreHook().get_store().resolve("dataset/d@v1")

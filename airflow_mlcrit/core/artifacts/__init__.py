@@ -2,6 +2,7 @@
 
 from airflow_mlcrit.core.artifacts.backends import LocalBackend, S3Backend
 from airflow_mlcrit.core.artifacts.refs import KINDS, NAME_PATTERN, ArtifactRef, parse_ref
+from airflow_mlcrit.core.artifacts.signing import Signer
 from airflow_mlcrit.core.artifacts.store import AliasMove, ArtifactStore, GcCandidate, Manifest, open_store
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "LocalBackend",
     "Manifest",
     "S3Backend",
+    "Signer",
     "open_store",
     "parse_ref",
 ]

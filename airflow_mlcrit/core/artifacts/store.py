@@ -6,6 +6,8 @@ Layout under the root (see docs/concepts.md)::
     <kind>/<name>/v000003/_CLAIM.json       version number taken (exclusive create)
     <kind>/<name>/v000003/_MANIFEST.json    written last: the commit point
     <kind>/<name>/_aliases/<alias>/h000001.json   alias history; the newest entry is the alias
+    <kind>/<name>/_aliases/<alias>/HEAD.json      the newest entry's number and digest
+    _mlcrit/signing.json                          present once a keyed writer signed a record
     <kind>/<name>/_idempotency/<sha256>.json      idempotency key -> version
     <kind>/<name>/_children/v000003/<kind>/<name>/v000005   downstream index
 """
@@ -39,6 +41,7 @@ from airflow_mlcrit.core.artifacts.refs import (
     validate_kind,
     validate_name,
 )
+from airflow_mlcrit.core.artifacts.signing import Signer
 from airflow_mlcrit.exceptions import (
     ArtifactConflictError,
     ArtifactError,
@@ -52,6 +55,7 @@ MANIFEST = "_MANIFEST.json"
 _RECLAIMED = "reclaimed_by"  # the key of gc's tombstone in place of a manifest
 HEAD = "HEAD.json"  # of an alias history: the newest entry's number and digest, and the chain's base
 CLAIM = "_CLAIM.json"
+SIGNED_MARKER = "_mlcrit/signing.json"  # written by the first signed write: keyless clients then refuse
 RESERVED_FILES = frozenset({MANIFEST, CLAIM})
 # 2: manifest_digest covers every field. Format 1 (airflow-mlcrit 0.1) hashed only the file list,
 # so its other fields could be edited unnoticed: it is refused, not trusted.
@@ -95,7 +99,7 @@ def content_digest(files: Iterable[Mapping[str, Any]]) -> str:
 
 
 def _digest_except(fields: Mapping[str, Any], own: str) -> str:
-    body = {k: v for k, v in fields.items() if k != own}
+    body = {k: v for k, v in fields.items() if k not in (own, "signature")}  # the signature signs the digest
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -105,6 +109,12 @@ def manifest_digest(fields: Mapping[str, Any]) -> str:
     editing any of them (producer, parents, metadata, created_at, libraries, its own kind, name
     or version, ...) changes it."""
     return _digest_except(fields, "manifest_digest")
+
+
+def head_digest(kind: str, name: str, alias: str, head: Mapping[str, Any]) -> str:
+    """What an alias's head record signs: its fields, bound to the alias it belongs to."""
+    fields = {"kind": kind, "name": name, "alias": alias, **{k: head.get(k) for k in ("seq", "digest", "base")}}
+    return _digest_except(fields, "")
 
 
 def entry_digest(fields: Mapping[str, Any]) -> str:
@@ -400,8 +410,36 @@ class _VerifyingReader:
 class ArtifactStore:
     """Versioned, immutable artifacts on a :class:`Backend`."""
 
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Backend, signer: Signer | None = None):
         self.backend = backend
+        self.signer = signer
+        self._signing_checked = False
+
+    def _check_signing(self, writing: bool = False) -> None:
+        """A keyed store marks the store signed on its first write; a keyless one refuses a
+        signed store (it could neither check what it reads nor write what keyed readers accept)."""
+        if self._signing_checked:
+            return
+        if self.signer is None:
+            marker = self._read_json(SIGNED_MARKER)
+            if marker is not None:
+                raise ConfigError(
+                    f"the artifact store {self.root_uri} holds signed records (since {marker.get('since', '?')}), "
+                    "and this client has no signing key: set [mlcrit] signing_conn_id in Airflow, or "
+                    "MLCRIT_SIGNING_KEY for the mlcrit CLI"
+                )
+        elif writing:
+            if not self.backend.exists(SIGNED_MARKER):
+                self.backend.create_exclusive(SIGNED_MARKER, _dumps({"since": utcnow(), "key_id": self.signer.key_id}))
+        else:
+            return  # a keyed reader needs no marker: it checks every record's signature
+        self._signing_checked = True
+
+    def _signed(self, record: str, data: dict[str, Any], digest: str) -> dict[str, Any]:
+        return {**data, "signature": self.signer.sign(record, digest)} if self.signer else data
+
+    def _signature_problem(self, record: str, data: Mapping[str, Any], digest: str) -> str | None:
+        return None if self.signer is None else self.signer.problem(record, digest, data.get("signature"))
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.backend.root_uri!r})"
@@ -421,6 +459,7 @@ class ArtifactStore:
         return sorted(found)
 
     def _load_manifest(self, kind: str, name: str, version: int) -> Manifest | None:
+        self._check_signing()
         key = f"{kind}/{name}/{_vdir(version)}/{MANIFEST}"
         try:
             raw = self.backend.read_bytes(key)
@@ -448,6 +487,9 @@ class ArtifactStore:
                     f"manifest {where} names {attr} {getattr(manifest, attr)!r}, but it is stored as "
                     f"{kind}/{name}@v{version}: it was moved or forged"
                 )
+        problem = self._signature_problem("manifest", data, data["manifest_digest"])
+        if problem:
+            raise ArtifactIntegrityError(f"manifest {where} {problem}")
         return manifest
 
     def versions(self, key: str) -> list[int]:
@@ -629,8 +671,22 @@ class ArtifactStore:
         """The version an earlier attempt with this idempotency key and these parents committed,
         or None: lets a retried task skip work whose result is already stored."""
         kind, name = parse_key(key)
-        version = self._version_for_key(kind, name, _attempt_key(idempotency_key, self._resolve_parents(parents)))
-        return None if version is None else self._load_manifest(kind, name, version)
+        parent_list = self._resolve_parents(parents)
+        version = self._version_for_key(kind, name, _attempt_key(idempotency_key, parent_list))
+        return None if version is None else self._attempt_manifest(kind, name, version, idempotency_key, parent_list)
+
+    def _attempt_manifest(
+        self, kind: str, name: str, version: int, idempotency_key: str, parent_list: list[dict[str, str]]
+    ) -> Manifest | None:
+        """The committed manifest of an earlier attempt, checked to be that attempt's: the marker and
+        the claim are plain records, the manifest is the one that is hashed (and signed)."""
+        manifest = self._load_manifest(kind, name, version)
+        if manifest is not None and (manifest.idempotency_key, manifest.parents) != (idempotency_key, parent_list):
+            raise ArtifactIntegrityError(
+                f"the idempotency marker of {kind}/{name} for key {idempotency_key!r} points at {manifest.ref}, "
+                "which another attempt (another key or other parents) committed: the marker or claim was forged"
+            )
+        return manifest
 
     def put(
         self,
@@ -651,6 +707,7 @@ class ArtifactStore:
         store links that resolve to files inside the payload (others are always refused).
         """
         kind, name = parse_key(key)
+        self._check_signing(writing=True)
         files = _payload_files(source, follow_symlinks)
         parent_list = self._resolve_parents(parents)
         try:  # must be strict JSON (no NaN / Infinity, which other readers reject): fail before writing
@@ -663,7 +720,7 @@ class ArtifactStore:
             attempt_key = _attempt_key(idempotency_key, parent_list)
             version = self._version_for_key(kind, name, attempt_key)
             if version is not None:
-                existing = self._load_manifest(kind, name, version)
+                existing = self._attempt_manifest(kind, name, version, idempotency_key, parent_list)
                 if existing is not None:
                     return existing
                 # The earlier attempt died before its commit: take its version over, from scratch.
@@ -730,7 +787,10 @@ class ArtifactStore:
                 f"{p.kind}/{p.name}/_children/{_vdir(p.version)}/{kind}/{name}/{_vdir(version)}",
                 _dumps({"digest": manifest.digest}),
             )
-        if not self.backend.create_exclusive(f"{vprefix}/{MANIFEST}", _dumps(manifest.to_dict())):
+        data = manifest.to_dict()
+        if not self.backend.create_exclusive(
+            f"{vprefix}/{MANIFEST}", _dumps(self._signed("manifest", data, data["manifest_digest"]))
+        ):
             self._refuse_if_reclaimed(vprefix, str(manifest.ref))
             winner = self._load_manifest(kind, name, version)
             if winner is not None and winner.idempotency_key == idempotency_key and idempotency_key is not None:
@@ -787,6 +847,9 @@ class ArtifactStore:
             raise self._broken(
                 kind, name, alias, f"history entry {seq} does not hash to its entry_digest: it was edited"
             )
+        problem = self._signature_problem("alias-entry", data, data["entry_digest"])
+        if problem:
+            raise self._broken(kind, name, alias, f"history entry {seq} {problem}")
         try:
             move = AliasMove.from_dict(data)
         except TypeError as exc:
@@ -806,6 +869,9 @@ class ArtifactStore:
             raise self._broken(kind, name, alias, f"its head record is not readable JSON ({exc})") from None
         if not isinstance(head, dict) or not all(isinstance(head.get(k), int) for k in ("seq", "base")):
             raise self._broken(kind, name, alias, "its head record is malformed")
+        problem = self._signature_problem("alias-head", head, head_digest(kind, name, alias, head))
+        if problem:
+            raise self._broken(kind, name, alias, f"its head record {problem}")
         return head
 
     def _chain(self, kind: str, name: str, alias: str, *, full: bool) -> list[AliasMove]:
@@ -818,6 +884,7 @@ class ArtifactStore:
         def broken(problem: str) -> ArtifactIntegrityError:
             return self._broken(kind, name, alias, problem)
 
+        self._check_signing()
         seqs = self._history_seqs(kind, name, alias)
         head = self._head_record(kind, name, alias)
         if not seqs:
@@ -949,9 +1016,11 @@ class ArtifactStore:
 
     def _append(self, move: AliasMove, base: int) -> AliasMove:
         """Create the entry (the compare-and-swap), then point the head record at it."""
+        self._check_signing(writing=True)
         prefix = self._history_prefix(move.kind, move.name, move.alias)
         data = move.to_dict()
-        if not self.backend.create_exclusive(f"{prefix}/h{move.seq:06d}.json", _dumps(data)):
+        signed = self._signed("alias-entry", data, data["entry_digest"])
+        if not self.backend.create_exclusive(f"{prefix}/h{move.seq:06d}.json", _dumps(signed)):
             raise ArtifactConflictError(
                 f"alias {move.alias!r} of {move.kind}/{move.name} was moved concurrently by another writer; "
                 "re-read and retry"
@@ -959,7 +1028,9 @@ class ArtifactStore:
         move = dataclasses.replace(move, digest=data["entry_digest"])
         # A slower writer of an older entry may overwrite this afterwards: readers accept a head
         # record behind the newest entry and check the chain from it forward.
-        self.backend.write_bytes(f"{prefix}/{HEAD}", _dumps({"seq": move.seq, "digest": move.digest, "base": base}))
+        head = {"seq": move.seq, "digest": move.digest, "base": base}
+        head = self._signed("alias-head", head, head_digest(move.kind, move.name, move.alias, head))
+        self.backend.write_bytes(f"{prefix}/{HEAD}", _dumps(head))
         return move
 
     def repair_alias(
@@ -1128,16 +1199,17 @@ class ArtifactStore:
         return found
 
 
-def open_store(root: str | os.PathLike[str], **s3_options: Any) -> ArtifactStore:
-    """A store on ``root``: ``s3://bucket/prefix`` (boto3 options as keywords) or a local directory."""
+def open_store(root: str | os.PathLike[str], *, signer: Signer | None = None, **s3_options: Any) -> ArtifactStore:
+    """A store on ``root``: ``s3://bucket/prefix`` (boto3 options as keywords) or a local directory.
+    With a ``signer``, every record written is signed and every record read must be."""
     root = str(root)
     if not root:
         raise ConfigError("artifact root is empty: set [mlcrit] artifact_root, MLCRIT_ARTIFACT_ROOT or --root")
     if root.startswith("s3://"):
-        return ArtifactStore(S3Backend(root, **s3_options))
+        return ArtifactStore(S3Backend(root, **s3_options), signer)
     if "://" in root and not root.startswith("file://"):
         raise ConfigError(f"unsupported artifact root {root!r}: use a local path, file:///path or s3://bucket/prefix")
     if s3_options:
         raise ConfigError(f"S3 options {sorted(s3_options)} given for the local artifact root {root!r}")
     path = root[len("file://") :] if root.startswith("file://") else root
-    return ArtifactStore(LocalBackend(path))
+    return ArtifactStore(LocalBackend(path), signer)
