@@ -96,6 +96,20 @@ def store_spec_for(request, tmp_path, backend: str) -> tuple[str, dict]:
     return make_s3_root(server), {"endpoint_url": server.endpoint_url, "region_name": "us-east-1"}
 
 
+@pytest.fixture(autouse=True)
+def _no_log_handlers_on_closed_streams():
+    """A library that configured logging during an earlier test (Airflow does) can keep a handler
+    on that test's captured stderr, closed since; each later log record then prints a "--- Logging
+    error ---" traceback into whatever stderr the next test captures. Drop such handlers."""
+    import logging
+
+    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values() if hasattr(v, "handlers"))]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            if getattr(getattr(handler, "stream", None), "closed", False):
+                logger.removeHandler(handler)
+
+
 @pytest.fixture(params=["local", "s3"])
 def store_spec(request, tmp_path):
     return store_spec_for(request, tmp_path, request.param)

@@ -3,7 +3,14 @@
 from airflow_mlcrit.core.artifacts.backends import LocalBackend, S3Backend
 from airflow_mlcrit.core.artifacts.refs import KINDS, NAME_PATTERN, ArtifactRef, parse_ref
 from airflow_mlcrit.core.artifacts.signing import Signer
-from airflow_mlcrit.core.artifacts.store import AliasMove, ArtifactStore, GcCandidate, Manifest, open_store
+from airflow_mlcrit.core.artifacts.store import (
+    AliasMove,
+    ArtifactStore,
+    GcCandidate,
+    Manifest,
+    StagedVersion,
+    open_store,
+)
 
 __all__ = [
     "KINDS",
@@ -16,6 +23,7 @@ __all__ = [
     "Manifest",
     "S3Backend",
     "Signer",
+    "StagedVersion",
     "open_store",
     "parse_ref",
 ]

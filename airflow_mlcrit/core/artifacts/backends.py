@@ -94,6 +94,7 @@ class Backend(Protocol):
     def create_exclusive(self, key: str, data: bytes) -> bool: ...  # False if the key exists
     def exists(self, key: str) -> bool: ...
     def list_keys(self, prefix: str) -> list[str]: ...  # every key under prefix/, sorted
+    def list_sizes(self, prefix: str) -> dict[str, int]: ...  # {key: size} under prefix/ (one listing)
     def list_children(self, prefix: str) -> list[str]: ...  # immediate child names under prefix/
     def delete(self, key: str) -> None: ...
     def delete_prefix(self, prefix: str) -> None: ...
@@ -171,6 +172,9 @@ class LocalBackend:
             rel = Path(dirpath).relative_to(self.root).as_posix()
             keys.extend(f"{rel}/{f}" for f in files if not f.startswith(".tmp-"))
         return sorted(keys)
+
+    def list_sizes(self, prefix: str) -> dict[str, int]:
+        return {key: (self.root / key).stat().st_size for key in self.list_keys(prefix)}
 
     def list_children(self, prefix: str) -> list[str]:
         base = self._prefix_path(prefix)
@@ -399,6 +403,10 @@ class S3Backend:
     def list_keys(self, prefix: str) -> list[str]:
         strip = len(self.prefix) + 1 if self.prefix else 0
         return sorted(o["Key"][strip:] for page in self._list(prefix, False) for o in page.get("Contents", []))
+
+    def list_sizes(self, prefix: str) -> dict[str, int]:
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        return {o["Key"][strip:]: o["Size"] for page in self._list(prefix, False) for o in page.get("Contents", [])}
 
     def list_children(self, prefix: str) -> list[str]:
         start = len(self._dir(prefix))

@@ -57,6 +57,7 @@ HEAD = "HEAD.json"  # of an alias history: the newest entry's number and digest,
 CLAIM = "_CLAIM.json"
 SIGNED_MARKER = "_mlcrit/signing.json"  # written by the first signed write: keyless clients then refuse
 RESERVED_FILES = frozenset({MANIFEST, CLAIM})
+STAGING = "_staging"  # <kind>/<name>/vN/_staging/: writers' control records of a staged version
 # 2: manifest_digest covers every field. Format 1 (airflow-mlcrit 0.1) hashed only the file list,
 # so its other fields could be edited unnoticed: it is refused, not trusted.
 MANIFEST_FORMAT = 2
@@ -90,6 +91,14 @@ def _attempt_key(idempotency_key: str, parent_list: list[dict[str, str]]) -> str
     # upstream) make a new version rather than returning a stale one.
     inputs = hashlib.sha256(json.dumps(parent_list, sort_keys=True).encode()).hexdigest()[:16]
     return f"{idempotency_key}|inputs:{inputs}"
+
+
+def _strict_json(metadata: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
+    """Metadata as strict JSON (no NaN / Infinity, which other readers reject): fail before writing."""
+    try:
+        return json.loads(json.dumps(dict(metadata or {}), allow_nan=False))
+    except ValueError as exc:
+        raise ArtifactError(f"metadata of {key} is not strict JSON: {exc}") from None
 
 
 def content_digest(files: Iterable[Mapping[str, Any]]) -> str:
@@ -279,6 +288,25 @@ class AliasMove:
     def from_dict(cls, data: Mapping[str, Any]) -> AliasMove:
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "digest"}
         return cls(**fields, digest=data.get("entry_digest", ""))
+
+
+@dataclass(frozen=True)
+class StagedVersion:
+    """A claimed, uncommitted version whose files others write in place (see ArtifactStore.stage)."""
+
+    kind: str
+    name: str
+    version: int
+    location: str  # where writers put its files: s3://bucket/prefix/<kind>/<name>/v000003, or a local path
+
+    @property
+    def ref(self) -> ArtifactRef:
+        return ArtifactRef(self.kind, self.name, version=self.version)
+
+    @property
+    def staging(self) -> str:
+        """Where writers keep control records (not payload) until the commit removes them."""
+        return f"{self.location}/{STAGING}"
 
 
 @dataclass(frozen=True)
@@ -623,6 +651,16 @@ class ArtifactStore:
             resolved.append({"ref": str(m.ref), "digest": m.digest})
         return resolved
 
+    @staticmethod
+    def _claim_record(attempt_key: str | None) -> dict[str, Any]:
+        return {
+            "idempotency_key": attempt_key,
+            "claimed_at": utcnow(),
+            "claimed_at_epoch": time.time(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+
     def _claim(self, kind: str, name: str, claim: dict[str, Any]) -> int:
         claimed = self._versions_claimed(kind, name)
         version = (claimed[-1] if claimed else 0) + 1
@@ -707,13 +745,10 @@ class ArtifactStore:
         store links that resolve to files inside the payload (others are always refused).
         """
         kind, name = parse_key(key)
-        self._check_signing(writing=True)
         files = _payload_files(source, follow_symlinks)
+        meta = _strict_json(metadata, key)
+        self._check_signing(writing=True)
         parent_list = self._resolve_parents(parents)
-        try:  # must be strict JSON (no NaN / Infinity, which other readers reject): fail before writing
-            meta = json.loads(json.dumps(dict(metadata or {}), allow_nan=False))
-        except ValueError as exc:
-            raise ArtifactError(f"metadata of {key} is not strict JSON: {exc}") from None
         version = None
         attempt_key = None
         if idempotency_key is not None:
@@ -729,14 +764,7 @@ class ArtifactStore:
                     if not k.endswith("/" + CLAIM):
                         self.backend.delete(k)
         if version is None:
-            claim = {
-                "idempotency_key": attempt_key,
-                "claimed_at": utcnow(),
-                "claimed_at_epoch": time.time(),
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-            }
-            version = self._claim(kind, name, claim)
+            version = self._claim(kind, name, self._claim_record(attempt_key))
             if attempt_key is not None:
                 self.backend.write_bytes(
                     self._idempotency_key_path(kind, name, attempt_key),
@@ -765,6 +793,22 @@ class ArtifactStore:
         except OSError as exc:
             self._refuse_if_reclaimed(vprefix, f"{kind}/{name}@v{version}", exc)
             raise
+        return self._commit(kind, name, version, entries, parent_list, meta, producer, idempotency_key, libraries)
+
+    def _commit(
+        self,
+        kind: str,
+        name: str,
+        version: int,
+        entries: list[dict[str, Any]],
+        parent_list: list[dict[str, str]],
+        meta: dict[str, Any],
+        producer: Mapping[str, Any] | None,
+        idempotency_key: str | None,
+        libraries: Mapping[str, str] | None,
+    ) -> Manifest:
+        """Write the manifest of a version whose files are in place: the commit point."""
+        vprefix = f"{kind}/{name}/{_vdir(version)}"
         manifest = Manifest(
             kind=kind,
             name=name,
@@ -797,6 +841,86 @@ class ArtifactStore:
                 return winner  # a concurrent retry of the same attempt committed first
             raise ArtifactConflictError(f"{manifest.ref} was committed by another writer")
         return manifest
+
+    def stage(self, key: str) -> StagedVersion:
+        """Claim the next version of ``key`` for files that others write in place (Beam workers,
+        through ``StagedVersion.location``); :meth:`commit_staged` commits it from their records.
+        Until then no reader sees it, and a version never committed is ``mlcrit gc``'s to remove."""
+        kind, name = parse_key(key)
+        self._check_signing(writing=True)
+        version = self._claim(kind, name, self._claim_record(None))
+        vprefix = f"{kind}/{name}/{_vdir(version)}"
+        location = self.backend.uri(vprefix)
+        if isinstance(self.backend, LocalBackend):
+            location = str(self.backend.root / vprefix)
+        return StagedVersion(kind, name, version, location)
+
+    def commit_staged(
+        self,
+        staged: StagedVersion,
+        entries: Iterable[Mapping[str, Any]],
+        *,
+        parents: Iterable[str | ArtifactRef] = (),
+        metadata: Mapping[str, Any] | None = None,
+        producer: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        libraries: Mapping[str, str] | None = None,
+    ) -> Manifest:
+        """Commit a staged version from the writers' records ({path, size, sha256} per file),
+        reading none of its bytes: one listing checks that exactly the recorded files are there,
+        each with its recorded size. Files under ``_staging/`` (the writers' control records) are
+        removed first. With an ``idempotency_key``, a retry finds this version as it finds a put's."""
+        kind, name, version = staged.kind, staged.name, staged.version
+        vprefix = f"{kind}/{name}/{_vdir(version)}"
+        meta = _strict_json(metadata, f"{kind}/{name}")
+        files: list[dict[str, Any]] = []
+        for record in entries:
+            path, size, digest = record.get("path"), record.get("size"), record.get("sha256")
+            if not isinstance(path, str) or not isinstance(size, int) or not re.fullmatch(r"[0-9a-f]{64}", str(digest)):
+                raise ArtifactError(f"a file record of {staged.ref} is malformed: {dict(record)!r}")
+            check_key(path)
+            if path in RESERVED_FILES or path.split("/")[0] == STAGING:
+                raise ArtifactError(f"a file record of {staged.ref} names the reserved path {path!r}")
+            files.append({"path": path, "sha256": digest, "size": size})
+        files.sort(key=lambda e: e["path"])
+        for before, after in itertools.pairwise(files):
+            if before["path"] == after["path"]:
+                raise ArtifactError(f"two writers recorded {before['path']!r} in {staged.ref}")
+        self.backend.delete_prefix(f"{vprefix}/{STAGING}")
+        found = self.backend.list_sizes(vprefix)
+        found.pop(f"{vprefix}/{CLAIM}", None)
+        if f"{vprefix}/{MANIFEST}" in found:
+            self._refuse_if_reclaimed(vprefix, str(staged.ref))
+            raise ArtifactConflictError(f"{staged.ref} was committed by another writer")
+        for f in files:
+            size = found.pop(f"{vprefix}/{f['path']}", None)
+            if size is None:
+                raise ArtifactError(
+                    f"{f['path']!r} was recorded by a writer of {staged.ref} but is not in the store: "
+                    "the writer failed after recording it, or another process removed it; run the step again"
+                )
+            if size != f["size"]:
+                raise ArtifactIntegrityError(
+                    f"{f['path']!r} of {staged.ref} holds {size} bytes, but its writer recorded {f['size']}: "
+                    "it was overwritten after it was written; run the step again"
+                )
+        if found:
+            stray = sorted(k[len(vprefix) + 1 :] for k in found)
+            raise ArtifactError(
+                f"{staged.ref} holds {len(stray)} file(s) no writer recorded ({', '.join(stray[:3])}): another "
+                "process wrote into this version; run the step again (gc removes this one)"
+            )
+        parent_list = self._resolve_parents(parents)
+        if idempotency_key is not None:
+            attempt_key = _attempt_key(idempotency_key, parent_list)
+            claim_key = f"{vprefix}/{CLAIM}"
+            claim = self._read_json(claim_key) or {}
+            self.backend.write_bytes(claim_key, _dumps({**claim, "idempotency_key": attempt_key}))
+            self.backend.write_bytes(
+                self._idempotency_key_path(kind, name, attempt_key),
+                _dumps({"idempotency_key": attempt_key, "version": version}),
+            )
+        return self._commit(kind, name, version, files, parent_list, meta, producer, idempotency_key, libraries)
 
     def _refuse_if_reclaimed(self, vprefix: str, ref: str, cause: BaseException | None = None) -> None:
         """Raise the error that says so if gc reclaimed this version (its tombstone holds the
