@@ -2,10 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+from collections.abc import Iterator
 from typing import Any
 
+from airflow_mlcrit import exceptions
 from airflow_mlcrit.exceptions import ConfigError, MissingDependencyError
+
+# The last "<OurError>: message" in a worker's traceback, as Beam relays it in its own error's text
+# (FnApiRunner re-raises the worker's exception; portable runners send its text). Beam may append
+# " [while running 'Step']" to the line.
+_WORKER_ERROR = re.compile(
+    r"(?:airflow_mlcrit\.exceptions\.)?\b(DataValidationError|ArtifactIntegrityError|ConfigError): (.+?)"
+    r"(?: \[while running '[^']*'\])?$",
+    re.MULTILINE,
+)
+
+
+@contextlib.contextmanager
+def worker_errors() -> Iterator[None]:
+    """Run a pipeline so that an error of ours raised in a worker (bad input, a corrupt file)
+    reaches the caller as that error with its message, not as the runner's wrapper of it."""
+    try:
+        yield
+    except exceptions.MlcritError:
+        raise
+    except Exception as exc:
+        found = _WORKER_ERROR.findall(str(exc))
+        if not found:
+            raise
+        name, message = found[-1]
+        raise getattr(exceptions, name)(message.strip()) from exc
 
 
 def pipeline_args(runner: str | None, options: dict[str, Any] | None) -> list[str]:

@@ -3,6 +3,7 @@ bounded record batches with pyarrow. Bad input becomes one clear DataValidationE
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -10,14 +11,15 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from airflow_mlcrit.core.artifacts import ArtifactStore, Manifest
 from airflow_mlcrit.core.artifacts.refs import KINDS
+from airflow_mlcrit.core.dataplane import SUFFIXES, DataFile
 from airflow_mlcrit.exceptions import ConfigError, DataValidationError, MissingDependencyError
 
 FORMATS = ("parquet", "csv", "jsonl")
-_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_SUFFIXES = SUFFIXES
 
 
 def _pyarrow():
@@ -36,9 +38,10 @@ def is_artifact_ref(source: str) -> bool:
 
 @dataclass
 class TableSource:
-    """Local files of one table, with where they came from."""
+    """The files of one table, with where they came from: local paths, or DataFiles that are read
+    (and checked against their digests) where this runs, a Beam worker included."""
 
-    files: list[Path]
+    files: list[Path] | list[DataFile]
     fmt: str
     description: str
     manifest: Manifest | None = None  # set when the source is an artifact
@@ -68,6 +71,34 @@ def _detect_format(files: list[Path], fmt: str, description: str) -> str:
             f"({', '.join(sorted(f.name for f in files)[:5])}): set format to one of {', '.join(FORMATS)}"
         )
     return found.pop()
+
+
+def locate_table(
+    source: str, *, store: ArtifactStore | None = None, fmt: str = "auto", s3_options: dict[str, Any] | None = None
+) -> TableSource:
+    """Like :func:`open_table`, but nothing is downloaded: the table's files as DataFiles that a
+    worker reads (artifact files from the manifest, an ``s3://`` prefix from one listing)."""
+    from airflow_mlcrit.core.dataplane import artifact_files, s3_prefix_files
+
+    if not isinstance(source, str) or not source:
+        raise ConfigError(f"data source must be a path, an s3:// URI or an artifact reference; got {source!r}")
+    if is_artifact_ref(source.split("@")[0]):
+        if store is None:
+            raise ConfigError(f"{source!r} is an artifact reference but no artifact store was given")
+        manifest = store.resolve(source)
+        files = artifact_files(store, manifest)
+        if not files:
+            raise DataValidationError(
+                f"{manifest.ref} has no .parquet, .csv or .jsonl files: {', '.join(f['path'] for f in manifest.files)}"
+            )
+        return TableSource(files, _detect_format(files, fmt, str(manifest.ref)), str(manifest.ref), manifest)
+    if source.startswith("s3://"):
+        files = s3_prefix_files(source, s3_options or {})
+        if not files:
+            raise DataValidationError(f"no .parquet, .csv or .jsonl objects at {source}")
+        return TableSource(files, _detect_format(files, fmt, source), source)
+    local = open_table(source, fmt=fmt)
+    return TableSource([DataFile(str(p), str(p)) for p in local.files], local.fmt, local.description)
 
 
 def _data_files(root: Path) -> list[Path]:
@@ -133,7 +164,8 @@ def _download_s3(uri: str, fmt: str, s3_options: dict[str, Any]) -> TableSource:
 def iter_batches(table: TableSource, batch_size: int = 65_536, columns: list[str] | None = None) -> Iterator[Any]:
     """Yield pyarrow RecordBatches of at most about ``batch_size`` rows, file after file.
 
-    Every file must have the same columns and types as the first; problems name the file.
+    Every file must have the same columns and types as the first; problems name the file. A
+    DataFile is read where this runs and checked against its digest first.
     """
     pa = _pyarrow()
     import pyarrow.csv as pcsv
@@ -142,57 +174,84 @@ def iter_batches(table: TableSource, batch_size: int = 65_536, columns: list[str
 
     expected = None
     total = 0
-    for path in table.files:
-        if os.path.getsize(path) == 0:
-            raise DataValidationError(f"{_where(table, path)} is empty (0 bytes): nothing to read")
-        try:
-            if table.fmt == "parquet":
-                reader = pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
-            elif table.fmt == "csv":
-                reader = pcsv.open_csv(
-                    path,
-                    read_options=pcsv.ReadOptions(block_size=1 << 22),
-                    convert_options=pcsv.ConvertOptions(include_columns=columns or []),
-                )
-            else:
-                reader = pjson.open_json(path, read_options=jsonl_read_options(path, _where(table, path)))
-            for batch in reader:
-                if table.fmt == "jsonl" and columns:
-                    batch = batch.select(columns)
-                _check_utf8(batch, table, path, total)
-                if expected is None:
-                    _check_names(batch.schema.names, table, path)
-                    expected = batch.schema
-                elif not batch.schema.equals(expected):
-                    raise DataValidationError(_schema_diff(table, path, expected, batch.schema))
-                total += batch.num_rows
-                if batch.num_rows > batch_size and table.fmt != "parquet":
-                    for offset in range(0, batch.num_rows, batch_size):
-                        yield batch.slice(offset, batch_size)
+    for f in table.files:
+        where = _where(table, f)
+        with _opened(f) as src:
+            if _size(src) == 0:
+                raise DataValidationError(f"{where} is empty (0 bytes): nothing to read")
+            try:
+                if table.fmt == "parquet":
+                    reader = pq.ParquetFile(src).iter_batches(batch_size=batch_size, columns=columns)
+                elif table.fmt == "csv":
+                    reader = pcsv.open_csv(
+                        src,
+                        read_options=pcsv.ReadOptions(block_size=1 << 22),
+                        convert_options=pcsv.ConvertOptions(include_columns=columns or []),
+                    )
                 else:
-                    yield batch
-        except DataValidationError:
-            raise
-        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError, OSError) as exc:
-            raise DataValidationError(f"cannot read {_where(table, path)} as {table.fmt}: {_clean(exc)}") from None
+                    reader = pjson.open_json(src, read_options=jsonl_read_options(src, where))
+                for batch in reader:
+                    if table.fmt == "jsonl" and columns:
+                        batch = batch.select(columns)
+                    _check_utf8(batch, where, total)
+                    if expected is None:
+                        _check_names(batch.schema.names, where)
+                        expected = batch.schema
+                    elif not batch.schema.equals(expected):
+                        raise DataValidationError(_schema_diff(where, expected, batch.schema))
+                    total += batch.num_rows
+                    if batch.num_rows > batch_size and table.fmt != "parquet":
+                        for offset in range(0, batch.num_rows, batch_size):
+                            yield batch.slice(offset, batch_size)
+                    else:
+                        yield batch
+            except DataValidationError:
+                raise
+            except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError, OSError) as exc:
+                raise DataValidationError(f"cannot read {where} as {table.fmt}: {_clean(exc)}") from None
     if total == 0:
         raise DataValidationError(f"{table.description} has no rows")
+
+
+@contextlib.contextmanager
+def _opened(f: Path | DataFile) -> Iterator[Any]:
+    """A local path as it is; a DataFile read whole and checked against its digest."""
+    if not isinstance(f, DataFile):
+        yield f
+        return
+    from airflow_mlcrit.core.dataplane import open_verified
+
+    spool = open_verified(f)
+    try:
+        yield spool
+    finally:
+        spool.close()
+
+
+def _size(src: Any) -> int:
+    if isinstance(src, (str, Path)):
+        return os.path.getsize(src)
+    size = src.seek(0, os.SEEK_END)
+    src.seek(0)
+    return size
 
 
 _NOT_AN_OBJECT = re.compile(rb"(?:^|\n)[ \t\r]*([^{ \t\r\n])")
 JSON_BLOCK = 1 << 22
 
 
-def jsonl_read_options(path: str | Path, where: str | None = None) -> Any:
-    """pyarrow JSON read options for ``path``, after checking that every non-blank line starts a
-    JSON object (pyarrow 25's reader crashes the process, SIGSEGV, on a block that starts with
-    `null`). The block size fits the longest line: pyarrow cannot read a row across blocks."""
+def jsonl_read_options(path: str | Path | IO[bytes], where: str | None = None) -> Any:
+    """pyarrow JSON read options for ``path`` (or an open binary file, rewound after), after
+    checking that every non-blank line starts a JSON object (pyarrow 25's reader crashes the
+    process, SIGSEGV, on a block that starts with `null`). The block size fits the longest line:
+    pyarrow cannot read a row across blocks."""
     import numpy as np
     import pyarrow.json as pjson
 
     where = where or str(path)
     line, rest, longest = 1, b"", 0
-    with open(path, "rb") as f:
+    opened = isinstance(path, (str, Path))
+    with open(path, "rb") if opened else contextlib.nullcontext(path) as f:
         while block := f.read(JSON_BLOCK):
             data = rest + block
             cut = data.rfind(b"\n") + 1
@@ -202,6 +261,8 @@ def jsonl_read_options(path: str | Path, where: str | None = None) -> Any:
                 ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
                 longest = max(longest, int(np.diff(ends, prepend=-1).max()))
                 line += len(ends)
+    if not opened:
+        path.seek(0)
     _find_non_object(rest, line, where)
     longest = max(longest, len(rest))
     return pjson.ReadOptions(block_size=max(JSON_BLOCK, 1 << int(longest).bit_length()))
@@ -215,15 +276,13 @@ def _find_non_object(data: bytes, line: int, where: str) -> None:
         raise DataValidationError(f"{where} line {at} is not a JSON object ({text!r}): JSONL needs one object per line")
 
 
-def _check_names(names: list[str], table: TableSource, path: Path) -> None:
+def _check_names(names: list[str], where: str) -> None:
     dups = sorted(n for n, count in Counter(names).items() if count > 1)
     if dups:
-        raise DataValidationError(
-            f"{_where(table, path)} has duplicated column names {dups}: give every column a unique name"
-        )
+        raise DataValidationError(f"{where} has duplicated column names {dups}: give every column a unique name")
 
 
-def _check_utf8(batch: Any, table: TableSource, path: Path, offset: int) -> None:
+def _check_utf8(batch: Any, where: str, offset: int) -> None:
     """pyarrow reads CSV text with invalid UTF-8 as binary, and JSON text unchecked as strings,
     instead of failing: turn both into an error naming the column and row."""
     import pyarrow as pa
@@ -241,8 +300,7 @@ def _check_utf8(batch: Any, table: TableSource, path: Path, offset: int) -> None
                 column.validate(full=True)
             except pa.ArrowInvalid as exc:
                 raise DataValidationError(
-                    f"{_where(table, path)}: column {field_.name!r} holds invalid values ({_clean(exc)}); "
-                    "re-export the file as UTF-8"
+                    f"{where}: column {field_.name!r} holds invalid values ({_clean(exc)}); re-export the file as UTF-8"
                 ) from None
             continue
         elif not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
@@ -252,12 +310,14 @@ def _check_utf8(batch: Any, table: TableSource, path: Path, offset: int) -> None
                 value is None or value.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise DataValidationError(
-                    f"{_where(table, path)} is not valid UTF-8: column {field_.name!r}, data row "
+                    f"{where} is not valid UTF-8: column {field_.name!r}, data row "
                     f"{offset + i + 1}: {exc.reason} at byte {exc.start}; re-export the file as UTF-8"
                 ) from None
 
 
-def _where(table: TableSource, path: Path) -> str:
+def _where(table: TableSource, path: Path | DataFile) -> str:
+    if isinstance(path, DataFile):
+        return path.label
     if table.manifest is not None:
         return f"{path.name} of {table.description}"
     return str(path) if len(table.files) > 1 or str(path) != table.description else table.description
@@ -268,13 +328,13 @@ def _clean(exc: Exception) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _schema_diff(table: TableSource, path: Path, expected: Any, got: Any) -> str:
+def _schema_diff(where: str, expected: Any, got: Any) -> str:
     exp = {f.name: str(f.type) for f in expected}
     cur = {f.name: str(f.type) for f in got}
     parts = [f"missing column {c!r}" for c in exp if c not in cur]
     parts += [f"unexpected column {c!r}" for c in cur if c not in exp]
     parts += [f"column {c!r} is {cur[c]}, expected {exp[c]}" for c in exp if c in cur and cur[c] != exp[c]]
     return (
-        f"{_where(table, path)} does not match the schema of the first file: {'; '.join(parts)}; "
+        f"{where} does not match the schema of the first file: {'; '.join(parts)}; "
         "write all files of a table with the same columns and types"
     )

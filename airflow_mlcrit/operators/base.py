@@ -204,18 +204,25 @@ class MlcritBaseOperator(MlcritLineageMixin, BaseOperator):
         parents: Iterable[str | ArtifactRef] = (),
         metadata: Mapping[str, Any] | None = None,
         libraries: Mapping[str, str] | None = None,
+        files: Iterable[Mapping[str, Any]] | None = None,
         **facets: dict[str, Any],
     ) -> Manifest:
-        """Commit an output version idempotently; record it for lineage and the asset event."""
-        manifest = self.store.put(
-            key,
-            source,
-            parents=parents,
-            metadata=metadata,
-            producer=self.producer(context),
-            idempotency_key=self.idempotency_key(context, key),
-            libraries=libraries,
-        )
+        """Commit an output version idempotently; record it for lineage and the asset event.
+        ``source`` is what ``ArtifactStore.put`` takes, or a StagedVersion that workers wrote,
+        committed from their ``files`` records."""
+        from airflow_mlcrit.core.artifacts import StagedVersion
+
+        common = {
+            "parents": parents,
+            "metadata": metadata,
+            "producer": self.producer(context),
+            "idempotency_key": self.idempotency_key(context, key),
+            "libraries": libraries,
+        }
+        if isinstance(source, StagedVersion):
+            manifest = self.store.commit_staged(source, files or (), **common)
+        else:
+            manifest = self.store.put(key, source, **common)
         self.log.info("committed %s (%s) at %s", manifest.ref, manifest.digest, manifest.uri)
         self._record_output(context, key, manifest, **facets)
         return manifest

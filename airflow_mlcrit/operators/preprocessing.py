@@ -48,21 +48,28 @@ class BeamPreprocessOperator(DatasetStepOperator):
             self._record_output(context, f"transformed_dataset/{name}", done)
             return self._summary(done, done.metadata)
         self.log.info("running Beam pipeline on %s (runner %s)", source, cfg.runner or "FnApiRunner")
-        with tempfile.TemporaryDirectory(prefix="mlcrit-preprocess-") as tmp:
-            from airflow_mlcrit.core.beam import child_pids
+        from airflow_mlcrit.core.beam import child_pids
 
-            self._before = child_pids()  # on_kill ends only the processes the pipeline starts
-            self._running = True
-            result = run_preprocess(cfg, store=self.store, workdir=tmp, on_started=self._started)
+        # The workers write the shards straight into this claimed version; nothing passes through here.
+        staged = self.store.stage(f"transformed_dataset/{name}")
+        self._before = child_pids()  # on_kill ends only the processes the pipeline starts
+        self._running = True
+        try:
+            result = run_preprocess(cfg, store=self.store, output=staged, on_started=self._started)
+        except BaseException as exc:
+            self.store.abandon(staged, f"{type(exc).__name__} in {context['ti'].task_id}")
+            raise
+        finally:
             self._running = False
-            self.log.info(
-                "pipeline done in %.1fs: %s of %s input rows per split",
-                result.seconds,
-                result.row_counts,
-                result.input_rows,
-            )
-            self.record_input(source, manifest, schema=facet("schema", fields=result.input_fields))
-            contract = build_contract(cfg, result.analyzers, result.analyzers.get("label_vocabulary"))
+        self.log.info(
+            "pipeline done in %.1fs: %s of %s input rows per split",
+            result.seconds,
+            result.row_counts,
+            result.input_rows,
+        )
+        self.record_input(source, manifest, schema=facet("schema", fields=result.input_fields))
+        contract = build_contract(cfg, result.analyzers, result.analyzers.get("label_vocabulary"))
+        with tempfile.TemporaryDirectory(prefix="mlcrit-preprocess-") as tmp:
             contract_path = Path(tmp) / CONTRACT_FILE
             contract_path.write_text(json.dumps(contract, indent=2, sort_keys=True))
             contract_manifest = self.commit(
@@ -72,29 +79,28 @@ class BeamPreprocessOperator(DatasetStepOperator):
                 parents=parents,
                 metadata={"digest": contract["digest"]},
             )
-            files = {
-                p.relative_to(result.output_dir).as_posix(): p for p in sorted(result.output_dir.rglob("*.parquet"))
-            }
-            counts_path = Path(tmp) / "row_counts.json"
-            counts_path.write_text(json.dumps(result.row_counts, sort_keys=True))
-            files["row_counts.json"] = counts_path
-            total_bytes = sum(p.stat().st_size for p in files.values())
-            out = self.commit(
-                context,
-                f"transformed_dataset/{name}",
-                files,
-                parents=[*parents, str(contract_manifest.ref)],
-                metadata={
-                    "row_counts": result.row_counts,
-                    "input_rows": result.input_rows,
-                    "transform_contract": str(contract_manifest.ref),
-                    "runner": result.runner,
-                },
-                schema_fields=result.output_fields,
-                outputStatistics=facet(
-                    "outputStatistics", rowCount=sum(result.row_counts.values()), size=total_bytes, fileCount=len(files)
-                ),
-            )
+        counts = self.store.write_staged(staged, "row_counts.json", json.dumps(result.row_counts, sort_keys=True))
+        files = [*result.files, counts]
+        out = self.commit(
+            context,
+            f"transformed_dataset/{name}",
+            staged,
+            files=files,
+            parents=[*parents, str(contract_manifest.ref)],
+            metadata={
+                "row_counts": result.row_counts,
+                "input_rows": result.input_rows,
+                "transform_contract": str(contract_manifest.ref),
+                "runner": result.runner,
+            },
+            schema_fields=result.output_fields,
+            outputStatistics=facet(
+                "outputStatistics",
+                rowCount=sum(result.row_counts.values()),
+                size=sum(f["size"] for f in files),
+                fileCount=len(files),
+            ),
+        )
         self.lineage.job_facets["mlcrit_beam"] = facet(
             "mlcrit_beam",
             runner=result.runner,

@@ -51,6 +51,7 @@ class FaultProxy:
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()  # "forwarded" and each fault injected
         self.paths: list[str] = []  # of every request received, in order
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request received
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.endpoint_url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -98,6 +99,7 @@ class FaultProxy:
                 body = self._body()
                 with proxy.lock:
                     proxy.paths.append(self.path)
+                    proxy.requests.append((self.command, self.path))
                 fault = proxy._draw(self.path)
                 if fault in _ERRORS:
                     status, code, message = _ERRORS[fault]

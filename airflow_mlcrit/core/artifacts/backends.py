@@ -251,6 +251,18 @@ class S3Backend:
         self.namespace = f"s3://{self.bucket}"
         self.path_prefix = self.prefix
         self.max_attempts = max_attempts
+        # what Beam workers need to reach the same server (core/dataplane.py); never in repr or logs
+        self.client_options = {
+            k: v
+            for k, v in {
+                "endpoint_url": endpoint_url,
+                "region_name": region_name,
+                "aws_access_key_id": aws_access_key_id,
+                "aws_secret_access_key": aws_secret_access_key,
+                "aws_session_token": aws_session_token,
+            }.items()
+            if v
+        }
         if client is None:
             import boto3
             from botocore.config import Config

@@ -855,6 +855,17 @@ class ArtifactStore:
             location = str(self.backend.root / vprefix)
         return StagedVersion(kind, name, version, location)
 
+    def staged_bytes(self, staged: StagedVersion, rel: str) -> bytes:
+        """A file of a staged version (a writer's control record), read by the committer."""
+        return self.backend.read_bytes(f"{staged.kind}/{staged.name}/{_vdir(staged.version)}/{check_key(rel)}")
+
+    def write_staged(self, staged: StagedVersion, rel: str, text: str) -> dict[str, Any]:
+        """Add a small file the committer makes itself (a summary) to a staged version; returns
+        its record for :meth:`commit_staged`."""
+        data = text.encode()
+        self.backend.write_bytes(f"{staged.kind}/{staged.name}/{_vdir(staged.version)}/{check_key(rel)}", data)
+        return {"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
     def commit_staged(
         self,
         staged: StagedVersion,
@@ -1310,17 +1321,30 @@ class ArtifactStore:
                     # same compare-and-swap a writer commits with. Exactly one of the two wins: a
                     # writer that commits first keeps its version (gc removes nothing); one that
                     # comes later fails to commit instead of committing a manifest without files.
-                    tombstone = {_RECLAIMED: "mlcrit gc", "at": utcnow(), "claim": claim}
-                    if not self.backend.create_exclusive(f"{vprefix}/{MANIFEST}", _dumps(tombstone)):
+                    if not self._reclaim(kind, name, version, claim, "mlcrit gc"):
                         found.pop()
-                        continue
-                    self.backend.delete(f"{vprefix}/{CLAIM}")
-                    if idem is not None:
-                        self.backend.delete(self._idempotency_key_path(kind, name, idem))
-                    for key in self.backend.list_keys(vprefix):
-                        if not key.endswith("/" + MANIFEST):  # the tombstone stays: the number is never reused
-                            self.backend.delete(key)
         return found
+
+    def _reclaim(self, kind: str, name: str, version: int, claim: Mapping[str, Any], by: str) -> bool:
+        """Take an uncommitted version's commit point with a tombstone, then remove its files;
+        False if a writer committed it first."""
+        vprefix = f"{kind}/{name}/{_vdir(version)}"
+        tombstone = {_RECLAIMED: by, "at": utcnow(), "claim": dict(claim)}
+        if not self.backend.create_exclusive(f"{vprefix}/{MANIFEST}", _dumps(tombstone)):
+            return False
+        self.backend.delete(f"{vprefix}/{CLAIM}")
+        if claim.get("idempotency_key") is not None:
+            self.backend.delete(self._idempotency_key_path(kind, name, claim["idempotency_key"]))
+        for key in self.backend.list_keys(vprefix):
+            if not key.endswith("/" + MANIFEST):  # the tombstone stays: the number is never reused
+                self.backend.delete(key)
+        return True
+
+    def abandon(self, staged: StagedVersion, why: str) -> None:
+        """Give up a staged version that will not be committed (its step failed): its files go
+        now rather than at the next gc, and its number is never reused."""
+        claim = self._read_json(f"{staged.kind}/{staged.name}/{_vdir(staged.version)}/{CLAIM}") or {}
+        self._reclaim(staged.kind, staged.name, staged.version, claim, f"abandoned: {why}"[:500])
 
 
 def open_store(root: str | os.PathLike[str], *, signer: Signer | None = None, **s3_options: Any) -> ArtifactStore:

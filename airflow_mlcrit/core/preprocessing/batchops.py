@@ -49,6 +49,24 @@ def row_hashes(batch: Any) -> np.ndarray:
     return h
 
 
+def content_hashes(batch: Any) -> np.ndarray:
+    """Like :func:`row_hashes`, for any column type: nested values (token id lists) are hashed
+    through their JSON text. Orders the rows of an output shard by content."""
+    import json
+
+    import pyarrow as pa
+
+    from airflow_mlcrit.core.validation.sketches import hash_array, mix64
+
+    h = np.zeros(batch.num_rows, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for col in batch.columns:
+            if pa.types.is_nested(col.type):
+                col = pa.array([json.dumps(v) for v in col.to_pylist()], pa.string())
+            h = mix64(h * np.uint64(1_000_003) + hash_array(col))
+    return h
+
+
 def split_points(keys: Any, seed: int) -> np.ndarray:
     """Uniform [0, 1) per key, a pure function of (seed, key)."""
     import pyarrow as pa

@@ -17,6 +17,7 @@ import numpy as np
 
 from airflow_mlcrit.core.preprocessing.batchops import (
     DEDUP_BUCKETS,
+    content_hashes,
     dedup_bucket,
     normalize_array,
     replace_column,
@@ -30,13 +31,14 @@ from airflow_mlcrit.core.preprocessing.config import PreprocessConfig
 from airflow_mlcrit.core.preprocessing.textops import jaccard_estimate, lsh_bands, minhash, stable_hash
 from airflow_mlcrit.exceptions import ConfigError, DataValidationError, MissingDependencyError, some
 
-COUNTS_FILE = "_row_counts.json"
-ANALYZERS_FILE = "_analyzers.json"
+# What the workers report (shard records, row counts, schemas, analyzers), beside the shards; a
+# commit removes it (ArtifactStore.commit_staged), so it is never part of a version.
+CONTROL_FILE = "_staging/control.json"
 
 
 @dataclass
 class PreprocessResult:
-    output_dir: Path
+    output_dir: Path | None  # the local output directory (None: the shards are in the staged version)
     row_counts: dict[str, int]
     analyzers: dict[str, Any]
     input_rows: int
@@ -44,38 +46,38 @@ class PreprocessResult:
     runner: str
     input_fields: list[dict[str, str]]  # OpenLineage schema facet fields of the input ...
     output_fields: list[dict[str, str]]  # ... and of every output split
+    files: list[dict[str, Any]]  # {path, size, sha256} of every shard, as its worker wrote it
 
 
 def schema_fields(schema: Any) -> list[dict[str, str]]:
     return [{"name": f.name, "type": str(f.type)} for f in schema]
 
 
-# ---- reading --------------------------------------------------------------------------------
+# ---- reading (in the workers) -------------------------------------------------------------------
 
 READ_BATCH = 8192
 
 
-def _splits_of(files: list[Path], fmt: str) -> list[tuple[str, str, int | None]]:
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
+def read_file(f: Any, fmt: str, expected: Any) -> Any:
+    """Record batches of one input file, read where this runs (a worker) and checked against its
+    digest; every file must have the first file's schema (``expected``)."""
+    from airflow_mlcrit.core.tables import TableSource, iter_batches
 
-        return [(str(f), fmt, g) for f in files for g in range(pq.ParquetFile(f).metadata.num_row_groups)]
-    return [(str(f), fmt, None) for f in files]
+    for batch in iter_batches(TableSource([f], fmt, f.label), READ_BATCH):
+        if not batch.schema.equals(expected):
+            from airflow_mlcrit.core.tables import _schema_diff
+
+            raise DataValidationError(_schema_diff(f.label, expected, batch.schema))
+        yield batch
 
 
-def read_split(split: tuple[str, str, int | None]) -> Any:
-    """Record batches of one Parquet row group or one JSONL file."""
-    path, fmt, group = split
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
+def input_schema(f: Any, fmt: str, cfg: dict) -> Any:
+    """The input's schema from its first file (in a worker), checked against the config."""
+    from airflow_mlcrit.core.tables import TableSource, iter_batches
 
-        yield from pq.ParquetFile(path).iter_batches(batch_size=READ_BATCH, row_groups=[group])
-    else:
-        import pyarrow.json as pj
-
-        from airflow_mlcrit.core.tables import jsonl_read_options
-
-        yield from pj.read_json(path, read_options=jsonl_read_options(path)).to_batches(max_chunksize=READ_BATCH)
+    schema = next(iter_batches(TableSource([f], fmt, f.label), 1024)).schema
+    check_inputs(PreprocessConfig.from_dict(cfg), schema)
+    return schema
 
 
 class FormatAndTokenize:
@@ -218,14 +220,25 @@ def pc_fill_empty(arr: Any) -> list[str]:
 # ---- per-batch steps ----------------------------------------------------------------------------
 
 
+def has_text(batch: Any, cfg: dict) -> bool:
+    """The text steps (normalize .. near dedup) work on an input text column; instruction data
+    without one gets its text from the formatting step, and passes through them."""
+    return cfg["text_column"] in batch.schema.names
+
+
 def normalize_batch(batch: Any, cfg: dict) -> Any:
     col = cfg["text_column"]
+    if not has_text(batch, cfg):
+        return batch
     return replace_column(batch, col, normalize_array(batch.column(col), cfg["lowercase"]))
 
 
 def length_filter(batch: Any, cfg: dict) -> Any:
     import pyarrow.compute as pc
 
+    if not has_text(batch, cfg):
+        yield batch
+        return
     n = pc.fill_null(pc.utf8_length(batch.column(cfg["text_column"])), 0).to_numpy(zero_copy_only=False)
     keep = np.ones(len(n), dtype=bool)
     if cfg["min_chars"] is not None:
@@ -258,6 +271,8 @@ def record_ids(batch: Any) -> np.ndarray:
 
 
 def band_entries(batch: Any, cfg: dict, bands: int, rows: int) -> Any:
+    if not has_text(batch, cfg):
+        return
     ids = record_ids(batch)
     texts = batch.column(cfg["text_column"]).to_pylist()
     for rid, text in zip(ids.tolist(), texts, strict=True):
@@ -462,94 +477,157 @@ def run_preprocess(
     cfg: PreprocessConfig | dict[str, Any],
     *,
     store: Any = None,
-    workdir: str | Path,
+    workdir: str | Path | None = None,
+    output: Any = None,
     on_started: Any = None,
 ) -> PreprocessResult:
-    """Validate inputs, build the pipeline, run it on the configured runner, return the outputs.
-    ``on_started`` gets the PipelineResult as soon as the runner returns one (a remote runner's
-    job to cancel), before waiting for it to finish."""
+    """Check what can be checked here, build the pipeline, run it on the configured runner.
+
+    The workers read the input where it is (verified against its manifest) and write the output
+    shards to ``output`` (a StagedVersion of ``store``) or, without one, to ``workdir/output``;
+    this process reads neither. ``on_started`` gets the PipelineResult as soon as the runner
+    returns one (a remote runner's job to cancel), before waiting for it to finish."""
     try:
         import apache_beam as beam
     except ImportError:
         raise MissingDependencyError("apache-beam", "beam") from None
-    from airflow_mlcrit.core.beam import pipeline_options
-    from airflow_mlcrit.core.tables import iter_batches, open_table
+    from airflow_mlcrit.core.beam import pipeline_options, worker_errors
+    from airflow_mlcrit.core.dataplane import check_runner, worker_environment, worker_options
+    from airflow_mlcrit.core.tables import locate_table
 
     cfg = PreprocessConfig.coerce(cfg)
-    workdir = Path(workdir)
-    out_dir = workdir / "output"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_runner(cfg.runner)
+    if output is None:
+        if workdir is None:
+            raise ConfigError("run_preprocess needs an output (a staged version) or a workdir")
+        location = str(Path(workdir) / "output")
+        Path(location).mkdir(parents=True, exist_ok=True)
+    else:
+        location = output.location
     user_fn = load_user_pipeline(cfg.user_pipeline) if cfg.user_pipeline else None
-    table = open_table(cfg.source, store=store)
-    try:
-        if table.fmt not in ("parquet", "jsonl"):
-            raise DataValidationError(f"{table.description} is {table.fmt}; preprocessing reads Parquet or JSONL")
-        first = next(iter_batches(table, 1024))  # raises on empty or unreadable input
-        schema = first.schema
-        input_rows = _parquet_rows(table) if table.fmt == "parquet" else sum(b.num_rows for b in iter_batches(table))
-        check_inputs(cfg, schema)
-        fmt_fn = FormatAndTokenize(cfg.to_dict()).prepare()  # fails here, not in a worker, on a bad tokenizer
-        splits = _splits_of(table.files, table.fmt)
-        c = cfg.to_dict()
-        started = time.monotonic()
-        options = pipeline_options(cfg.runner, cfg.pipeline_options)
-        p = beam.Pipeline(options=options)
-        batches = p | "Read" >> beam.Create(splits, reshuffle=True) | "Batches" >> beam.FlatMap(read_split)
-        if user_fn is not None:
-            outputs = user_fn(batches | "Records" >> beam.FlatMap(lambda b: b.to_pylist()), c)
-            if not isinstance(outputs, dict):
-                outputs = {"train": outputs}
-            out_schema = schema
-            outputs = {
-                name: pc
-                | f"ToBatch_{name}" >> beam.BatchElements(min_batch_size=1024, max_batch_size=8192)
-                | f"Table_{name}" >> beam.Map(_records_to_table, out_schema)
-                for name, pc in outputs.items()
-            }
-        else:
-            out_schema = output_schema(schema, cfg)
-            outputs = _builtin(beam, batches, cfg, c, out_schema, out_dir, cfg.text_column in schema.names, fmt_fn)
-        counts = []
-        for name, tables in outputs.items():
-            _ = tables | f"Write_{name}" >> beam.io.WriteToParquetBatched(
-                str(out_dir / name / "part"),
-                out_schema,
-                num_shards=cfg.shards_per_split,
-                file_name_suffix=".parquet",
-            )
-            counts.append(
-                tables
-                | f"Rows_{name}" >> beam.Map(lambda t: t.num_rows)
-                | f"Count_{name}" >> beam.CombineGlobally(sum)
-                | f"Key_{name}" >> beam.Map(lambda n, name=name: (name, n))
-            )
-        _ = (
-            counts
-            | "AllCounts" >> beam.Flatten()
-            | "CountsDict" >> beam.combiners.ToDict()
-            | "WriteCounts" >> beam.Map(_write_json, str(out_dir / COUNTS_FILE))
-        )
+    table = locate_table(cfg.source, store=store)
+    if table.fmt not in ("parquet", "jsonl"):
+        raise DataValidationError(f"{table.description} is {table.fmt}; preprocessing reads Parquet or JSONL")
+    for f in table.files:
+        if f.size == 0:
+            raise DataValidationError(f"{f.label} is empty (0 bytes): nothing to read")
+    fmt_fn = FormatAndTokenize(cfg.to_dict()).prepare()  # fails here, not in a worker, on a bad tokenizer
+    c = cfg.to_dict()
+    started = time.monotonic()
+    worker_settings = {**worker_options(store), **cfg.pipeline_options}
+    options = pipeline_options(cfg.runner, worker_settings)
+    p = beam.Pipeline(options=options)
+    schema = p | "First" >> beam.Create(table.files[:1]) | "Schema" >> beam.Map(input_schema, table.fmt, c)
+    schema_si = beam.pvalue.AsSingleton(schema)
+    batches = (
+        p
+        | "Read" >> beam.Create(table.files, reshuffle=True)
+        | "Batches" >> beam.FlatMap(read_file, table.fmt, schema_si)
+    )
+    if user_fn is not None:
+        outputs = user_fn(batches | "Records" >> beam.FlatMap(lambda b: b.to_pylist()), c)
+        if not isinstance(outputs, dict):
+            outputs = {"train": outputs}
+        out_schema = schema
+        outputs = {
+            name: pc
+            | f"ToBatch_{name}" >> beam.BatchElements(min_batch_size=1024, max_batch_size=8192)
+            | f"Table_{name}" >> beam.Map(_records_to_table, schema_si)
+            for name, pc in outputs.items()
+        }
+        analyzers: dict[str, Any] = {}
+    else:
+        out_schema = schema | "OutSchema" >> beam.Map(output_schema, cfg)
+        outputs, analyzers = _builtin(beam, batches, cfg, c, beam.pvalue.AsSingleton(out_schema), fmt_fn)
+    shards = cfg.shards_per_split
+    written = [
+        tables
+        | f"Shard_{name}" >> beam.FlatMap(shard_tables, name, shards)
+        | f"Group_{name}" >> beam.GroupByKey()
+        | f"Write_{name}" >> beam.Map(write_shard, location, shards)
+        for name, tables in outputs.items()
+    ]
+    control = [
+        written
+        | "AllFiles" >> beam.Flatten()
+        | "Files" >> beam.combiners.ToList()
+        | "TagFiles" >> beam.Map(_tag, "files"),
+        batches
+        | "InputRows" >> beam.Map(lambda b: b.num_rows)
+        | "SumRows" >> beam.CombineGlobally(sum)
+        | "TagRows" >> beam.Map(_tag, "input_rows"),
+        schema | "InFields" >> beam.Map(schema_fields) | "TagIn" >> beam.Map(_tag, "input_fields"),
+        out_schema | "OutFields" >> beam.Map(schema_fields) | "TagOut" >> beam.Map(_tag, "output_fields"),
+        *(pc | f"Tag_{k}" >> beam.Map(_tag, f"analyzer:{k}") for k, pc in analyzers.items()),
+    ]
+    _ = (
+        control
+        | "AllControl" >> beam.Flatten()
+        | "Control" >> beam.combiners.ToDict()
+        | "WriteControl" >> beam.Map(_write_json, f"{location}/{CONTROL_FILE}")
+    )
+    with worker_errors(), worker_environment(cfg.runner, worker_settings):
         result = p.run()
         if on_started is not None:
             on_started(result)
         result.wait_until_finish()
-        row_counts = json.loads((out_dir / COUNTS_FILE).read_text())
-        analyzers_path = out_dir / ANALYZERS_FILE
-        analyzers = json.loads(analyzers_path.read_text()) if analyzers_path.exists() else {}
-        for name in outputs:
-            row_counts.setdefault(name, 0)
-        return PreprocessResult(
-            out_dir,
-            row_counts,
-            analyzers,
-            input_rows,
-            time.monotonic() - started,
-            cfg.runner or "FnApiRunner",
-            schema_fields(schema),
-            schema_fields(out_schema),
-        )
-    finally:
-        table.close()
+    if output is None:
+        done = json.loads(Path(location, CONTROL_FILE).read_text())
+    else:
+        done = json.loads(store.staged_bytes(output, CONTROL_FILE))
+    if not done["input_rows"]:
+        raise DataValidationError(f"{table.description} has no rows")
+    row_counts = {name: 0 for name in outputs}
+    for f in done["files"]:
+        row_counts[f["split"]] += f["rows"]
+    return PreprocessResult(
+        Path(location) if output is None else None,
+        row_counts,
+        {k.split(":", 1)[1]: v for k, v in done.items() if k.startswith("analyzer:")},
+        done["input_rows"],
+        time.monotonic() - started,
+        cfg.runner or "FnApiRunner",
+        done["input_fields"],
+        done["output_fields"],
+        sorted(({k: f[k] for k in ("path", "size", "sha256")} for f in done["files"]), key=lambda f: f["path"]),
+    )
+
+
+def _tag(value: Any, key: str) -> tuple[str, Any]:
+    return key, value
+
+
+def shard_tables(table: Any, split: str, shards: int) -> Any:
+    """((split, shard), rows of the table in that shard): a row's shard is a function of its
+    content, so every runner puts the same rows in the same file."""
+    if table.num_rows == 0:
+        return
+    if shards == 1:
+        yield (split, 0), table
+        return
+    batch = table.combine_chunks().to_batches()[0]
+    shard = content_hashes(batch) % np.uint64(shards)
+    for s in np.unique(shard):
+        yield (split, int(s)), take(batch, shard == s)
+
+
+def write_shard(item: tuple[tuple[str, int], Any], location: str, shards: int) -> dict[str, Any]:
+    """Write one shard where the output goes (the store's staged version), its rows ordered by
+    their hash: the same rows give the same bytes, whichever runner and bundling. Returns the
+    record the commit is built from."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from airflow_mlcrit.core.dataplane import write_file
+
+    (split, shard), tables = item
+    table = pa.concat_tables([pa.Table.from_batches([t]) if isinstance(t, pa.RecordBatch) else t for t in tables])
+    table = table.combine_chunks()
+    if table.num_rows:
+        table = table.take(np.argsort(content_hashes(table.to_batches()[0]), kind="stable"))
+    rel = f"{split}/part-{shard:05d}-of-{shards:05d}.parquet"
+    record = write_file(location, rel, lambda out: pq.write_table(table, out))
+    return {**record, "split": split, "rows": table.num_rows}
 
 
 def _records_to_table(records: list[dict], schema: Any) -> Any:
@@ -558,36 +636,26 @@ def _records_to_table(records: list[dict], schema: Any) -> Any:
     return pa.Table.from_pylist(records, schema=schema)
 
 
-def _parquet_rows(table: Any) -> int:
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in table.files)
-
-
 def _builtin(
-    beam: Any,
-    batches: Any,
-    cfg: PreprocessConfig,
-    c: dict,
-    out_schema: Any,
-    out_dir: Path,
-    has_text: bool,
-    fmt_fn: FormatAndTokenize,
-) -> dict:
-    """The built-in steps. The text steps (normalize .. near dedup) need the text column in the input;
-    instruction data without one gets its text from the formatting step."""
-    if has_text and cfg.normalize:
+    beam: Any, batches: Any, cfg: PreprocessConfig, c: dict, out_schema: Any, fmt_fn: FormatAndTokenize
+) -> tuple[dict, dict]:
+    """The built-in steps: ({split: tables}, {analyzer: value}). The text steps (normalize .. near
+    dedup) work on the input's text column; batches without one (instruction data, whose text the
+    formatting step makes) pass through them."""
+    if cfg.normalize:
         batches = batches | "Normalize" >> beam.Map(normalize_batch, c)
-    if has_text and (cfg.min_chars is not None or cfg.max_chars is not None):
+    if cfg.min_chars is not None or cfg.max_chars is not None:
         batches = batches | "LengthFilter" >> beam.FlatMap(length_filter, c)
-    if has_text and cfg.exact_dedup:
-        batches = (
-            batches
+    if cfg.exact_dedup:
+        text, other = batches | "HasText" >> beam.Partition(lambda b, n, c=c: 0 if has_text(b, c) else 1, 2)
+        deduped = (
+            text
             | "DedupBuckets" >> beam.FlatMap(to_dedup_buckets, c)
             | "DedupGroup" >> beam.GroupByKey()
             | "DedupPick" >> beam.FlatMap(dedup_group)
         )
-    if has_text and cfg.near_dedup_threshold is not None:
+        batches = (deduped, other) | "Deduped" >> beam.Flatten()
+    if cfg.near_dedup_threshold is not None:
         bands, rows = lsh_bands(cfg.minhash_permutations, cfg.near_dedup_threshold)
         dup_ids = (
             batches
@@ -626,21 +694,13 @@ def _builtin(
             | "MergeWords" >> beam.CombineGlobally(merge_counts)
             | "TopWords" >> beam.Map(top_words, cfg.vocabulary_size)
         )
-    if analyzers:
-        merged = [pc | f"Tag_{k}" >> beam.Map(lambda v, k=k: (k, v)) for k, pc in analyzers.items()]
-        _ = (
-            merged
-            | "AllAnalyzers" >> beam.Flatten()
-            | "AnalyzersDict" >> beam.combiners.ToDict()
-            | "WriteAnalyzers" >> beam.Map(_write_json, str(out_dir / ANALYZERS_FILE))
-        )
     keyed = batches | "Split" >> beam.FlatMap(keyed_by_split, c)
     names = list(cfg.splits)
     parts = keyed | "Partition" >> beam.Partition(lambda kv, n, names=names: names.index(kv[0]), len(names))
     return {
         name: parts[i] | f"Unkey_{name}" >> beam.Values() | f"Cast_{name}" >> beam.Map(_cast_table, out_schema)
         for i, name in enumerate(names)
-    }
+    }, analyzers
 
 
 def _cast_table(batch: Any, schema: Any) -> Any:

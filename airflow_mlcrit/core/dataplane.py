@@ -1,0 +1,213 @@
+"""Where Beam steps move data: the workers read inputs and write outputs in the store themselves.
+
+The launcher (the Airflow task) only lists: a dataset artifact's files come from its manifest,
+an ``s3://`` prefix from one listing. Workers open each file through Beam's filesystems (S3
+credentials and endpoint travel as pipeline options, derived from the store's connection),
+check it against the manifest digest as they read it, and write output shards straight into a
+staged version of the store, recording each shard's path, size and SHA-256; the launcher
+commits the version from those records without reading a byte of data. No heavy import at
+module level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from airflow_mlcrit.core.artifacts import ArtifactStore, LocalBackend, Manifest, S3Backend
+from airflow_mlcrit.exceptions import ArtifactIntegrityError, ConfigError, DataValidationError
+
+SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+# Beam 2.77's DaskRunner runs, but silently drops what it does not translate (a second output of
+# with_outputs, a second sink) and loses elements of RunInference: refused, not trusted.
+REFUSED_RUNNERS = {
+    "DaskRunner": "Beam's DaskRunner (as of 2.77) silently drops transforms it does not translate "
+    "(extra outputs, a second sink) and loses elements, so a pipeline can commit wrong data without "
+    "an error; use FnApiRunner, PortableRunner, FlinkRunner, SparkRunner or DataflowRunner",
+}
+_SPOOL_IN_MEMORY = 64 << 20  # a worker keeps a file this small in memory, a larger one on its own disk
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One input file as a worker opens it: a URI Beam's filesystems read (``s3://...`` or a
+    local path), and the digest to check it against when it is an artifact's file."""
+
+    uri: str
+    label: str  # for messages: "train/part-0.parquet of dataset/x@v3"
+    sha256: str | None = None
+    size: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.uri.rsplit("/", 1)[-1]
+
+    @property
+    def suffix(self) -> str:
+        return Path(self.name).suffix.lower()
+
+
+def check_runner(runner: str | None) -> None:
+    """A ConfigError for a runner that cannot run these pipelines correctly."""
+    short = (runner or "").rsplit(".", 1)[-1]
+    if short in REFUSED_RUNNERS:
+        raise ConfigError(f"runner {runner!r} is refused: {REFUSED_RUNNERS[short]}")
+
+
+def artifact_files(store: ArtifactStore, manifest: Manifest) -> list[DataFile]:
+    """The data files of a committed version, where workers read them (no byte read here)."""
+    prefix = f"{manifest.kind}/{manifest.name}/v{manifest.version:06d}"
+    out = []
+    for f in manifest.files:
+        if Path(f["path"]).suffix.lower() not in SUFFIXES:
+            continue
+        key = f"{prefix}/{f['path']}"
+        uri = str(store.backend.root / key) if isinstance(store.backend, LocalBackend) else store.backend.uri(key)
+        out.append(DataFile(uri, f"{f['path']} of {manifest.ref}", f["sha256"], f["size"]))
+    return out
+
+
+def s3_prefix_files(uri: str, s3_options: dict[str, Any]) -> list[DataFile]:
+    """The data files under an ``s3://bucket/prefix`` (one listing; nothing downloaded)."""
+    import boto3
+
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    client = boto3.client("s3", **s3_options)
+    return [
+        DataFile(f"s3://{bucket}/{o['Key']}", f"s3://{bucket}/{o['Key']}", None, o["Size"])
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+        for o in page.get("Contents", [])
+        if Path(o["Key"]).suffix.lower() in SUFFIXES
+    ]
+
+
+def worker_options(store: ArtifactStore | None, s3_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Beam pipeline options that let workers reach the store's S3 server with its credentials
+    (``s3_*`` of Beam's S3Options). Empty for a local store or when boto3's default chain
+    applies. They hold secrets: pass them to Beam, never to a log or a lineage facet."""
+    options = dict(s3_options or {})
+    if store is not None and isinstance(store.backend, S3Backend):
+        options = {**store.backend.client_options, **options}
+    names = {
+        "endpoint_url": "s3_endpoint_url",
+        "region_name": "s3_region_name",
+        "aws_access_key_id": "s3_access_key_id",
+        "aws_secret_access_key": "s3_secret_access_key",
+        "aws_session_token": "s3_session_token",
+    }
+    return {names[k]: v for k, v in options.items() if k in names and v}
+
+
+_ENVIRONMENT = {
+    "s3_endpoint_url": "AWS_ENDPOINT_URL_S3",
+    "s3_region_name": "AWS_DEFAULT_REGION",
+    "s3_access_key_id": "AWS_ACCESS_KEY_ID",
+    "s3_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "s3_session_token": "AWS_SESSION_TOKEN",
+}
+
+
+@contextlib.contextmanager
+def worker_environment(runner: str | None, options: dict[str, Any]) -> Iterator[None]:
+    """FnApiRunner gives its workers no pipeline options (their PIPELINE_OPTIONS is ``{}``, and
+    in-process FileSystems gets none either), so Beam's S3 filesystem there falls back to boto3's
+    default chain: for the run, put the S3 settings in the environment its workers inherit.
+    Other runners get them as pipeline options."""
+    if (runner or "FnApiRunner") != "FnApiRunner":
+        yield
+        return
+    settings = {_ENVIRONMENT[k]: str(v) for k, v in options.items() if k in _ENVIRONMENT and v}
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def open_verified(f: DataFile) -> IO[bytes]:
+    """The whole file, read once through Beam's filesystems and checked against its digest as it
+    is read; a mismatch is an ArtifactIntegrityError naming the file. Kept in memory up to 64 MiB,
+    beyond that on the worker's own disk, so a format that seeks (Parquet) can read it."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, prefix="mlcrit-in-")
+    digest, size = hashlib.sha256(), 0
+    try:
+        with FileSystems.open(f.uri, compression_type=CompressionTypes.UNCOMPRESSED) as src:
+            while chunk := src.read(8 << 20):
+                digest.update(chunk)
+                spool.write(chunk)
+                size += len(chunk)
+    except FileNotFoundError:
+        spool.close()
+        if f.sha256 is not None:
+            raise ArtifactIntegrityError(f"{f.label} is listed in its manifest but missing from the store") from None
+        raise DataValidationError(f"{f.label} does not exist (any more)") from None
+    except OSError as exc:
+        spool.close()
+        if "Not Found" in str(exc) or "404" in str(exc):
+            raise ArtifactIntegrityError(f"{f.label} is listed in its manifest but missing from the store") from None
+        raise
+    if f.sha256 is not None and (digest.hexdigest() != f.sha256 or size != f.size):
+        spool.close()
+        raise ArtifactIntegrityError(
+            f"{f.label} does not match its manifest digest (expected sha256 {f.sha256[:12]}..., {f.size} bytes; "
+            f"read {digest.hexdigest()[:12]}..., {size} bytes): the stored copy is corrupt; restore it or use "
+            "another version"
+        )
+    spool.seek(0)
+    return spool
+
+
+class HashingWriter:
+    """A write-only stream that hashes and counts what passes through it."""
+
+    closed = False  # the file-object protocol pyarrow checks
+
+    def __init__(self, raw: Any):
+        self.raw, self.sha256, self.size = raw, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        data = bytes(data)
+        self.raw.write(data)
+        self.sha256.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:  # the caller closes the underlying stream
+        pass
+
+
+def write_file(location: str, rel: str, fill: Any) -> dict[str, Any]:
+    """Write ``location/rel`` through Beam's filesystems (S3 or local) with ``fill(stream)``, and
+    return its record {path, size, sha256}: what the commit is built from."""
+    from apache_beam.io.filesystems import FileSystems
+
+    uri = f"{location.rstrip('/')}/{rel}"
+    if "://" not in uri:
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    with FileSystems.create(uri) as raw:
+        out = HashingWriter(raw)
+        fill(out)
+    return {"path": rel, "size": out.size, "sha256": out.sha256.hexdigest()}
