@@ -11,11 +11,9 @@ module level.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -87,65 +85,53 @@ def s3_prefix_files(uri: str, s3_options: dict[str, Any]) -> list[DataFile]:
     ]
 
 
-def worker_options(store: ArtifactStore | None, s3_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Beam pipeline options that let workers reach the store's S3 server with its credentials
-    (``s3_*`` of Beam's S3Options). Empty for a local store or when boto3's default chain
-    applies. They hold secrets: pass them to Beam, never to a log or a lineage facet."""
-    options = dict(s3_options or {})
-    if store is not None and isinstance(store.backend, S3Backend):
-        options = {**store.backend.client_options, **options}
-    names = {
-        "endpoint_url": "s3_endpoint_url",
-        "region_name": "s3_region_name",
-        "aws_access_key_id": "s3_access_key_id",
-        "aws_secret_access_key": "s3_secret_access_key",
-        "aws_session_token": "s3_session_token",
-    }
-    return {names[k]: v for k, v in options.items() if k in names and v}
-
-
-_ENVIRONMENT = {
-    "s3_endpoint_url": "AWS_ENDPOINT_URL_S3",
-    "s3_region_name": "AWS_DEFAULT_REGION",
-    "s3_access_key_id": "AWS_ACCESS_KEY_ID",
-    "s3_secret_access_key": "AWS_SECRET_ACCESS_KEY",
-    "s3_session_token": "AWS_SESSION_TOKEN",
+_S3_SETTINGS = {
+    "endpoint_url": "s3_endpoint_url",
+    "region_name": "s3_region_name",
+    "aws_access_key_id": "s3_access_key_id",
+    "aws_secret_access_key": "s3_secret_access_key",
+    "aws_session_token": "s3_session_token",
 }
 
 
-@contextlib.contextmanager
-def worker_environment(runner: str | None, options: dict[str, Any]) -> Iterator[None]:
-    """FnApiRunner gives its workers no pipeline options (their PIPELINE_OPTIONS is ``{}``, and
-    in-process FileSystems gets none either), so Beam's S3 filesystem there falls back to boto3's
-    default chain: for the run, put the S3 settings in the environment its workers inherit.
-    Other runners get them as pipeline options."""
-    if (runner or "FnApiRunner") != "FnApiRunner":
-        yield
-        return
-    settings = {_ENVIRONMENT[k]: str(v) for k, v in options.items() if k in _ENVIRONMENT and v}
-    saved = {k: os.environ.get(k) for k in settings}
-    os.environ.update(settings)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def worker_io(store: ArtifactStore | None, pipeline_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The S3 settings workers open files with (Beam's S3Options names): the store's endpoint,
+    region and keys, overridden by ``s3_*`` entries of the step's pipeline options. Empty for a
+    local store, or an S3 connection without keys (the workers' own role then applies).
+
+    They travel with the pipeline's functions, as Beam ships any argument of a DoFn, not as
+    pipeline options: runners display those (Dataflow's job page), and FnApiRunner's and an
+    external pool's workers never hand them to Beam's FileSystems. Never log them."""
+    io = {}
+    if store is not None and isinstance(store.backend, S3Backend):
+        io = {_S3_SETTINGS[k]: v for k, v in store.backend.client_options.items() if k in _S3_SETTINGS}
+    io.update({k: v for k, v in (pipeline_options or {}).items() if k in _S3_SETTINGS.values() and v})
+    return io
 
 
-def open_verified(f: DataFile) -> IO[bytes]:
+def _filesystem(uri: str, io: Mapping[str, Any] | None) -> Any:
+    """Beam's filesystem for ``uri``; for S3 with explicit settings, one built from them (Beam's
+    FileSystems gets no options in FnApiRunner's or an external pool's workers)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    if io and uri.startswith("s3://"):
+        from apache_beam.io.aws.s3filesystem import S3FileSystem
+
+        return S3FileSystem(pipeline_options=dict(io))
+    return FileSystems.get_filesystem(uri)
+
+
+def open_verified(f: DataFile, io: Mapping[str, Any] | None = None) -> IO[bytes]:
     """The whole file, read once through Beam's filesystems and checked against its digest as it
     is read; a mismatch is an ArtifactIntegrityError naming the file. Kept in memory up to 64 MiB,
     beyond that on the worker's own disk, so a format that seeks (Parquet) can read it."""
     from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
 
     spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, prefix="mlcrit-in-")
     digest, size = hashlib.sha256(), 0
     try:
-        with FileSystems.open(f.uri, compression_type=CompressionTypes.UNCOMPRESSED) as src:
+        fs = _filesystem(f.uri, io)
+        with fs.open(f.uri, compression_type=CompressionTypes.UNCOMPRESSED) as src:
             while chunk := src.read(8 << 20):
                 digest.update(chunk)
                 spool.write(chunk)
@@ -199,15 +185,13 @@ class HashingWriter:
         pass
 
 
-def write_file(location: str, rel: str, fill: Any) -> dict[str, Any]:
+def write_file(location: str, rel: str, fill: Any, io: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write ``location/rel`` through Beam's filesystems (S3 or local) with ``fill(stream)``, and
     return its record {path, size, sha256}: what the commit is built from."""
-    from apache_beam.io.filesystems import FileSystems
-
     uri = f"{location.rstrip('/')}/{rel}"
     if "://" not in uri:
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
-    with FileSystems.create(uri) as raw:
+    with _filesystem(uri, io).create(uri) as raw:
         out = HashingWriter(raw)
         fill(out)
     return {"path": rel, "size": out.size, "sha256": out.sha256.hexdigest()}

@@ -46,6 +46,7 @@ class TableSource:
     description: str
     manifest: Manifest | None = None  # set when the source is an artifact
     _tmp: Any = field(default=None, repr=False)
+    io: dict[str, Any] = field(default_factory=dict, repr=False)  # S3 settings of DataFiles (dataplane.worker_io)
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -176,7 +177,7 @@ def iter_batches(table: TableSource, batch_size: int = 65_536, columns: list[str
     total = 0
     for f in table.files:
         where = _where(table, f)
-        with _opened(f) as src:
+        with _opened(f, table.io) as src:
             if _size(src) == 0:
                 raise DataValidationError(f"{where} is empty (0 bytes): nothing to read")
             try:
@@ -214,14 +215,14 @@ def iter_batches(table: TableSource, batch_size: int = 65_536, columns: list[str
 
 
 @contextlib.contextmanager
-def _opened(f: Path | DataFile) -> Iterator[Any]:
+def _opened(f: Path | DataFile, io: dict[str, Any]) -> Iterator[Any]:
     """A local path as it is; a DataFile read whole and checked against its digest."""
     if not isinstance(f, DataFile):
         yield f
         return
     from airflow_mlcrit.core.dataplane import open_verified
 
-    spool = open_verified(f)
+    spool = open_verified(f, io)
     try:
         yield spool
     finally:

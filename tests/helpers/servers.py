@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -79,14 +81,37 @@ class MotoServer:
 
 class BeamPortableEngine:
     """Beam's own local job service plus an external worker pool, each a separate process on
-    127.0.0.1: a real multi-process engine behind the portable runner (no Docker, no download)."""
+    127.0.0.1: a real multi-process engine behind the portable runner (no Docker, no download).
 
-    def __init__(self) -> None:
+    ``isolated``: both run in their own mount namespace (``unshare --mount``, as root) with a
+    private tmpfs over /tmp, where every test's files, the launcher's temporary directories and a
+    local store live: the cluster then shares no disk with the launcher, as on a real cluster,
+    and any path only the launcher can see fails loudly. The code (this checkout) stays visible,
+    as an installed package would be on real workers."""
+
+    def __init__(self, isolated: bool = False) -> None:
         import pathlib
 
+        self.isolated = isolated
         self.job_port, self.pool_port = free_port(), free_port()
         # The pool starts SDK workers as `python ...`: put this interpreter first on PATH.
         env = dict(os.environ, PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        if isolated:
+            job = f"{sys.executable} -m apache_beam.runners.portability.local_job_service_main --port {self.job_port}"
+            pool = f"{sys.executable} -m apache_beam.runners.worker.worker_pool_main --service_port {self.pool_port}"
+            script = f"mount -t tmpfs tmpfs /tmp && {{ {job} & {pool} & wait; }}"
+            self.procs = [
+                subprocess.Popen(
+                    ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            ]
+            wait_for_port(self.job_port, self.procs[0], timeout=60)
+            wait_for_port(self.pool_port, self.procs[0], timeout=60)
+            return
         self.procs = [
             subprocess.Popen(
                 [
@@ -126,12 +151,15 @@ class BeamPortableEngine:
 
     def stop(self) -> None:
         for p in self.procs:
-            p.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM) if self.isolated else p.terminate()
         for p in self.procs:
             try:
                 p.wait(10)
             except subprocess.TimeoutExpired:
-                p.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL) if self.isolated else p.kill()
+                p.wait(10)
 
 
 class SeaweedFS:

@@ -58,12 +58,12 @@ def schema_fields(schema: Any) -> list[dict[str, str]]:
 READ_BATCH = 8192
 
 
-def read_file(f: Any, fmt: str, expected: Any) -> Any:
+def read_file(f: Any, fmt: str, expected: Any, io: dict) -> Any:
     """Record batches of one input file, read where this runs (a worker) and checked against its
     digest; every file must have the first file's schema (``expected``)."""
     from airflow_mlcrit.core.tables import TableSource, iter_batches
 
-    for batch in iter_batches(TableSource([f], fmt, f.label), READ_BATCH):
+    for batch in iter_batches(TableSource([f], fmt, f.label, io=io), READ_BATCH):
         if not batch.schema.equals(expected):
             from airflow_mlcrit.core.tables import _schema_diff
 
@@ -71,11 +71,11 @@ def read_file(f: Any, fmt: str, expected: Any) -> Any:
         yield batch
 
 
-def input_schema(f: Any, fmt: str, cfg: dict) -> Any:
+def input_schema(f: Any, fmt: str, cfg: dict, io: dict) -> Any:
     """The input's schema from its first file (in a worker), checked against the config."""
     from airflow_mlcrit.core.tables import TableSource, iter_batches
 
-    schema = next(iter_batches(TableSource([f], fmt, f.label), 1024)).schema
+    schema = next(iter_batches(TableSource([f], fmt, f.label, io=io), 1024)).schema
     check_inputs(PreprocessConfig.from_dict(cfg), schema)
     return schema
 
@@ -401,11 +401,10 @@ def top_words(counts: dict[str, int], n: int) -> list[list[Any]]:
     return [[w, c] for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n] if w]
 
 
-def _write_json(value: Any, path: str) -> None:
-    from apache_beam.io.filesystems import FileSystems
+def _write_json(value: Any, location: str, rel: str, io: dict) -> None:
+    from airflow_mlcrit.core.dataplane import write_file
 
-    with FileSystems.create(path) as f:
-        f.write(json.dumps(value, sort_keys=True, default=str).encode())
+    write_file(location, rel, lambda f: f.write(json.dumps(value, sort_keys=True, default=str).encode()), io)
 
 
 # ---- the pipeline ----------------------------------------------------------------------------
@@ -492,7 +491,7 @@ def run_preprocess(
     except ImportError:
         raise MissingDependencyError("apache-beam", "beam") from None
     from airflow_mlcrit.core.beam import pipeline_options, worker_errors
-    from airflow_mlcrit.core.dataplane import check_runner, worker_environment, worker_options
+    from airflow_mlcrit.core.dataplane import check_runner, worker_io
     from airflow_mlcrit.core.tables import locate_table
 
     cfg = PreprocessConfig.coerce(cfg)
@@ -514,15 +513,15 @@ def run_preprocess(
     fmt_fn = FormatAndTokenize(cfg.to_dict()).prepare()  # fails here, not in a worker, on a bad tokenizer
     c = cfg.to_dict()
     started = time.monotonic()
-    worker_settings = {**worker_options(store), **cfg.pipeline_options}
-    options = pipeline_options(cfg.runner, worker_settings)
+    io = worker_io(store, cfg.pipeline_options)
+    options = pipeline_options(cfg.runner, cfg.pipeline_options)
     p = beam.Pipeline(options=options)
-    schema = p | "First" >> beam.Create(table.files[:1]) | "Schema" >> beam.Map(input_schema, table.fmt, c)
+    schema = p | "First" >> beam.Create(table.files[:1]) | "Schema" >> beam.Map(input_schema, table.fmt, c, io)
     schema_si = beam.pvalue.AsSingleton(schema)
     batches = (
         p
         | "Read" >> beam.Create(table.files, reshuffle=True)
-        | "Batches" >> beam.FlatMap(read_file, table.fmt, schema_si)
+        | "Batches" >> beam.FlatMap(read_file, table.fmt, schema_si, io)
     )
     if user_fn is not None:
         outputs = user_fn(batches | "Records" >> beam.FlatMap(lambda b: b.to_pylist()), c)
@@ -544,7 +543,7 @@ def run_preprocess(
         tables
         | f"Shard_{name}" >> beam.FlatMap(shard_tables, name, shards)
         | f"Group_{name}" >> beam.GroupByKey()
-        | f"Write_{name}" >> beam.Map(write_shard, location, shards)
+        | f"Write_{name}" >> beam.Map(write_shard, location, shards, io)
         for name, tables in outputs.items()
     ]
     control = [
@@ -564,9 +563,9 @@ def run_preprocess(
         control
         | "AllControl" >> beam.Flatten()
         | "Control" >> beam.combiners.ToDict()
-        | "WriteControl" >> beam.Map(_write_json, f"{location}/{CONTROL_FILE}")
+        | "WriteControl" >> beam.Map(_write_json, location, CONTROL_FILE, io)
     )
-    with worker_errors(), worker_environment(cfg.runner, worker_settings):
+    with worker_errors():
         result = p.run()
         if on_started is not None:
             on_started(result)
@@ -611,7 +610,7 @@ def shard_tables(table: Any, split: str, shards: int) -> Any:
         yield (split, int(s)), take(batch, shard == s)
 
 
-def write_shard(item: tuple[tuple[str, int], Any], location: str, shards: int) -> dict[str, Any]:
+def write_shard(item: tuple[tuple[str, int], Any], location: str, shards: int, io: dict) -> dict[str, Any]:
     """Write one shard where the output goes (the store's staged version), its rows ordered by
     their hash: the same rows give the same bytes, whichever runner and bundling. Returns the
     record the commit is built from."""
@@ -626,7 +625,7 @@ def write_shard(item: tuple[tuple[str, int], Any], location: str, shards: int) -
     if table.num_rows:
         table = table.take(np.argsort(content_hashes(table.to_batches()[0]), kind="stable"))
     rel = f"{split}/part-{shard:05d}-of-{shards:05d}.parquet"
-    record = write_file(location, rel, lambda out: pq.write_table(table, out))
+    record = write_file(location, rel, lambda out: pq.write_table(table, out), io)
     return {**record, "split": split, "rows": table.num_rows}
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
 from airflow_mlcrit.core.preprocessing.pipeline import run_preprocess
-from airflow_mlcrit.exceptions import ArtifactIntegrityError, ConfigError
+from airflow_mlcrit.exceptions import ArtifactIntegrityError, ConfigError, DataValidationError
 from tests.conftest import make_s3_root
 from tests.helpers.fault_proxy import FaultProxy
 
@@ -111,3 +111,84 @@ def test_dask_runner_is_refused(tmp_path):
     runner = "apache_beam.runners.dask.dask_runner.DaskRunner"
     with pytest.raises(ConfigError, match="silently drops transforms it does not translate"):
         run_preprocess({"source": str(_dataset(tmp_path)), "runner": runner}, workdir=tmp_path / "w")
+
+
+@pytest.mark.slow
+def test_a_cluster_that_shares_no_disk_with_the_launcher(stores, moto_server, tmp_path):
+    """The portable runner's job service and worker pool in their own mount namespace with a
+    private /tmp: the launcher's files (this test's tmp_path, the local store) do not exist there.
+    The S3 run still equals the local FnApiRunner run, digest for digest."""
+    from tests.helpers.servers import BeamPortableEngine
+
+    local, s3, proxy = stores
+    engine = BeamPortableEngine(isolated=True)
+    try:
+        cfg = {**CONFIG, "source": "dataset/reviews@v1", "pipeline_options": {"direct_num_workers": 1}}
+        _, local_out = _run(local, cfg)
+        remote = {**engine.options, "s3_endpoint_url": moto_server.endpoint_url, "s3_region_name": "us-east-1"}
+        proxy.requests.clear()
+        result, s3_out = _run(s3, {**cfg, "runner": "PortableRunner", "pipeline_options": remote})
+        assert s3_out.digest == local_out.digest and sum(result.row_counts.values()) == 1200
+        payload = re.compile(r"/(dataset|transformed_dataset)/reviews/v000001/(?!_).*\.parquet")
+        assert [p for m, p in proxy.requests if m == "GET" and payload.search(p)] == []
+
+        # a path only the launcher can see fails loudly on that cluster
+        (tmp_path / "launcher-only").mkdir()
+        data = _dataset(tmp_path / "launcher-only", files=1)
+        with pytest.raises(DataValidationError, match=r"launcher-only/reviews/part-0.parquet does not exist"):
+            run_preprocess(
+                {**cfg, "source": str(data), "runner": "PortableRunner", "pipeline_options": remote},
+                workdir=tmp_path / "w",
+            )
+    finally:
+        engine.stop()
+
+
+_LAUNCHER = """
+import sys
+from airflow_mlcrit.core.artifacts import open_store
+from airflow_mlcrit.core.preprocessing.pipeline import run_preprocess
+store = open_store(sys.argv[1], endpoint_url=sys.argv[2], region_name="us-east-1")
+staged = store.stage("transformed_dataset/reviews")
+print(staged.version, flush=True)
+result = run_preprocess({**%r, "source": "dataset/reviews@v1"}, store=store, output=staged)
+store.commit_staged(staged, result.files)
+print("committed", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_launcher_killed_mid_pipeline_leaves_staging_that_gc_removes(stores, moto_server):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _, s3, _ = stores
+    s3 = open_store(s3.root_uri, endpoint_url=moto_server.endpoint_url, region_name="us-east-1")
+    cfg = {**CONFIG, "shards_per_split": 4}
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", _LAUNCHER % cfg, s3.root_uri, moto_server.endpoint_url],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert launcher.stdout.readline().strip() == "1"
+    deadline = time.monotonic() + 120
+    while not any(k.endswith(".parquet") for k in s3.backend.list_keys("transformed_dataset/reviews/v000001")):
+        assert launcher.poll() is None and time.monotonic() < deadline, "no shard was written"
+        time.sleep(0.05)
+    os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and its workers, as a lost machine goes
+    launcher.wait(30)
+    assert s3.versions("transformed_dataset/reviews") == []  # nothing visible
+
+    result, out = _run(s3, {**cfg, "source": "dataset/reviews@v1"})  # the retry
+    assert (out.version, sum(result.row_counts.values())) == (2, 1200)
+    assert s3.versions("transformed_dataset/reviews") == [2]
+    [orphan] = s3.gc(grace_seconds=0, dry_run=False)
+    assert orphan.ref == "transformed_dataset/reviews@v1"
+    assert s3.backend.list_keys("transformed_dataset/reviews/v000001") == [
+        "transformed_dataset/reviews/v000001/_MANIFEST.json"
+    ]
+    assert s3.versions("transformed_dataset/reviews") == [2] and s3.verify(out.ref).digest == out.digest
