@@ -44,10 +44,18 @@ class ComputeStatisticsOperator(DatasetStepOperator):
         cfg = StatisticsConfig.from_dict({**self.config_dict(), "source": source})
         description = f"statistics of {source}"
         out = self.committed(context, key, parents, description=description)
+        staged = None
         if out is not None:  # an earlier try committed them: no second pass over the data
             result = StatisticsResult(json.loads(self.store.read_bytes(out.ref, STATISTICS_FILE)), None)
         else:
-            result = compute_statistics(cfg, store=self.store)
+            # On Beam the workers read the data where it is and report into a staged version.
+            staged = self.store.stage(key) if cfg.engine == "beam" else None
+            try:
+                result = compute_statistics(cfg, store=self.store, output=staged)
+            except BaseException as exc:
+                if staged is not None:
+                    self.store.abandon(staged, f"{type(exc).__name__} in {context['ti'].task_id}")
+                raise
             self.log.info(
                 "profiled %s: %s rows, %s columns in %ss",
                 source,
@@ -61,6 +69,17 @@ class ComputeStatisticsOperator(DatasetStepOperator):
             dataQualityMetrics=quality_metrics(result.statistics),
             schema=schema_facet(result.statistics),
         )
+        if out is None and staged is not None:
+            record = self.store.write_staged(staged, STATISTICS_FILE, json.dumps(result.statistics, sort_keys=True))
+            out = self.commit(
+                context,
+                key,
+                staged,
+                files=[record],
+                parents=parents,
+                metadata={"source": source},
+                description=description,
+            )
         if out is None:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / STATISTICS_FILE

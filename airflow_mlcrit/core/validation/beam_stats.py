@@ -11,49 +11,57 @@ from typing import Any
 
 from airflow_mlcrit.exceptions import MissingDependencyError
 
-
-def _splits(files: list[Path], fmt: str) -> list[tuple[str, int | None]]:
-    """(file, row group) units of work; CSV and JSONL files are one unit each."""
-    if fmt != "parquet":
-        return [(str(f), None) for f in files]
-    import pyarrow.parquet as pq
-
-    return [(str(f), g) for f in files for g in range(pq.ParquetFile(f).metadata.num_row_groups)]
+RESULT_FILE = "_staging/statistics.json"  # what the workers report, beside a staged version's files
 
 
-def profile_split(
-    split: tuple[int, tuple[str, int | None]], cfg_dict: dict[str, Any], kinds: dict[str, str], fmt: str
-) -> Any:
-    """Profile one split in a worker; returns a picklable TableProfiler."""
-    import pyarrow.parquet as pq
+def column_kinds(f: Any, fmt: str, cfg_dict: dict[str, Any], io: dict) -> dict[str, str]:
+    """The kind of every column, from the first file's first batch (in a worker): every file is
+    profiled with these, so they agree."""
+    from airflow_mlcrit.core.tables import TableSource, iter_batches
+    from airflow_mlcrit.core.validation.statistics import StatisticsConfig, check_width, classify
 
+    cfg = StatisticsConfig.from_dict(cfg_dict)
+    first = next(iter_batches(TableSource([f], fmt, f.label, io=io), min(cfg.batch_size, 10_000), cfg.columns))
+    check_width(first.schema.names, cfg.max_columns)
+    return {field_.name: classify(field_, first, cfg) for field_ in first.schema}
+
+
+def profile_file(item: tuple[int, Any], cfg_dict: dict[str, Any], kinds: dict[str, str], fmt: str, io: dict) -> Any:
+    """Profile one file where this runs (a worker), read and checked against its digest there;
+    returns a picklable TableProfiler."""
     from airflow_mlcrit.core.tables import TableSource, iter_batches
     from airflow_mlcrit.core.validation.statistics import StatisticsConfig, TableProfiler
 
-    index, (path, row_group) = split
+    index, f = item
     cfg = StatisticsConfig.from_dict(cfg_dict)
     profiler = TableProfiler(cfg, kinds=kinds, split=index)
-    if row_group is None:
-        for batch in iter_batches(TableSource([Path(path)], fmt, path), cfg.batch_size, cfg.columns):
-            profiler.add(batch)
-    else:
-        for batch in pq.ParquetFile(path).iter_batches(
-            batch_size=cfg.batch_size, row_groups=[row_group], columns=cfg.columns
-        ):
-            profiler.add(batch)
+    for batch in iter_batches(TableSource([f], fmt, f.label, io=io), cfg.batch_size, cfg.columns):
+        profiler.add(batch)
     profiler._tokenizer = None
     return profiler
 
 
+def write_result(profiler: Any, location: str, io: dict) -> None:
+    from airflow_mlcrit.core.dataplane import write_file
+
+    data = json.dumps(profiler.result()).encode()
+    write_file(location, RESULT_FILE, lambda out: out.write(data), io)
+
+
 def compute_with_beam(
-    cfg: Any, table: Any, kinds: dict[str, str], runner: str | None, options: dict[str, Any] | None
+    cfg: Any, table: Any, runner: str | None, options: dict[str, Any] | None, *, store: Any = None, output: Any = None
 ) -> dict[str, Any]:
-    from airflow_mlcrit.core.beam import pipeline_options
+    """Profile ``table`` (DataFiles, see tables.locate_table) on Beam: each worker reads its files
+    where they are; the merged profile comes back through ``output`` (a staged version of
+    ``store``), or without one through a local directory (FnApiRunner on this machine)."""
+    from airflow_mlcrit.core.beam import pipeline_options, worker_errors
+    from airflow_mlcrit.core.dataplane import check_runner, worker_io
 
     try:
         import apache_beam as beam
     except ImportError:
         raise MissingDependencyError("apache-beam", "beam") from None
+    check_runner(runner)
 
     class MergeProfiles(beam.CombineFn):
         def create_accumulator(self) -> Any:
@@ -72,16 +80,21 @@ def compute_with_beam(
         def extract_output(self, acc: Any) -> Any:
             return acc
 
-    splits = list(enumerate(_splits(table.files, table.fmt)))
+    io = worker_io(store, options)
     cfg_dict = cfg.to_dict()
     with tempfile.TemporaryDirectory(prefix="mlcrit-beam-stats-") as tmp:
-        out = Path(tmp) / "statistics.json"
-        with beam.Pipeline(options=pipeline_options(runner, options)) as p:
+        location = output.location if output is not None else tmp
+        with worker_errors(), beam.Pipeline(options=pipeline_options(runner, options)) as p:
+            kinds = (
+                p | "First" >> beam.Create(table.files[:1]) | "Kinds" >> beam.Map(column_kinds, table.fmt, cfg_dict, io)
+            )
             _ = (
                 p
-                | "Splits" >> beam.Create(splits, reshuffle=True)
-                | "Profile" >> beam.Map(profile_split, cfg_dict, kinds, table.fmt)
+                | "Files" >> beam.Create(list(enumerate(table.files)), reshuffle=True)
+                | "Profile" >> beam.Map(profile_file, cfg_dict, beam.pvalue.AsSingleton(kinds), table.fmt, io)
                 | "Merge" >> beam.CombineGlobally(MergeProfiles())
-                | "Write" >> beam.Map(lambda prof, path=str(out): Path(path).write_text(json.dumps(prof.result())))
+                | "Write" >> beam.Map(write_result, location, io)
             )
-        return json.loads(out.read_text())
+        if output is not None:
+            return json.loads(store.staged_bytes(output, RESULT_FILE))
+        return json.loads(Path(tmp, RESULT_FILE).read_text())

@@ -440,22 +440,25 @@ def check_width(names: list[str], limit: int) -> None:
         )
 
 
-def compute_statistics(cfg: StatisticsConfig | dict[str, Any], *, store: Any = None) -> StatisticsResult:
-    """Profile ``cfg.source`` in one streaming pass."""
-    from airflow_mlcrit.core.tables import iter_batches, open_table
+def compute_statistics(
+    cfg: StatisticsConfig | dict[str, Any], *, store: Any = None, output: Any = None
+) -> StatisticsResult:
+    """Profile ``cfg.source`` in one streaming pass. With ``engine="beam"`` the Beam workers read
+    the data where it is (nothing is downloaded here) and report through ``output``, a staged
+    version of ``store`` (see beam_stats.compute_with_beam)."""
+    from airflow_mlcrit.core.tables import iter_batches, locate_table, open_table
 
     cfg = StatisticsConfig.coerce(cfg)
+    if cfg.engine == "beam":
+        from airflow_mlcrit.core.validation.beam_stats import compute_with_beam
+
+        located = locate_table(cfg.source, store=store, fmt=cfg.format)
+        extra = {"source": located.description, "source_format": located.fmt, "config": cfg.to_dict()}
+        stats = compute_with_beam(cfg, located, cfg.runner, cfg.pipeline_options, store=store, output=output)
+        return StatisticsResult({**stats, **extra, "engine": "beam"}, located)
     table = open_table(cfg.source, store=store, fmt=cfg.format)
     try:
         extra = {"source": table.description, "source_format": table.fmt, "config": cfg.to_dict()}
-        if cfg.engine == "beam":
-            from airflow_mlcrit.core.validation.beam_stats import compute_with_beam
-
-            first = next(iter_batches(table, min(cfg.batch_size, 10_000), cfg.columns))
-            check_width(first.schema.names, cfg.max_columns)
-            kinds = {f.name: classify(f, first, cfg) for f in first.schema}  # every split must agree
-            stats = compute_with_beam(cfg, table, kinds, cfg.runner, cfg.pipeline_options)
-            return StatisticsResult({**stats, **extra, "engine": "beam"}, table)
         profiler = TableProfiler(cfg)
         for batch in iter_batches(table, cfg.batch_size, cfg.columns):
             profiler.add(batch)

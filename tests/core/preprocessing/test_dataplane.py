@@ -11,6 +11,7 @@ import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
 from airflow_mlcrit.core.preprocessing.pipeline import run_preprocess
+from airflow_mlcrit.core.validation.statistics import compute_statistics
 from airflow_mlcrit.exceptions import ArtifactIntegrityError, ConfigError, DataValidationError
 from tests.conftest import make_s3_root
 from tests.helpers.fault_proxy import FaultProxy
@@ -130,6 +131,15 @@ def test_a_cluster_that_shares_no_disk_with_the_launcher(stores, moto_server, tm
         result, s3_out = _run(s3, {**cfg, "runner": "PortableRunner", "pipeline_options": remote})
         assert s3_out.digest == local_out.digest and sum(result.row_counts.values()) == 1200
         payload = re.compile(r"/(dataset|transformed_dataset)/reviews/v000001/(?!_).*\.parquet")
+        assert [p for m, p in proxy.requests if m == "GET" and payload.search(p)] == []
+
+        # Beam statistics on the same cluster: the workers read and report; equal to the arrow engine's
+        staged = s3.stage("statistics/reviews")
+        stats_cfg = {"source": "dataset/reviews@v1", "engine": "beam", "runner": "PortableRunner"}
+        beam = compute_statistics({**stats_cfg, "pipeline_options": remote}, store=s3, output=staged).statistics
+        arrow = compute_statistics({"source": "dataset/reviews@v1"}, store=local).statistics
+        assert (beam["rows"], beam["duplicate_rows"], sorted(beam["columns"])) == (1200, 0, sorted(arrow["columns"]))
+        assert beam["columns"]["amount"]["mean"] == pytest.approx(arrow["columns"]["amount"]["mean"], rel=1e-12)
         assert [p for m, p in proxy.requests if m == "GET" and payload.search(p)] == []
 
         # a path only the launcher can see fails loudly on that cluster
