@@ -127,6 +127,8 @@ class FaultProxy:
                     return
                 with proxy.lock:
                     proxy.counts["forwarded"] += 1
+                    if self.command == "GET":
+                        proxy.counts["bytes_sent"] += len(data)  # what the client downloaded
                 self.send_response(resp.status, resp.reason)
                 for k, v in resp.getheaders():
                     if k.lower() not in ("connection", "transfer-encoding", "content-length", "server", "date"):

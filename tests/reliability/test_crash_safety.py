@@ -1,8 +1,9 @@
 """Crash safety: dag.test() of statistics -> Beam preprocess -> fine-tune -> evaluation is
 SIGKILLed at a random point inside each stage in turn (two seeds), and the same DAG run is run
 again after each kill, as Airflow re-runs a task instance whose worker died. In the end every
-output has exactly one committed version for its idempotency key, nothing partial is ever
-visible, the fine-tune resumes from its stored checkpoint, no training process outlives its
+output has exactly one committed version for its idempotency key (a Beam step's killed attempt
+keeps its claimed number, never reused: its workers may still be writing there), nothing partial
+is ever visible, the fine-tune resumes from its stored checkpoint, no training process outlives its
 killed task, and the results equal those of an uninterrupted run.
 
 The kill hits the task's own process (as the OOM killer or a lost worker would), not its
@@ -145,7 +146,7 @@ def _results(store) -> dict:
             for k, v in json.loads(store.read_bytes("statistics/crash@v1", "statistics.json")).items()
             if k != "seconds"
         },
-        "rows": store.resolve("transformed_dataset/crash@v1").metadata["row_counts"],
+        "rows": store.resolve("transformed_dataset/crash@latest").metadata["row_counts"],
         "accuracy": ev["slices"][0]["candidate"]["accuracy"]["value"],
         "steps": store.resolve("adapter/crash@v1").metadata["steps"],
     }
@@ -155,7 +156,7 @@ def _nothing_partial(store) -> None:
     """Every listed version resolves, verifies and is the only one of its output."""
     for key in OUTPUTS.values():
         versions = store.versions(key)
-        assert versions in ([], [1]), f"{key}: {versions}"
+        assert len(versions) <= 1 and (versions in ([], [1]) or key == OUTPUTS["preprocess"]), f"{key}: {versions}"
         for v in versions:
             store.verify(f"{key}@v{v}")
 
@@ -187,7 +188,7 @@ def test_sigkill_at_random_points_then_rerun(tmp_path, tiny_bert, reference, see
     assert final.wait() == 0, final.output[-4000:]
     _nothing_partial(store)
     for key in OUTPUTS.values():
-        assert store.versions(key) == [1], key
+        assert len(store.versions(key)) == 1 and (store.versions(key) == [1] or key == OUTPUTS["preprocess"]), key
     assert store.list_artifacts("checkpoint") == []  # purged once the adapter committed
     if resumed_from is not None:  # killed after a checkpoint: the next run went on from it
         assert f"resuming from {ckpt}@v" in runs[3].output and f"(step {resumed_from})" in runs[3].output

@@ -510,6 +510,8 @@ def run_preprocess(
     for f in table.files:
         if f.size == 0:
             raise DataValidationError(f"{f.label} is empty (0 bytes): nothing to read")
+    if all("://" not in f.uri for f in table.files):
+        _check_local_input(cfg, table)
     fmt_fn = FormatAndTokenize(cfg.to_dict()).prepare()  # fails here, not in a worker, on a bad tokenizer
     c = cfg.to_dict()
     started = time.monotonic()
@@ -590,6 +592,21 @@ def run_preprocess(
         done["output_fields"],
         sorted(({k: f[k] for k in ("path", "size", "sha256")} for f in done["files"]), key=lambda f: f["path"]),
     )
+
+
+def _check_local_input(cfg: PreprocessConfig, table: Any) -> None:
+    """Input on this machine's own disk (a path, a local store) is checked here before any worker
+    starts, as cheaply as before the data plane: the columns from the first batch, and every line
+    of JSONL (a bad line would otherwise fail a worker, and FnApiRunner can hang shutting its
+    workers down after a failure). Input in S3 is checked by the workers that read it."""
+    from airflow_mlcrit.core.tables import TableSource, iter_batches
+
+    local = TableSource([Path(f.uri) for f in table.files], table.fmt, table.description, table.manifest)
+    batches = iter_batches(local, 1024)
+    check_inputs(cfg, next(batches).schema)
+    if table.fmt == "jsonl":
+        for _ in batches:
+            pass
 
 
 def _tag(value: Any, key: str) -> tuple[str, Any]:
