@@ -11,6 +11,7 @@ module level.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tempfile
 from collections.abc import Mapping
@@ -41,6 +42,7 @@ class DataFile:
     label: str  # for messages: "train/part-0.parquet of dataset/x@v3"
     sha256: str | None = None
     size: int | None = None
+    key: str | None = None  # its key in the artifact store, for readers that go through the store
 
     @property
     def name(self) -> str:
@@ -67,7 +69,7 @@ def artifact_files(store: ArtifactStore, manifest: Manifest) -> list[DataFile]:
             continue
         key = f"{prefix}/{f['path']}"
         uri = str(store.backend.root / key) if isinstance(store.backend, LocalBackend) else store.backend.uri(key)
-        out.append(DataFile(uri, f"{f['path']} of {manifest.ref}", f["sha256"], f["size"]))
+        out.append(DataFile(uri, f"{f['path']} of {manifest.ref}", f["sha256"], f["size"], key))
     return out
 
 
@@ -123,28 +125,39 @@ def _filesystem(uri: str, io: Mapping[str, Any] | None) -> Any:
 
 def open_verified(f: DataFile, io: Mapping[str, Any] | None = None) -> IO[bytes]:
     """The whole file, read once through Beam's filesystems and checked against its digest as it
-    is read; a mismatch is an ArtifactIntegrityError naming the file. Kept in memory up to 64 MiB,
-    beyond that on the worker's own disk, so a format that seeks (Parquet) can read it."""
+    is read (see :func:`spool_verified`)."""
     from apache_beam.io.filesystem import CompressionTypes
 
+    try:
+        src = _filesystem(f.uri, io).open(f.uri, compression_type=CompressionTypes.UNCOMPRESSED)
+    except FileNotFoundError:
+        src = None
+    except OSError as exc:
+        if "Not Found" not in str(exc) and "404" not in str(exc):
+            raise
+        src = None
+    if src is None:
+        if f.sha256 is not None:
+            raise ArtifactIntegrityError(f"{f.label} is listed in its manifest but missing from the store") from None
+        raise DataValidationError(f"{f.label} does not exist (any more)") from None
+    return spool_verified(src, f)
+
+
+def spool_verified(src: Any, f: DataFile) -> IO[bytes]:
+    """Copy the stream ``src`` (closed after) into a spool, hashing it; a file whose digest or
+    size differs from its manifest's is an ArtifactIntegrityError naming it. The spool stays in
+    memory up to 64 MiB, beyond that on this machine's disk, so a format that seeks (Parquet) can
+    read it: disk use is bounded by the largest file, not the dataset."""
     spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, prefix="mlcrit-in-")
     digest, size = hashlib.sha256(), 0
     try:
-        fs = _filesystem(f.uri, io)
-        with fs.open(f.uri, compression_type=CompressionTypes.UNCOMPRESSED) as src:
+        with contextlib.closing(src):
             while chunk := src.read(8 << 20):
                 digest.update(chunk)
                 spool.write(chunk)
                 size += len(chunk)
-    except FileNotFoundError:
+    except BaseException:
         spool.close()
-        if f.sha256 is not None:
-            raise ArtifactIntegrityError(f"{f.label} is listed in its manifest but missing from the store") from None
-        raise DataValidationError(f"{f.label} does not exist (any more)") from None
-    except OSError as exc:
-        spool.close()
-        if "Not Found" in str(exc) or "404" in str(exc):
-            raise ArtifactIntegrityError(f"{f.label} is listed in its manifest but missing from the store") from None
         raise
     if f.sha256 is not None and (digest.hexdigest() != f.sha256 or size != f.size):
         spool.close()

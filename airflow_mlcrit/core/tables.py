@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import IO, Any
 from airflow_mlcrit.core.artifacts import ArtifactStore, Manifest
 from airflow_mlcrit.core.artifacts.refs import KINDS
 from airflow_mlcrit.core.dataplane import SUFFIXES, DataFile
-from airflow_mlcrit.exceptions import ConfigError, DataValidationError, MissingDependencyError
+from airflow_mlcrit.exceptions import ArtifactIntegrityError, ConfigError, DataValidationError, MissingDependencyError
 
 FORMATS = ("parquet", "csv", "jsonl")
 _SUFFIXES = SUFFIXES
@@ -45,12 +44,12 @@ class TableSource:
     fmt: str
     description: str
     manifest: Manifest | None = None  # set when the source is an artifact
-    _tmp: Any = field(default=None, repr=False)
     io: dict[str, Any] = field(default_factory=dict, repr=False)  # S3 settings of DataFiles (dataplane.worker_io)
+    # opens a DataFile here (store or boto3); None: through Beam's filesystems, as a worker does
+    reader: Any = field(default=None, repr=False)
 
     def close(self) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        """Nothing is held between reads; kept so that a table is a context manager."""
 
     def __enter__(self) -> TableSource:
         return self
@@ -112,24 +111,19 @@ def _data_files(root: Path) -> list[Path]:
 def open_table(
     source: str, *, store: ArtifactStore | None = None, fmt: str = "auto", s3_options: dict[str, Any] | None = None
 ) -> TableSource:
-    """Resolve ``source`` (a local path, ``s3://bucket/key`` or ``kind/name@selector``) to local files."""
+    """Resolve ``source`` (a local path, ``s3://bucket/key`` or ``kind/name@selector``) to a table
+    that :func:`iter_batches` streams here: an artifact's files through the store, checked
+    against their digests, and an ``s3://`` prefix's objects, one file at a time. Nothing is
+    copied first; local disk holds at most one file beyond 64 MiB (dataplane.open_verified)."""
     if not isinstance(source, str) or not source:
         raise ConfigError(f"data source must be a path, an s3:// URI or an artifact reference; got {source!r}")
-    if is_artifact_ref(source.split("@")[0]):
-        if store is None:
-            raise ConfigError(f"{source!r} is an artifact reference but no artifact store was given")
-        tmp = tempfile.TemporaryDirectory(prefix="mlcrit-table-")
-        manifest = store.get(source, tmp.name)
-        files = [Path(tmp.name) / f["path"] for f in manifest.files if Path(f["path"]).suffix.lower() in _SUFFIXES]
-        if not files:
-            tmp.cleanup()
-            raise DataValidationError(
-                f"{manifest.ref} has no .parquet, .csv or .jsonl files: {', '.join(f['path'] for f in manifest.files)}"
-            )
-        desc = str(manifest.ref)
-        return TableSource(files, _detect_format(files, fmt, desc), desc, manifest, tmp)
-    if source.startswith("s3://"):
-        return _download_s3(source, fmt, s3_options or {})
+    if is_artifact_ref(source.split("@")[0]) or source.startswith("s3://"):
+        located = locate_table(source, store=store, fmt=fmt, s3_options=s3_options)
+        if located.manifest is not None:
+            located.reader = _store_reader(store)
+        else:
+            located.reader = _s3_reader(s3_options or {})
+        return located
     path = Path(source)
     if not path.exists():
         raise DataValidationError(f"data source {source} does not exist: check the path (or the artifact reference)")
@@ -139,27 +133,30 @@ def open_table(
     return TableSource(files, _detect_format(files, fmt, source), source)
 
 
-def _download_s3(uri: str, fmt: str, s3_options: dict[str, Any]) -> TableSource:
+def _store_reader(store: ArtifactStore) -> Any:
+    from airflow_mlcrit.core.dataplane import spool_verified
+
+    def read(f: DataFile) -> IO[bytes]:
+        try:
+            return spool_verified(store.backend.open_read(f.key), f)
+        except FileNotFoundError:
+            raise ArtifactIntegrityError(f"{f.label} is listed in its manifest but missing from the store") from None
+
+    return read
+
+
+def _s3_reader(s3_options: dict[str, Any]) -> Any:
     import boto3
 
-    bucket, _, key = uri[len("s3://") :].partition("/")
+    from airflow_mlcrit.core.dataplane import spool_verified
+
     client = boto3.client("s3", **s3_options)
-    tmp = tempfile.TemporaryDirectory(prefix="mlcrit-table-")
-    keys = [
-        o["Key"]
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
-        for o in page.get("Contents", [])
-        if Path(o["Key"]).suffix.lower() in _SUFFIXES
-    ]
-    if not keys:
-        tmp.cleanup()
-        raise DataValidationError(f"no .parquet, .csv or .jsonl objects at {uri}")
-    files = []
-    for i, k in enumerate(sorted(keys)):
-        dest = Path(tmp.name) / f"{i:05d}{Path(k).suffix}"
-        client.download_file(bucket, k, str(dest))
-        files.append(dest)
-    return TableSource(files, _detect_format(files, fmt, uri), uri, None, tmp)
+
+    def read(f: DataFile) -> IO[bytes]:
+        bucket, _, key = f.uri[len("s3://") :].partition("/")
+        return spool_verified(client.get_object(Bucket=bucket, Key=key)["Body"], f)
+
+    return read
 
 
 def iter_batches(table: TableSource, batch_size: int = 65_536, columns: list[str] | None = None) -> Iterator[Any]:
@@ -177,7 +174,7 @@ def iter_batches(table: TableSource, batch_size: int = 65_536, columns: list[str
     total = 0
     for f in table.files:
         where = _where(table, f)
-        with _opened(f, table.io) as src:
+        with _opened(f, table) as src:
             if _size(src) == 0:
                 raise DataValidationError(f"{where} is empty (0 bytes): nothing to read")
             try:
@@ -215,14 +212,14 @@ def iter_batches(table: TableSource, batch_size: int = 65_536, columns: list[str
 
 
 @contextlib.contextmanager
-def _opened(f: Path | DataFile, io: dict[str, Any]) -> Iterator[Any]:
+def _opened(f: Path | DataFile, table: TableSource) -> Iterator[Any]:
     """A local path as it is; a DataFile read whole and checked against its digest."""
     if not isinstance(f, DataFile):
         yield f
         return
     from airflow_mlcrit.core.dataplane import open_verified
 
-    spool = open_verified(f, io)
+    spool = table.reader(f) if table.reader is not None else open_verified(f, table.io)
     try:
         yield spool
     finally:

@@ -117,6 +117,8 @@ def main() -> None:
     parser.add_argument("--mb", type=int, nargs=2, default=[500, 2000])
     parser.add_argument("--launch", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # moto's; inherited by the launchers
+        os.environ.setdefault(name, "testing")
     if args.launch:
         mode, root, proxy, direct, engine, cfg = args.launch
         launch(mode, root, proxy, direct, engine, json.loads(cfg))

@@ -202,3 +202,34 @@ def test_a_launcher_killed_mid_pipeline_leaves_staging_that_gc_removes(stores, m
         "transformed_dataset/reviews/v000001/_MANIFEST.json"
     ]
     assert s3.versions("transformed_dataset/reviews") == [2] and s3.verify(out.ref).digest == out.digest
+
+
+def test_single_machine_steps_stream_a_stored_dataset_file_by_file(stores):
+    """Statistics, validation, evaluation and training read a dataset through open_table: the
+    version's files one at a time, each checked against its digest, never a copy of the whole."""
+    from airflow_mlcrit.core.tables import iter_batches, open_table
+
+    local, s3, proxy = stores
+
+    def fetched() -> list[str]:
+        return [p.rsplit("/", 1)[-1] for m, p in proxy.requests if m == "GET" and p.endswith(".parquet")]
+
+    proxy.requests.clear()
+    with open_table("dataset/reviews@v1", store=s3) as table:
+        batches = iter_batches(table, 100)
+        first = next(batches)
+        assert (first.num_rows, fetched()) == (100, ["part-0.parquet"])  # the next files are not read yet
+        rows = first.num_rows + sum(b.num_rows for b in batches)
+    assert (rows, fetched()) == (1200, ["part-0.parquet", "part-1.parquet", "part-2.parquet"])
+    stats = compute_statistics({"source": "dataset/reviews@v1"}, store=s3).statistics
+    assert stats["rows"] == compute_statistics({"source": "dataset/reviews@v1"}, store=local).statistics["rows"]
+
+    key = "dataset/reviews/v000001/part-2.parquet"
+    data = bytearray(s3.backend.read_bytes(key))
+    data[-100] ^= 0xFF
+    s3.backend.write_bytes(key, bytes(data))
+    with pytest.raises(ArtifactIntegrityError, match=r"part-2.parquet of dataset/reviews@v1 does not match its manif"):
+        compute_statistics({"source": "dataset/reviews@v1"}, store=s3)
+    s3.backend.delete(key)
+    with pytest.raises(ArtifactIntegrityError, match=re.escape("part-2.parquet of dataset/reviews@v1 is listed in its manifest")):
+        compute_statistics({"source": "dataset/reviews@v1"}, store=s3)
