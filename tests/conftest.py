@@ -134,6 +134,7 @@ _LONGEST_FIRST = (
     "tests/reliability/test_lineage_outage.py",
     "tests/airflow/test_evaluation_operators.py",
     "tests/airflow/test_on_kill.py",
+    "tests/core/preprocessing/test_dataplane.py",
     "tests/core/training/test_runner.py",
     "tests/airflow/test_finetune_operator.py",
     "tests/airflow/test_prompt_operators.py",

@@ -23,7 +23,9 @@ CONFIG = {
     "near_dedup_threshold": 0.8,
     "analyze_numeric": ["amount"],
     "shards_per_split": 2,
-    "pipeline_options": {"direct_num_workers": 2},
+    # in-process workers: the proxy tells the launcher's S3 client from theirs all the same, and
+    # the cluster test below runs workers that share nothing with the launcher
+    "pipeline_options": {"direct_running_mode": "in_memory"},
 }
 
 
@@ -97,7 +99,7 @@ def test_a_corrupt_input_file_fails_the_run_in_the_worker_naming_it(stores, moto
     data = bytearray(s3.backend.read_bytes(key))
     data[200] ^= 0xFF
     s3.backend.write_bytes(key, bytes(data))
-    options = {"direct_num_workers": 2, "s3_endpoint_url": moto_server.endpoint_url}
+    options = {"direct_running_mode": "in_memory", "s3_endpoint_url": moto_server.endpoint_url}
     staged = s3.stage("transformed_dataset/reviews")
     with pytest.raises(ArtifactIntegrityError, match=r"part-1.parquet of dataset/reviews@v1 does not match its manif"):
         run_preprocess({**CONFIG, "source": "dataset/reviews@v1", "pipeline_options": options}, store=s3, output=staged)
@@ -124,7 +126,7 @@ def test_a_cluster_that_shares_no_disk_with_the_launcher(stores, moto_server, tm
     local, s3, proxy = stores
     engine = BeamPortableEngine(isolated=True)
     try:
-        cfg = {**CONFIG, "source": "dataset/reviews@v1", "pipeline_options": {"direct_num_workers": 1}}
+        cfg = {**CONFIG, "source": "dataset/reviews@v1"}
         _, local_out = _run(local, cfg)
         remote = {**engine.options, "s3_endpoint_url": moto_server.endpoint_url, "s3_region_name": "us-east-1"}
         proxy.requests.clear()
