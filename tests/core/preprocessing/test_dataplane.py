@@ -233,5 +233,7 @@ def test_single_machine_steps_stream_a_stored_dataset_file_by_file(stores):
     with pytest.raises(ArtifactIntegrityError, match=r"part-2.parquet of dataset/reviews@v1 does not match its manif"):
         compute_statistics({"source": "dataset/reviews@v1"}, store=s3)
     s3.backend.delete(key)
-    with pytest.raises(ArtifactIntegrityError, match=re.escape("part-2.parquet of dataset/reviews@v1 is listed in its manifest")):
+    with pytest.raises(
+        ArtifactIntegrityError, match=re.escape("part-2.parquet of dataset/reviews@v1 is listed in its manifest")
+    ):
         compute_statistics({"source": "dataset/reviews@v1"}, store=s3)
