@@ -1,8 +1,8 @@
 """Where Beam steps move data: the workers read inputs and write outputs in the store themselves.
 
 The launcher (the Airflow task) only lists: a dataset artifact's files come from its manifest,
-an ``s3://`` prefix from one listing. Workers open each file through Beam's filesystems (S3
-credentials and endpoint travel as pipeline options, derived from the store's connection),
+an ``s3://`` prefix from one listing. Workers open each file through Beam's filesystems (the
+store's S3 endpoint and credentials travel with the steps' arguments, see :func:`worker_io`),
 check it against the manifest digest as they read it, and write output shards straight into a
 staged version of the store, recording each shard's path, size and SHA-256; the launcher
 commits the version from those records without reading a byte of data. No heavy import at
