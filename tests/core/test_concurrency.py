@@ -38,7 +38,9 @@ def _move(root, options, version, barrier, out):
 
 
 def _run(target, args_list):
-    ctx = mp.get_context("fork")
+    # spawn, not fork: a forked child inherits the locks that other threads of this test process
+    # (Beam, servers of earlier tests) held at that instant, and can hang on one in boto3
+    ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(len(args_list)), ctx.Queue()
     procs = [ctx.Process(target=target, args=(*a, barrier, out)) for a in args_list]
     for p in procs:

@@ -93,16 +93,29 @@ class BeamPortableEngine:
         import pathlib
 
         self.isolated = isolated
+        self.keep: str | None = None
         self.job_port, self.pool_port = free_port(), free_port()
         # The pool starts SDK workers as `python ...`: put this interpreter first on PATH.
         env = dict(os.environ, PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
         if isolated:
+            import shlex
+            import tempfile
+
             job = f"{sys.executable} -m apache_beam.runners.portability.local_job_service_main --port {self.job_port}"
             pool = f"{sys.executable} -m apache_beam.runners.worker.worker_pool_main --service_port {self.pool_port}"
-            script = f"mount -t tmpfs tmpfs /tmp && {{ {job} & {pool} & wait; }}"
+            script = "set -e; "
+            repo = str(Path(__file__).resolve().parents[2])
+            if repo == "/tmp" or repo.startswith("/tmp/"):  # a checkout under /tmp (CI's clone) stays visible
+                self.keep = tempfile.mkdtemp(prefix="mlcrit-keep-", dir="/var/tmp")
+                script += f"mount --bind {shlex.quote(repo)} {self.keep}; mount -t tmpfs tmpfs /tmp; "
+                script += f"mkdir -p {shlex.quote(repo)}; mount --bind {self.keep} {shlex.quote(repo)}; "
+            else:
+                script += "mount -t tmpfs tmpfs /tmp; "
+            # either server ending ends the engine, loudly (exit 1), instead of a silent exit 0
+            script += f"{job} & {pool} & wait -n; exit 1"
             self.procs = [
                 subprocess.Popen(
-                    ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                    ["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
                     env=env,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -160,6 +173,9 @@ class BeamPortableEngine:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL) if self.isolated else p.kill()
                 p.wait(10)
+        if self.keep:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.keep)
 
 
 class SeaweedFS:
