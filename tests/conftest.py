@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # two test workers share the cores: one compute thread each (and in every process they start),
+if os.environ.get("MLCRIT_TEST_QUEUE"):
+    # two test processes share the cores: one compute thread each (and in every process they start),
     # or torch's per-core thread pools oversubscribe them and everything slows several times over
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, "1")
@@ -123,9 +123,9 @@ def store(store_spec):
     return open_store(root, **options)
 
 
-# The longest modules first (longest-processing-time order): the two xdist workers take whole
-# modules (--dist loadscope), two each to start with, then the next one whenever one finishes; a
-# long module started near the end would leave the other worker idle. Measured durations.
+# The longest modules first (longest-processing-time order): dev/run-tests starts two pytest
+# processes that take whole modules from a shared queue, the next one whenever one finishes; a
+# long module started near the end would leave the other process idle. Measured durations.
 _LONGEST_FIRST = (
     "tests/e2e/test_scheduler.py",
     "tests/e2e/test_example_dags.py",
@@ -148,3 +148,49 @@ def pytest_collection_modifyitems(config, items):
         return _LONGEST_FIRST.index(path) if path in _LONGEST_FIRST else len(_LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: the order within a module and among the rest is kept
+
+
+def _claim(queue: Path, module: str) -> bool:
+    """Take a module for this process; False when the other process took it first."""
+    try:
+        os.close(os.open(queue / module.replace("/", "__"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    """With MLCRIT_TEST_QUEUE (set by dev/run-tests), each of the pytest processes that share the
+    queue runs the modules it claims, whole, in collection order. Plain processes instead of
+    pytest-xdist's workers: no channel between them to break (a broken one hung CI until its
+    timeout), and each writes its own log."""
+    queue = os.environ.get("MLCRIT_TEST_QUEUE")
+    if not queue or session.config.option.collectonly:
+        return None
+    if session.testsfailed and not session.config.option.continue_on_collection_errors:
+        raise session.Interrupted(f"{session.testsfailed} error(s) during collection")
+    groups: dict[str, list] = {}
+    for item in session.items:
+        groups.setdefault(item.nodeid.split("::")[0], []).append(item)
+    pending = iter(groups.items())
+
+    def next_group() -> list:
+        for module, items in pending:
+            if _claim(Path(queue), module):
+                return items
+        return []
+
+    group = next_group()
+    while group:
+        for i, item in enumerate(group):
+            # the next module is claimed before the last test of this one ends, so that pytest
+            # keeps the session's fixtures (servers, the Airflow DB) for it
+            following = group[i + 1 : i + 2] or next_group()
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=following[0] if following else None)
+            if session.shouldfail:
+                raise session.Failed(session.shouldfail)
+            if session.shouldstop:
+                raise session.Interrupted(session.shouldstop)
+        group = following
+    return True

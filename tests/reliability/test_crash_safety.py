@@ -115,7 +115,7 @@ class DagsTest:
 
 def _training_processes(tmpdir: str) -> list[str]:
     """Training children of this run (their work dir is under the run's own TMPDIR; tests on the
-    other xdist worker train too)."""
+    other test process train too)."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
