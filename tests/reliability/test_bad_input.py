@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import signal
+import zlib
 from datetime import timedelta
 from pathlib import Path
 
@@ -249,6 +250,10 @@ def test_preprocessing(tmp_path_factory, case):
         data = data[:2000]
     work = tmp_path_factory.mktemp("prep")
     cfg = {"source": str(_write(work, fmt, data)), "label_column": "label", "min_chars": 1, "vocabulary_size": 5}
+    # a quarter of the corpus (a fixed function of the case) on FnApiRunner's worker processes, where
+    # a worker's error crosses a process boundary as text; the rest in-process, 4x faster
+    if zlib.crc32(repr(case).encode()) % 4:
+        cfg["pipeline_options"] = {"direct_running_mode": "in_memory"}
     only_mlcrit_errors(run_preprocess, cfg, workdir=work / "out", seconds=120)
 
 
