@@ -541,16 +541,15 @@ def run_preprocess(
         out_schema = schema | "OutSchema" >> beam.Map(output_schema, cfg)
         outputs, analyzers = _builtin(beam, batches, cfg, c, beam.pvalue.AsSingleton(out_schema), fmt_fn)
     shards = cfg.shards_per_split
-    written = [
-        tables
-        | f"Shard_{name}" >> beam.FlatMap(shard_tables, name, shards)
-        | f"Group_{name}" >> beam.GroupByKey()
-        | f"Write_{name}" >> beam.Map(write_shard, location, shards, io)
-        for name, tables in outputs.items()
-    ]
+    # one shuffle for every split's shards: (split, shard) keys them apart
+    written = (
+        [tables | f"Shard_{name}" >> beam.FlatMap(shard_tables, name, shards) for name, tables in outputs.items()]
+        | "AllShards" >> beam.Flatten()
+        | "Group" >> beam.GroupByKey()
+        | "Write" >> beam.Map(write_shard, location, shards, io)
+    )
     control = [
         written
-        | "AllFiles" >> beam.Flatten()
         | "Files" >> beam.combiners.ToList()
         | "TagFiles" >> beam.Map(_tag, "files"),
         batches
