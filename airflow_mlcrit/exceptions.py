@@ -35,6 +35,10 @@ class DataValidationError(MlcritError):
     """Data failed a validation check whose policy is `fail`."""
 
 
+class PipelineIntegrityError(MlcritError):
+    """A data pipeline's runner lost or duplicated records on the way: its output is refused."""
+
+
 class GateFailedError(MlcritError):
     """An evaluation gate did not bless the candidate."""
 

@@ -29,7 +29,13 @@ from airflow_mlcrit.core.preprocessing.batchops import (
 )
 from airflow_mlcrit.core.preprocessing.config import PreprocessConfig
 from airflow_mlcrit.core.preprocessing.textops import jaccard_estimate, lsh_bands, minhash, stable_hash
-from airflow_mlcrit.exceptions import ConfigError, DataValidationError, MissingDependencyError, some
+from airflow_mlcrit.exceptions import (
+    ConfigError,
+    DataValidationError,
+    MissingDependencyError,
+    PipelineIntegrityError,
+    some,
+)
 
 # What the workers report (shard records, row counts, schemas, analyzers), beside the shards; a
 # commit removes it (ArtifactStore.commit_staged), so it is never part of a version.
@@ -234,6 +240,7 @@ def normalize_batch(batch: Any, cfg: dict) -> Any:
 
 
 def length_filter(batch: Any, cfg: dict) -> Any:
+    """The rows within the length bounds, and (tagged "dropped") how many it removed."""
     import pyarrow.compute as pc
 
     if not has_text(batch, cfg):
@@ -245,6 +252,7 @@ def length_filter(batch: Any, cfg: dict) -> Any:
         keep &= n >= cfg["min_chars"]
     if cfg["max_chars"] is not None:
         keep &= n <= cfg["max_chars"]
+    yield _dropped(len(keep) - keep.sum())
     if keep.any():
         yield take(batch, keep)
 
@@ -261,9 +269,49 @@ def to_dedup_buckets(batch: Any, cfg: dict) -> Any:
 
 
 def dedup_group(item: tuple[int, Any]) -> Any:
-    out = dedup_bucket(list(item[1]))
+    """The bucket without its duplicates, and (tagged "dropped") how many rows that removed."""
+    rows = list(item[1])
+    out = dedup_bucket(rows)
+    yield _dropped(sum(b.num_rows for b in rows) - (out.num_rows if out is not None else 0))
     if out is not None:
         yield out
+
+
+def _dropped(n: Any) -> Any:
+    """A step's count of the rows it removed on purpose, beside its output (tag "dropped")."""
+    from apache_beam import pvalue
+
+    return pvalue.TaggedOutput("dropped", int(n))
+
+
+def _num_rows(element: Any) -> int:
+    """Rows of a batch, a (key, batch) pair or a written shard's record."""
+    if isinstance(element, dict):
+        return element["rows"]
+    return (element[1] if isinstance(element, tuple) else element).num_rows
+
+
+def _total(beam: Any, pcoll: Any, label: str) -> Any:
+    return pcoll | f"{label}Rows" >> beam.Map(_num_rows) | f"{label}Sum" >> beam.CombineGlobally(sum)
+
+
+def check_rows(done: dict[str, Any], runner: str) -> None:
+    """Every row read is written or was dropped on purpose (a filter, dedup), counted where it
+    happened; after a user pipeline, every row it returned is written. Beam 2.77's FnApiRunner
+    with two workers, and the portable job service, lost whole elements between stages at about
+    500 MB without an error (docs/benchmarks.md): such a run is refused and commits nothing."""
+    written = done["count:written"]
+    if "count:sent" in done:
+        expected, between = done["count:sent"], "the user pipeline's output and the written shards"
+    else:
+        expected = done["input_rows"] - done.get("count:dropped", 0)
+        between = "the input and the written shards, after the rows the steps dropped on purpose"
+    if written != expected:
+        raise PipelineIntegrityError(
+            f"the {runner} runner wrote {written:,} rows where {expected:,} were due ({between}): it lost or "
+            "duplicated data, so nothing was committed. Retry; if it recurs, run with pipeline_options "
+            "direct_running_mode='in_memory' or on a cluster runner"
+        )
 
 
 def record_ids(batch: Any) -> np.ndarray:
@@ -299,6 +347,7 @@ def drop_ids(batch: Any, ids: list[int]) -> Any:
         yield batch
         return
     keep = ~np.isin(record_ids(batch), np.fromiter(ids, dtype=np.uint64, count=len(ids)))
+    yield _dropped(len(keep) - keep.sum())
     if keep.any():
         yield take(batch, keep)
 
@@ -539,19 +588,18 @@ def run_preprocess(
         analyzers: dict[str, Any] = {}
     else:
         out_schema = schema | "OutSchema" >> beam.Map(output_schema, cfg)
-        outputs, analyzers = _builtin(beam, batches, cfg, c, beam.pvalue.AsSingleton(out_schema), fmt_fn)
+        outputs, analyzers, dropped = _builtin(beam, batches, cfg, c, beam.pvalue.AsSingleton(out_schema), fmt_fn)
     shards = cfg.shards_per_split
     # one shuffle for every split's shards: (split, shard) keys them apart
-    written = (
-        [tables | f"Shard_{name}" >> beam.FlatMap(shard_tables, name, shards) for name, tables in outputs.items()]
-        | "AllShards" >> beam.Flatten()
-        | "Group" >> beam.GroupByKey()
-        | "Write" >> beam.Map(write_shard, location, shards, io)
-    )
+    sharded = [
+        tables | f"Shard_{name}" >> beam.FlatMap(shard_tables, name, shards) for name, tables in outputs.items()
+    ] | "AllShards" >> beam.Flatten()
+    written = sharded | "Group" >> beam.GroupByKey() | "Write" >> beam.Map(write_shard, location, shards, io)
+    # what must add up (check_rows): rows written against rows read less those dropped on purpose
+    counts = {"written": _total(beam, written, "Written")}
+    counts |= {"sent": _total(beam, sharded, "Sent")} if user_fn is not None else {"dropped": dropped}
     control = [
-        written
-        | "Files" >> beam.combiners.ToList()
-        | "TagFiles" >> beam.Map(_tag, "files"),
+        written | "Files" >> beam.combiners.ToList() | "TagFiles" >> beam.Map(_tag, "files"),
         batches
         | "InputRows" >> beam.Map(lambda b: b.num_rows)
         | "SumRows" >> beam.CombineGlobally(sum)
@@ -559,6 +607,7 @@ def run_preprocess(
         schema | "InFields" >> beam.Map(schema_fields) | "TagIn" >> beam.Map(_tag, "input_fields"),
         out_schema | "OutFields" >> beam.Map(schema_fields) | "TagOut" >> beam.Map(_tag, "output_fields"),
         *(pc | f"Tag_{k}" >> beam.Map(_tag, f"analyzer:{k}") for k, pc in analyzers.items()),
+        *(pc | f"TagCount_{k}" >> beam.Map(_tag, f"count:{k}") for k, pc in counts.items()),
     ]
     _ = (
         control
@@ -575,6 +624,7 @@ def run_preprocess(
         done = json.loads(Path(location, CONTROL_FILE).read_text())
     else:
         done = json.loads(store.staged_bytes(output, CONTROL_FILE))
+    check_rows(done, cfg.runner or "FnApiRunner")
     if not done["input_rows"]:
         raise DataValidationError(f"{table.description} has no rows")
     row_counts = {name: 0 for name in outputs}
@@ -653,23 +703,27 @@ def _records_to_table(records: list[dict], schema: Any) -> Any:
 
 def _builtin(
     beam: Any, batches: Any, cfg: PreprocessConfig, c: dict, out_schema: Any, fmt_fn: FormatAndTokenize
-) -> tuple[dict, dict]:
-    """The built-in steps: ({split: tables}, {analyzer: value}). The text steps (normalize .. near
-    dedup) work on the input's text column; batches without one (instruction data, whose text the
-    formatting step makes) pass through them."""
+) -> tuple[dict, dict, Any]:
+    """The built-in steps: ({split: tables}, {analyzer: value}, rows dropped on purpose). The
+    text steps (normalize .. near dedup) work on the input's text column; batches without one
+    (instruction data, whose text the formatting step makes) pass through them."""
+    dropped = []  # each filtering step's count of the rows it removed
     if cfg.normalize:
         batches = batches | "Normalize" >> beam.Map(normalize_batch, c)
     if cfg.min_chars is not None or cfg.max_chars is not None:
-        batches = batches | "LengthFilter" >> beam.FlatMap(length_filter, c)
+        filtered = batches | "LengthFilter" >> beam.FlatMap(length_filter, c).with_outputs("dropped", main="kept")
+        batches = filtered.kept
+        dropped.append(filtered.dropped)
     if cfg.exact_dedup:
         text, other = batches | "HasText" >> beam.Partition(lambda b, n, c=c: 0 if has_text(b, c) else 1, 2)
-        deduped = (
+        picked = (
             text
             | "DedupBuckets" >> beam.FlatMap(to_dedup_buckets, c)
             | "DedupGroup" >> beam.GroupByKey()
-            | "DedupPick" >> beam.FlatMap(dedup_group)
+            | "DedupPick" >> beam.FlatMap(dedup_group).with_outputs("dropped", main="kept")
         )
-        batches = (deduped, other) | "Deduped" >> beam.Flatten()
+        dropped.append(picked.dropped)
+        batches = (picked.kept, other) | "Deduped" >> beam.Flatten()
     if cfg.near_dedup_threshold is not None:
         bands, rows = lsh_bands(cfg.minhash_permutations, cfg.near_dedup_threshold)
         dup_ids = (
@@ -679,7 +733,11 @@ def _builtin(
             | "Candidates" >> beam.FlatMap(near_duplicates, cfg.near_dedup_threshold)
             | "DupIds" >> beam.Distinct()
         )
-        batches = batches | "DropNear" >> beam.FlatMap(drop_ids, beam.pvalue.AsList(dup_ids))
+        near = batches | "DropNear" >> beam.FlatMap(drop_ids, beam.pvalue.AsList(dup_ids)).with_outputs(
+            "dropped", main="kept"
+        )
+        batches = near.kept
+        dropped.append(near.dropped)
     analyzers: dict[str, Any] = {}
     if cfg.label_column:
         vocab = (
@@ -712,10 +770,17 @@ def _builtin(
     keyed = batches | "Split" >> beam.FlatMap(keyed_by_split, c)
     names = list(cfg.splits)
     parts = keyed | "Partition" >> beam.Partition(lambda kv, n, names=names: names.index(kv[0]), len(names))
-    return {
-        name: parts[i] | f"Unkey_{name}" >> beam.Values() | f"Cast_{name}" >> beam.Map(_cast_table, out_schema)
-        for i, name in enumerate(names)
-    }, analyzers
+    return (
+        {
+            name: parts[i] | f"Unkey_{name}" >> beam.Values() | f"Cast_{name}" >> beam.Map(_cast_table, out_schema)
+            for i, name in enumerate(names)
+        },
+        analyzers,
+        # no filtering step at all: an empty flatten, whose sum is 0
+        tuple(dropped)
+        | "AllDropped" >> beam.Flatten(pipeline=batches.pipeline)
+        | "DroppedSum" >> beam.CombineGlobally(sum),
+    )
 
 
 def _cast_table(batch: Any, schema: Any) -> Any:

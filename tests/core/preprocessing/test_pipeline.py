@@ -237,3 +237,56 @@ def test_chat_template_and_padding(tmp_path, word_tokenizer):
     assert len(record["input_ids"]) == 12 and record["attention_mask"] == [1] * 6 + [0] * 6  # 6 words
     prompt_len = len("user: hello world assistant:".split())
     assert record["labels"] == [-100] * prompt_len + record["input_ids"][prompt_len:6] + [-100] * 6
+
+
+def test_a_runner_that_loses_rows_fails_the_run_and_commits_nothing(tmp_path, monkeypatch):
+    """Beam 2.77's FnApiRunner with two workers lost whole elements between stages at about 500 MB
+    (docs/benchmarks.md: the output of 2 of the 64 dedup buckets, 72,138 of 2,300,000 rows, no
+    error). Emulated here: one bucket's output never reaches the next step, as if lost on the way,
+    while its dropped-rows count (0: no duplicates there) arrives. The run must fail, with the
+    counts, and the staged version must stay invisible."""
+    from airflow_mlcrit.core.artifacts import open_store
+    from airflow_mlcrit.core.preprocessing import pipeline
+    from airflow_mlcrit.exceptions import PipelineIntegrityError
+
+    real = pipeline.dedup_group
+
+    def loses_bucket_3(item):
+        for out in real(item):
+            if item[0] != 3 or not isinstance(out, pa.RecordBatch):
+                yield out
+
+    monkeypatch.setattr(pipeline, "dedup_group", loses_bucket_3)
+    store = open_store(tmp_path / "store")
+    df = reviews(400)
+    source = write(df, tmp_path / "in.parquet")
+    cfg = pipeline.PreprocessConfig.coerce({"source": source}).to_dict()
+    batch = pipeline.normalize_batch(pa.RecordBatch.from_pandas(df, preserve_index=False), cfg)
+    long_enough = np.array([len(t) >= 80 for t in batch.column("text").to_pylist()])
+    too_short = int((~long_enough).sum())
+    in_bucket_3 = sum(b.num_rows for k, b in pipeline.to_dedup_buckets(batch.filter(long_enough), cfg) if k == 3)
+    assert in_bucket_3 > 0 and too_short > 0
+    staged = store.stage("transformed_dataset/reviews")
+    cfg = {"source": source, "key_column": "user", "min_chars": 80, "pipeline_options": IN_MEMORY}
+    with pytest.raises(PipelineIntegrityError) as err:
+        run_preprocess(cfg, store=store, output=staged)
+    due = 400 - too_short
+    assert str(err.value).startswith(
+        f"the FnApiRunner runner wrote {due - in_bucket_3} rows where {due} were due (the input and the written "
+        "shards, after the rows the steps dropped on purpose): it lost or duplicated data, so nothing was committed"
+    )
+    assert store.versions("transformed_dataset/reviews") == []
+    monkeypatch.setattr(pipeline, "dedup_group", real)
+    result = run_preprocess(cfg, store=store, output=store.stage("transformed_dataset/reviews"))
+    assert sum(result.row_counts.values()) == due  # the filter's drops are counted, not taken for losses
+
+
+def test_check_rows_after_a_user_pipeline():
+    from airflow_mlcrit.core.preprocessing.pipeline import check_rows
+    from airflow_mlcrit.exceptions import PipelineIntegrityError
+
+    check_rows({"count:written": 5, "count:sent": 5, "input_rows": 9}, "PortableRunner")
+    with pytest.raises(
+        PipelineIntegrityError, match=r"^the PortableRunner runner wrote 1,198 rows where 1,200 were due"
+    ):
+        check_rows({"count:written": 1198, "count:sent": 1200, "input_rows": 1200}, "PortableRunner")
