@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from airflow_mlcrit.exceptions import MissingDependencyError
+from airflow_mlcrit.exceptions import MissingDependencyError, PipelineIntegrityError
 
 RESULT_FILE = "_staging/statistics.json"  # what the workers report, beside a staged version's files
 
@@ -38,13 +38,15 @@ def profile_file(item: tuple[int, Any], cfg_dict: dict[str, Any], kinds: dict[st
     for batch in iter_batches(TableSource([f], fmt, f.label, io=io), cfg.batch_size, cfg.columns):
         profiler.add(batch)
     profiler._tokenizer = None
-    return profiler
+    return index, profiler
 
 
-def write_result(profiler: Any, location: str, io: dict) -> None:
+def write_result(merged: Any, location: str, io: dict) -> None:
+    """The merged profile, with the indices of the files it covers (checked by the launcher)."""
     from airflow_mlcrit.core.dataplane import write_file
 
-    data = json.dumps(profiler.result()).encode()
+    profiler, files = merged
+    data = json.dumps({"statistics": profiler.result(), "files": sorted(files)}).encode()
     write_file(location, RESULT_FILE, lambda out: out.write(data), io)
 
 
@@ -64,18 +66,21 @@ def compute_with_beam(
     check_runner(runner)
 
     class MergeProfiles(beam.CombineFn):
-        def create_accumulator(self) -> Any:
-            return None
+        """(merged profile, indices of the files in it): a profile the runner lost shows."""
 
-        def add_input(self, acc: Any, profiler: Any) -> Any:
-            return profiler if acc is None else acc.merge(profiler)
+        def create_accumulator(self) -> Any:
+            return None, set()
+
+        def add_input(self, acc: Any, item: Any) -> Any:
+            return self.merge_accumulators([acc, (item[1], {item[0]})])
 
         def merge_accumulators(self, accs: Any) -> Any:
-            merged = None
-            for acc in accs:
-                if acc is not None:
-                    merged = acc if merged is None else merged.merge(acc)
-            return merged
+            merged, files = None, set()
+            for profiler, covered in accs:
+                if profiler is not None:
+                    merged = profiler if merged is None else merged.merge(profiler)
+                files |= covered
+            return merged, files
 
         def extract_output(self, acc: Any) -> Any:
             return acc
@@ -96,5 +101,13 @@ def compute_with_beam(
                 | "Write" >> beam.Map(write_result, location, io)
             )
         if output is not None:
-            return json.loads(store.staged_bytes(output, RESULT_FILE))
-        return json.loads(Path(tmp, RESULT_FILE).read_text())
+            done = json.loads(store.staged_bytes(output, RESULT_FILE))
+        else:
+            done = json.loads(Path(tmp, RESULT_FILE).read_text())
+    missing = sorted(set(range(len(table.files))) - set(done["files"]))
+    if missing:
+        raise PipelineIntegrityError(
+            f"the {runner or 'FnApiRunner'} runner lost the profiles of {len(missing)} of {len(table.files)} files "
+            f"(first: {table.files[missing[0]].label}); the statistics would be incomplete, so nothing was committed"
+        )
+    return done["statistics"]

@@ -156,6 +156,30 @@ def test_beam_engine_matches_the_arrow_engine(tmp_path):
             assert len(other["sample"]) == len(col["sample"]) == min(6040 - col["missing"], 10_000)
 
 
+def test_beam_statistics_that_lost_a_file_s_profile_are_refused(tmp_path, monkeypatch):
+    """A runner that loses an element between stages (Beam 2.77's FnApiRunner with two workers did,
+    at about 500 MB: docs/benchmarks.md) must not yield statistics of part of the data. Emulated:
+    the profile that reaches the merge for the second file is labelled as the first file's."""
+    from airflow_mlcrit.core.validation import beam_stats
+    from airflow_mlcrit.exceptions import PipelineIntegrityError
+
+    real = beam_stats.profile_file
+
+    def loses_file_1(item, cfg_dict, kinds, fmt, io):
+        index, profiler = real(item, cfg_dict, kinds, fmt, io)
+        return (0 if index == 1 else index), profiler
+
+    monkeypatch.setattr(beam_stats, "profile_file", loses_file_1)
+    for i in range(3):
+        write(clean(50, seed=i), tmp_path / f"part-{i}.parquet")
+    with pytest.raises(
+        PipelineIntegrityError, match=r"^the FnApiRunner runner lost the profiles of 1 of 3 files \(first: "
+    ):
+        compute_statistics(
+            {"source": str(tmp_path), "engine": "beam", "pipeline_options": {"direct_running_mode": "in_memory"}}
+        )
+
+
 @pytest.mark.parametrize("engine", ["arrow", "beam"])
 def test_a_table_wider_than_max_columns_is_refused_before_any_work(tmp_path, engine):
     from airflow_mlcrit.exceptions import DataValidationError
