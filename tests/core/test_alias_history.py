@@ -169,3 +169,30 @@ def test_a_head_record_behind_the_newest_entry_is_a_lag_not_damage(moved):
     )
     assert moved.alias_version(KEY, "production") == 3
     assert moved.move_alias(f"{KEY}@v1", "production", reason="next").seq == 4
+
+
+def test_a_move_that_lands_between_a_reader_s_two_reads_is_not_taken_for_tampering(moved, store_spec, monkeypatch):
+    """A reader reads the head record and lists the entries; another writer's move (entry, then
+    head) lands between the two reads. Seen in CI on SeaweedFS when the listing came first: the new
+    head with the old listing read as "entries were deleted". The head is read first now."""
+    from airflow_mlcrit.core.artifacts import open_store
+
+    root, options = store_spec
+    other = open_store(root, **options)
+    reads = {"head": moved._head_record, "list": moved._history_seqs}
+    done = []
+
+    def first_read_then_a_move(which):
+        def read(*args):
+            out = reads[which](*args)
+            if not done:
+                done.append(which)
+                other.move_alias(f"{KEY}@v1", "production", reason="concurrent rollback")
+            return out
+
+        return read
+
+    monkeypatch.setattr(moved, "_head_record", first_read_then_a_move("head"))
+    monkeypatch.setattr(moved, "_history_seqs", first_read_then_a_move("list"))
+    history = moved.alias_history(KEY, "production")
+    assert done and [(m.seq, m.to_version) for m in history][-2:] == [(3, 3), (4, 1)]

@@ -1020,8 +1020,17 @@ class ArtifactStore:
             return self._broken(kind, name, alias, problem)
 
         self._check_signing()
-        seqs = self._history_seqs(kind, name, alias)
-        head = self._head_record(kind, name, alias)
+        # The head record first, then the listing: a move writes its entry before it advances the
+        # head, so every entry a head names is listed after it. (The other order saw a racing
+        # move's new head with the old listing: a false "entries were deleted".) A mismatch is
+        # read once more before it is called tampering: two moves may land between the reads.
+        for attempt in (1, 2):
+            head = self._head_record(kind, name, alias)
+            seqs = self._history_seqs(kind, name, alias)
+            if len(seqs) <= 1 if head is None else bool(seqs) and seqs[-1] >= head["seq"]:
+                break
+            if attempt == 1:
+                time.sleep(0.2)
         if not seqs:
             if head is not None:
                 raise broken(f"its head record names entry {head['seq']}, but no entry exists")
