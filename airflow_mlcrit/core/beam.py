@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -44,7 +43,10 @@ def pipeline_args(runner: str | None, options: dict[str, Any] | None) -> list[st
     if runner == "FnApiRunner":
         opts.setdefault("direct_running_mode", "multi_processing")
         if opts["direct_running_mode"] != "in_memory":
-            opts.setdefault("direct_num_workers", os.cpu_count() or 1)
+            # one worker process: Beam 2.77's FnApiRunner with several lost elements between stages
+            # at about 500 MB, silently (docs/benchmarks.md, "Beam data plane"); one did not. A user
+            # who sets more still has the row check, which fails such a run instead of committing it.
+            opts.setdefault("direct_num_workers", 1)
     args = [f"--runner={runner}"]
     for key, value in opts.items():
         if isinstance(value, bool):

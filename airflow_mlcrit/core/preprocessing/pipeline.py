@@ -141,7 +141,7 @@ class FormatAndTokenize:
     def setup(self) -> None:
         import os
 
-        # Beam already runs one worker per core; the tokenizer's own threads would oversubscribe.
+        # parallelism is Beam's (its workers); the tokenizer's own threads would oversubscribe the cores
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         if self.cfg["template"] is not None:
             from airflow_mlcrit.core.preprocessing.templates import compile_template
