@@ -8,7 +8,7 @@ started here), then preprocessed three ways, each launched from a fresh process:
 
 * ``workers/isolated``: the data plane on Beam's portable job service and worker pool in their
   own mount namespace with a private /tmp (no disk shared with the launcher);
-* ``workers/fnapi``: the data plane on FnApiRunner (2 worker processes);
+* ``workers/fnapi``: the data plane on FnApiRunner (one worker process, its default);
 * ``download-first`` (the baseline, v0.1's path): the launcher downloads the dataset, runs
   FnApiRunner on the local copy and uploads the output.
 
@@ -62,12 +62,12 @@ def launch(mode: str, root: str, proxy: str, direct: str, engine: str, cfg: dict
     if mode == "download-first":
         with tempfile.TemporaryDirectory() as work:
             store.get("dataset/bench@v1", Path(work, "in"))
-            local = {**cfg, "source": str(Path(work, "in")), "pipeline_options": {"direct_num_workers": 2}}
+            local = {**cfg, "source": str(Path(work, "in")), "pipeline_options": {"direct_num_workers": 1}}
             result = run_preprocess(local, workdir=Path(work, "w"))
             files = {p.relative_to(result.output_dir).as_posix(): p for p in result.output_dir.rglob("*.parquet")}
             store.put("transformed_dataset/bench", files)
     else:
-        options = {"direct_num_workers": 2, "s3_endpoint_url": direct, "s3_region_name": "us-east-1"}
+        options = {"direct_num_workers": 1, "s3_endpoint_url": direct, "s3_region_name": "us-east-1"}
         if mode == "workers/isolated":
             options.update(json.loads(engine))
             cfg = {**cfg, "runner": "PortableRunner"}
