@@ -309,8 +309,8 @@ def check_rows(done: dict[str, Any], runner: str) -> None:
     if written != expected:
         raise PipelineIntegrityError(
             f"the {runner} runner wrote {written:,} rows where {expected:,} were due ({between}): it lost or "
-            "duplicated data, so nothing was committed. Retry; if it recurs, run with pipeline_options "
-            "direct_running_mode='in_memory' or on a cluster runner"
+            "duplicated data, so nothing was committed. Retry; if it recurs, run FnApiRunner with one worker "
+            "(pipeline_options direct_num_workers=1, the default) or on a cluster runner"
         )
 
 
@@ -600,10 +600,7 @@ def run_preprocess(
     counts |= {"sent": _total(beam, sharded, "Sent")} if user_fn is not None else {"dropped": dropped}
     control = [
         written | "Files" >> beam.combiners.ToList() | "TagFiles" >> beam.Map(_tag, "files"),
-        batches
-        | "InputRows" >> beam.Map(lambda b: b.num_rows)
-        | "SumRows" >> beam.CombineGlobally(sum)
-        | "TagRows" >> beam.Map(_tag, "input_rows"),
+        _total(beam, batches, "Input") | "TagRows" >> beam.Map(_tag, "input_rows"),
         schema | "InFields" >> beam.Map(schema_fields) | "TagIn" >> beam.Map(_tag, "input_fields"),
         out_schema | "OutFields" >> beam.Map(schema_fields) | "TagOut" >> beam.Map(_tag, "output_fields"),
         *(pc | f"Tag_{k}" >> beam.Map(_tag, f"analyzer:{k}") for k, pc in analyzers.items()),
