@@ -131,6 +131,11 @@ with DAG(
             "log_every": 25,
         },
         output_name="support-sentiment",
+        # CeleryExecutor: only workers started with `--queues default,gpu` take it (docs/deployment.md);
+        # other executors ignore the queue
+        queue="gpu",
+        # a lost worker: the retry, on any worker of the queue, resumes from the newest stored checkpoint
+        retries=2,
     )
     evaluate = EvaluateModelOperator(
         task_id="evaluate",

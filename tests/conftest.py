@@ -127,6 +127,7 @@ def store(store_spec):
 # processes that take whole modules from a shared queue, the next one whenever one finishes; a
 # long module started near the end would leave the other process idle. Measured durations.
 _LONGEST_FIRST = (
+    "tests/e2e/test_celery.py",
     "tests/e2e/test_scheduler.py",
     "tests/e2e/test_example_dags.py",
     "tests/reliability/test_crash_safety.py",

@@ -14,16 +14,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def airflow_home(root: Path, *, dags: Path | None = None, transport: dict | None = None, **extra: str) -> dict:
-    """The environment of a fresh Airflow home under ``root`` (SQLite DB migrated, local artifact
-    store, OpenLineage file transport unless ``transport`` is given); ``extra`` adds variables."""
+def airflow_home(
+    root: Path, *, dags: Path | None = None, transport: dict | None = None, database: str | None = None, **extra: str
+) -> dict:
+    """The environment of a fresh Airflow home under ``root`` (a migrated SQLite DB, or the empty
+    ``database`` URL migrated; a local artifact store; the OpenLineage file transport unless
+    ``transport`` is given); ``extra`` adds variables."""
     root.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(root / "home"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags or REPO / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{root}/airflow.db",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database or f"sqlite:///{root}/airflow.db",
         "AIRFLOW__MLCRIT__ARTIFACT_ROOT": str(root / "artifacts"),
         "MLCRIT_ARTIFACT_ROOT": str(root / "artifacts"),
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
@@ -32,7 +35,10 @@ def airflow_home(root: Path, *, dags: Path | None = None, transport: dict | None
         "HF_HUB_OFFLINE": "1",
         **extra,
     }
-    shutil.copyfile(_migrated_db(env), root / "airflow.db")
+    if database:
+        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
+    else:
+        shutil.copyfile(_migrated_db(env), root / "airflow.db")
     return env
 
 

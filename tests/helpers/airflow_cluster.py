@@ -1,0 +1,315 @@
+"""Real Airflow components on 127.0.0.1 for the e2e tests: api-server, scheduler, dag-processor
+and triggerer in a temporary AIRFLOW_HOME, driven through the REST API, and Celery or Edge
+workers that run as separate "machines": each in its own mount, UTS and PID namespaces, with a
+private /tmp (a tmpfs) holding its own copy of the DAGs and its AIRFLOW_HOME. Such a worker shares
+nothing with the others but the network: the metadata DB, the broker and the S3 store.
+Every process started is stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.helpers.airflow_home import airflow_home
+from tests.helpers.servers import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+E2E_DAGS = REPO / "tests" / "e2e" / "dags"
+
+# Preloading in the long-lived process whose task processes are forked from it (docs/deployment.md);
+# logging is not configured yet this early, so what was loaded goes to a file the test reads.
+LOCAL_SETTINGS = """import os, sys
+
+if sys.argv[1:2] == ["scheduler"] or sys.argv[1:3] == ["celery", "worker"]:
+    from airflow_mlcrit.preload import preload
+
+    with open(os.path.join(os.environ["AIRFLOW_HOME"], "preloaded.txt"), "w") as f:
+        f.write(",".join(preload()))
+"""
+
+
+def copy_dags(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in [*(REPO / "dags").glob("*.py"), *E2E_DAGS.glob("*.py")]:
+        shutil.copy(f, dest / f.name)
+    return dest
+
+
+class Airflow:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        port: int | None = None,
+        database: str | None = None,
+        local_settings: str = LOCAL_SETTINGS,
+        transport: dict | None = None,
+        **extra_env: str,
+    ):
+        self.root, self.port = root, port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.local_settings = local_settings
+        defaults = dict(
+            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+            AIRFLOW__CORE__PARALLELISM="2",
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+            AIRFLOW__API__PORT=str(self.port),
+            AIRFLOW__API__HOST="127.0.0.1",
+            AIRFLOW__API__BASE_URL=self.url,
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{self.url}/execution/",
+            AIRFLOW__API_AUTH__JWT_SECRET="e2e-secret-not-for-production",
+            AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+            AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1",
+            AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC="1",
+            AIRFLOW__OPENLINEAGE__NAMESPACE="mlcrit-e2e",
+            # two tasks at once on 2 cores: one torch thread each. With torch's default (all cores
+            # per process) two concurrent fine-tunes took 130 s each instead of 17 s.
+            OMP_NUM_THREADS="1",
+            # The production tuning docs/deployment.md recommends: task processes forked from a
+            # process that preloaded torch & co. (LOCAL_SETTINGS), a supervisor that notices a
+            # finished task within 1 s instead of 5, and no re-parsing of unchanged DAG files every
+            # 30 s. One flagship run: 96 s before, 60 s after.
+            AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL="1",
+            AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL="600",
+        )
+        self.env = airflow_home(
+            root, dags=copy_dags(root / "dags"), database=database, transport=transport, **{**defaults, **extra_env}
+        )
+        self.home = Path(self.env["AIRFLOW_HOME"])
+        config = self.home / "config"
+        config.mkdir(parents=True, exist_ok=True)
+        (config / "airflow_local_settings.py").write_text(local_settings)
+        self.procs: list[subprocess.Popen] = []
+        self.workers: list[Worker] = []
+
+    def start(self) -> None:
+        for component in (
+            ["api-server", "--port", str(self.port), "--host", "127.0.0.1"],
+            ["scheduler"],
+            ["dag-processor"],
+            ["triggerer"],
+        ):
+            log = open(self.root / f"{component[0]}.log", "w")
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "airflow", *component],
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(1)
+        else:
+            raise AssertionError(f"api-server did not answer:\n{(self.root / 'api-server.log').read_text()[-3000:]}")
+        with urllib.request.urlopen(f"{self.url}/auth/token", timeout=10) as r:
+            self.token = json.loads(r.read())["access_token"]
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.kill()
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    def api(self, method: str, path: str, body: dict | None = None) -> dict:
+        request = urllib.request.Request(
+            f"{self.url}/api/v2{path}",
+            data=json.dumps(body).encode() if body is not None else None,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            exc.msg = f"{exc.msg}: {method} {path}: {exc.read()[:1000]!r}"
+            raise
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.api("GET", f"/dags/{dag_id}")
+                return
+            except urllib.error.HTTPError:
+                time.sleep(1)
+        raise AssertionError(f"{dag_id} was not parsed:\n{(self.root / 'dag-processor.log').read_text()[-3000:]}")
+
+    def trigger(self, dag_id: str, conf: dict) -> str:
+        self.wait_for_dag(dag_id)
+        self.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
+        run = self.api("POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
+        return run["dag_run_id"]
+
+    def clear(self, dag_id: str, run_id: str, task_ids: list[str]) -> None:
+        """Clear task instances (what a user's "clear" does): they run again, with a new try."""
+        body = {"dry_run": False, "dag_run_id": run_id, "task_ids": task_ids, "only_failed": False}
+        self.api("POST", f"/dags/{dag_id}/clearTaskInstances", body)
+
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict]:
+        tis = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        return {t["task_id"]: t for t in tis}
+
+    def tries(self, dag_id: str, run_id: str, task_id: str) -> list[dict]:
+        """Every try of a task instance, the current one included, oldest first."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/tries"
+        return sorted(self.api("GET", path)["task_instances"], key=lambda t: t["try_number"])
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        return {t: ti["state"] for t, ti in self.task_instances(dag_id, run_id).items()}
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str) -> str:
+        """The task's log files in the home of whichever process wrote them: this one's (local
+        executors), and each live worker's private one."""
+        homes = [self.home, *(w.home for w in self.workers if w.alive)]
+        rel = Path("logs") / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        return "\n".join(p.read_text() for home in homes for p in sorted((home / rel).glob("attempt=*.log")))
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = 600, on_state=None) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+            if on_state:
+                on_state(self.task_states(dag_id, run_id))
+            if state in ("success", "failed"):
+                return state
+            time.sleep(1)
+        raise AssertionError(f"{dag_id} {run_id} still running: {self.task_states(dag_id, run_id)}\n{self.logs()}")
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(self.root.glob("*.log")))
+
+
+# A worker's "machine": its hostname, then a tmpfs over /tmp holding its own copy of what it was
+# staged with (reached through a bind mount made before /tmp is covered). Only then the worker.
+_MACHINE = r"""set -eu
+hostname "$1"; shift
+mount --bind "$MLCRIT_WORKER_STAGE" /mnt
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mkdir /tmp/worker
+cp -a /mnt/. /tmp/worker/
+umount /mnt
+cd /tmp/worker
+exec "$@"
+"""
+
+
+class Worker:
+    """An Airflow worker process (``airflow celery worker`` or ``airflow edge worker``) on a
+    "machine" of its own: ``unshare`` gives it mount, UTS and PID namespaces, so its hostname is
+    ``name``, its /tmp is a private tmpfs (its AIRFLOW_HOME, logs and task work dirs live there),
+    and killing it ends every process it started, as losing the machine would."""
+
+    def __init__(self, airflow: Airflow, name: str, command: list[str], **extra_env: str):
+        self.airflow, self.name = airflow, name
+        stage = airflow.root / f"{name}-stage-{time.monotonic_ns()}"
+        copy_dags(stage / "dags")
+        (stage / "home" / "config").mkdir(parents=True)
+        (stage / "home" / "config" / "airflow_local_settings.py").write_text(airflow.local_settings)
+        env = {
+            **airflow.env,
+            "AIRFLOW_HOME": "/tmp/worker/home",
+            "AIRFLOW__CORE__DAGS_FOLDER": "/tmp/worker/dags",
+            "TMPDIR": "/tmp",
+            "MLCRIT_WORKER_STAGE": str(stage),
+            # what Airflow records as the task instance's hostname: this machine's
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "socket.gethostname",
+            **extra_env,
+        }
+        unshare = ["unshare", "--mount", "--uts", "--pid", "--fork", "--kill-child", "--mount-proc"]
+        self.log = airflow.root / f"worker-{name}-{time.monotonic_ns()}.log"
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(
+                [*unshare, "sh", "-c", _MACHINE, "machine", name, sys.executable, "-m", "airflow", *command],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        airflow.workers.append(self)
+        deadline = time.monotonic() + 60
+        while not (self.home / "config").is_dir():  # its /tmp is mounted and staged
+            assert self.proc.poll() is None and time.monotonic() < deadline, self.log.read_text()[-3000:]
+            time.sleep(0.2)
+        self.namespace = os.readlink(f"/proc/{self.proc.pid}/ns/pid_for_children")
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    @property
+    def home(self) -> Path:
+        """Its AIRFLOW_HOME, read from outside through its mount namespace while it runs."""
+        return Path(f"/proc/{self.proc.pid}/root/tmp/worker/home")
+
+    def kill(self) -> list[str]:
+        """SIGKILL its whole process group, as a lost machine goes; returns what survived of its
+        PID namespace (nothing may: the namespace's init goes, and the kernel ends the rest)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        deadline, left = time.monotonic() + 10, ["?"]
+        while left and time.monotonic() < deadline:
+            left = []
+            for p in Path("/proc").iterdir():
+                try:
+                    if p.name.isdigit() and os.readlink(p / "ns" / "pid") == self.namespace:
+                        command = (p / "cmdline").read_bytes().replace(bytes(1), b" ")[:200]
+                        left.append(f"{p.name}: {command!r}")
+                except OSError:
+                    continue
+            time.sleep(0.2 * bool(left))
+        return left
+
+
+def celery_settings(
+    *, database: str, redis: str, api_url: str, jwt_secret: str, s3_root: str, s3_endpoint: str
+) -> dict:
+    """CeleryExecutor on PostgreSQL with a Redis broker and the artifact store on S3: the settings
+    docs/deployment.md documents (tests/test_compose.py checks that they are the same), here for
+    the given endpoints. ``database`` is ``user[:password]@host:port/name``, ``redis`` ``host:port/db``."""
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{database}",
+        "AIRFLOW__CELERY__BROKER_URL": f"redis://{redis}",
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{database}",
+        # longer than the longest task: Redis hands a task that is not acknowledged within this
+        # time to another worker while the first may still run it (the default is 24 h)
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
+        "AIRFLOW__MLCRIT__ARTIFACT_ROOT": s3_root,
+        "AIRFLOW__MLCRIT__S3_ENDPOINT_URL": s3_endpoint,
+    }
+
+
+def edge_settings(*, api_url: str) -> dict:
+    """EdgeExecutor: workers pull their work from the api-server at ``api_url`` over HTTP
+    (docs/deployment.md, "EdgeExecutor")."""
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "airflow.providers.edge3.executors.EdgeExecutor",
+        "AIRFLOW__EDGE__API_ENABLED": "True",
+        "AIRFLOW__EDGE__API_URL": f"{api_url}/edge_worker/v1/rpcapi",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
+    }
