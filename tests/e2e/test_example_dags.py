@@ -1,7 +1,7 @@
 """The example DAGs in dags/, run with `airflow dags test` in a fresh Airflow home (a separate
 process per run, as an operator would run them): they all parse, the drift watch triggers a
 retraining, and instruction tuning of a tiny causal LM. The flagship mlcrit_text_classifier runs
-two weeks of the demo under the real scheduler in tests/e2e/test_scheduler.py."""
+two weeks of the demo on CeleryExecutor workers in tests/e2e/test_celery.py."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def test_the_drift_watch_starts_a_retraining_when_a_week_drifts(home):
     """Two weeks of the demo's messages (week 2 drifted: more app traffic, slang). The drift watch,
     asked to look at versions after v1, finds week 2 beyond its thresholds and triggers
     mlcrit_text_classifier on it. (The two weeks' training, gate and rollback run under the real
-    scheduler: tests/e2e/test_scheduler.py.)"""
+    scheduler: tests/e2e/test_celery.py.)"""
     root, env = home
     for week in ("1", "2"):
         _run(env, "dev/demo.py", "week", week)
