@@ -1,4 +1,4 @@
-"""The demo's data and summary: ``setup``, ``week N`` (new data lands) and ``summary``.
+"""The demo's data and summary: ``setup``, ``week N`` (new data lands) and ``summary [EVALUATION]``.
 
 Used by ./dev/run-demo; reads and writes the store at $MLCRIT_ARTIFACT_ROOT.
 """
@@ -124,8 +124,8 @@ def _ci(m: dict | None) -> str:
     return f"{m['value']:.3f} [{m['low']:.3f}, {m['high']:.3f}]"
 
 
-def summary(store) -> None:
-    ev = store.resolve("evaluation/support-sentiment@latest")
+def summary(store, evaluation: str = "evaluation/support-sentiment@latest") -> None:
+    ev = store.resolve(evaluation)
     result = json.loads(store.read_bytes(ev.ref, "evaluation.json"))
     b = result["binding"]
     print(f"  {ev.ref}: candidate {b['candidate']} vs baseline {b['baseline']} on {b['dataset']}")
@@ -176,7 +176,7 @@ def main() -> None:
     elif cmd == "week":
         week(store, int(sys.argv[2]))
     else:
-        summary(store)
+        summary(store, *sys.argv[2:3])  # an evaluation ref, else the latest
 
 
 if __name__ == "__main__":

@@ -128,6 +128,7 @@ def store(store_spec):
 # long module started near the end would leave the other process idle. Measured durations.
 _LONGEST_FIRST = (
     "tests/e2e/test_celery.py",
+    "tests/e2e/test_edge.py",
     "tests/e2e/test_scheduler.py",
     "tests/e2e/test_example_dags.py",
     "tests/reliability/test_crash_safety.py",

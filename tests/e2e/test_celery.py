@@ -12,13 +12,13 @@ with PostgreSQL and S3" (tests/test_compose.py checks that they are the same as 
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
 import runpy
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -125,8 +125,8 @@ def test_week_one_survives_losing_the_gpu_worker_mid_training(cluster, tmp_path)
     only worker-a serves; once its first checkpoint is in S3, worker-a's machine is lost (SIGKILL
     of its process group: nothing of it survives) and worker-b is told to serve `gpu` too. The
     scheduler notices the missing heartbeats and retries the task, which resumes on worker-b from
-    the checkpoint in S3, not from step 0, and commits one adapter whose weights equal an
-    uninterrupted run's."""
+    the checkpoint in S3, not from step 0, and commits one adapter (whose weights are compared
+    with an uninterrupted run's below)."""
     af, store = cluster, cluster.store
     _demo(store, ("setup",), ("week", 1))
     af.wait_for_dag(DAG)
@@ -165,7 +165,8 @@ def test_week_one_survives_losing_the_gpu_worker_mid_training(cluster, tmp_path)
     assert f"resuming from {checkpoint.ref} (step {step})" in log, log[-3000:]
     assert f"step {step + 25}/150" in log and "step 25/150" not in log  # went on from there, not from 0
     assert store.versions(ADAPTER) == [1] and store.list_artifacts("checkpoint") == []
-    _weights_equal_an_uninterrupted_run(store, tmp_path, _lineage(af))
+    # the uninterrupted run trains here while the next test's runs go on (checked after them)
+    af.reference = _train_uninterrupted(store, tmp_path, _lineage(af))
     assert states["promote_prompt"] == "skipped" and states["promote"] == "success"
     [move] = store.alias_history(ADAPTER, "production")
     assert move.to_version == 1 and move.reason == "blessed: non-inferior on every state and channel"
@@ -176,13 +177,14 @@ def test_week_one_survives_losing_the_gpu_worker_mid_training(cluster, tmp_path)
 
 
 def test_week_two_is_spread_over_both_workers_and_stopped_at_the_gate(cluster, tmp_path):
-    """Week 2 of the demo (drifted data, a broken phone export), triggered through the REST API:
-    its tasks run on both workers, each of which holds the logs of exactly the tasks it ran in
-    its private /tmp, and the gate stops it on channel=phone, as in the demo. An operator then
-    forces it into production with the CLI and takes it back with the mlcrit_rollback DAG."""
+    """Week 2 of the demo (drifted data, a broken phone export), triggered through the REST API,
+    with the next test's two racing runs started beside it: its tasks run on both workers, each of
+    which holds the logs of exactly the tasks it ran in its private /tmp, and the gate stops it on
+    channel=phone, as in the demo."""
     af, store = cluster, cluster.store
     _demo(store, ("week", 2))
-    run_id = af.trigger(DAG, {})
+    run_id = af.week_two = af.trigger(DAG, {})
+    af.race = _start_the_race(af, store, tmp_path)
     assert af.wait_run(DAG, run_id, timeout=900) == "success", af.logs()
     tis = af.task_instances(DAG, run_id)
     ran = {t: ti["hostname"] for t, ti in tis.items() if ti["state"] == "success"}
@@ -197,7 +199,7 @@ def test_week_two_is_spread_over_both_workers_and_stopped_at_the_gate(cluster, t
         assert [name for name, path in logs.items() if any(path.glob("attempt=*.log"))] == [host], task
     assert (tis["gate"]["state"], tis["promote"]["state"]) == ("success", "skipped")
     assert "NOT_BLESSED: skipping promote" in af.task_log(DAG, run_id, "gate")
-    ev = store.resolve("evaluation/support-sentiment@v2")
+    ev = store.resolve(_evaluation(store, run_id))
     assert ev.metadata["baseline"] == f"{ADAPTER}@v1"
     [blessing] = [c for c in store.children(ev.ref) if c.kind == "blessing"]
     doc = json.loads(store.read_bytes(blessing.ref, "blessing.json"))
@@ -205,30 +207,23 @@ def test_week_two_is_spread_over_both_workers_and_stopped_at_the_gate(cluster, t
     assert doc["decision"] == "NOT_BLESSED" and "channel=phone" in failed  # the broken phone export, caught
     assert store.resolve(f"{ADAPTER}@production").version == 1
     summary = subprocess.run(
-        [sys.executable, "dev/demo.py", "summary"], env=af.cli_env, cwd=REPO, check=True, capture_output=True, text=True
+        [sys.executable, "dev/demo.py", "summary", str(ev.ref)],
+        env=af.cli_env,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     assert "channel=phone" in summary and "report.html" in summary
-    # an operator overrides the gate (recorded as forced), then rolls back with the rollback DAG
-    cli = [sys.executable, "-m", "airflow_mlcrit.core.cli", "promote", f"{ADAPTER}@v2"]
-    cli += ["--alias", "production", "--reason", "override for a demo", "--force"]
-    subprocess.run(cli, env=af.cli_env, cwd=REPO, check=True, capture_output=True)
-    run_id = af.trigger("mlcrit_rollback", {"reason": "phone regression confirmed in production"})
-    assert af.wait_run("mlcrit_rollback", run_id) == "success", af.logs()
-    history = store.alias_history(ADAPTER, "production")
-    assert [(m.to_version, m.forced) for m in history] == [(1, False), (2, True), (1, False)]
-    assert history[-1].reason == "phone regression confirmed in production"
-    assert {e["job"]["name"] for e in _lineage(af)} >= {f"{DAG}.promote", "mlcrit_rollback.rollback"}
+    assert {e["job"]["name"] for e in _lineage(af)} >= {f"{DAG}.gate"}
 
 
-def test_two_blessed_runs_race_for_production_and_exactly_one_wins(cluster, tmp_path):
-    """Two runs of the flagship DAG on different data (week 1's and week 2's messages), each
-    judged against production v1 and blessed by a lenient gate (DAG params, as a user would set
-    them), then promoted at once when the release window (the `promotions` pool) opens. Exactly
-    one promotion wins; the other fails with the conflict, and once cleared it is evaluated again
-    against the new production and lands after it."""
+def _start_the_race(af: Airflow, store, tmp_path: Path) -> list[str]:
+    """Two runs of the flagship DAG on different data (week 1's and week 2's messages), short and
+    with a lenient gate (DAG params, as a user would set them); their promotions wait in the
+    closed `promotions` pool."""
     import pandas as pd
 
-    af, store = cluster, cluster.store
     assert store.alias_version(ADAPTER, "production") == 1
     store.get("dataset/support-golden@v1", tmp_path / "golden")
     golden = pd.read_parquet(tmp_path / "golden" / "golden.parquet").head(300)
@@ -238,7 +233,16 @@ def test_two_blessed_runs_race_for_production_and_exactly_one_wins(cluster, tmp_
     # 100 bootstrap replicates: this test is about alias moves under concurrency, not interval accuracy
     conf = {"replicates": 100, "steps": 30, "golden": str(small.ref), "gate": lenient}
     af.api("PATCH", "/pools/promotions", {"pool": "promotions", "slots": 0, "include_deferred": False})
-    runs = [af.trigger(DAG, {**conf, "dataset": f"dataset/support-messages@v{week}"}) for week in (1, 2)]
+    return [af.trigger(DAG, {**conf, "dataset": f"dataset/support-messages@v{week}"}) for week in (1, 2)]
+
+
+def test_two_blessed_runs_race_for_production_and_exactly_one_wins(cluster, tmp_path):
+    """The two runs started beside week 2, each judged against production v1 and blessed, are
+    promoted at once when the release window (the `promotions` pool) opens. Exactly one promotion
+    wins; the other fails with the conflict, and once cleared it is evaluated again against the
+    new production and lands after it. Then an operator forces week 2's adapter into production
+    with the CLI and takes it back with the mlcrit_rollback DAG."""
+    af, store, runs = cluster, cluster.store, cluster.race
     deadline = time.monotonic() + 900
     while not all(af.task_states(DAG, r).get("promote") == "scheduled" for r in runs):
         states = [af.task_states(DAG, r) for r in runs]
@@ -270,11 +274,45 @@ def test_two_blessed_runs_race_for_production_and_exactly_one_wins(cluster, tmp_
     assert [m.seq for m in history] == list(range(1, len(history) + 1))
     for before, move in itertools.pairwise(history):
         assert move.from_version == before.to_version
-    assert [m.extra["run"]["run_id"] for m in history[3:]] == [winner, loser]
-    for move in history[3:]:
+    assert [m.extra["run"]["run_id"] for m in history[1:]] == [winner, loser]
+    for move in history[1:]:
         assert store.resolve(move.extra["blessing"]).metadata["baseline"] == f"{ADAPTER}@v{move.from_version}"
         assert store.resolve(f"{ADAPTER}@v{move.to_version}").producer["run_id"] == move.extra["run"]["run_id"]
     assert history[-1].from_version == won
+    # an operator overrides the gate for week 2's adapter (recorded as forced), then rolls it back
+    [week_two] = [
+        v for v in store.versions(ADAPTER) if store.resolve(f"{ADAPTER}@v{v}").producer["run_id"] == af.week_two
+    ]
+    cli = [sys.executable, "-m", "airflow_mlcrit.core.cli", "promote", f"{ADAPTER}@v{week_two}"]
+    cli += ["--alias", "production", "--reason", "override for a demo", "--force"]
+    subprocess.run(cli, env=af.cli_env, cwd=REPO, check=True, capture_output=True)
+    run_id = af.trigger("mlcrit_rollback", {"reason": "phone regression confirmed in production"})
+    assert af.wait_run("mlcrit_rollback", run_id) == "success", af.logs()
+    history = store.alias_history(ADAPTER, "production")
+    landed = history[2].to_version
+    assert [(m.to_version, m.forced) for m in history[2:]] == [(landed, False), (week_two, True), (landed, False)]
+    assert history[-1].reason == "phone regression confirmed in production"
+    jobs = {e["job"]["name"] for e in _lineage(af)}
+    assert jobs >= {f"{DAG}.evaluate", f"{DAG}.promote", "mlcrit_rollback.rollback"}
+
+
+def test_the_adapter_trained_across_two_workers_equals_an_uninterrupted_run(cluster, tmp_path):
+    """Week 1's adapter (50 or more steps on worker-a, the rest on worker-b after resuming from
+    the checkpoint in S3) equals one trained here in one go from the same transformed dataset,
+    base model and hyperparameters, to 1e-6."""
+    from safetensors.torch import load_file
+
+    store = cluster.store
+    cluster.reference.join()
+    assert cluster.reference.output_dir is not None, cluster.reference.error
+    store.get(f"{ADAPTER}@v1", tmp_path / "adapter-v1")
+    ours, theirs = (
+        load_file(next(d.rglob("adapter_model.safetensors")))
+        for d in (tmp_path / "adapter-v1", cluster.reference.output_dir)
+    )
+    assert sorted(ours) == sorted(theirs) and ours
+    worst = max(float((ours[k] - theirs[k]).abs().max()) for k in ours)
+    assert worst <= 1e-6, worst
 
 
 def _evaluation(store, run_id: str) -> str:
@@ -286,11 +324,10 @@ def _evaluation(store, run_id: str) -> str:
     return ev
 
 
-def _weights_equal_an_uninterrupted_run(store, tmp_path: Path, events: list[dict]) -> None:
-    """The adapter trained across two workers equals one trained here in one go, from the same
-    transformed dataset, base model and hyperparameters (the run's mlcrit_training facet)."""
-    from safetensors.torch import load_file
-
+def _train_uninterrupted(store, tmp_path: Path, events: list[dict]) -> threading.Thread:
+    """Train week 1's adapter again in one go, in a thread: the same transformed dataset, base
+    model and hyperparameters (the run's mlcrit_training facet), one torch thread as on the
+    workers (the same reduction order)."""
     from airflow_mlcrit.core.training.runner import checkpoint_key, run_training
 
     adapter = store.resolve(f"{ADAPTER}@v1")
@@ -307,36 +344,31 @@ def _weights_equal_an_uninterrupted_run(store, tmp_path: Path, events: list[dict
     work = tmp_path / "reference"
     store.get(data, work / "data")
     store.get(base, work / "base")
-    scratch = open_store(work / "scratch")
-    with _env(OMP_NUM_THREADS="1"):  # as on the workers: the same reduction order
-        result = run_training(
-            {**hyper, "base_model": str(work / "base")},
-            str(work / "data" / "train"),
-            workdir=work / "train",
-            store=scratch,
-            ckpt_key=checkpoint_key("reference", "uninterrupted"),
-        )
-    store.get(adapter.ref, work / "adapter")
-    ours, theirs = (
-        load_file(next(d.rglob("adapter_model.safetensors"))) for d in (work / "adapter", result.output_dir)
-    )
-    assert sorted(ours) == sorted(theirs) and ours
-    worst = max(float((ours[k] - theirs[k]).abs().max()) for k in ours)
-    assert worst <= 1e-6, worst
+    previous = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # read by the training child; already 1 under dev/run-tests
 
-
-@contextlib.contextmanager
-def _env(**values: str):
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
+    def train():
+        try:
+            result = run_training(
+                {**hyper, "base_model": str(work / "base")},
+                str(work / "data" / "train"),
+                workdir=work / "train",
+                store=open_store(work / "scratch"),
+                ckpt_key=checkpoint_key("reference", "uninterrupted"),
+            )
+            thread.output_dir = result.output_dir
+        except Exception as exc:
+            thread.error = exc
+        finally:
+            if previous is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
             else:
-                os.environ[k] = v
+                os.environ["OMP_NUM_THREADS"] = previous
+
+    thread = threading.Thread(target=train, daemon=True)
+    thread.output_dir, thread.error = None, None
+    thread.start()
+    return thread
 
 
 def _rows(store, ref, dest) -> list[dict]:
