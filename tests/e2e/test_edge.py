@@ -44,6 +44,10 @@ def test_the_flagship_dag_runs_on_an_edge_worker(tmp_path, seaweedfs):
             AIRFLOW__MLCRIT__S3_ENDPOINT_URL=seaweedfs.endpoint_url,
             AIRFLOW__EDGE__JOB_POLL_INTERVAL="1",  # for this test: pick up each task within 1 s, not 5
             AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",  # only the triggered run: no weekly one
+            # an edge worker's request is signed for [api_auth] jwt_leeway seconds (10 by default):
+            # on two busy cores a status update took longer, was refused (403 "signature of the
+            # request has expired") and the worker took no more jobs (docs/deployment.md)
+            AIRFLOW__API_AUTH__JWT_LEEWAY="60",
         )
         try:
             af.start()
