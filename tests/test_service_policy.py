@@ -1,11 +1,14 @@
 """Tests that need PostgreSQL or Redis skip, with the reason, only where the service is absent and
-``CI`` is not set; in CI a missing service fails the run (tests/helpers/services.py)."""
+``CI`` is not set; in CI a missing service fails the run. What a killed run leaves in them, the next
+run removes (tests/helpers/services.py)."""
 
+import os
 import socket
+import subprocess
 
 import pytest
 
-from tests.helpers.services import require_service
+from tests.helpers.services import POSTGRES, REDIS, postgres_database, redis_prefix, require_service
 
 
 def _closed_port() -> int:
@@ -34,3 +37,44 @@ def test_a_running_service_passes(monkeypatch):
         s.bind(("127.0.0.1", 0))
         s.listen(1)
         require_service("PostgreSQL", s.getsockname())
+
+
+def test_what_a_killed_run_left_in_postgresql_and_redis_goes_and_a_live_runs_stays():
+    import psycopg2
+    import redis
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process that has ended: the run it stood for was killed before its cleanup
+    admin = psycopg2.connect(host=POSTGRES[0], port=POSTGRES[1], user="postgres", dbname="postgres")
+    admin.autocommit = True
+    client = redis.Redis(host=REDIS[0], port=REDIS[1])
+    left, live = f"mlcrit_sweep_{gone.pid}_0123456789", f"mlcrit_sweep_{os.getpid()}_0123456789"
+
+    def databases() -> list[str]:
+        with admin.cursor() as cur:
+            cur.execute("SELECT datname FROM pg_database WHERE starts_with(datname, 'mlcrit_sweep_')")
+            return sorted(name for (name,) in cur.fetchall())
+
+    try:
+        with admin.cursor() as cur:
+            for name in (left, live):
+                cur.execute(f'CREATE DATABASE "{name}"')
+        client.set(f"mlcrit-sweep-{gone.pid}-0123456789:unacked", b"1")
+        client.set(f"mlcrit-sweep-{os.getpid()}-0123456789:unacked", b"1")
+        with postgres_database("mlcrit_sweep") as ours, redis_prefix("mlcrit-sweep") as prefix:
+            assert databases() == sorted([live, ours.rsplit("/", 1)[1]])
+            client.set(f"{prefix}unacked", b"1")
+            assert sorted(client.scan_iter(match="mlcrit-sweep-*")) == sorted(
+                [f"mlcrit-sweep-{os.getpid()}-0123456789:unacked".encode(), f"{prefix}unacked".encode()]
+            )
+        assert databases() == [live]  # its own went at the end, the other live run's stays
+        assert list(client.scan_iter(match="mlcrit-sweep-*")) == [
+            f"mlcrit-sweep-{os.getpid()}-0123456789:unacked".encode()
+        ]
+    finally:
+        with admin.cursor() as cur:
+            for name in (left, live):
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        client.delete(*client.scan_iter(match="mlcrit-sweep-*"), "mlcrit-sweep-none")
+        admin.close()
+        client.close()

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
-from tests.helpers.airflow_cluster import LOCAL_SETTINGS, Airflow, Worker, celery_settings
+from tests.helpers.airflow_cluster import LOCAL_SETTINGS, Airflow, Worker, celery_settings, short_run_conf
 from tests.helpers.servers import free_port
 from tests.helpers.services import LineageReceiver, postgres_database, redis_prefix, require_service
 
@@ -222,16 +222,9 @@ def _start_the_race(af: Airflow, store, tmp_path: Path) -> list[str]:
     """Two runs of the flagship DAG on different data (week 1's and week 2's messages), short and
     with a lenient gate (DAG params, as a user would set them); their promotions wait in the
     closed `promotions` pool."""
-    import pandas as pd
-
     assert store.alias_version(ADAPTER, "production") == 1
-    store.get("dataset/support-golden@v1", tmp_path / "golden")
-    golden = pd.read_parquet(tmp_path / "golden" / "golden.parquet").head(300)
-    golden.to_parquet(tmp_path / "golden-300.parquet", index=False)
-    small = store.put("dataset/support-golden-300", tmp_path / "golden-300.parquet")
     lenient = {"thresholds": [{"metric": "accuracy", "change": "non_inferiority", "margin": 0.25}]}
-    # 100 bootstrap replicates: this test is about alias moves under concurrency, not interval accuracy
-    conf = {"replicates": 100, "steps": 30, "golden": str(small.ref), "gate": lenient}
+    conf = short_run_conf(store, tmp_path, lenient)  # about alias moves under concurrency, not the model
     af.api("PATCH", "/pools/promotions", {"pool": "promotions", "slots": 0, "include_deferred": False})
     return [af.trigger(DAG, {**conf, "dataset": f"dataset/support-messages@v{week}"}) for week in (1, 2)]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
-from tests.helpers.airflow_cluster import Airflow, Worker, edge_settings
+from tests.helpers.airflow_cluster import Airflow, Worker, edge_settings, short_run_conf
 from tests.helpers.servers import free_port
 from tests.helpers.services import LineageReceiver, postgres_database
 
@@ -24,8 +24,6 @@ DAG = "mlcrit_text_classifier"
 
 
 def test_the_flagship_dag_runs_on_an_edge_worker(tmp_path, seaweedfs):
-    import pandas as pd
-
     bucket = f"edge-{uuid.uuid4().hex[:10]}"
     seaweedfs.client().create_bucket(Bucket=bucket)
     s3_root = f"s3://{bucket}/ml/artifacts"
@@ -62,13 +60,8 @@ def test_the_flagship_dag_runs_on_an_edge_worker(tmp_path, seaweedfs):
             demo["setup"](store)
             demo["week"](store, 1)
             # a short run: what is proven here is where the tasks run, not the model
-            store.get("dataset/support-golden@v1", tmp_path / "golden")
-            golden = pd.read_parquet(tmp_path / "golden" / "golden.parquet").head(300)
-            golden.to_parquet(tmp_path / "golden-300.parquet", index=False)
-            small = store.put("dataset/support-golden-300", tmp_path / "golden-300.parquet")
             lenient = {"thresholds": [{"metric": "accuracy", "min": 0.6}]}  # the first model: no baseline yet
-            conf = {"replicates": 100, "steps": 30, "golden": str(small.ref), "gate": lenient}
-            run_id = af.trigger(DAG, conf)
+            run_id = af.trigger(DAG, short_run_conf(store, tmp_path, lenient))
             assert af.wait_run(DAG, run_id, timeout=600) == "success", af.logs()
             tis = af.task_instances(DAG, run_id)
             ran = {t: ti["hostname"] for t, ti in tis.items() if ti["state"] == "success"}

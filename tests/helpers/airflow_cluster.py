@@ -314,3 +314,17 @@ def edge_settings(*, api_url: str) -> dict:
         "AIRFLOW__EDGE__API_URL": f"{api_url}/edge_worker/v1/rpcapi",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
     }
+
+
+def short_run_conf(store, tmp_path: Path, gate: dict) -> dict:
+    """DAG params for a short run of the flagship DAG, as a user would set them: the first 300 rows
+    of the demo's golden set (stored as ``dataset/support-golden-300``), 30 training steps, 100
+    bootstrap replicates and ``gate``'s thresholds. For tests about where and in what order tasks
+    run, not about the model or its intervals."""
+    import pandas as pd
+
+    store.get("dataset/support-golden@v1", tmp_path / "golden")
+    golden = pd.read_parquet(tmp_path / "golden" / "golden.parquet").head(300)
+    golden.to_parquet(tmp_path / "golden-300.parquet", index=False)
+    small = store.put("dataset/support-golden-300", tmp_path / "golden-300.parquet")
+    return {"replicates": 100, "steps": 30, "golden": str(small.ref), "gate": gate}

@@ -31,18 +31,30 @@ def require_service(name: str, address: tuple[str, int]) -> None:
         pytest.skip(message)
 
 
+def _orphaned(name: str, prefix: str, sep: str) -> bool:
+    """Whether ``name`` (``<prefix><sep><pid><sep><hex>``) was made by a process that has gone: a
+    test run killed before its cleanup, whose leftovers the next run removes."""
+    pid = name[len(prefix) + 1 :].split(sep, 1)[0]
+    return pid.isdigit() and not os.path.exists(f"/proc/{pid}")
+
+
 @contextlib.contextmanager
 def postgres_database(prefix: str = "mlcrit_e2e") -> Iterator[str]:
     """A new, empty database (trust auth as ``postgres``); yields its host/name part
-    (``postgres@127.0.0.1:5432/<name>``) and drops it, with any connection left, at the end."""
+    (``postgres@127.0.0.1:5432/<name>``) and drops it, with any connection left, at the end.
+    Databases of this prefix left by a killed run (their process is gone) are dropped first."""
     import psycopg2
 
     require_service("PostgreSQL", POSTGRES)
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:10]}"
     admin = psycopg2.connect(host=POSTGRES[0], port=POSTGRES[1], user="postgres", dbname="postgres")
     admin.autocommit = True
     try:
         with admin.cursor() as cur:
+            cur.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (f"{prefix}_",))
+            for (old,) in cur.fetchall():
+                if _orphaned(old, prefix, "_"):
+                    cur.execute(f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)')
             cur.execute(f'CREATE DATABASE "{name}"')
         yield f"postgres@{POSTGRES[0]}:{POSTGRES[1]}/{name}"
     finally:
@@ -53,17 +65,23 @@ def postgres_database(prefix: str = "mlcrit_e2e") -> Iterator[str]:
 
 @contextlib.contextmanager
 def redis_prefix(prefix: str = "mlcrit-e2e") -> Iterator[str]:
-    """A key prefix of this test's own (Celery's ``global_keyprefix``); its keys go at the end."""
+    """A key prefix of this test's own (Celery's ``global_keyprefix``); its keys go at the end,
+    and so do those of earlier runs of this prefix whose process is gone."""
     import redis
 
     require_service("Redis", REDIS)
-    value = f"{prefix}-{uuid.uuid4().hex[:10]}:"
-    yield value
+    value = f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:10]}:"
     client = redis.Redis(host=REDIS[0], port=REDIS[1])
-    keys = list(client.scan_iter(match=f"{value}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    try:
+        stale = [k for k in client.scan_iter(match=f"{prefix}-*") if _orphaned(k.decode(), prefix, "-")]
+        if stale:
+            client.delete(*stale)
+        yield value
+    finally:
+        keys = list(client.scan_iter(match=f"{value}*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
 
 
 class LineageReceiver:
