@@ -185,6 +185,7 @@ def pytest_runtestloop(session):
 
     group = next_group()
     while group:
+        started = _usage()
         for i, item in enumerate(group):
             # the next module is claimed before the last test of this one ends, so that pytest
             # keeps the session's fixtures (servers, the Airflow DB) for it
@@ -194,5 +195,28 @@ def pytest_runtestloop(session):
                 raise session.Failed(session.shouldfail)
             if session.shouldstop:
                 raise session.Interrupted(session.shouldstop)
+        ended = _usage()
+        _MODULE_COST[group[0].nodeid.split("::")[0]] = (ended[0] - started[0], ended[1] - started[1])
         group = following
     return True
+
+
+_MODULE_COST: dict[str, tuple[float, float]] = {}
+
+
+def _usage() -> tuple[float, float]:
+    """(wall, CPU) seconds so far: this process's CPU and that of the children it has reaped
+    (Airflow's components, servers and task processes once they end)."""
+    import resource
+    import time
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.monotonic(), own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The modules this process ran, costliest first: where the suite's 2 cores go."""
+    if _MODULE_COST:
+        terminalreporter.write_sep("=", "modules by CPU seconds (with the processes they started), and wall seconds")
+        for module, (wall, cpu) in sorted(_MODULE_COST.items(), key=lambda kv: -kv[1][1])[:15]:
+            terminalreporter.write_line(f"{cpu:8.1f} CPU s {wall:8.1f} s  {module}")

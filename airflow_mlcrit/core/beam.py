@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,6 +36,41 @@ def worker_errors() -> Iterator[None]:
             raise
         name, message = found[-1]
         raise getattr(exceptions, name)(message.strip()) from exc
+
+
+_RUNNER_THREAD = "mlcrit-beam-pipeline"
+
+
+def run_pipeline(p: Any, on_started: Any = None) -> Any:
+    """Run pipeline ``p`` to the end and return its result, calling ``on_started`` with the
+    PipelineResult once the runner has it. The runner works in a thread of its own while this one
+    waits: an exception raised here by a signal handler (Airflow's execution_timeout, SIGTERM)
+    interrupts the wait, and the pipeline is stopped (``stop_pipeline``) before it propagates, so
+    that no worker outlives the try or writes on. Raised inside the runner instead, FnApiRunner's
+    own clean-up joined a worker that was still starting, and the task hung for good."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result = outcome["started"] = p.run()
+            if on_started is not None:
+                on_started(result)
+            result.wait_until_finish()
+            outcome["result"] = result
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    spare = child_pids()
+    runner = threading.Thread(target=run, name=_RUNNER_THREAD, daemon=True)
+    runner.start()
+    try:
+        runner.join()
+    except BaseException:
+        stop_pipeline(outcome.get("started"), spare)
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def pipeline_args(runner: str | None, options: dict[str, Any] | None) -> list[str]:
@@ -92,17 +129,25 @@ def stop_pipeline(result: Any, spare: set[int]) -> list[str]:
             done.append("job cancelled")
         except Exception as exc:  # FnApiRunner has no cancel: its work is in the processes below
             done.append(f"cancel not supported ({type(exc).__name__})")
-    children = [p for p in psutil.Process().children(recursive=True) if p.pid not in spare]
-    for child in children:
-        try:
-            child.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(children, timeout=10)
-    for child in alive:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    done.append(f"{len(children)} worker process(es) ended")
+    # until the runner's thread (run_pipeline) has given up: a runner still starting may start a
+    # worker after the first round
+    ended, deadline = 0, time.monotonic() + 60
+    while True:
+        children = [p for p in psutil.Process().children(recursive=True) if p.pid not in spare]
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.terminate()
+        _, alive = psutil.wait_procs(children, timeout=10)
+        for child in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        ended += len(children)
+        runners = [t for t in threading.enumerate() if t.name == _RUNNER_THREAD and t.is_alive()]
+        if not runners:
+            break
+        if time.monotonic() > deadline:
+            done.append("the runner's thread still runs after 60 s")
+            break
+        runners[0].join(0.5)
+    done.append(f"{ended} worker process(es) ended")
     return done

@@ -539,7 +539,7 @@ def run_preprocess(
         import apache_beam as beam
     except ImportError:
         raise MissingDependencyError("apache-beam", "beam") from None
-    from airflow_mlcrit.core.beam import pipeline_options, worker_errors
+    from airflow_mlcrit.core.beam import pipeline_options, run_pipeline, worker_errors
     from airflow_mlcrit.core.dataplane import check_runner, worker_io
     from airflow_mlcrit.core.tables import locate_table
 
@@ -613,10 +613,7 @@ def run_preprocess(
         | "WriteControl" >> beam.Map(_write_json, location, CONTROL_FILE, io)
     )
     with worker_errors():
-        result = p.run()
-        if on_started is not None:
-            on_started(result)
-        result.wait_until_finish()
+        run_pipeline(p, on_started)
     if output is None:
         done = json.loads(Path(location, CONTROL_FILE).read_text())
     else:

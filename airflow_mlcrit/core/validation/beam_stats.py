@@ -56,7 +56,7 @@ def compute_with_beam(
     """Profile ``table`` (DataFiles, see tables.locate_table) on Beam: each worker reads its files
     where they are; the merged profile comes back through ``output`` (a staged version of
     ``store``), or without one through a local directory (FnApiRunner on this machine)."""
-    from airflow_mlcrit.core.beam import pipeline_options, worker_errors
+    from airflow_mlcrit.core.beam import pipeline_options, run_pipeline, worker_errors
     from airflow_mlcrit.core.dataplane import check_runner, worker_io
 
     try:
@@ -89,17 +89,17 @@ def compute_with_beam(
     cfg_dict = cfg.to_dict()
     with tempfile.TemporaryDirectory(prefix="mlcrit-beam-stats-") as tmp:
         location = output.location if output is not None else tmp
-        with worker_errors(), beam.Pipeline(options=pipeline_options(runner, options)) as p:
-            kinds = (
-                p | "First" >> beam.Create(table.files[:1]) | "Kinds" >> beam.Map(column_kinds, table.fmt, cfg_dict, io)
-            )
-            _ = (
-                p
-                | "Files" >> beam.Create(list(enumerate(table.files)), reshuffle=True)
-                | "Profile" >> beam.Map(profile_file, cfg_dict, beam.pvalue.AsSingleton(kinds), table.fmt, io)
-                | "Merge" >> beam.CombineGlobally(MergeProfiles())
-                | "Write" >> beam.Map(write_result, location, io)
-            )
+        p = beam.Pipeline(options=pipeline_options(runner, options))
+        kinds = p | "First" >> beam.Create(table.files[:1]) | "Kinds" >> beam.Map(column_kinds, table.fmt, cfg_dict, io)
+        _ = (
+            p
+            | "Files" >> beam.Create(list(enumerate(table.files)), reshuffle=True)
+            | "Profile" >> beam.Map(profile_file, cfg_dict, beam.pvalue.AsSingleton(kinds), table.fmt, io)
+            | "Merge" >> beam.CombineGlobally(MergeProfiles())
+            | "Write" >> beam.Map(write_result, location, io)
+        )
+        with worker_errors():
+            run_pipeline(p)
         if output is not None:
             done = json.loads(store.staged_bytes(output, RESULT_FILE))
         else:
