@@ -49,6 +49,7 @@ def test_what_a_killed_run_left_in_postgresql_and_redis_goes_and_a_live_runs_sta
     admin.autocommit = True
     client = redis.Redis(host=REDIS[0], port=REDIS[1])
     left, live = f"mlcrit_sweep_{gone.pid}_0123456789", f"mlcrit_sweep_{os.getpid()}_0123456789"
+    left_key, live_key = f"mlcrit-sweep-{gone.pid}-0123456789:unacked", f"mlcrit-sweep-{os.getpid()}-0123456789:unacked"
 
     def databases() -> list[str]:
         with admin.cursor() as cur:
@@ -59,18 +60,16 @@ def test_what_a_killed_run_left_in_postgresql_and_redis_goes_and_a_live_runs_sta
         with admin.cursor() as cur:
             for name in (left, live):
                 cur.execute(f'CREATE DATABASE "{name}"')
-        client.set(f"mlcrit-sweep-{gone.pid}-0123456789:unacked", b"1")
-        client.set(f"mlcrit-sweep-{os.getpid()}-0123456789:unacked", b"1")
+        client.set(left_key, b"1")
+        client.set(live_key, b"1")
         with postgres_database("mlcrit_sweep") as ours, redis_prefix("mlcrit-sweep") as prefix:
             assert databases() == sorted([live, ours.rsplit("/", 1)[1]])
             client.set(f"{prefix}unacked", b"1")
             assert sorted(client.scan_iter(match="mlcrit-sweep-*")) == sorted(
-                [f"mlcrit-sweep-{os.getpid()}-0123456789:unacked".encode(), f"{prefix}unacked".encode()]
+                [live_key.encode(), f"{prefix}unacked".encode()]
             )
         assert databases() == [live]  # its own went at the end, the other live run's stays
-        assert list(client.scan_iter(match="mlcrit-sweep-*")) == [
-            f"mlcrit-sweep-{os.getpid()}-0123456789:unacked".encode()
-        ]
+        assert list(client.scan_iter(match="mlcrit-sweep-*")) == [live_key.encode()]
     finally:
         with admin.cursor() as cur:
             for name in (left, live):
