@@ -2,10 +2,11 @@
 forked from it, so that each task does not pay for them again.
 
 Airflow 3 forks every task process on Linux: LocalExecutor workers from the scheduler, Celery's
-pool children from the worker process. A task that imports torch, transformers and peft spends
-5-7 s on that alone (2 cores); forked from a process that already holds them, it spends none.
-Call :func:`preload` from ``airflow_local_settings.py`` in the scheduler (LocalExecutor) or the
-Celery worker only, never in DAG files: the dag-processor must stay light (docs/deployment.md).
+pool children from the worker process, edge workers' tasks from the edge worker. A task that
+imports torch, transformers and peft spends 5-7 s on that alone (2 cores); forked from a process
+that already holds them, it spends none. Call :func:`preload` from ``airflow_local_settings.py``
+in the scheduler (LocalExecutor), the Celery worker or the edge worker only, never in DAG files:
+the dag-processor must stay light (docs/deployment.md).
 """
 
 from __future__ import annotations

@@ -129,7 +129,6 @@ def store(store_spec):
 _LONGEST_FIRST = (
     "tests/e2e/test_celery.py",
     "tests/e2e/test_edge.py",
-    "tests/e2e/test_scheduler.py",
     "tests/e2e/test_example_dags.py",
     "tests/reliability/test_crash_safety.py",
     "tests/reliability/test_bad_input.py",

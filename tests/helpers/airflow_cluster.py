@@ -28,7 +28,7 @@ E2E_DAGS = REPO / "tests" / "e2e" / "dags"
 # logging is not configured yet this early, so what was loaded goes to a file the test reads.
 LOCAL_SETTINGS = """import os, sys
 
-if sys.argv[1:2] == ["scheduler"] or sys.argv[1:3] == ["celery", "worker"]:
+if sys.argv[1:2] == ["scheduler"] or sys.argv[1:3] in (["celery", "worker"], ["edge", "worker"]):
     from airflow_mlcrit.preload import preload
 
     with open(os.path.join(os.environ["AIRFLOW_HOME"], "preloaded.txt"), "w") as f:
@@ -313,10 +313,11 @@ def celery_settings(
 
 
 def edge_settings(*, api_url: str) -> dict:
-    """EdgeExecutor: workers pull their work from the api-server at ``api_url`` over HTTP
-    (docs/deployment.md, "EdgeExecutor")."""
+    """EdgeExecutor, the default, with LocalExecutor beside it for the central site's own tasks:
+    edge workers pull their work from the api-server at ``api_url`` over HTTP (docs/deployment.md,
+    "EdgeExecutor")."""
     return {
-        "AIRFLOW__CORE__EXECUTOR": "airflow.providers.edge3.executors.EdgeExecutor",
+        "AIRFLOW__CORE__EXECUTOR": "airflow.providers.edge3.executors.EdgeExecutor,LocalExecutor",
         "AIRFLOW__EDGE__API_ENABLED": "True",
         "AIRFLOW__EDGE__API_URL": f"{api_url}/edge_worker/v1/rpcapi",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
