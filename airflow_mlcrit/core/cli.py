@@ -46,6 +46,92 @@ def _kv(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _num(x: Any) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+def _signed(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.4f}"
+
+
+def _value(m: dict[str, Any] | None) -> str:
+    """A metric and its interval: 0.8125 [0.7900, 0.8300]."""
+    if not m or m["value"] is None:
+        return "undefined"
+    if m.get("low") is None:
+        return _num(m["value"])
+    return f"{m['value']:.4f} [{m['low']:.4f}, {m['high']:.4f}]"
+
+
+def _metric_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per version, slice and metric; the gate column says where a candidate was stopped."""
+    current: dict[int, list[str]] = {}
+    for s in doc["aliases"]:
+        if s["until"] is None:
+            current.setdefault(s["version"], []).append(s["alias"])
+    rows = []
+    for v in doc["versions"]:
+        base = {
+            "version": f"v{v['version']}",
+            "created_at": v["created_at"],
+            "aliases": ",".join(current.get(v["version"], [])),
+        }
+        if not v["slices"]:
+            rows.append(base | {"slice": "-", "gate": "not evaluated"})
+        gate = v["gate"] or {}
+        for s in v["slices"]:
+            for metric, m in s["candidate"].items():
+                d = (s["difference"] or {}).get(metric)
+                verdict = gate.get("decision") or ""
+                if s["name"] in gate.get("failed_slices", []):
+                    verdict += " (failed here)"
+                rows.append(
+                    base
+                    | {
+                        "slice": s["name"],
+                        "metric": metric,
+                        "value": _num(m["value"]) if m else "-",
+                        "interval": f"[{m['low']:.4f}, {m['high']:.4f}]" if m and m["low"] is not None else "-",
+                        "change": f"{_signed(d['value'])} [{d['low']:+.4f}, {d['high']:+.4f}]"
+                        if d and d["value"] is not None and d["low"] is not None
+                        else "-",
+                        "gate": verdict,
+                    }
+                )
+    return rows
+
+
+def _statistics_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for v in doc["versions"]:
+        validation = (v["validation"] or {}).get("status") or "-"
+        if not v["columns"]:
+            rows.append(
+                {"version": f"v{v['version']}", "column": "-", "validation": validation, "kind": "no statistics"}
+            )
+        for name, c in v["columns"].items():
+            d = v["drift"].get(name)
+            quantiles = c.get("quantiles") or {}
+            rows.append(
+                {
+                    "version": f"v{v['version']}",
+                    "column": name,
+                    "kind": c["kind"],
+                    "missing": c["missing"],
+                    "distinct": c.get("distinct", "-"),
+                    "mean": _num(c.get("mean")),
+                    "median": _num(quantiles.get("0.5")),
+                    "top": ",".join(f"{t[0]}={t[1]}" for t in (c.get("top") or [])[:3]) or "-",
+                    "drift": f"{d['measure']}={_num(d['value'])}" if d else "-",
+                    "psi": _num(d["psi"]) if d else "-",
+                    "validation": validation,
+                }
+            )
+    return rows
+
+
 class _Cli:
     def __init__(self, args: argparse.Namespace):
         args.root = getattr(args, "root", None)
@@ -248,6 +334,83 @@ class _Cli:
         )
         return 0
 
+    # history / diff -------------------------------------------------------------------------
+    def history(self) -> int:
+        from airflow_mlcrit.core.registry import history
+
+        doc = history(self.store, self.args.key, metric=self.args.metric, slice_name=self.args.slice)
+        if "metrics" in doc:
+            text = _table(
+                _metric_rows(doc),
+                ["version", "created_at", "slice", "metric", "value", "interval", "change", "gate", "aliases"],
+            )
+        else:
+            text = _table(
+                _statistics_rows(doc),
+                [
+                    "version",
+                    "column",
+                    "kind",
+                    "missing",
+                    "distinct",
+                    "mean",
+                    "median",
+                    "top",
+                    "drift",
+                    "psi",
+                    "validation",
+                ],
+            )
+        spans = [
+            f"{s['alias']}: v{s['version']} from {s['since']} to {s['until'] or 'now'}"
+            + (" (forced)" if s["forced"] else "")
+            for s in doc["aliases"]
+        ]
+        self.emit(doc, text + ("\n\nalias moves:\n" + "\n".join(spans) if spans else ""))
+        return 0
+
+    def diff(self) -> int:
+        from airflow_mlcrit.core.registry import diff
+
+        doc = diff(self.store, self.args.a, self.args.b)
+        a, b = f"v{doc['a']['version']}", f"v{doc['b']['version']}"
+        if doc["what"] == "metrics":
+            rows = [
+                {
+                    "slice": r["slice"],
+                    "metric": r["metric"],
+                    a: _value(r["a"]),
+                    b: _value(r["b"]),
+                    "change": _signed(r["change"]),
+                }
+                for r in doc["metrics"]
+            ]
+            head = f"metrics of {doc['evaluations'][0]} and {doc['evaluations'][1]}"
+            text = head + "\n" + _table(rows, ["slice", "metric", a, b, "change"])
+        else:
+            rows = []
+            for c in doc["columns"]:
+                for field in ("missing", "distinct", "mean"):
+                    va, vb = ((c[s] or {}).get(field) for s in "ab")
+                    if va is not None or vb is not None:
+                        rows.append({"column": c["column"], "figure": field, a: _num(va), b: _num(vb), "drift": ""})
+                if c["drift"]:
+                    d = c["drift"]
+                    rows.append(
+                        {
+                            "column": c["column"],
+                            "figure": "drift",
+                            a: "",
+                            b: "",
+                            "drift": f"{d['measure']}={_num(d['value'])} psi={_num(d['psi'])}",
+                        }
+                    )
+            (sa, sb), (na, nb) = doc["statistics"], doc["rows"]
+            head = f"statistics {sa} ({na} rows) and {sb} ({nb} rows)"
+            text = head + "\n" + _table(rows, ["column", "figure", a, b, "drift"])
+        self.emit(doc, text)
+        return 0
+
     # lineage / gc ---------------------------------------------------------------------------
     def lineage(self) -> int:
         from airflow_mlcrit.core.lineage_graph import lineage
@@ -357,6 +520,18 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--reason", required=True, help="recorded in the alias history")
     rb.add_argument("--force", action="store_true", help="allow a target without a blessing (recorded as forced)")
     rb.set_defaults(fn=_Cli.rollback)
+
+    his = sub.add_parser(
+        "history", parents=[common], help="metrics (models, adapters, prompts) or statistics (datasets) over versions"
+    )
+    his.add_argument("key", metavar="KIND/NAME")
+    his.add_argument("--metric", help="only this metric (evaluated artifacts)")
+    his.add_argument("--slice", help="only this slice, e.g. channel=phone (evaluated artifacts)")
+    his.set_defaults(fn=_Cli.history)
+    dif = sub.add_parser("diff", parents=[common], help="two versions side by side: statistics or metrics")
+    dif.add_argument("a", metavar="KIND/NAME@vA")
+    dif.add_argument("b", metavar="KIND/NAME@vB")
+    dif.set_defaults(fn=_Cli.diff)
 
     gc = sub.add_parser("gc", parents=[common], help="remove versions that were never committed (dry run by default)")
     gc.add_argument(

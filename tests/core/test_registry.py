@@ -1,0 +1,248 @@
+"""The registry's read model (core/registry.py) and its CLI (`mlcrit history`, `mlcrit diff`) on a
+store holding what the operators commit: datasets with statistics and validation reports, adapter
+versions with evaluations (slice metrics with intervals, against a baseline) and blessings, and
+alias moves, on the local store and on S3 (moto)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from airflow_mlcrit.core.cli import main
+from airflow_mlcrit.core.evaluation.evaluate import evaluate
+from airflow_mlcrit.core.gating.decide import decide
+from airflow_mlcrit.core.registry import diff, history
+from airflow_mlcrit.core.validation.statistics import compute_statistics
+from airflow_mlcrit.exceptions import ConfigError
+
+GATE = {"thresholds": [{"metric": "accuracy", "change": "non_inferiority", "margin": 0.05, "slices": "all"}]}
+
+
+def _messages(ca: int, ne: int) -> pd.DataFrame:
+    n = ca + ne
+    return pd.DataFrame(
+        {
+            "state": ["CA"] * ca + ["NE"] * ne,
+            "length": [float(i % 10) for i in range(n)],
+            "label": ["pos", "neg"] * (n // 2),
+        }
+    )
+
+
+def _golden(right_on_ne: int, base_right_on_ne: int) -> pd.DataFrame:
+    """40 rows, 20 per state; the candidate ("pred") and the baseline ("base") are right on every
+    CA row and on the first ``right_on_ne`` / ``base_right_on_ne`` NE rows."""
+    label = ["pos", "neg"] * 20
+    flip = {"pos": "neg", "neg": "pos"}
+
+    def preds(right: int) -> list[str]:
+        return label[:20] + [y if i < right else flip[y] for i, y in enumerate(label[20:])]
+
+    return pd.DataFrame(
+        {
+            "state": ["CA"] * 20 + ["NE"] * 20,
+            "label": label,
+            "pred": preds(right_on_ne),
+            "base": preds(base_right_on_ne),
+        }
+    )
+
+
+def _put_json(store, key, tmp_path, filename, doc, *, parents, metadata):
+    folder = tmp_path / f"{key.replace('/', '-')}-{len(list(tmp_path.iterdir()))}"
+    folder.mkdir()
+    (folder / filename).write_text(json.dumps(doc))
+    return store.put(key, folder, parents=parents, metadata=metadata)
+
+
+def _evaluated(store, tmp_path, version: int, right_on_ne: int, baseline: int | None, base_right: int):
+    """What EvaluateModelOperator and ModelGateOperator commit for adapter/clf@v``version``."""
+    cfg = {"task": "classification", "prediction_column": "pred", "metrics": ["accuracy"], "slices": ["state"]}
+    cfg |= {"min_slice_size": 10, "replicates": 200, "seed": 7}
+    if baseline:
+        cfg["baseline_prediction_column"] = "base"
+    result, _ = evaluate(cfg, _golden(right_on_ne, base_right), None)
+    candidate = f"adapter/clf@v{version}"
+    base_ref = f"adapter/clf@v{baseline}" if baseline else None
+    binding = {"candidate": candidate, "baseline": base_ref, "task": "classification"}
+    ev = _put_json(
+        store,
+        "evaluation/clf",
+        tmp_path,
+        "evaluation.json",
+        result,
+        parents=[candidate, *([base_ref] if base_ref else [])],
+        metadata=binding,
+    )
+    decision = decide(GATE if baseline else {"thresholds": [{"metric": "accuracy", "min": 0.6}]}, result)
+    doc = decision.to_dict() | {"candidate": candidate, "evaluation": str(ev.ref)}
+    _put_json(
+        store,
+        "blessing/clf",
+        tmp_path,
+        "blessing.json",
+        doc,
+        parents=[str(ev.ref), candidate],
+        metadata={"decision": decision.decision, "candidate": candidate},
+    )
+    return result
+
+
+@pytest.fixture
+def registry(store, tmp_path):
+    """dataset/msgs v1 (CA 20, NE 20) and v2 (CA 30, NE 10), each with statistics and a validation
+    report; adapter/clf v1 (right on 16 of 20 NE rows) and v2 (10 of 20), each evaluated (v2
+    against v1) and gated; production: v1, then forced to v2, then rolled back to v1."""
+    work = tmp_path / "work"
+    work.mkdir()
+    for v, (ca, ne), status in ((1, (20, 20), "PASSED"), (2, (30, 10), "FAILED")):
+        _messages(ca, ne).to_parquet(work / f"msgs-{v}.parquet", index=False)
+        data = store.put("dataset/msgs", work / f"msgs-{v}.parquet")
+        stats = compute_statistics({"source": str(work / f"msgs-{v}.parquet")}).statistics
+        _put_json(store, "statistics/msgs", work, "statistics.json", stats, parents=[str(data.ref)], metadata={})
+        _put_json(
+            store,
+            "validation_report/msgs",
+            work,
+            "report.json",
+            {"status": status},
+            parents=[str(data.ref)],
+            metadata={"status": status, "rows": ca + ne},
+        )
+    for v in (1, 2):
+        (work / f"adapter-{v}").mkdir()
+        (work / f"adapter-{v}" / "adapter_model.safetensors").write_bytes(b"weights %d" % v)
+        store.put("adapter/clf", work / f"adapter-{v}")
+    results = {1: _evaluated(store, work, 1, 16, None, 0), 2: _evaluated(store, work, 2, 10, 1, 16)}
+    store.move_alias("adapter/clf@v1", "production", reason="blessed", actor="alice")
+    store.move_alias("adapter/clf@v2", "production", reason="override", actor="bob", forced=True)
+    store.move_alias("adapter/clf@v1", "production", reason="phone regression", actor="carol")
+    return store, results
+
+
+def test_model_history_holds_every_version_s_slice_metrics_gate_and_alias_spans(registry):
+    store, results = registry
+    doc = history(store, "adapter/clf", metric="accuracy")
+    assert [v["version"] for v in doc["versions"]] == [1, 2] and doc["metrics"] == ["accuracy"]
+    assert doc["slices"] == ["overall", "state=CA", "state=NE"]
+    v1, v2 = doc["versions"]
+    assert (v1["evaluation"], v1["baseline"], v2["evaluation"], v2["baseline"]) == (
+        "evaluation/clf@v1",
+        None,
+        "evaluation/clf@v2",
+        "adapter/clf@v1",
+    )
+    values = {
+        v["version"]: {s["name"]: s["candidate"]["accuracy"]["value"] for s in v["slices"]} for v in doc["versions"]
+    }
+    assert values == {
+        1: {"overall": 0.9, "state=CA": 1.0, "state=NE": 0.8},
+        2: {"overall": 0.75, "state=CA": 1.0, "state=NE": 0.5},
+    }
+    for v in doc["versions"]:  # the bands are the evaluation's own intervals, around the value
+        stored = {s["name"]: s for s in results[v["version"]]["slices"]}
+        for s in v["slices"]:
+            m, want = s["candidate"]["accuracy"], stored[s["name"]]["candidate"]["accuracy"]
+            assert (m["low"], m["high"]) == (want["low"], want["high"]) and m["low"] <= m["value"] <= m["high"]
+    ne = next(s for s in v2["slices"] if s["name"] == "state=NE")
+    assert ne["difference"]["accuracy"]["value"] == pytest.approx(-0.3)
+    assert v1["gate"]["decision"] == "BLESSED" and v1["gate"]["failed_slices"] == []
+    # CA: no worse, but 20 rows cannot show non-inferiority within 0.05: the gate fails it too
+    assert v2["gate"]["decision"] == "NOT_BLESSED" and v2["gate"]["failed_slices"] == [
+        "overall",
+        "state=CA",
+        "state=NE",
+    ]
+    spans = [(s["alias"], s["version"], s["forced"], s["actor"], s["until"] is None) for s in doc["aliases"]]
+    assert spans == [
+        ("production", 1, False, "alice", False),
+        ("production", 2, True, "bob", False),
+        ("production", 1, False, "carol", True),
+    ]
+    assert [s["until"] for s in doc["aliases"][:2]] == [s["since"] for s in doc["aliases"][1:]]
+    only = history(store, "adapter/clf", slice_name="state=NE")
+    assert [[s["name"] for s in v["slices"]] for v in only["versions"]] == [["state=NE"], ["state=NE"]]
+
+
+def test_dataset_history_has_each_column_s_statistics_drift_and_the_validation_verdict(registry):
+    store, _ = registry
+    doc = history(store, "dataset/msgs")
+    v1, v2 = doc["versions"]
+    assert (v1["rows"], v2["rows"]) == (40, 40)
+    assert (v1["validation"]["status"], v2["validation"]["status"]) == ("PASSED", "FAILED")
+    assert v1["drift"] == {} and v2["drift_against"] == "dataset/msgs@v1"
+    state = v2["columns"]["state"]
+    assert (state["kind"], state["missing"], state["distinct"], state["top"]) == (
+        "categorical",
+        0,
+        2,
+        [["CA", 30], ["NE", 10]],
+    )
+    assert v1["columns"]["length"]["mean"] == 4.5
+    drift = v2["drift"]["state"]  # CA 50% -> 75%, NE 50% -> 25%
+    assert drift["measure"] == "linf" and drift["value"] == pytest.approx(0.25)
+    assert drift["psi"] == pytest.approx(0.25 * math.log(1.5) + 0.25 * math.log(2))
+    assert v2["drift"]["length"]["value"] == pytest.approx(0.0, abs=1e-12)  # the same lengths
+
+
+def test_diff_puts_two_versions_side_by_side(registry):
+    store, _ = registry
+    metrics = diff(store, "adapter/clf@v1", "adapter/clf@v2")
+    rows = {(r["slice"], r["metric"]): r for r in metrics["metrics"]}
+    assert metrics["evaluations"] == ["evaluation/clf@v1", "evaluation/clf@v2"]
+    assert rows[("state=NE", "accuracy")]["change"] == pytest.approx(-0.3)
+    assert rows[("state=CA", "accuracy")]["change"] == 0.0
+    stats = diff(store, "dataset/msgs@v1", "dataset/msgs@v2")
+    state = next(c for c in stats["columns"] if c["column"] == "state")
+    assert (state["a"]["top"], state["b"]["top"]) == ([["CA", 20], ["NE", 20]], [["CA", 30], ["NE", 10]])
+    assert state["drift"]["value"] == pytest.approx(0.25)
+    with pytest.raises(
+        ConfigError, match=r"diff compares two versions of one artifact, got adapter/clf@v1 and dataset/msgs@v1"
+    ):
+        diff(store, "adapter/clf@v1", "dataset/msgs@v1")
+
+
+def test_mistakes_get_errors_that_say_what_to_do(registry):
+    store, _ = registry
+    with pytest.raises(ConfigError, match=r"no evaluation of adapter/clf has the metric 'f1'; it has: \['accuracy'\]"):
+        history(store, "adapter/clf", metric="f1")
+    with pytest.raises(ConfigError, match=r"no evaluation of adapter/clf has the slice 'state=TX'"):
+        history(store, "adapter/clf", slice_name="state=TX")
+    with pytest.raises(ConfigError, match=r"adapter/nope has no committed version"):
+        history(store, "adapter/nope")
+    with pytest.raises(ConfigError, match=r"--metric and --slice apply to evaluated artifacts, not to a dataset"):
+        history(store, "dataset/msgs", metric="accuracy")
+
+
+def test_the_cli_prints_the_history_and_the_diff(registry, store_spec, capsys, monkeypatch):
+    store, _ = registry
+    root, options = store_spec
+    if options:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", options["endpoint_url"])
+    assert main(["--root", root, "history", "adapter/clf", "--metric", "accuracy", "--slice", "state=NE"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "VERSION",
+        "CREATED_AT",
+        "SLICE",
+        "METRIC",
+        "VALUE",
+        "INTERVAL",
+        "CHANGE",
+        "GATE",
+        "ALIASES",
+    ]
+    v1, v2 = lines[2].split(), lines[3].split()
+    assert (v1[0], v1[2:5], v1[-2:]) == ("v1", ["state=NE", "accuracy", "0.8000"], ["BLESSED", "production"])
+    assert (v2[0], v2[2:5], v2[-3:]) == ("v2", ["state=NE", "accuracy", "0.5000"], ["NOT_BLESSED", "(failed", "here)"])
+    assert v2[7] == "-0.3000"
+    assert "production: v2 from" in "\n".join(lines) and "(forced)" in "\n".join(lines)
+    assert main(["--root", root, "--json", "diff", "dataset/msgs@v1", "dataset/msgs@v2"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(
+        json.dumps(diff(store, "dataset/msgs@v1", "dataset/msgs@v2"))
+    )
+    assert main(["--root", root, "history", "adapter/clf", "--metric", "f1"]) == 1
+    assert "mlcrit: error: no evaluation of adapter/clf has the metric 'f1'" in capsys.readouterr().err
