@@ -51,6 +51,9 @@ def get_provider_info() -> dict:
                 "python-modules": ["airflow_mlcrit.triggers.artifacts", "airflow_mlcrit.triggers.training"],
             }
         ],
+        "plugins": [
+            {"name": "mlcrit_registry", "plugin-class": "airflow_mlcrit.plugins.registry.MlcritRegistryPlugin"}
+        ],
         "extra-links": [
             "airflow_mlcrit.operators.base.MarquezJobLink",
             "airflow_mlcrit.operators.evaluation.EvaluationReportLink",

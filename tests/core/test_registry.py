@@ -8,87 +8,12 @@ from __future__ import annotations
 import json
 import math
 
-import pandas as pd
 import pytest
 
 from airflow_mlcrit.core.cli import main
-from airflow_mlcrit.core.evaluation.evaluate import evaluate
-from airflow_mlcrit.core.gating.decide import decide
 from airflow_mlcrit.core.registry import diff, history
-from airflow_mlcrit.core.validation.statistics import compute_statistics
 from airflow_mlcrit.exceptions import ConfigError
-
-GATE = {"thresholds": [{"metric": "accuracy", "change": "non_inferiority", "margin": 0.05, "slices": "all"}]}
-
-
-def _messages(ca: int, ne: int) -> pd.DataFrame:
-    n = ca + ne
-    return pd.DataFrame(
-        {
-            "state": ["CA"] * ca + ["NE"] * ne,
-            "length": [float(i % 10) for i in range(n)],
-            "label": ["pos", "neg"] * (n // 2),
-        }
-    )
-
-
-def _golden(right_on_ne: int, base_right_on_ne: int) -> pd.DataFrame:
-    """40 rows, 20 per state; the candidate ("pred") and the baseline ("base") are right on every
-    CA row and on the first ``right_on_ne`` / ``base_right_on_ne`` NE rows."""
-    label = ["pos", "neg"] * 20
-    flip = {"pos": "neg", "neg": "pos"}
-
-    def preds(right: int) -> list[str]:
-        return label[:20] + [y if i < right else flip[y] for i, y in enumerate(label[20:])]
-
-    return pd.DataFrame(
-        {
-            "state": ["CA"] * 20 + ["NE"] * 20,
-            "label": label,
-            "pred": preds(right_on_ne),
-            "base": preds(base_right_on_ne),
-        }
-    )
-
-
-def _put_json(store, key, tmp_path, filename, doc, *, parents, metadata):
-    folder = tmp_path / f"{key.replace('/', '-')}-{len(list(tmp_path.iterdir()))}"
-    folder.mkdir()
-    (folder / filename).write_text(json.dumps(doc))
-    return store.put(key, folder, parents=parents, metadata=metadata)
-
-
-def _evaluated(store, tmp_path, version: int, right_on_ne: int, baseline: int | None, base_right: int):
-    """What EvaluateModelOperator and ModelGateOperator commit for adapter/clf@v``version``."""
-    cfg = {"task": "classification", "prediction_column": "pred", "metrics": ["accuracy"], "slices": ["state"]}
-    cfg |= {"min_slice_size": 10, "replicates": 200, "seed": 7}
-    if baseline:
-        cfg["baseline_prediction_column"] = "base"
-    result, _ = evaluate(cfg, _golden(right_on_ne, base_right), None)
-    candidate = f"adapter/clf@v{version}"
-    base_ref = f"adapter/clf@v{baseline}" if baseline else None
-    binding = {"candidate": candidate, "baseline": base_ref, "task": "classification"}
-    ev = _put_json(
-        store,
-        "evaluation/clf",
-        tmp_path,
-        "evaluation.json",
-        result,
-        parents=[candidate, *([base_ref] if base_ref else [])],
-        metadata=binding,
-    )
-    decision = decide(GATE if baseline else {"thresholds": [{"metric": "accuracy", "min": 0.6}]}, result)
-    doc = decision.to_dict() | {"candidate": candidate, "evaluation": str(ev.ref)}
-    _put_json(
-        store,
-        "blessing/clf",
-        tmp_path,
-        "blessing.json",
-        doc,
-        parents=[str(ev.ref), candidate],
-        metadata={"decision": decision.decision, "candidate": candidate},
-    )
-    return result
+from tests.helpers.registry import FIRST, STRICT, add_adapter_version, add_dataset_version
 
 
 @pytest.fixture
@@ -98,25 +23,12 @@ def registry(store, tmp_path):
     against v1) and gated; production: v1, then forced to v2, then rolled back to v1."""
     work = tmp_path / "work"
     work.mkdir()
-    for v, (ca, ne), status in ((1, (20, 20), "PASSED"), (2, (30, 10), "FAILED")):
-        _messages(ca, ne).to_parquet(work / f"msgs-{v}.parquet", index=False)
-        data = store.put("dataset/msgs", work / f"msgs-{v}.parquet")
-        stats = compute_statistics({"source": str(work / f"msgs-{v}.parquet")}).statistics
-        _put_json(store, "statistics/msgs", work, "statistics.json", stats, parents=[str(data.ref)], metadata={})
-        _put_json(
-            store,
-            "validation_report/msgs",
-            work,
-            "report.json",
-            {"status": status},
-            parents=[str(data.ref)],
-            metadata={"status": status, "rows": ca + ne},
-        )
-    for v in (1, 2):
-        (work / f"adapter-{v}").mkdir()
-        (work / f"adapter-{v}" / "adapter_model.safetensors").write_bytes(b"weights %d" % v)
-        store.put("adapter/clf", work / f"adapter-{v}")
-    results = {1: _evaluated(store, work, 1, 16, None, 0), 2: _evaluated(store, work, 2, 10, 1, 16)}
+    add_dataset_version(store, work, 20, 20, "PASSED")
+    add_dataset_version(store, work, 30, 10, "FAILED")
+    results = {
+        1: add_adapter_version(store, work, 16, baseline=None, base_right=0, gate=FIRST)[1],
+        2: add_adapter_version(store, work, 10, baseline=1, base_right=16, gate=STRICT)[1],
+    }
     store.move_alias("adapter/clf@v1", "production", reason="blessed", actor="alice")
     store.move_alias("adapter/clf@v2", "production", reason="override", actor="bob", forced=True)
     store.move_alias("adapter/clf@v1", "production", reason="phone regression", actor="carol")

@@ -1,0 +1,353 @@
+"""The ML registry: a FastAPI app served by the Airflow api-server (under ``/mlcrit``) that renders
+the artifact store's registry as HTML. It reads the store through the core (core/registry.py and
+the store's API) and moves aliases only through the core's promotion rules.
+
+Security (docs/ui.md): every route asks Airflow's auth manager. Reading needs permission to read
+assets (every artifact is an Airflow asset); promoting and rolling back need permission to edit
+them. Actions are POSTs that carry a token bound to the user and the artifact and are refused
+from another origin. Pages never show the store's URI or credentials."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from airflow.api_fastapi.app import get_auth_manager
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_asset
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+TEMPLATES = Path(__file__).parent / "templates"
+PAGE = 50  # versions per page of an artifact
+EVOLUTION = 30  # versions on an evolution page, newest last
+EVALUATED = ("model", "adapter", "prompt")
+READ = [Depends(requires_access_asset("GET"))]
+EDIT = [Depends(requires_access_asset("PUT"))]
+
+
+def _templates() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    env.filters["q"] = lambda s: quote(str(s), safe="")
+    env.filters["ref_path"] = _ref_path
+    return env
+
+
+def _ref_path(ref: str) -> str:
+    """The artifact page of a reference, at its version: ``/a/kind/name#vN``."""
+    from airflow_mlcrit.core.artifacts import parse_ref
+
+    r = parse_ref(str(ref))
+    return f"/a/{r.kind}/{quote(r.name, safe='')}" + (f"#v{r.version}" if r.version else "")
+
+
+class Registry:
+    """Per-app state: the store (opened on first use, from the provider's settings) and templates."""
+
+    def __init__(self, store_factory: Callable[[], Any] | None = None):
+        self._factory = store_factory
+        self._store: tuple[tuple, Any] | None = None
+        self.env = _templates()
+
+    @property
+    def store(self) -> Any:
+        """The store, opened again when the settings that name it change."""
+        if self._factory is not None:
+            if self._store is None:
+                self._store = ((), self._factory())
+            return self._store[1]
+        from airflow.configuration import conf
+
+        from airflow_mlcrit.hooks.artifacts import ArtifactStoreHook
+
+        conn_id = conf.get("mlcrit", "ui_store_conn_id", fallback="") or None
+        settings = (
+            conn_id,
+            conf.get("mlcrit", "artifact_root", fallback=""),
+            conf.get("mlcrit", "s3_endpoint_url", fallback=""),
+        )
+        if self._store is None or self._store[0] != settings:
+            self._store = (settings, ArtifactStoreHook(store_conn_id=conn_id).get_store())
+        return self._store[1]
+
+    def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        airflow = root.rsplit("/", 1)[0] if root.endswith("/mlcrit") else ""
+        html = self.env.get_template(template).render(root=root, airflow=airflow, **context)
+        return HTMLResponse(html, status_code=status, headers=_HEADERS)
+
+
+# Pages are framed by the Airflow UI (same origin) and never load anything from elsewhere.
+_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def _secret() -> bytes:
+    from airflow.configuration import conf
+
+    secret = conf.get("api", "secret_key", fallback="") or conf.get("api_auth", "jwt_secret", fallback="")
+    if not secret:
+        raise HTTPException(500, "the ML registry needs [api] secret_key to protect its actions")
+    return secret.encode()
+
+
+def action_token(user: Any, key: str) -> str:
+    """The token an action form carries: bound to the user and the artifact, so a page of one
+    artifact cannot be used to move another's alias, nor one user's page by another."""
+    return hmac.new(_secret(), f"{user.get_id()}|{key}".encode(), hashlib.sha256).hexdigest()
+
+
+def _same_origin(request: Request) -> None:
+    """Refuse a cross-site POST: the browser's Sec-Fetch-Site, else the Origin header, must be ours."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise HTTPException(403, f"cross-site request refused (Sec-Fetch-Site: {site})")
+    origin = request.headers.get("origin")
+    if origin is not None and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+        raise HTTPException(403, f"request from another origin refused ({origin})")
+    if origin == "null" and site is None:
+        raise HTTPException(403, "request from an opaque origin refused")
+
+
+def _can_edit(user: Any) -> bool:
+    return bool(get_auth_manager().is_authorized_asset(method="PUT", user=user))
+
+
+def _key(kind: str, name: str) -> str:
+    from airflow_mlcrit.core.artifacts.refs import parse_key
+
+    try:
+        k, n = parse_key(f"{kind}/{name}")
+    except Exception as exc:  # a malformed name in the URL is the client's error
+        raise HTTPException(404, str(exc)) from exc
+    return f"{k}/{n}"
+
+
+def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
+    """The registry's FastAPI app; ``store_factory`` opens the store (default: the provider's
+    ``[mlcrit]`` settings or ``ui_store_conn_id``)."""
+    from airflow_mlcrit.exceptions import ArtifactConflictError, ArtifactIntegrityError, MlcritError
+
+    app = FastAPI(title="ML registry (airflow-mlcrit)", docs_url=None, redoc_url=None, openapi_url=None)
+    reg = Registry(store_factory)
+    app.state.registry = reg
+
+    @app.exception_handler(MlcritError)
+    async def mlcrit_error(request: Request, exc: MlcritError) -> HTMLResponse:
+        status = (
+            409 if isinstance(exc, ArtifactConflictError) else 500 if isinstance(exc, ArtifactIntegrityError) else 400
+        )
+        return reg.render(request, "message.html", status, title=type(exc).__name__, message=str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code in (401, 403):  # the auth manager's answer, as Airflow gives it
+            return Response(json.dumps({"detail": exc.detail}), exc.status_code, media_type="application/json")
+        return reg.render(request, "message.html", exc.status_code, title=f"{exc.status_code}", message=str(exc.detail))
+
+    @app.get("/", dependencies=READ)
+    def index(request: Request, q: str = "") -> HTMLResponse:
+        store = reg.store
+        rows = []
+        for key in store.list_artifacts():
+            if q and q.lower() not in key.lower():
+                continue
+            versions = store.versions(key)
+            if versions:
+                kind, name = key.split("/", 1)
+                rows.append(
+                    {
+                        "key": key,
+                        "kind": kind,
+                        "name": name,
+                        "latest": versions[-1],
+                        "count": len(versions),
+                        "aliases": sorted(store.aliases(key).items()),
+                    }
+                )
+        kinds: dict[str, list] = {}
+        for r in rows:
+            kinds.setdefault(r["kind"], []).append(r)
+        return reg.render(request, "index.html", kinds=kinds, q=q, total=len(rows))
+
+    @app.get("/a/{kind}/{name}", dependencies=READ)
+    def artifact(request: Request, kind: str, name: str, user: GetUserDep, page: int = 1) -> HTMLResponse:
+        from airflow_mlcrit.core.registry import alias_spans
+
+        key = _key(kind, name)
+        store = reg.store
+        versions = store.versions(key)
+        if not versions:
+            raise HTTPException(404, f"{key} has no committed version")
+        newest_first = list(reversed(versions))
+        shown = newest_first[(page - 1) * PAGE : page * PAGE]
+        rows = []
+        for v in shown:
+            m = store.resolve(f"{key}@v{v}")
+            rows.append({"m": m, "children": sorted(str(c.ref) for c in store.children(m.ref))})
+        moves = []
+        for alias in sorted(store.aliases(key)):
+            for move in store.alias_history(key, alias):
+                moves.append({"move": move, "gate": _blessing_of(store, move)})
+        moves.sort(key=lambda x: x["move"].at)
+        blessed = [v for v in versions if kind in EVALUATED and _is_blessed(store, f"{key}@v{v}")]
+        return reg.render(
+            request,
+            "artifact.html",
+            key=key,
+            kind=kind,
+            name=name,
+            rows=rows,
+            moves=moves,
+            spans=alias_spans(store, key),
+            page=page,
+            pages=(len(versions) + PAGE - 1) // PAGE,
+            evaluated=kind in EVALUATED,
+            can_edit=_can_edit(user) and kind in EVALUATED,
+            blessed=blessed,
+            aliases=sorted(store.aliases(key).items()),
+            token=action_token(user, key),
+        )
+
+    @app.get("/e/{kind}/{name}", dependencies=READ)
+    def evolution(request: Request, kind: str, name: str) -> HTMLResponse:
+        from airflow_mlcrit.core.registry import DATASET_KINDS, dataset_history, model_history
+        from airflow_mlcrit.plugins.charts import trajectory
+
+        key = _key(kind, name)
+        store = reg.store
+        if kind in DATASET_KINDS:
+            doc = dataset_history(store, key)
+            return reg.render(request, "dataset.html", key=key, doc=doc, versions=doc["versions"][-EVOLUTION:])
+        doc = model_history(store, key)
+        versions = doc["versions"][-EVOLUTION:]
+        production = {s["version"] for s in doc["aliases"] if s["alias"] == "production"}
+        charts = []
+        for metric in doc["metrics"]:
+            for slice_name in doc["slices"]:
+                points = []
+                for v in versions:
+                    s = next((s for s in v["slices"] if s["name"] == slice_name), None)
+                    m = (s or {}).get("candidate", {}).get(metric) or {}
+                    gate = v["gate"] or {}
+                    points.append(
+                        {
+                            "version": v["version"],
+                            "value": m.get("value"),
+                            "low": m.get("low"),
+                            "high": m.get("high"),
+                            "production": v["version"] in production,
+                            "stopped": slice_name in gate.get("failed_slices", []),
+                        }
+                    )
+                if any(p["value"] is not None for p in points):
+                    charts.append(
+                        {
+                            "metric": metric,
+                            "slice": slice_name,
+                            "svg": trajectory(points, title=f"{metric} · {slice_name}"),
+                        }
+                    )
+        return reg.render(request, "evolution.html", key=key, doc=doc, versions=versions, charts=charts)
+
+    @app.get("/report/{kind}/{name}/{version}", dependencies=READ)
+    def report(kind: str, name: str, version: int) -> Response:
+        key = _key(kind, name)
+        if kind not in ("evaluation", "blessing"):
+            raise HTTPException(404, "reports belong to evaluations and blessings")
+        data = reg.store.read_bytes(f"{key}@v{version}", "report.html")  # verified against its digest
+        # the report is the store's content: no script, no network, no form, whatever it holds
+        headers = {
+            "Content-Security-Policy": "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+            "X-Content-Type-Options": "nosniff",
+        }
+        return Response(data, media_type="text/html; charset=utf-8", headers=headers)
+
+    @app.post("/a/{kind}/{name}/rollback", dependencies=EDIT)
+    def rollback_action(
+        request: Request,
+        kind: str,
+        name: str,
+        user: GetUserDep,
+        alias: str = Form(...),
+        to_version: int = Form(...),
+        reason: str = Form(""),
+        token: str = Form(""),
+    ) -> Response:
+        from airflow_mlcrit.core.gating import rollback
+
+        key = _check_action(request, user, kind, name, token, reason)
+        rollback(
+            reg.store,
+            key,
+            alias,
+            reason=reason.strip(),
+            to_version=to_version,
+            actor=user.get_name(),
+            extra={"via": "ML registry UI"},
+        )
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/a/{kind}/{quote(name)}", status_code=303)
+
+    @app.post("/a/{kind}/{name}/promote", dependencies=EDIT)
+    def promote_action(
+        request: Request,
+        kind: str,
+        name: str,
+        user: GetUserDep,
+        alias: str = Form(...),
+        version: int = Form(...),
+        reason: str = Form(""),
+        token: str = Form(""),
+    ) -> Response:
+        from airflow_mlcrit.core.gating import promote
+
+        key = _check_action(request, user, kind, name, token, reason)
+        promote(
+            reg.store,
+            f"{key}@v{version}",
+            alias,
+            reason=reason.strip(),
+            actor=user.get_name(),
+            extra={"via": "ML registry UI"},
+        )
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/a/{kind}/{quote(name)}", status_code=303)
+
+    return app
+
+
+def _check_action(request: Request, user: Any, kind: str, name: str, token: str, reason: str) -> str:
+    _same_origin(request)
+    key = _key(kind, name)
+    if kind not in EVALUATED:
+        raise HTTPException(400, f"aliases of a {kind} are not moved from the registry")
+    if not hmac.compare_digest(token, action_token(user, key)):
+        raise HTTPException(403, "the form's token does not match: reload the page and try again")
+    if not reason.strip():
+        raise HTTPException(400, "a reason is required: it is recorded in the alias history")
+    return key
+
+
+def _blessing_of(store: Any, move: Any) -> dict[str, Any] | None:
+    """The blessing a move recorded, with its decision and failed thresholds."""
+    ref = (move.extra or {}).get("blessing")
+    if not ref:
+        return None
+    doc = json.loads(store.read_bytes(ref, "blessing.json"))
+    return {"ref": ref, "decision": doc.get("decision"), "failures": doc.get("failures", [])}
+
+
+def _is_blessed(store: Any, ref: str) -> bool:
+    from airflow_mlcrit.core.gating.promotion import find_blessing
+
+    return find_blessing(store, ref) is not None

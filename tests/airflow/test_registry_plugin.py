@@ -1,0 +1,179 @@
+"""The ML registry plugin inside the real Airflow api-server app (airflow.api_fastapi.app's
+create_app, the app `airflow api-server` serves, with the provider's plugin loaded as Airflow loads
+it) and the simple auth manager: who may read, who may act, and what each page and action does.
+Users: `reader` (viewer role: may read assets) and `editor` (op role: may edit them)."""
+
+from __future__ import annotations
+
+import os
+import re
+from unittest import mock
+
+import pytest
+
+from airflow_mlcrit.core.artifacts import open_store
+from tests.helpers.registry import FIRST, LENIENT, STRICT, add_adapter_version, add_dataset_version
+
+SECRET = "registry-test-secret-not-for-production-" + "0" * 24
+PAGES = [
+    "/mlcrit/",
+    "/mlcrit/a/adapter/clf",
+    "/mlcrit/e/adapter/clf",
+    "/mlcrit/e/dataset/msgs",
+    "/mlcrit/report/evaluation/clf/1",
+]
+ACTIONS = ["/mlcrit/a/adapter/clf/rollback", "/mlcrit/a/adapter/clf/promote"]
+
+
+@pytest.fixture(scope="module")
+def site(airflow_db, tmp_path_factory):
+    """The api-server app over a store holding dataset/msgs v1-v2 and adapter/clf v1 (blessed,
+    first), v2 (blessed against v1), v3 (stopped on state=NE); production: v1, then v2."""
+    from fastapi.testclient import TestClient
+
+    from airflow_mlcrit.core.gating import promote
+
+    root = tmp_path_factory.mktemp("registry")
+    work = root / "work"
+    work.mkdir()
+    store = open_store(root / "store")
+    add_dataset_version(store, work, 20, 20, "PASSED")
+    add_dataset_version(store, work, 30, 10, "FAILED")
+    add_adapter_version(store, work, 16, baseline=None, base_right=0, gate=FIRST)
+    promote(store, "adapter/clf@v1", "production", reason="blessed: first", actor="pipeline")
+    add_adapter_version(store, work, 17, baseline=1, base_right=16, gate=LENIENT)
+    promote(store, "adapter/clf@v2", "production", reason="blessed: non-inferior", actor="pipeline")
+    add_adapter_version(store, work, 8, baseline=2, base_right=17, gate=STRICT)
+    env = {
+        "AIRFLOW__MLCRIT__ARTIFACT_ROOT": str(root / "store"),
+        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "reader:viewer,editor:op",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__API__SECRET_KEY": SECRET,
+        "AIRFLOW__API_AUTH__JWT_SECRET": SECRET,
+    }
+    with mock.patch.dict(os.environ, env):
+        from airflow.api_fastapi.app import create_app, get_auth_manager
+        from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+        client = TestClient(create_app(), base_url="http://airflow.test")
+        tokens = {
+            name: get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=name, role=role))
+            for name, role in (("reader", "viewer"), ("editor", "op"))
+        }
+        yield client, store, tokens, root
+
+
+def _as(tokens, name: str) -> dict:
+    return {"Authorization": f"Bearer {tokens[name]}"}
+
+
+def test_the_provider_s_plugin_is_what_airflow_loads():
+    from airflow import plugins_manager
+
+    [plugin] = [p for p in plugins_manager._get_plugins()[0] if p.name == "mlcrit_registry"]
+    assert [(v["name"], v["destination"], v["href"]) for v in plugin.external_views] == [
+        ("ML registry", "nav", "/mlcrit/")
+    ]
+    assert [(a["url_prefix"], a["name"]) for a in plugin.fastapi_apps] == [("/mlcrit", "ML registry")]
+
+
+def test_without_a_token_every_page_and_action_is_refused(site):
+    client, store, _, _ = site
+    for path in PAGES:
+        assert client.get(path).status_code in (401, 403), path
+        assert client.get(path, headers={"Authorization": "Bearer forged.jwt.token"}).status_code in (401, 403), path
+    for path in ACTIONS:
+        r = client.post(
+            path, data={"alias": "production", "to_version": "1", "version": "1", "reason": "x", "token": "x"}
+        )
+        assert r.status_code in (401, 403), path
+    assert store.alias_version("adapter/clf", "production") == 2
+
+
+def test_a_reader_sees_the_pages_and_may_not_act(site):
+    client, store, tokens, root = site
+    for path in PAGES:
+        r = client.get(path, headers=_as(tokens, "reader"))
+        assert r.status_code == 200, (path, r.text[:500])
+        assert str(root) not in r.text  # no page shows where the store is
+    index = client.get("/mlcrit/", headers=_as(tokens, "reader")).text
+    assert 'href="/mlcrit/a/adapter/clf"' in index and "production: v2" in index
+    page = client.get("/mlcrit/a/adapter/clf", headers=_as(tokens, "reader")).text
+    assert "Governed actions" not in page and "<form" not in page  # no action offered
+    assert [m for m in re.findall(r'<tr id="v(\d+)">', page)] == ["3", "2", "1"]
+    moves = page[page.index('<table class="moves">') :]
+    assert moves.count("<tr>") == 3 and "blessed: non-inferior" in moves and "BLESSED" in moves
+    for path in ACTIONS:
+        r = client.post(
+            path,
+            headers=_as(tokens, "reader"),
+            data={"alias": "production", "to_version": "1", "version": "1", "reason": "x", "token": "x"},
+        )
+        assert r.status_code == 403, (path, r.text)
+    assert store.alias_version("adapter/clf", "production") == 2
+
+
+def test_the_evolution_pages_chart_every_slice_with_bands_and_the_gate_s_stops(site):
+    client, _, tokens, _ = site
+    page = client.get("/mlcrit/e/adapter/clf", headers=_as(tokens, "reader")).text
+    boxes = re.findall(r'data-metric="([^"]+)" data-slice="([^"]+)"', page)
+    assert boxes == [("accuracy", "overall"), ("accuracy", "state=CA"), ("accuracy", "state=NE")]
+    ne = page[page.index('data-slice="state=NE"') :].split("</svg>")[0]
+    assert ne.count('class="band"') == 1 and ne.count('class="prod"') == 2 and ne.count('class="stop"') == 1
+    assert "v3: 0.4000" in ne and "stopped by the gate on this slice" in ne and "v1: 0.8000" in ne
+    data = client.get("/mlcrit/e/dataset/msgs", headers=_as(tokens, "reader")).text
+    assert "linf 0.2500" in data and ">FAILED<" in data and ">PASSED<" in data
+
+
+def test_an_editor_rolls_back_through_the_promotion_rules_and_the_history_names_them(site):
+    client, store, tokens, _ = site
+    client.cookies.set("_token", tokens["editor"])  # as a browser holds it after logging in
+    try:
+        page = client.get("/mlcrit/a/adapter/clf").text
+        [token] = set(re.findall(r'name="token" value="([0-9a-f]{64})"', page))
+        assert re.findall(r'<option value="(\d+)">v\d+</option>', page.split("Roll back")[1]) == [
+            "2",
+            "1",
+        ]  # the blessed ones
+        form = {"alias": "production", "to_version": "1", "reason": "phone regression confirmed", "token": token}
+        refused = [
+            (client.post(ACTIONS[0], data=form | {"token": "0" * 64}), 403, "the form's token does not match"),
+            (client.post(ACTIONS[0], data=form | {"reason": "  "}), 400, "a reason is required"),
+            (client.post(ACTIONS[0], data=form, headers={"Origin": "https://evil.example"}), 403, "another origin"),
+            (client.post(ACTIONS[0], data=form, headers={"Sec-Fetch-Site": "cross-site"}), 403, "cross-site"),
+            (client.post(ACTIONS[0], data=form | {"to_version": "3"}), 400, "adapter/clf@v3 has no BLESSED blessing"),
+            (
+                client.post(ACTIONS[1], data=form | {"version": "3"}),
+                400,
+                "no BLESSED blessing exists for adapter/clf@v3",
+            ),
+        ]
+        for r, status, text in refused:
+            assert (r.status_code, text in r.text) == (status, True), r.text[:800]
+        assert store.alias_version("adapter/clf", "production") == 2
+        r = client.post(ACTIONS[0], data=form, headers={"Origin": "http://airflow.test"}, follow_redirects=False)
+        assert (r.status_code, r.headers["location"]) == (303, "/mlcrit/a/adapter/clf")
+    finally:
+        client.cookies.clear()
+    move = store.alias_history("adapter/clf", "production")[-1]
+    assert (move.from_version, move.to_version, move.actor, move.reason, move.forced) == (
+        2,
+        1,
+        "editor",
+        "phone regression confirmed",
+        False,
+    )
+    assert move.extra["via"] == "ML registry UI"
+
+
+def test_a_report_is_served_from_the_store_and_a_tampered_one_is_refused(site):
+    client, store, tokens, root = site
+    r = client.get("/mlcrit/report/evaluation/clf/2", headers=_as(tokens, "reader"))
+    assert r.status_code == 200 and r.text == store.read_bytes("evaluation/clf@v2", "report.html").decode()
+    assert r.headers["content-security-policy"].startswith("sandbox;")
+    stored = root / "store" / "evaluation" / "clf" / "v000003" / "report.html"  # the local store's layout
+    stored.write_text(stored.read_text().replace("Evaluation", "Forged evaluation"))
+    r = client.get("/mlcrit/report/evaluation/clf/3", headers=_as(tokens, "reader"))
+    assert r.status_code == 500 and "ArtifactIntegrityError" in r.text and "Forged" not in r.text
+    assert client.get("/mlcrit/report/adapter/clf/1", headers=_as(tokens, "reader")).status_code == 404
