@@ -274,6 +274,33 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         }
         return Response(data, media_type="text/html; charset=utf-8", headers=headers)
 
+    @app.get("/ti/{dag_id}/{run_id}/{task_id}", dependencies=READ)
+    def task_instance(
+        request: Request, dag_id: str, run_id: str, task_id: str, user: GetUserDep, map_index: int = -1
+    ) -> HTMLResponse:
+        """The "Evaluation" view of a task instance: the evaluation (or gate) it committed."""
+        _may_read_xcom(user, dag_id)
+        store = reg.store
+        refs = [r for _, _, r in _run_refs(dag_id, run_id, task_id, map_index)]
+        shown = []
+        for ref in refs:
+            m = store.resolve(ref)
+            if m.kind == "evaluation":
+                doc = json.loads(store.read_bytes(m.ref, "evaluation.json"))
+                shown.append({"m": m, "slices": doc["slices"], "metrics": doc.get("metrics", [])})
+            elif m.kind == "blessing":
+                doc = json.loads(store.read_bytes(m.ref, "blessing.json"))
+                shown.append({"m": m, "decision": doc.get("decision"), "checks": doc.get("checks", [])})
+        return reg.render(request, "ti.html", dag_id=dag_id, run_id=run_id, task_id=task_id, refs=refs, shown=shown)
+
+    @app.get("/run/{dag_id}/{run_id}", dependencies=READ)
+    def dag_run(request: Request, dag_id: str, run_id: str, user: GetUserDep) -> HTMLResponse:
+        """The "Artifacts" view of a DAG run: every version its tasks committed or used."""
+        _may_read_xcom(user, dag_id)
+        store = reg.store
+        rows = [{"task_id": t, "map_index": i, "m": store.resolve(ref)} for t, i, ref in _run_refs(dag_id, run_id)]
+        return reg.render(request, "run.html", dag_id=dag_id, run_id=run_id, rows=rows)
+
     @app.post("/a/{kind}/{name}/rollback", dependencies=EDIT)
     def rollback_action(
         request: Request,
@@ -324,6 +351,54 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         return RedirectResponse(f"{request.scope.get('root_path', '')}/a/{kind}/{quote(name)}", status_code=303)
 
     return app
+
+
+def _may_read_xcom(user: Any, dag_id: str) -> None:
+    """The task results of a DAG are read from its XComs: the user must be allowed to read them."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+
+    if not get_auth_manager().is_authorized_dag(
+        method="GET", access_entity=DagAccessEntity.XCOM, details=DagDetails(id=dag_id), user=user
+    ):
+        raise HTTPException(403, f"not allowed to read the task results of DAG {dag_id!r}")
+
+
+def _refs_in(value: Any) -> list[str]:
+    """Artifact references (kind/name@vN) anywhere in an operator's result."""
+    from airflow_mlcrit.core.artifacts import parse_ref
+
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in _refs_in(v)]
+    if isinstance(value, list | tuple):
+        return [r for v in value for r in _refs_in(v)]
+    if isinstance(value, str) and "/" in value and "@v" in value and len(value) < 300:
+        try:
+            ref = parse_ref(value)
+        except Exception:  # a string that only looks like a reference
+            return []
+        return [str(ref)] if ref.version is not None else []
+    return []
+
+
+def _run_refs(
+    dag_id: str, run_id: str, task_id: str | None = None, map_index: int | None = None
+) -> list[tuple[str, int, str]]:
+    """(task_id, map_index, ref) of every versioned artifact named in the run's task results."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.scalars(
+            XComModel.get_many(
+                run_id=run_id, key="return_value", dag_ids=dag_id, task_ids=task_id, map_indexes=map_index
+            )
+        ).all()
+        found = [(r.task_id, r.map_index, XComModel.deserialize_value(r)) for r in rows]
+    out: list[tuple[str, int, str]] = []
+    for task, index, value in sorted(found, key=lambda x: (x[0], x[1])):
+        for ref in dict.fromkeys(_refs_in(value)):
+            out.append((task, index, ref))
+    return out
 
 
 def _check_action(request: Request, user: Any, kind: str, name: str, token: str, reason: str) -> str:

@@ -59,8 +59,22 @@ def _apps() -> list[dict[str, Any]]:
 
 
 def _views() -> list[dict[str, Any]]:
+    base = f"{_base_path()}/mlcrit"
     return [
-        {"name": "ML registry", "href": f"{_base_path()}/mlcrit/", "destination": "nav", "url_route": "ml-registry"}
+        {"name": "ML registry", "href": f"{base}/", "destination": "nav", "url_route": "ml-registry"},
+        # the UI fills in the placeholders for the task instance or DAG run on screen
+        {
+            "name": "Evaluation",
+            "href": f"{base}/ti/{{DAG_ID}}/{{RUN_ID}}/{{TASK_ID}}?map_index={{MAP_INDEX}}",
+            "destination": "task_instance",
+            "url_route": "mlcrit-evaluation",
+        },
+        {
+            "name": "Artifacts",
+            "href": f"{base}/run/{{DAG_ID}}/{{RUN_ID}}",
+            "destination": "dag_run",
+            "url_route": "mlcrit-artifacts",
+        },
     ]
 
 

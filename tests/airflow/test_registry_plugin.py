@@ -5,6 +5,7 @@ Users: `reader` (viewer role: may read assets) and `editor` (op role: may edit t
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from unittest import mock
@@ -73,7 +74,9 @@ def test_the_provider_s_plugin_is_what_airflow_loads():
 
     [plugin] = [p for p in plugins_manager._get_plugins()[0] if p.name == "mlcrit_registry"]
     assert [(v["name"], v["destination"], v["href"]) for v in plugin.external_views] == [
-        ("ML registry", "nav", "/mlcrit/")
+        ("ML registry", "nav", "/mlcrit/"),
+        ("Evaluation", "task_instance", "/mlcrit/ti/{DAG_ID}/{RUN_ID}/{TASK_ID}?map_index={MAP_INDEX}"),
+        ("Artifacts", "dag_run", "/mlcrit/run/{DAG_ID}/{RUN_ID}"),
     ]
     assert [(a["url_prefix"], a["name"]) for a in plugin.fastapi_apps] == [("/mlcrit", "ML registry")]
 
@@ -177,3 +180,43 @@ def test_a_report_is_served_from_the_store_and_a_tampered_one_is_refused(site):
     r = client.get("/mlcrit/report/evaluation/clf/3", headers=_as(tokens, "reader"))
     assert r.status_code == 500 and "ArtifactIntegrityError" in r.text and "Forged" not in r.text
     assert client.get("/mlcrit/report/adapter/clf/1", headers=_as(tokens, "reader")).status_code == 404
+
+
+def test_the_task_instance_and_dag_run_views_show_what_a_real_run_committed(site, tmp_path):
+    """A dag.test() run of evaluate -> gate -> promote (a tabular model judged from prediction
+    columns): its task instance's "Evaluation" view and its DAG run's "Artifacts" view."""
+    import numpy as np
+    import pandas as pd
+
+    from airflow_mlcrit.core.gating import promote
+    from tests.airflow.conftest import run_dag
+
+    client, store, tokens, _ = site
+    for version in (1, 2):
+        (tmp_path / f"model-{version}.json").write_text(json.dumps({"coef": version}))
+        store.put("model/demand", tmp_path / f"model-{version}.json")
+    promote(store, "model/demand@v1", "production", reason="bootstrap", force=True)
+    rng = np.random.default_rng(0)
+    y = rng.uniform(0, 100, 300)
+    frame = pd.DataFrame({"region": np.repeat(["CA", "NE", "TX"], 100), "demand": y})
+    frame["pred_v1"], frame["pred_v2"] = y + rng.normal(0, 10, 300), y + rng.normal(0, 4, 300)
+    frame.to_parquet(tmp_path / "eval.parquet", index=False)
+    store.put("dataset/demand-eval", tmp_path / "eval.parquet")
+    evaluate = {"task": "regression", "label_column": "demand", "prediction_column": "pred_v2"}
+    evaluate |= {"baseline_prediction_column": "pred_v1", "slices": ["region"], "replicates": 100}
+    gate = {"thresholds": [{"metric": "mae", "change": "superiority", "margin": 2.0, "slices": "all"}]}
+    dr = run_dag("test_mlcrit_evaluate_tabular", {"evaluate": evaluate, "gate": gate})
+    assert dr.state == "success"
+    [ev] = [f"evaluation/demand@v{v}" for v in store.versions("evaluation/demand")]
+    page = client.get(f"/mlcrit/ti/{dr.dag_id}/{dr.run_id}/evaluate", headers=_as(tokens, "reader")).text
+    assert f">{ev}</a>" in page and "region=NE" in page
+    mae = json.loads(store.read_bytes(ev, "evaluation.json"))["slices"][0]["candidate"]["mae"]
+    assert f"{mae['value']:.4f} [{mae['low']:.4f}, {mae['high']:.4f}]" in page
+    gate_page = client.get(f"/mlcrit/ti/{dr.dag_id}/{dr.run_id}/gate", headers=_as(tokens, "reader")).text
+    assert '<span class="BLESSED">BLESSED</span>' in gate_page
+    run = client.get(f"/mlcrit/run/{dr.dag_id}/{dr.run_id}", headers=_as(tokens, "reader")).text
+    listed = re.findall(r'<td><a href="/mlcrit/a/[^"]+">([^<]+)</a></td>', run)
+    assert ev in listed and "blessing/demand@v1" in listed and "model/demand@v2" in listed
+    empty = client.get(f"/mlcrit/ti/{dr.dag_id}/no-such-run/evaluate", headers=_as(tokens, "reader")).text
+    assert "has committed no artifact" in empty
+    assert client.get(f"/mlcrit/run/{dr.dag_id}/{dr.run_id}").status_code in (401, 403)
