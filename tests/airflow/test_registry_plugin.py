@@ -220,3 +220,22 @@ def test_the_task_instance_and_dag_run_views_show_what_a_real_run_committed(site
     empty = client.get(f"/mlcrit/ti/{dr.dag_id}/no-such-run/evaluate", headers=_as(tokens, "reader")).text
     assert "has committed no artifact" in empty
     assert client.get(f"/mlcrit/run/{dr.dag_id}/{dr.run_id}").status_code in (401, 403)
+
+
+def test_on_s3_the_report_opens_through_the_plugin_and_no_page_shows_the_endpoint(
+    site, moto_server, monkeypatch, tmp_path
+):
+    from tests.conftest import make_s3_root
+
+    client, _, tokens, _ = site
+    root = make_s3_root(moto_server)
+    monkeypatch.setenv("AIRFLOW__MLCRIT__ARTIFACT_ROOT", root)
+    monkeypatch.setenv("AIRFLOW__MLCRIT__S3_ENDPOINT_URL", moto_server.endpoint_url)
+    store = open_store(root, endpoint_url=moto_server.endpoint_url)
+    add_adapter_version(store, tmp_path, 16, baseline=None, base_right=0, gate=FIRST)
+    r = client.get("/mlcrit/report/evaluation/clf/1", headers=_as(tokens, "reader"))
+    assert r.status_code == 200 and r.text == "<html><body><h1>Evaluation of adapter/clf@v1</h1></body></html>"
+    for path in ("/mlcrit/", "/mlcrit/a/adapter/clf", "/mlcrit/e/adapter/clf", "/mlcrit/a/evaluation/clf"):
+        page = client.get(path, headers=_as(tokens, "reader")).text
+        assert "adapter/clf" in page and moto_server.endpoint_url not in page and root not in page, path
+        assert "testing" not in page  # the S3 credentials (tests/conftest.py)
