@@ -261,6 +261,22 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
                     )
         return reg.render(request, "evolution.html", key=key, doc=doc, versions=versions, charts=charts)
 
+    @app.get("/l/{kind}/{name}", dependencies=READ)
+    def lineage_page(request: Request, kind: str, name: str, at: str = "latest") -> HTMLResponse:
+        """The lineage of one version, upstream (what it was made from) and downstream (what was
+        made from it), laid out by Graphviz."""
+        from airflow_mlcrit.core.lineage_graph import lineage
+        from airflow_mlcrit.plugins.graph import render_svg
+
+        key = _key(kind, name)
+        m = reg.store.resolve(f"{key}@{at}")
+        up, down = lineage(reg.store, str(m.ref), "upstream"), lineage(reg.store, str(m.ref), "downstream")
+        nodes = {**up.nodes, **down.nodes}
+        edges = list(dict.fromkeys([*up.edges, *down.edges]))
+        root = request.scope.get("root_path", "").rstrip("/")
+        svg = render_svg(str(m.ref), nodes, edges, link=lambda ref: root + _ref_path(ref))
+        return reg.render(request, "lineage.html", key=key, m=m, at=at, svg=svg, nodes=sorted(nodes), edges=edges)
+
     @app.get("/report/{kind}/{name}/{version}", dependencies=READ)
     def report(kind: str, name: str, version: int) -> Response:
         key = _key(kind, name)

@@ -239,3 +239,19 @@ def test_on_s3_the_report_opens_through_the_plugin_and_no_page_shows_the_endpoin
         page = client.get(path, headers=_as(tokens, "reader")).text
         assert "adapter/clf" in page and moto_server.endpoint_url not in page and root not in page, path
         assert "testing" not in page  # the S3 credentials (tests/conftest.py)
+
+
+def test_the_lineage_page_draws_both_directions_with_graphviz(site):
+    client, _, tokens, _ = site
+    page = client.get("/mlcrit/l/adapter/clf?at=v2", headers=_as(tokens, "reader")).text
+    svg = page[page.index("<svg") : page.index("</svg>")]
+    drawn = set(re.findall(r'<g id="n_([^"]+)" class="node">', svg))
+    expected = {"adapter/clf@v2", "evaluation/clf@v2", "blessing/clf@v2", "evaluation/clf@v3", "blessing/clf@v3"}
+    assert drawn == {re.sub(r"[^A-Za-z0-9_]", "_", r) for r in expected}
+    assert (
+        'xlink:href="/mlcrit/a/evaluation/clf#v3"' in svg and svg.count('class="edge"') == 5
+    )  # a2->e2, a2->b2, a2->e3 (its baseline), e2->b2, e3->b3
+    assert re.findall(r'<li><a href="[^"]+">([^<]+)</a></li>', page) == sorted(expected)
+    production = client.get("/mlcrit/l/adapter/clf?at=production", headers=_as(tokens, "reader")).text
+    assert "Lineage of adapter/clf@v" in production and "(production)" in production
+    assert client.get("/mlcrit/l/adapter/clf?at=v9", headers=_as(tokens, "reader")).status_code in (400, 404)
