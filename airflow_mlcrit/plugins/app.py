@@ -179,7 +179,10 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         kinds: dict[str, list] = {}
         for r in rows:
             kinds.setdefault(r["kind"], []).append(r)
-        return reg.render(request, "index.html", kinds=kinds, q=q, total=len(rows))
+        from airflow_mlcrit.core.registry import DATASET_KINDS
+
+        evolving = (*EVALUATED, *DATASET_KINDS)
+        return reg.render(request, "index.html", kinds=kinds, q=q, total=len(rows), evolving=evolving)
 
     @app.get("/a/{kind}/{name}", dependencies=READ)
     def artifact(request: Request, kind: str, name: str, user: GetUserDep, page: int = 1) -> HTMLResponse:
@@ -221,7 +224,7 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         )
 
     @app.get("/e/{kind}/{name}", dependencies=READ)
-    def evolution(request: Request, kind: str, name: str) -> HTMLResponse:
+    def evolution(request: Request, kind: str, name: str, metric: str = "") -> HTMLResponse:
         from airflow_mlcrit.core.registry import DATASET_KINDS, dataset_history, model_history
         from airflow_mlcrit.plugins.charts import trajectory
 
@@ -233,33 +236,35 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         doc = model_history(store, key)
         versions = doc["versions"][-EVOLUTION:]
         production = {s["version"] for s in doc["aliases"] if s["alias"] == "production"}
+        metric = metric or ("accuracy" if "accuracy" in doc["metrics"] else (doc["metrics"] or [""])[0])
+        if doc["metrics"] and metric not in doc["metrics"]:
+            raise HTTPException(404, f"no evaluation of {key} has the metric {metric!r}; it has {doc['metrics']}")
         charts = []
-        for metric in doc["metrics"]:
-            for slice_name in doc["slices"]:
-                points = []
-                for v in versions:
-                    s = next((s for s in v["slices"] if s["name"] == slice_name), None)
-                    m = (s or {}).get("candidate", {}).get(metric) or {}
-                    gate = v["gate"] or {}
-                    points.append(
-                        {
-                            "version": v["version"],
-                            "value": m.get("value"),
-                            "low": m.get("low"),
-                            "high": m.get("high"),
-                            "production": v["version"] in production,
-                            "stopped": slice_name in gate.get("failed_slices", []),
-                        }
-                    )
-                if any(p["value"] is not None for p in points):
-                    charts.append(
-                        {
-                            "metric": metric,
-                            "slice": slice_name,
-                            "svg": trajectory(points, title=f"{metric} · {slice_name}"),
-                        }
-                    )
-        return reg.render(request, "evolution.html", key=key, doc=doc, versions=versions, charts=charts)
+        for slice_name in doc["slices"] if metric else []:
+            points = []
+            for v in versions:
+                s = next((s for s in v["slices"] if s["name"] == slice_name), None)
+                m = (s or {}).get("candidate", {}).get(metric) or {}
+                gate = v["gate"] or {}
+                points.append(
+                    {
+                        "version": v["version"],
+                        "value": m.get("value"),
+                        "low": m.get("low"),
+                        "high": m.get("high"),
+                        "production": v["version"] in production,
+                        "stopped": slice_name in gate.get("failed_slices", []),
+                    }
+                )
+            if any(p["value"] is not None for p in points):
+                charts.append(
+                    {
+                        "metric": metric,
+                        "slice": slice_name,
+                        "svg": trajectory(points, title=f"{metric} · {slice_name}"),
+                    }
+                )
+        return reg.render(request, "evolution.html", key=key, doc=doc, versions=versions, charts=charts, metric=metric)
 
     @app.get("/l/{kind}/{name}", dependencies=READ)
     def lineage_page(request: Request, kind: str, name: str, at: str = "latest") -> HTMLResponse:

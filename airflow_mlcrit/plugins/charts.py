@@ -20,6 +20,7 @@ def trajectory(points: list[dict[str, Any]], *, title: str, label: str = "") -> 
     lo, hi = (min(lows), max(highs)) if known else (0.0, 1.0)
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, hi + 0.5
+    shown = lo, hi  # the axis labels: the data's range, not the margin around it
     span = hi - lo
     lo, hi = lo - 0.05 * span, hi + 0.05 * span
     n = max(len(points), 2)
@@ -36,8 +37,8 @@ def trajectory(points: list[dict[str, Any]], *, title: str, label: str = "") -> 
         f"<title>{escape(title)}</title>",
         f'<text x="{PAD}" y="16" class="t">{escape(title)}</text>',
         f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" class="axis"/>',
-        f'<text x="4" y="{y(hi) + 10:.1f}" class="l">{hi:.3g}</text>',
-        f'<text x="4" y="{y(lo):.1f}" class="l">{lo:.3g}</text>',
+        f'<text x="4" y="{y(shown[1]) + 4:.1f}" class="l">{shown[1]:.3g}</text>',
+        f'<text x="4" y="{y(shown[0]) + 4:.1f}" class="l">{shown[0]:.3g}</text>',
     ]
     for i, p in enumerate(points):
         parts.append(

@@ -14,6 +14,7 @@ import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
 from tests.helpers.registry import FIRST, LENIENT, STRICT, add_adapter_version, add_dataset_version
+from tests.helpers.services import require_program
 
 SECRET = "registry-test-secret-not-for-production-" + "0" * 24
 PAGES = [
@@ -242,6 +243,7 @@ def test_on_s3_the_report_opens_through_the_plugin_and_no_page_shows_the_endpoin
 
 
 def test_the_lineage_page_draws_both_directions_with_graphviz(site):
+    require_program("dot", "graphviz")
     client, _, tokens, _ = site
     page = client.get("/mlcrit/l/adapter/clf?at=v2", headers=_as(tokens, "reader")).text
     svg = page[page.index("<svg") : page.index("</svg>")]

@@ -31,6 +31,20 @@ def require_service(name: str, address: tuple[str, int]) -> None:
         pytest.skip(message)
 
 
+def require_program(name: str, package: str) -> str:
+    """The path of ``name``; skipped with the reason where it is missing, a failure in CI (dev/run-tests
+    installs the Debian ``package`` that has it)."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (Debian package {package}; ./dev/run-tests installs it as root)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}. CI machines have it, so this is a failure, not a skip")
+        pytest.skip(message)
+    return path
+
+
 def _orphaned(name: str, prefix: str, sep: str) -> bool:
     """Whether ``name`` (``<prefix><sep><pid><sep><hex>``) was made by a process that has gone: a
     test run killed before its cleanup, whose leftovers the next run removes."""
