@@ -228,6 +228,47 @@ def test_week_two_is_spread_over_both_workers_and_stopped_at_the_gate(cluster, t
     assert {e["job"]["name"] for e in _lineage(af)} >= {f"{DAG}.gate"}
 
 
+def test_the_ml_registry_in_the_airflow_ui_shows_the_two_weeks(cluster, tmp_path):
+    """Debian's chromium, headless, logged in as the Airflow UI is (its `_token` cookie), on this
+    cluster's api-server with the provider's plugin: the "ML registry" nav entry lists the adapter
+    with production at v1; its evolution page shows week 2's phone accuracy below v1's, with
+    interval bands, v1 ringed as production and week 2's version crossed where the gate stopped it;
+    the lineage graph of production reaches the clean dataset of week 1. Screenshots go to the
+    test's directory (screenshots/)."""
+    from tests.helpers.browser import logged_in_page
+    from tests.helpers.services import require_program
+
+    require_program("dot", "graphviz")  # the lineage graph's layout, on the api-server's host
+    af, store = cluster, cluster.store
+    [week_two] = [
+        v for v in store.versions(ADAPTER) if store.resolve(f"{ADAPTER}@v{v}").producer["run_id"] == af.week_two
+    ]
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    with logged_in_page(af.url, af.token) as page:
+        page.goto(f"{af.url}/plugin/ml-registry")  # the nav entry: the registry framed by the Airflow UI
+        row = page.frame_locator("iframe").locator("tr", has_text="support-sentiment").first
+        assert "production: v1" in row.inner_text()
+        page.screenshot(path=shots / "registry.png")
+        page.goto(f"{af.url}/mlcrit/e/{ADAPTER}")
+        phone = page.locator('[data-metric="accuracy"][data-slice="channel=phone"]')
+        tips = {int(t.split(":")[0][1:]): t for t in phone.locator("circle.pt title").all_text_contents()}
+        value = {v: float(tips[v].split()[1]) for v in (1, week_two)}
+        assert value[week_two] < value[1], tips
+        assert tips[1].endswith("was production") and tips[week_two].endswith("stopped by the gate on this slice")
+        assert phone.locator("polygon.band").count() == 1  # the interval band
+        page.screenshot(path=shots / "evolution.png", full_page=True)
+        page.goto(f"{af.url}/mlcrit/l/{ADAPTER}?at=production")
+        assert page.locator("h1").inner_text() == f"Lineage of {ADAPTER}@v1 (production)"
+        assert page.locator("#n_dataset_support_messages_clean_v1").count() == 1
+        page.screenshot(path=shots / "lineage.png", full_page=True)
+    assert sorted(p.name for p in shots.iterdir() if p.stat().st_size > 10_000) == [
+        "evolution.png",
+        "lineage.png",
+        "registry.png",
+    ]
+
+
 def _start_the_race(af: Airflow, store, tmp_path: Path) -> list[str]:
     """Two runs of the flagship DAG on different data (week 1's and week 2's messages), short and
     with a lenient gate (DAG params, as a user would set them); their promotions wait in the
