@@ -525,6 +525,12 @@ class ArtifactStore:
         kind, name = parse_key(key)
         return [v for v in self._versions_claimed(kind, name) if self._committed(kind, name, v)]
 
+    def latest_version(self, key: str) -> int | None:
+        """The newest committed version number of ``kind/name`` (None: none), checking versions
+        newest first: one listing and usually one version's checks, whatever the history's length."""
+        kind, name = parse_key(key)
+        return next((v for v in reversed(self._versions_claimed(kind, name)) if self._committed(kind, name, v)), None)
+
     def _committed(self, kind: str, name: str, version: int) -> bool:
         """A manifest and its claim: gc reclaims a version by taking the manifest's place with a
         tombstone, then removing the claim (see gc)."""
@@ -577,7 +583,7 @@ class ArtifactStore:
                     key = f"{validate_kind(k)}/{validate_name(name)}"
                 except InvalidReferenceError:
                     continue  # foreign files under the root are not artifacts
-                if self.versions(key):
+                if self.latest_version(key) is not None:
                     keys.append(key)
         return keys
 

@@ -1,0 +1,134 @@
+"""Page times of the ML registry (the Airflow UI plugin) as the store grows with unrelated history.
+
+    .venv/bin/python dev/bench/bench_registry.py [--sizes 100 1000 10000] [--s3-sizes 100 1000] [--repeat 5]
+
+For each size N, a store holds adapter/clf (10 versions, each evaluated and gated, production
+moved twice: what the pages are about) and N versions of unrelated artifacts (dataset/noise-0..9,
+tiny files). The registry's FastAPI app renders the index, adapter/clf's artifact page and its
+evolution page (auth is Airflow's and is left out here: the plugin's own work is measured). The
+baseline is the same page on the smallest store, in the same run; the goal: every page under
+300 ms at 10,000 versions on the local store, and within 2x of its time at 100. On S3 (a moto
+server on 127.0.0.1, started here) the same pages, at the --s3-sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+PAGES = {"index": "/", "artifact": "/a/adapter/clf", "evolution": "/e/adapter/clf"}
+
+
+def build(store, work: Path, unrelated: int) -> None:
+    from airflow_mlcrit.core.gating import promote
+    from tests.helpers.registry import FIRST, LENIENT, add_adapter_version
+
+    work.mkdir(parents=True)
+    add_adapter_version(store, work, 16, baseline=None, base_right=0, gate=FIRST)
+    promote(store, "adapter/clf@v1", "production", reason="first", actor="bench")
+    for v in range(2, 11):  # each judged against production, as the flagship DAG does
+        production = store.alias_version("adapter/clf", "production")
+        add_adapter_version(store, work, 16 + v % 3, baseline=production, base_right=16, gate=LENIENT)
+        if v in (5, 10):
+            promote(store, f"adapter/clf@v{v}", "production", reason="blessed", actor="bench")
+    tiny = work / "noise.txt"
+    for i in range(unrelated):
+        tiny.write_text(f"row {i}\n")
+        store.put(f"dataset/noise-{i % 10}", tiny)
+
+
+def client_for(store):
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi.testclient import TestClient
+
+    from airflow_mlcrit.plugins import app as registry
+
+    class User:
+        def get_id(self) -> str:
+            return "bench"
+
+        def get_name(self) -> str:
+            return "bench"
+
+    app = registry.create_app(lambda: store)
+    for dep in (*registry.READ, *registry.EDIT):
+        app.dependency_overrides[dep.dependency] = lambda: None
+    app.dependency_overrides[get_user] = User
+    registry._can_edit = lambda user: True  # the page with its forms, as an editor sees it
+    return TestClient(app)
+
+
+def page_times(store, repeat: int) -> dict[str, float]:
+    client = client_for(store)
+    out = {}
+    for name, path in PAGES.items():
+        assert client.get(path).status_code == 200, (name, client.get(path).text[:500])
+        runs = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            client.get(path)
+            runs.append(time.perf_counter() - t)
+        out[name] = statistics.median(runs)
+    return out
+
+
+def report(label: str, results: dict[int, dict[str, float]]) -> None:
+    sizes = sorted(results)
+    base = results[sizes[0]]
+    print(f"\n{label}: median ms per page (ratio to the {sizes[0]}-version store, same run)")
+    print(f"{'versions':>9}  " + "  ".join(f"{p:>18}" for p in PAGES))
+    for n in sizes:
+        cells = [f"{results[n][p] * 1000:8.1f} ({results[n][p] / base[p]:4.2f}x)" for p in PAGES]
+        print(f"{n:>9}  " + "  ".join(f"{c:>18}" for c in cells))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
+    ap.add_argument("--s3-sizes", type=int, nargs="*", default=[100, 1000])
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    from airflow_mlcrit.core.artifacts import open_store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = {}
+        for n in args.sizes:
+            store = open_store(Path(tmp) / f"local-{n}")
+            t = time.perf_counter()
+            build(store, Path(tmp) / f"work-{n}", n)
+            print(f"local store with {n} unrelated versions built in {time.perf_counter() - t:.1f} s")
+            local[n] = page_times(store, args.repeat)
+        report("local store", local)
+        if args.s3_sizes:
+            import os
+
+            os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+            os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+            os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+            from tests.helpers.servers import MotoServer
+
+            server = MotoServer()
+            try:
+                remote = {}
+                for n in args.s3_sizes:
+                    bucket = f"bench-{n}"
+                    server.client().create_bucket(Bucket=bucket)
+                    store = open_store(f"s3://{bucket}/ml", endpoint_url=server.endpoint_url)
+                    t = time.perf_counter()
+                    build(store, Path(tmp) / f"s3-work-{n}", n)
+                    print(f"S3 store with {n} unrelated versions built in {time.perf_counter() - t:.1f} s")
+                    remote[n] = page_times(store, args.repeat)
+                report("S3 (moto server)", remote)
+            finally:
+                server.stop()
+
+
+if __name__ == "__main__":
+    main()
