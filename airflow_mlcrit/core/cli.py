@@ -338,7 +338,8 @@ class _Cli:
     def history(self) -> int:
         from airflow_mlcrit.core.registry import history
 
-        doc = history(self.store, self.args.key, metric=self.args.metric, slice_name=self.args.slice)
+        a = self.args
+        doc = history(self.store, a.key, metric=a.metric, slice_name=a.slice, last=a.last)
         if "metrics" in doc:
             text = _table(
                 _metric_rows(doc),
@@ -527,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     his.add_argument("key", metavar="KIND/NAME")
     his.add_argument("--metric", help="only this metric (evaluated artifacts)")
     his.add_argument("--slice", help="only this slice, e.g. channel=phone (evaluated artifacts)")
+    his.add_argument("--last", type=int, metavar="N", help="only the newest N versions")
     his.set_defaults(fn=_Cli.history)
     dif = sub.add_parser("diff", parents=[common], help="two versions side by side: statistics or metrics")
     dif.add_argument("a", metavar="KIND/NAME@vA")

@@ -86,7 +86,12 @@ def _version_row(m: Manifest) -> dict[str, Any]:
 
 
 def model_history(
-    store: ArtifactStore, key: str, *, metric: str | None = None, slice_name: str | None = None
+    store: ArtifactStore,
+    key: str,
+    *,
+    metric: str | None = None,
+    slice_name: str | None = None,
+    last: int | None = None,
 ) -> dict[str, Any]:
     """Per version of a model, adapter or prompt: its newest evaluation as the candidate (every
     slice's metrics with their intervals, and the difference from the baseline it was judged
@@ -97,7 +102,7 @@ def model_history(
     if not versions:
         raise ConfigError(f"{key} has no committed version; `mlcrit artifacts list` shows what the store holds")
     rows, metrics, available, slices = [], set(), set(), []
-    for v in versions:
+    for v in versions[-last:] if last else versions:
         m = store.resolve(ref.at(v))
         row = _version_row(m) | {"evaluation": None, "baseline": None, "gate": None, "slices": []}
         ev = latest_evaluation(store, m)
@@ -158,7 +163,7 @@ def _column_summary(col: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def dataset_history(store: ArtifactStore, key: str) -> dict[str, Any]:
+def dataset_history(store: ArtifactStore, key: str, *, last: int | None = None) -> dict[str, Any]:
     """Per version of a dataset: each column's statistics (missing, distinct, mean and quantiles,
     top values) from its newest statistics artifact, the drift of each column against the
     previous version that has statistics (JS divergence or L-infinity, and PSI), and the verdict
@@ -171,7 +176,8 @@ def dataset_history(store: ArtifactStore, key: str) -> dict[str, Any]:
     if not versions:
         raise ConfigError(f"{key} has no committed version; `mlcrit artifacts list` shows what the store holds")
     rows, previous = [], None
-    for v in versions:
+    # one more than shown: the first shown version's drift is against the version before it
+    for v in versions[-(last + 1) :] if last else versions:
         m = store.resolve(ref.at(v))
         row = _version_row(m) | {"statistics": None, "columns": {}, "drift": {}, "validation": None}
         stats_m = newest_statistics(store, m)
@@ -191,17 +197,29 @@ def dataset_history(store: ArtifactStore, key: str) -> dict[str, Any]:
         if report is not None:
             row["validation"] = {"ref": str(report.ref), "status": report.metadata.get("status")}
         rows.append(row)
+    if last and len(rows) > last:
+        rows = rows[-last:]
     return {"artifact": key, "versions": rows, "aliases": [s.__dict__ for s in alias_spans(store, key)]}
 
 
-def history(store: ArtifactStore, key: str, *, metric: str | None = None, slice_name: str | None = None) -> dict:
-    """A dataset's statistics over its versions, or a model's (adapter's, prompt's) metrics."""
+def history(
+    store: ArtifactStore,
+    key: str,
+    *,
+    metric: str | None = None,
+    slice_name: str | None = None,
+    last: int | None = None,
+) -> dict:
+    """A dataset's statistics over its versions, or a model's (adapter's, prompt's) metrics; with
+    ``last``, only the newest ``last`` versions."""
     kind = parse_ref(key).kind
+    if last is not None and last < 1:
+        raise ConfigError(f"--last must be 1 or more, got {last}")
     if kind in DATASET_KINDS:
         if metric or slice_name:
             raise ConfigError(f"--metric and --slice apply to evaluated artifacts, not to a {kind}")
-        return dataset_history(store, key)
-    return model_history(store, key, metric=metric, slice_name=slice_name)
+        return dataset_history(store, key, last=last)
+    return model_history(store, key, metric=metric, slice_name=slice_name, last=last)
 
 
 def diff(store: ArtifactStore, a: str, b: str) -> dict[str, Any]:

@@ -230,10 +230,10 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         key = _key(kind, name)
         store = reg.store
         if kind in DATASET_KINDS:
-            doc = dataset_history(store, key)
-            return reg.render(request, "dataset.html", key=key, doc=doc, versions=doc["versions"][-EVOLUTION:])
-        doc = model_history(store, key)
-        versions = doc["versions"][-EVOLUTION:]
+            doc = dataset_history(store, key, last=EVOLUTION)
+            return reg.render(request, "dataset.html", key=key, doc=doc, versions=doc["versions"])
+        doc = model_history(store, key, last=EVOLUTION)
+        versions = doc["versions"]
         production = {s["version"] for s in doc["aliases"] if s["alias"] == "production"}
         metric = metric or ("accuracy" if "accuracy" in doc["metrics"] else (doc["metrics"] or [""])[0])
         if doc["metrics"] and metric not in doc["metrics"]:

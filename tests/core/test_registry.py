@@ -158,3 +158,13 @@ def test_the_cli_prints_the_history_and_the_diff(registry, store_spec, capsys, m
     )
     assert main(["--root", root, "history", "adapter/clf", "--metric", "f1"]) == 1
     assert "mlcrit: error: no evaluation of adapter/clf has the metric 'f1'" in capsys.readouterr().err
+
+
+def test_last_keeps_the_newest_versions_and_a_dataset_s_drift_against_the_one_before(registry):
+    store, _ = registry
+    assert [v["version"] for v in history(store, "adapter/clf", last=1)["versions"]] == [2]
+    [v2] = history(store, "dataset/msgs", last=1)["versions"]
+    assert (v2["version"], v2["drift_against"]) == (2, "dataset/msgs@v1")
+    assert v2["drift"]["state"]["value"] == pytest.approx(0.25)
+    with pytest.raises(ConfigError, match="--last must be 1 or more, got 0"):
+        history(store, "adapter/clf", last=0)
