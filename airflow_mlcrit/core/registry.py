@@ -191,7 +191,7 @@ def dataset_history(store: ArtifactStore, key: str, *, last: int | None = None) 
                 for name in stats["columns"]:
                     d = compare(previous[1], stats, name)
                     if d is not None:
-                        row["drift"][name] = {"measure": d["measure"], "value": d.get(d["measure"]), "psi": d["psi"]}
+                        row["drift"][name] = _drift(d)
             previous = (str(m.ref), stats)
         report = _newest([c for c in store.children(m.ref) if c.kind == "validation_report"])
         if report is not None:
@@ -235,16 +235,26 @@ def diff(store: ArtifactStore, a: str, b: str) -> dict[str, Any]:
     return out | _diff_metrics(store, ma, mb)
 
 
+def _documents(store: ArtifactStore, versions: tuple[Manifest, ...], find: Any, filename: str, missing: str) -> list:
+    """(ref, parsed ``filename``) of the artifact ``find`` picks for each version."""
+    out = []
+    for m in versions:
+        found = find(store, m)
+        if found is None:
+            raise ConfigError(f"{m.ref} has no {missing}")
+        out.append((str(found.ref), json.loads(store.read_bytes(found.ref, filename))))
+    return out
+
+
+def _drift(d: dict[str, Any] | None) -> dict[str, Any] | None:
+    return {"measure": d["measure"], "value": d.get(d["measure"]), "psi": d["psi"]} if d else None
+
+
 def _diff_statistics(store: ArtifactStore, ma: Manifest, mb: Manifest) -> dict[str, Any]:
     from airflow_mlcrit.core.validation.drift import compare
 
-    docs = []
-    for m in (ma, mb):
-        s = newest_statistics(store, m)
-        if s is None:
-            raise ConfigError(f"{m.ref} has no statistics: run ComputeStatisticsOperator on it first")
-        docs.append((str(s.ref), json.loads(store.read_bytes(s.ref, STATISTICS_FILE))))
-    (ref_a, sa), (ref_b, sb) = docs
+    missing = "statistics: run ComputeStatisticsOperator on it first"
+    (ref_a, sa), (ref_b, sb) = _documents(store, (ma, mb), newest_statistics, STATISTICS_FILE, missing)
     columns = []
     for name in sorted(set(sa["columns"]) | set(sb["columns"])):
         ca, cb = sa["columns"].get(name), sb["columns"].get(name)
@@ -254,20 +264,15 @@ def _diff_statistics(store: ArtifactStore, ma: Manifest, mb: Manifest) -> dict[s
                 "column": name,
                 "a": _column_summary(ca) if ca else None,
                 "b": _column_summary(cb) if cb else None,
-                "drift": {"measure": d["measure"], "value": d.get(d["measure"]), "psi": d["psi"]} if d else None,
+                "drift": _drift(d),
             }
         )
     return {"what": "statistics", "statistics": [ref_a, ref_b], "rows": [sa["rows"], sb["rows"]], "columns": columns}
 
 
 def _diff_metrics(store: ArtifactStore, ma: Manifest, mb: Manifest) -> dict[str, Any]:
-    docs = []
-    for m in (ma, mb):
-        ev = latest_evaluation(store, m)
-        if ev is None:
-            raise ConfigError(f"{m.ref} has no evaluation as a candidate: evaluate it first")
-        docs.append((str(ev.ref), json.loads(store.read_bytes(ev.ref, EVALUATION_FILE))))
-    (ref_a, ea), (ref_b, eb) = docs
+    missing = "evaluation as a candidate: evaluate it first"
+    (ref_a, ea), (ref_b, eb) = _documents(store, (ma, mb), latest_evaluation, EVALUATION_FILE, missing)
     by_a = {s["name"]: s for s in ea["slices"]}
     by_b = {s["name"]: s for s in eb["slices"]}
     rows = []

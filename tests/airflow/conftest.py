@@ -96,3 +96,25 @@ def run_dag(dag_id: str, conf: dict | None = None):
     bag = DagBag(dag_folder=str(Path(__file__).parent / "dags"))
     assert not bag.import_errors, bag.import_errors
     return bag.get_dag(dag_id).test(run_conf=conf or {})
+
+
+def demand_models(store, tmp_path: Path, rows: int):
+    """model/demand v1 (production, forced in) and v2, and dataset/demand-eval@v1: ``rows`` rows
+    over 3 regions with the true demand and each version's predictions (v2's errors are smaller).
+    Returns the frame."""
+    import numpy as np
+    import pandas as pd
+
+    from airflow_mlcrit.core.gating import promote
+
+    for version in (1, 2):
+        (tmp_path / f"model-{version}.json").write_text(json.dumps({"coef": version}))
+        store.put("model/demand", tmp_path / f"model-{version}.json")
+    promote(store, "model/demand@v1", "production", reason="bootstrap", force=True)
+    rng = np.random.default_rng(0)
+    y = rng.uniform(0, 100, rows)
+    frame = pd.DataFrame({"region": np.repeat(["CA", "NE", "TX"], rows // 3), "demand": y})
+    frame["pred_v1"], frame["pred_v2"] = y + rng.normal(0, 10, rows), y + rng.normal(0, 4, rows)
+    frame.to_parquet(tmp_path / "eval.parquet", index=False)
+    store.put("dataset/demand-eval", tmp_path / "eval.parquet")
+    return frame

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
-from tests.airflow.conftest import run_dag, task_states, xcom
+from tests.airflow.conftest import demand_models, run_dag, task_states, xcom
 from tests.helpers.models import sentiment
 from tests.helpers.openlineage import validate_event
 
@@ -172,27 +172,9 @@ def test_a_reused_baseline_evaluation_must_be_of_the_same_eval_dataset(models, t
 
 
 def test_a_tabular_model_evaluated_from_prediction_columns(store_root, tmp_path):
-    import pandas as pd
-
-    from airflow_mlcrit.core.gating import promote
-
     store = open_store(store_root)
-    for version in (1, 2):
-        (tmp_path / f"model-{version}.json").write_text(json.dumps({"coef": version}))
-        store.put("model/demand", tmp_path / f"model-{version}.json")
-    promote(store, "model/demand@v1", "production", reason="bootstrap", force=True)
-    rng = np.random.default_rng(0)
-    y = rng.uniform(0, 100, 600)
-    frame = pd.DataFrame(
-        {
-            "region": np.repeat(["CA", "NE", "TX"], 200),
-            "demand": y,
-            "pred_v1": y + rng.normal(0, 10, 600),
-            "pred_v2": y + rng.normal(0, 4, 600),
-        }
-    )
-    frame.to_parquet(tmp_path / "eval.parquet", index=False)
-    store.put("dataset/demand-eval", tmp_path / "eval.parquet")
+    frame = demand_models(store, tmp_path, 600)
+    y = frame.demand
     dr = run_dag(
         "test_mlcrit_evaluate_tabular",
         {

@@ -186,23 +186,10 @@ def test_a_report_is_served_from_the_store_and_a_tampered_one_is_refused(site):
 def test_the_task_instance_and_dag_run_views_show_what_a_real_run_committed(site, tmp_path):
     """A dag.test() run of evaluate -> gate -> promote (a tabular model judged from prediction
     columns): its task instance's "Evaluation" view and its DAG run's "Artifacts" view."""
-    import numpy as np
-    import pandas as pd
-
-    from airflow_mlcrit.core.gating import promote
-    from tests.airflow.conftest import run_dag
+    from tests.airflow.conftest import demand_models, run_dag
 
     client, store, tokens, _ = site
-    for version in (1, 2):
-        (tmp_path / f"model-{version}.json").write_text(json.dumps({"coef": version}))
-        store.put("model/demand", tmp_path / f"model-{version}.json")
-    promote(store, "model/demand@v1", "production", reason="bootstrap", force=True)
-    rng = np.random.default_rng(0)
-    y = rng.uniform(0, 100, 300)
-    frame = pd.DataFrame({"region": np.repeat(["CA", "NE", "TX"], 100), "demand": y})
-    frame["pred_v1"], frame["pred_v2"] = y + rng.normal(0, 10, 300), y + rng.normal(0, 4, 300)
-    frame.to_parquet(tmp_path / "eval.parquet", index=False)
-    store.put("dataset/demand-eval", tmp_path / "eval.parquet")
+    demand_models(store, tmp_path, 300)
     evaluate = {"task": "regression", "label_column": "demand", "prediction_column": "pred_v2"}
     evaluate |= {"baseline_prediction_column": "pred_v1", "slices": ["region"], "replicates": 100}
     gate = {"thresholds": [{"metric": "mae", "change": "superiority", "margin": 2.0, "slices": "all"}]}
