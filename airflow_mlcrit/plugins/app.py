@@ -160,11 +160,8 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
     def index(request: Request, q: str = "") -> HTMLResponse:
         store = reg.store
         rows = []
-        for key in store.list_artifacts():
-            if q and q.lower() not in key.lower():
-                continue
-            latest = store.latest_version(key)  # not every version: the index costs the same at any history
-            if latest is not None:
+        for key, latest in store.catalog():  # each artifact's newest version, not all its versions
+            if not q or q.lower() in key.lower():
                 kind, name = key.split("/", 1)
                 rows.append(
                     {

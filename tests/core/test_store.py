@@ -568,3 +568,17 @@ def test_racing_puts_and_gc_never_leave_a_version_without_its_files(store_spec, 
     for v in committed:
         writer.verify(f"dataset/race@v{v}")
     print(f"{outcomes.count(None)} of 30 puts reclaimed by gc, {len(committed)} committed whole")
+
+
+def test_latest_version_skips_claims_that_never_committed(store, tmp_path):
+    """The index's newest version: an uncommitted claim above the newest committed version (a
+    writer still uploading, or one that died) is not it, and an artifact with only such a claim
+    is not listed."""
+    (tmp_path / "a.txt").write_text("a")
+    store.put("dataset/a", tmp_path / "a.txt")
+    store.put("dataset/a", tmp_path / "a.txt", metadata={"second": True})
+    store.stage("dataset/a")  # v3 claimed, never committed
+    store.stage("dataset/only-claimed")
+    assert store.latest_version("dataset/a") == 2 and store.latest_version("dataset/only-claimed") is None
+    assert store.catalog() == [("dataset/a", 2)] and store.list_artifacts() == ["dataset/a"]
+    assert store.resolve("dataset/a@latest").version == 2

@@ -529,7 +529,36 @@ class ArtifactStore:
         """The newest committed version number of ``kind/name`` (None: none), checking versions
         newest first: one listing and usually one version's checks, whatever the history's length."""
         kind, name = parse_key(key)
-        return next((v for v in reversed(self._versions_claimed(kind, name)) if self._committed(kind, name, v)), None)
+        claimed = [c for c in self.backend.list_children(f"{kind}/{name}") if c.startswith("v")]
+
+        # version folders are zero-padded: by length, then name, is by number (past v999999 too).
+        # The newest is nearly always committed: one pass finds it; sorting is for the rare rest
+        def order(child: str) -> tuple[int, str]:
+            return len(child), child
+
+        def committed(child: str) -> int | None:
+            m = _VERSION_DIR.fullmatch(child)
+            return int(m.group(1)) if m and self._committed(kind, name, int(m.group(1))) else None
+
+        newest = max(claimed, key=order, default=None)
+        if newest is not None and (found := committed(newest)) is not None:
+            return found
+        return next((v for c in sorted(claimed, key=order, reverse=True) if (v := committed(c)) is not None), None)
+
+    def catalog(self, kind: str | None = None) -> list[tuple[str, int]]:
+        """(``kind/name``, newest committed version) of every artifact with one, by kind and name."""
+        kinds = [validate_kind(kind)] if kind else [k for k in self.backend.list_children("") if not k.startswith("_")]
+        found = []
+        for k in kinds:
+            for name in self.backend.list_children(k):
+                try:
+                    key = f"{validate_kind(k)}/{validate_name(name)}"
+                except InvalidReferenceError:
+                    continue  # foreign files under the root are not artifacts
+                latest = self.latest_version(key)
+                if latest is not None:
+                    found.append((key, latest))
+        return found
 
     def _committed(self, kind: str, name: str, version: int) -> bool:
         """A manifest and its claim: gc reclaims a version by taking the manifest's place with a
@@ -575,17 +604,7 @@ class ArtifactStore:
 
     def list_artifacts(self, kind: str | None = None) -> list[str]:
         """``kind/name`` of every artifact with at least one committed version."""
-        kinds = [validate_kind(kind)] if kind else [k for k in self.backend.list_children("") if not k.startswith("_")]
-        keys = []
-        for k in kinds:
-            for name in self.backend.list_children(k):
-                try:
-                    key = f"{validate_kind(k)}/{validate_name(name)}"
-                except InvalidReferenceError:
-                    continue  # foreign files under the root are not artifacts
-                if self.latest_version(key) is not None:
-                    keys.append(key)
-        return keys
+        return [key for key, _ in self.catalog(kind)]
 
     def open(self, ref: str | ArtifactRef, path: str) -> _VerifyingReader:
         """Stream one payload file; the digest is checked when the stream is read to its end."""
