@@ -47,8 +47,10 @@ def test_operator_modules_and_dag_parsing_import_nothing_heavy():
         f"""
         import importlib, json, pkgutil, sys
         import airflow_mlcrit
+        import airflow_mlcrit.plugins.registry  # as every Airflow component loads the plugin
+        plugin_only = sorted(n for n in ("fastapi", "airflow_mlcrit.plugins.app") if n in sys.modules)
         modules = []
-        for sub in ("operators", "sensors", "hooks", "triggers"):
+        for sub in ("operators", "sensors", "hooks", "triggers", "plugins"):
             pkg = importlib.import_module("airflow_mlcrit." + sub)
             for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
                 importlib.import_module(m.name)
@@ -56,12 +58,15 @@ def test_operator_modules_and_dag_parsing_import_nothing_heavy():
         from airflow.dag_processing.dagbag import DagBag
         bag = DagBag(dag_folder={str(REPO / "dags")!r})
         print(json.dumps({{"modules": modules, "dags": sorted(bag.dag_ids), "errors": bag.import_errors,
+                          "plugin_only": plugin_only,
                           "heavy": [h for h in {HEAVY!r} if h in sys.modules]}}))
         """
     )
     result = json.loads(out.strip().splitlines()[-1])
     assert "airflow_mlcrit.operators.artifacts" in result["modules"]
     assert "airflow_mlcrit.hooks.artifacts" in result["modules"]
+    assert "airflow_mlcrit.plugins.app" in result["modules"]
+    assert result["plugin_only"] == []  # the plugin's app is built where it is served, not on import
     assert result["errors"] == {}
     assert "mlcrit_register_dataset" in result["dags"]
     assert result["heavy"] == []
