@@ -87,6 +87,15 @@ def get_provider_info() -> dict:
                         "example": "http://minio:9000",
                         "default": "",
                     },
+                    "ui_store_conn_id": {
+                        "description": "An mlcrit or aws connection whose store the ML registry (the UI "
+                        "plugin) shows. Empty means the store of artifact_root and s3_endpoint_url, as "
+                        "the tasks use.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "mlcrit_prod",
+                        "default": "",
+                    },
                     "s3_max_attempts": {
                         "description": "Retries of an S3 request after its first attempt (botocore standard mode).",
                         "version_added": "0.1.0",
@@ -99,7 +108,7 @@ def get_provider_info() -> dict:
                         "manifests and alias history (extra previous_keys: keys still accepted while "
                         "rotating). Set: unsigned or badly signed records are refused. Empty: "
                         "MLCRIT_SIGNING_KEY if set, else no signing. See docs/reliability.md.",
-                        "version_added": "0.2.0",
+                        "version_added": "0.1.0",
                         "type": "string",
                         "example": "mlcrit_signing",
                         "default": "",

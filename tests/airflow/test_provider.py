@@ -67,3 +67,13 @@ def test_preload_imports_what_is_installed_and_names_what_is_not(caplog):
     assert "colorsys" in sys.modules
     assert caplog.messages == ["mlcrit: preloaded colorsys; not installed: no_such_library_xyz (no_such_library_xyz)"]
     assert {"torch", "transformers", "peft", "apache_beam"} <= set(DEFAULT) and "great_expectations" not in DEFAULT
+
+
+def test_airflow_plugins_lists_the_ml_registry():
+    [plugin] = [p for p in json.loads(_airflow("plugins", "--output", "json")) if p["name"] == "mlcrit_registry"]
+    assert [(v["name"], v["destination"]) for v in plugin["external_views"]] == [
+        ("ML registry", "nav"),
+        ("Evaluation", "task_instance"),
+        ("Artifacts", "dag_run"),
+    ]
+    assert [(a["url_prefix"], a["name"]) for a in plugin["fastapi_apps"]] == [("/mlcrit", "ML registry")]
