@@ -9,7 +9,11 @@ except ImportError:  # Airflow < 3.2
 
 from airflow.sdk import Asset, BaseHook, BaseOperator, BaseSensorOperator
 from airflow.sdk.bases.operatorlink import BaseOperatorLink
-from airflow.sdk.bases.skipmixin import SkipMixin
+
+try:
+    from airflow.sdk.bases.skipmixin import SkipMixin
+except ImportError:  # Airflow < 3.2: the standard provider's
+    from airflow.providers.standard.utils.skipmixin import SkipMixin  # type: ignore[no-redef]
 
 try:
     from airflow.providers.standard.operators.branch import BaseBranchOperator

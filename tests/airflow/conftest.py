@@ -91,7 +91,10 @@ def lineage_tail(lineage_file):
 
 def run_dag(dag_id: str, conf: dict | None = None):
     """dag.test() on a DAG from tests/airflow/dags (it must live in the configured DAG bundle)."""
-    from airflow.dag_processing.dagbag import DagBag
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow < 3.2
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
 
     bag = DagBag(dag_folder=str(Path(__file__).parent / "dags"))
     assert not bag.import_errors, bag.import_errors

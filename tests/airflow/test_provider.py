@@ -71,9 +71,9 @@ def test_preload_imports_what_is_installed_and_names_what_is_not(caplog):
 
 def test_airflow_plugins_lists_the_ml_registry():
     [plugin] = [p for p in json.loads(_airflow("plugins", "--output", "json")) if p["name"] == "mlcrit_registry"]
-    assert [(v["name"], v["destination"]) for v in plugin["external_views"]] == [
-        ("ML registry", "nav"),
-        ("Evaluation", "task_instance"),
-        ("Artifacts", "dag_run"),
+    assert [(v["name"], v["destination"], v["href"]) for v in plugin["external_views"]] == [
+        ("ML registry", "nav", "/mlcrit/"),
+        ("Evaluation", "task_instance", "/mlcrit/ti/{DAG_ID}/{RUN_ID}/{TASK_ID}?map_index={MAP_INDEX}"),
+        ("Artifacts", "dag_run", "/mlcrit/run/{DAG_ID}/{RUN_ID}"),
     ]
     assert [(a["url_prefix"], a["name"]) for a in plugin["fastapi_apps"]] == [("/mlcrit", "ML registry")]

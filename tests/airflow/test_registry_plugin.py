@@ -70,18 +70,6 @@ def _as(tokens, name: str) -> dict:
     return {"Authorization": f"Bearer {tokens[name]}"}
 
 
-def test_the_provider_s_plugin_is_what_airflow_loads():
-    from airflow import plugins_manager
-
-    [plugin] = [p for p in plugins_manager._get_plugins()[0] if p.name == "mlcrit_registry"]
-    assert [(v["name"], v["destination"], v["href"]) for v in plugin.external_views] == [
-        ("ML registry", "nav", "/mlcrit/"),
-        ("Evaluation", "task_instance", "/mlcrit/ti/{DAG_ID}/{RUN_ID}/{TASK_ID}?map_index={MAP_INDEX}"),
-        ("Artifacts", "dag_run", "/mlcrit/run/{DAG_ID}/{RUN_ID}"),
-    ]
-    assert [(a["url_prefix"], a["name"]) for a in plugin.fastapi_apps] == [("/mlcrit", "ML registry")]
-
-
 def test_without_a_token_every_page_and_action_is_refused(site):
     client, store, _, _ = site
     for path in PAGES:
