@@ -55,7 +55,10 @@ def test_operator_modules_and_dag_parsing_import_nothing_heavy():
             for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
                 importlib.import_module(m.name)
                 modules.append(m.name)
-        from airflow.dag_processing.dagbag import DagBag
+        try:
+            from airflow.dag_processing.dagbag import DagBag
+        except ImportError:  # Airflow < 3.2
+            from airflow.models.dagbag import DagBag
         bag = DagBag(dag_folder={str(REPO / "dags")!r})
         print(json.dumps({{"modules": modules, "dags": sorted(bag.dag_ids), "errors": bag.import_errors,
                           "plugin_only": plugin_only,
