@@ -232,3 +232,33 @@ def test_the_lineage_page_draws_both_directions_with_graphviz(site):
     production = client.get("/mlcrit/l/adapter/clf?at=production", headers=_as(tokens, "reader")).text
     assert "Lineage of adapter/clf@v" in production and "(production)" in production
     assert client.get("/mlcrit/l/adapter/clf?at=v9", headers=_as(tokens, "reader")).status_code in (400, 404)
+
+
+def test_hostile_text_in_the_store_is_shown_as_text(site, tmp_path):
+    """A reason, a producer field and a data value holding markup render escaped (and the pages'
+    policy allows no script at all)."""
+    import pandas as pd
+
+    from tests.helpers.registry import put_json
+
+    client, store, tokens, _ = site
+    attack = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    (tmp_path / "m.json").write_text("{}")
+    store.put("model/evil", tmp_path / "m.json", producer={"dag_id": attack, "run_id": attack})
+    store.move_alias("model/evil@v1", "production", reason=attack, actor=attack, forced=True)
+    pd.DataFrame({"note": [attack] * 3 + ["ok"]}).to_parquet(tmp_path / "evil.parquet", index=False)
+    data = store.put("dataset/evil", tmp_path / "evil.parquet")
+    from airflow_mlcrit.core.validation.statistics import compute_statistics
+
+    stats = compute_statistics({"source": str(tmp_path / "evil.parquet")}).statistics
+    work = tmp_path / "work"
+    work.mkdir()
+    put_json(store, "statistics/evil", work, "statistics.json", stats, parents=[str(data.ref)], metadata={})
+    for path in ("/mlcrit/a/model/evil", "/mlcrit/e/model/evil", "/mlcrit/e/dataset/evil", "/mlcrit/"):
+        r = client.get(path, headers=_as(tokens, "reader"))
+        assert r.status_code == 200 and "<script>" not in r.text and "<img" not in r.text, path
+        assert "script-src" not in r.headers["content-security-policy"]  # default-src 'none': no script
+    assert (
+        "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"
+        in client.get("/mlcrit/a/model/evil", headers=_as(tokens, "reader")).text
+    )
