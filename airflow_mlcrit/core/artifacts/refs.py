@@ -24,6 +24,7 @@ KINDS = frozenset(
         "checkpoint",
         "evaluation",
         "blessing",
+        "approval",
     }
 )
 NAME_PATTERN = r"[a-z0-9][a-z0-9._-]*"

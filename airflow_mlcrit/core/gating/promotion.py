@@ -52,10 +52,12 @@ def promote(
     force: bool = False,
     actor: str | None = None,
     extra: dict[str, Any] | None = None,
+    approval: Any = None,
 ) -> tuple[Any, Any]:
     """Move ``alias`` to ``ref`` under the rule; returns (alias move, blessing manifest or None).
     Moving an alias to the version it already points at changes nothing and records nothing: the
-    returned move is the one that put it there."""
+    returned move is the one that put it there. With ``approval`` (an APPROVED decision, see
+    approval.py) the move also needs that approval to hold now, and records who approved and why."""
     target = store.resolve(ref)
     key = f"{target.kind}/{target.name}"
     current = store.alias_version(key, alias)
@@ -87,6 +89,16 @@ def promote(
                 f"no BLESSED blessing exists for {target.ref} (digest {target.digest}){failed}: run an evaluation "
                 "gate on it first, or override with force (mlcrit promote --force --reason ...), which is recorded"
             )
+    approved = None
+    if approval is not None:
+        from airflow_mlcrit.core.gating.approval import approved_for
+
+        approved = approved_for(store, approval, target, alias)
+        if proof is None or str(proof.ref) != approved.metadata["blessing"]:
+            raise GateFailedError(
+                f"{approved.ref} approves on {approved.metadata['blessing']}, "
+                f"not on {proof.ref if proof else 'no blessing'}"
+            )
     if current == target.version:
         return store.alias_history(key, alias)[-1], proof
     expected = _judged_against(proof, target, alias)
@@ -106,6 +118,15 @@ def promote(
         forced=force and (proof is None or stale),
         extra={
             **(extra or {}),
+            **(
+                {
+                    "approval": str(approved.ref),
+                    "approved_by": approved.metadata["decided_by"],
+                    "approval_reason": approved.metadata["reason"],
+                }
+                if approved is not None
+                else {}
+            ),
             "blessing": str(proof.ref) if proof else None,
             # a prompt is blessed together with the model it ran on: the history says which
             **{k: proof.metadata[k] for k in ("model", "model_digest") if proof is not None and k in proof.metadata},
