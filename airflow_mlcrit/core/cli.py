@@ -132,6 +132,14 @@ def _statistics_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _user() -> str:
+    """Who runs the CLI: $MLCRIT_USER, else the login name."""
+    import getpass
+    import os
+
+    return os.environ.get("MLCRIT_USER") or getpass.getuser()
+
+
 class _Cli:
     def __init__(self, args: argparse.Namespace):
         args.root = getattr(args, "root", None)
@@ -412,6 +420,38 @@ class _Cli:
         self.emit(doc, text)
         return 0
 
+    # approvals ------------------------------------------------------------------------------
+    def approvals_list(self) -> int:
+        from airflow_mlcrit.core.gating.approval import pending
+
+        rows = pending(self.store, self.args.name)
+        text_rows = [
+            r
+            | {
+                "expires_at": r["expires_at"] + (" (expired)" if r["expired"] else ""),
+                "approvers": ",".join(r["approvers"]),
+            }
+            for r in rows
+        ]
+        columns = ["ref", "candidate", "alias", "blessing", "requested_by", "expires_at", "approvers"]
+        self.emit(rows, _table(text_rows, columns))
+        return 0
+
+    def _decide(self, approve: bool) -> int:
+        from airflow_mlcrit.core.gating.approval import decide
+
+        a = self.args
+        d = decide(self.store, a.ref, user=a.user or _user(), approve=approve, reason=a.reason, extra={"via": "mlcrit"})
+        md = d.metadata
+        self.emit(d.to_dict(), f"{d.ref}: {md['state']} {md['candidate']} for {md['alias']!r} by {md['decided_by']}")
+        return 0
+
+    def approve(self) -> int:
+        return self._decide(True)
+
+    def reject(self) -> int:
+        return self._decide(False)
+
     # lineage / gc ---------------------------------------------------------------------------
     def lineage(self) -> int:
         from airflow_mlcrit.core.lineage_graph import lineage
@@ -534,6 +574,20 @@ def build_parser() -> argparse.ArgumentParser:
     dif.add_argument("a", metavar="KIND/NAME@vA")
     dif.add_argument("b", metavar="KIND/NAME@vB")
     dif.set_defaults(fn=_Cli.diff)
+
+    apl = sub.add_parser("approvals", help="four-eyes promotion: requests waiting for a decision")
+    apsub = apl.add_subparsers(dest="action", required=True, metavar="ACTION")
+    apls = apsub.add_parser("list", parents=[common], help="pending approval requests (and whether they expired)")
+    apls.add_argument("name", nargs="?", metavar="NAME", help="only approval/NAME")
+    apls.set_defaults(fn=_Cli.approvals_list)
+    for verb, fn, what in (("approve", _Cli.approve, "approve"), ("reject", _Cli.reject, "reject")):
+        dec = sub.add_parser(
+            verb, parents=[common], help=f"{what} a pending approval request (recorded with your reason)"
+        )
+        dec.add_argument("ref", metavar="APPROVAL_REF", help="the request, e.g. approval/sentiment@v3")
+        dec.add_argument("--reason", required=True, help="recorded with the decision and in the alias history")
+        dec.add_argument("--user", help="who decides (default: $MLCRIT_USER, else your login name)")
+        dec.set_defaults(fn=fn)
 
     gc = sub.add_parser("gc", parents=[common], help="remove versions that were never committed (dry run by default)")
     gc.add_argument(

@@ -151,3 +151,23 @@ def test_a_forged_approval_is_refused(staged, tmp_path):
             promote(store, "adapter/clf@v2", "production", reason="x", approval=str(fake.ref))
     assert store.alias_version("adapter/clf", "production") == 1
     assert json.loads(store.read_bytes(request.ref, "approval.json"))["requested_by"] == "carol"
+
+
+def test_the_cli_lists_approves_and_rejects_with_the_same_rules(staged, store_spec, capsys, monkeypatch):
+    from airflow_mlcrit.core.cli import main
+
+    del staged  # the store the CLI reads through --root
+    root, options = store_spec
+    if options:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", options["endpoint_url"])
+    assert main(["--root", root, "approvals", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["REF", "CANDIDATE", "ALIAS", "BLESSING", "REQUESTED_BY", "EXPIRES_AT", "APPROVERS"]
+    assert lines[2].split()[:5] == ["approval/clf@v1", "adapter/clf@v2", "production", "blessing/clf@v2", "carol"]
+    monkeypatch.setenv("MLCRIT_USER", "carol")  # the requester: refused, exit 1, one line on stderr
+    assert main(["--root", root, "approve", "approval/clf@v1", "--reason", "mine"]) == 1
+    assert "'carol' requested approval/clf@v1 and may not decide it" in capsys.readouterr().err
+    assert main(["--root", root, "reject", "approval/clf@v1", "--reason", "too close", "--user", "bob"]) == 0
+    assert capsys.readouterr().out.strip() == "approval/clf@v2: REJECTED adapter/clf@v2 for 'production' by bob"
+    assert main(["--root", root, "--json", "approvals", "list"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
