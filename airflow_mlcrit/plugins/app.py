@@ -175,10 +175,14 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         kinds: dict[str, list] = {}
         for r in rows:
             kinds.setdefault(r["kind"], []).append(r)
+        from airflow_mlcrit.core.gating.approval import pending
         from airflow_mlcrit.core.registry import DATASET_KINDS
 
         evolving = (*EVALUATED, *DATASET_KINDS)
-        return reg.render(request, "index.html", kinds=kinds, q=q, total=len(rows), evolving=evolving)
+        approvals = pending(store) if any(k == "approval" for k in kinds) else []
+        return reg.render(
+            request, "index.html", kinds=kinds, q=q, total=len(rows), evolving=evolving, approvals=approvals
+        )
 
     @app.get("/a/{kind}/{name}", dependencies=READ)
     def artifact(request: Request, kind: str, name: str, user: GetUserDep, page: int = 1) -> HTMLResponse:

@@ -262,3 +262,20 @@ def test_hostile_text_in_the_store_is_shown_as_text(site, tmp_path):
         "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"
         in client.get("/mlcrit/a/model/evil", headers=_as(tokens, "reader")).text
     )
+
+
+def test_the_registry_lists_pending_approvals(site):
+    from airflow_mlcrit.core.gating.approval import ApprovalPolicy, decide, request_approval
+
+    client, store, tokens, _ = site
+    before = client.get("/mlcrit/", headers=_as(tokens, "reader")).text
+    policy = ApprovalPolicy(approvers=("alice", "bob"))
+    request = request_approval(store, "adapter/clf@v1", "staging", requested_by="carol", policy=policy)
+    page = client.get("/mlcrit/", headers=_as(tokens, "reader")).text
+    assert "Pending approvals" not in before and "Pending approvals" in page
+    row = page[page.index('<table class="approvals">') :].split("</tr>")[1]
+    assert all(
+        t in row for t in (str(request.ref), "adapter/clf@v1", "staging", "blessing/clf@v1", "carol", "alice, bob")
+    )
+    decide(store, str(request.ref), user="bob", approve=False, reason="not for staging")
+    assert "Pending approvals" not in client.get("/mlcrit/", headers=_as(tokens, "reader")).text
