@@ -13,6 +13,7 @@ from pathlib import Path
 
 from airflow_mlcrit.core.artifacts import open_store
 from airflow_mlcrit.core.demo import customer_messages
+from airflow_mlcrit.core.gating.decide import hinging_checks
 
 PROMPT = {
     "template": "{{ text }}",
@@ -148,13 +149,7 @@ def summary(store, evaluation: str = "evaluation/support-sentiment@latest") -> N
     print(f"\n  gate: {blessing.ref} = {doc['decision']}")
     for c in doc["checks"]:
         print(f"    {c['status'].upper():<7} {c['message']}")
-    hinges = []
-    for c in doc["checks"]:
-        if c["kind"] != "change" or c.get("observed") is None:
-            continue
-        point_ok = c["observed"] > c["limit"]  # what a gate on point estimates would say
-        if point_ok != (c["status"] == "passed"):
-            hinges.append(c)
+    hinges = hinging_checks(doc["checks"])
     print("\n  slices where the decision hinges on the confidence interval (the point estimate alone says otherwise):")
     for c in hinges or []:
         print(

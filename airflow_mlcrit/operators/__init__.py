@@ -1,5 +1,6 @@
 """Operators of airflow-mlcrit. Importing them loads nothing heavy (no torch, Beam or GX)."""
 
+from airflow_mlcrit.operators.approval import PromotionApprovalOperator
 from airflow_mlcrit.operators.artifacts import RegisterArtifactOperator
 from airflow_mlcrit.operators.evaluation import (
     EvaluateModelOperator,
@@ -24,6 +25,7 @@ __all__ = [
     "FineTuneOperator",
     "InferSchemaOperator",
     "PromoteModelOperator",
+    "PromotionApprovalOperator",
     "PromptEvaluationOperator",
     "PromptOrFineTuneBranchOperator",
     "RegisterArtifactOperator",

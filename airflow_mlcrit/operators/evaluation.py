@@ -546,9 +546,18 @@ class PromoteModelOperator(_AliasOperator):
     :param alias: the alias to move. (templated)
     :param blessing: a ``blessing`` reference; default: the newest blessing of the candidate. (templated)
     :param reason: recorded in the alias history. (templated)
+    :param approval: an APPROVED ``approval`` decision (PromotionApprovalOperator's result); the
+        move then also needs it to hold and records who approved and why. (templated)
     """
 
-    template_fields: Sequence[str] = (*MlcritBaseOperator.template_fields, "candidate", "alias", "blessing", "reason")
+    template_fields: Sequence[str] = (
+        *MlcritBaseOperator.template_fields,
+        "candidate",
+        "alias",
+        "blessing",
+        "reason",
+        "approval",
+    )
 
     def __init__(
         self,
@@ -557,10 +566,12 @@ class PromoteModelOperator(_AliasOperator):
         alias: str = "production",
         blessing: str | None = None,
         reason: str = "blessed by the evaluation gate",
+        approval: str | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.candidate, self.alias, self.blessing, self.reason = candidate, alias, blessing, reason
+        self.approval = approval
 
     def execute(self, context: Any) -> AliasMoveResult:
         from airflow_mlcrit.core.gating import promote
@@ -580,7 +591,10 @@ class PromoteModelOperator(_AliasOperator):
             blessing=self.blessing,
             actor=f"airflow:{context['ti'].dag_id}/{context['ti'].run_id}",
             extra={"run": self.producer(context)},
+            approval=self.approval or None,
         )
+        if self.approval:
+            self.lineage.add_input(self.store, self.store.resolve(self.approval))
         if proof is not None:
             self.lineage.add_input(self.store, proof)
             if proof.metadata.get("model"):

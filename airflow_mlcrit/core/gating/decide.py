@@ -430,7 +430,21 @@ def _change(i: int, t: dict, s: dict, lower_better: bool, underpowered: str, add
         bound=bound,
         half_width=half,
         underpowered=bool(note),
+        lower_is_better=lower_better,
     )
+
+
+def hinging_checks(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The change checks that the interval decided: the point estimate alone would have said the
+    opposite (it clears the limit and the check failed, or the other way round)."""
+    out = []
+    for c in checks:
+        if c.get("kind") != "change" or c.get("observed") is None or c.get("limit") is None:
+            continue
+        point_ok = c["observed"] < c["limit"] if c.get("lower_is_better") else c["observed"] > c["limit"]
+        if point_ok != (c["status"] == "passed"):
+            out.append(c)
+    return out
 
 
 def _difference(metric: str, s: dict) -> dict[str, Any]:

@@ -1,0 +1,27 @@
+"""Four-eyes promotion: a person approves the blessed candidate, then it is promoted."""
+
+import pendulum
+from airflow.sdk import DAG
+
+from airflow_mlcrit.operators import PromoteModelOperator, PromotionApprovalOperator
+
+with DAG(
+    dag_id="test_mlcrit_approval",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    render_template_as_native_obj=True,
+    params={"candidate": "adapter/clf@v2", "hours": 1.0},
+) as dag:
+    approve = PromotionApprovalOperator(
+        task_id="approve",
+        candidate="{{ params.candidate }}",
+        approvers=["alice", "bob", "dag_test"],  # dag_test: the user dag.test() triggers as
+        expires_after_hours=1.0,
+    )
+    promote = PromoteModelOperator(
+        task_id="promote",
+        candidate="{{ params.candidate }}",
+        approval="{{ ti.xcom_pull(task_ids='approve')['approval'] }}",
+        reason="approved",
+    )
+    approve >> promote
