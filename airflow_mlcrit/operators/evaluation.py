@@ -518,6 +518,15 @@ class _AliasOperator(MlcritBaseOperator):
             actor=move.actor,
             seq=move.seq,
             entryDigest=move.digest,
+            **(
+                {
+                    "approval": move.extra["approval"],
+                    "approvedBy": move.extra["approved_by"],
+                    "approvalReason": move.extra["approval_reason"],
+                }
+                if move.extra.get("approval")
+                else {}
+            ),
         )
         target = self.store.resolve(f"{move.kind}/{move.name}@v{move.to_version}")
         self.lineage.add_input(self.store, target)

@@ -107,7 +107,9 @@ def _run(api, *answers: tuple[str, str, str]):
     return dr, answered["responses"]
 
 
-def test_approved_by_a_second_person_then_promoted_with_the_approver_in_the_history(api, store):
+def test_approved_by_a_second_person_then_promoted_with_the_approver_in_the_history(api, store, lineage_tail):
+    from tests.helpers.openlineage import validate_event
+
     dr, [response] = _run(api, ("alice", "approve", "phone slice reviewed"))
     assert response.status_code == 200, response.text
     assert dr.state == "success", task_states(dr)
@@ -130,6 +132,16 @@ def test_approved_by_a_second_person_then_promoted_with_the_approver_in_the_hist
     body = detail["body"]
     assert "**adapter/clf@v2** would replace **adapter/clf@v1** as `production`" in body
     assert "Gate: **BLESSED** (blessing/clf@v2)" in body and "/mlcrit/e/adapter/clf" in body
+    events = lineage_tail.events(dr)
+    [done] = [e for e in events if e["job"]["name"] == "test_mlcrit_approval.promote" and e["eventType"] == "COMPLETE"]
+    moved = done["run"]["facets"]["mlcrit_alias_move"]
+    assert (moved["approval"], moved["approvedBy"], moved["approvalReason"]) == (
+        "approval/clf@v2",
+        "alice",
+        "phone slice reviewed",
+    )
+    for event in events:
+        validate_event(event)
 
 
 def test_a_rejection_is_recorded_and_nothing_is_promoted(api, store):
