@@ -158,7 +158,9 @@ class _Scorer:
         Bayesian bootstrap: Dirichlet row weights (normalized exponentials); a user metric, which
         sees rows rather than weights, gets Poisson counts of each row."""
         n, B = len(truth), self.cfg.replicates
-        cached = {m: [_row_values(m, truth, p) for p in models] for m in rows if m not in ("roc_auc", "ece", *_USER)}
+        # per-row values of the metrics that have them; the others are computed on each draw below
+        uncached = ("roc_auc", "ece", *_USER, *M.COUNT_METRICS)
+        cached = {m: [_row_values(m, truth, p) for p in models] for m in rows if m not in uncached}
         out: dict[str, list[list[np.ndarray]]] = {m: [[] for _ in models] for m in rows}
         chunk = max(1, min(B, _CHUNK_VALUES // max(n, 1)))
         for start in range(0, B, chunk):

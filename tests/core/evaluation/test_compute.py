@@ -215,3 +215,24 @@ def test_paired_auc_draws_agree_with_per_row_weights():
     assert np.quantile(a - b, q) == pytest.approx(np.quantile(ra - rb, q), abs=0.002)
     same_a, same_b = paired_auc_draws(y, [s1, s1], 100, rng)
     assert np.array_equal(same_a, same_b)
+
+
+def test_count_metrics_over_many_classes_get_intervals_from_row_weights():
+    """20 classes and a baseline: 20^3 joint cells pass the limit (4,096), so macro_f1 and weighted_f1 are
+    bootstrapped on row weights (found by the bad-input corpus: they fell through to per-row
+    values, which they do not have, and raised AssertionError)."""
+    rng = np.random.default_rng(5)
+    n, k = 400, 20
+    y = rng.integers(0, k, n)
+    cand = Predictions(np.where(rng.random(n) < 0.8, y, rng.integers(0, k, n)))
+    base = Predictions(np.where(rng.random(n) < 0.6, y, rng.integers(0, k, n)))
+    labels = [f"c{i}" for i in range(k)]
+    cfg = {"metrics": ["accuracy", "macro_f1", "weighted_f1"], "replicates": 200, "labels": labels}
+    result = evaluate_predictions(cfg, pd.DataFrame({"x": range(n)}), y, cand, base, labels=labels)
+    overall = result["slices"][0]
+    for metric, sk in (("macro_f1", "macro"), ("weighted_f1", "weighted")):
+        m = overall["candidate"][metric]
+        assert m["value"] == pytest.approx(f1_score(y, cand.pred, average=sk, labels=range(k), zero_division=0))
+        assert m["low"] < m["value"] < m["high"]
+        d = overall["difference"][metric]
+        assert d["low"] < d["value"] < d["high"] and d["value"] > 0
