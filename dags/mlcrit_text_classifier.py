@@ -4,7 +4,8 @@ production on every state, channel and hour of day.
 
 statistics -> validate (drift vs the previous version) -> Beam preprocess -> try the prompt
 first (zero-shot with the encoder) -> prompt good enough? promote the prompt : LoRA fine-tune ->
-evaluate vs production on the golden set (slices, edge-case suite, sensitivity) -> gate -> promote.
+evaluate vs production on the golden set (slices, edge-case suite, sensitivity) -> gate ->
+approve (four eyes, when the ``approvers`` param lists anyone) -> promote.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from airflow_mlcrit.operators import (
     EvaluationGateOperator,
     FineTuneOperator,
     PromoteModelOperator,
+    PromotionApprovalOperator,
     PromptEvaluationOperator,
     PromptOrFineTuneBranchOperator,
     ValidateDataOperator,
@@ -73,6 +75,12 @@ with DAG(
         "replicates": Param(1000, type="integer", description="bootstrap replicates"),
         "gate": Param(GATE, type="object", description="evaluation gate thresholds"),
         "prompt_gate": Param(PROMPT_GATE, type="object", description="thresholds a prompt must pass"),
+        "approvers": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            description="four-eyes promotion: users one of whom must approve a blessed adapter (empty: none)",
+        ),
     },
     doc_md=__doc__,
 ) as dag:
@@ -152,12 +160,20 @@ with DAG(
         output_name="support-sentiment",
     )
     gate = EvaluationGateOperator(task_id="gate", evaluation=evaluate.output["ref"], config="{{ params.gate }}")
+    approve = PromotionApprovalOperator(
+        task_id="approve",
+        candidate=finetune.output["ref"],
+        blessing=gate.output["ref"],
+        approvers="{{ params.approvers }}",
+        expires_after_hours=72,
+    )
     promote = PromoteModelOperator(
         task_id="promote",
         candidate=finetune.output["ref"],
         blessing=gate.output["ref"],
+        approval="{{ ti.xcom_pull(task_ids='approve')['approval'] }}",
         reason="blessed: non-inferior on every state and channel",
     )
     statistics >> validate >> preprocess >> evaluate_prompt >> gate_prompt >> branch
     branch >> promote_prompt
-    branch >> finetune >> evaluate >> gate >> promote
+    branch >> finetune >> evaluate >> gate >> approve >> promote

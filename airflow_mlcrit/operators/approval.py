@@ -32,7 +32,9 @@ class PromotionApprovalOperator(HITLOperator):
     nothing is promoted.
 
     :param candidate: the blessed version to promote. (templated)
-    :param approvers: who may decide.
+    :param approvers: who may decide; none: no approval is asked for and the task returns
+        ``{"approval": None, "state": "NOT_REQUIRED"}`` (a DAG can make the step optional with a
+        param). (templated)
     :param alias: the alias it would move. (templated)
     :param blessing: the blessing to bind; default: the candidate's newest judgement for the alias,
         which must be BLESSED. (templated)
@@ -43,13 +45,13 @@ class PromotionApprovalOperator(HITLOperator):
     :param store_conn_id: connection of the artifact store; default: the provider's settings.
     """
 
-    template_fields: Sequence[str] = (*HITLOperator.template_fields, "candidate", "alias", "blessing")
+    template_fields: Sequence[str] = (*HITLOperator.template_fields, "candidate", "alias", "blessing", "approvers")
 
     def __init__(
         self,
         *,
         candidate: str,
-        approvers: Sequence[str],
+        approvers: Sequence[str] | str,
         alias: str = "production",
         blessing: str | None = None,
         expires_after_hours: float = 72.0,
@@ -58,7 +60,13 @@ class PromotionApprovalOperator(HITLOperator):
         store_conn_id: str | None = None,
         **kwargs: Any,
     ):
-        self.policy = ApprovalPolicy(tuple(approvers), allow_self_approval, expires_after_hours)  # checked at parse
+        if not isinstance(approvers, str):  # a literal list is checked at parse time; a template when rendered
+            _policy(approvers, allow_self_approval, expires_after_hours)
+        self.approvers, self.allow_self_approval, self.expires_after_hours = (
+            approvers,
+            allow_self_approval,
+            expires_after_hours,
+        )
         kwargs.setdefault("subject", "Approve the promotion of a blessed candidate")
         given = kwargs.pop("params", None)  # the DAG's, passed in by Airflow: the form asks only for the reason
         params = given if isinstance(given, ParamsDict) else ParamsDict(given or {})
@@ -66,7 +74,6 @@ class PromotionApprovalOperator(HITLOperator):
         super().__init__(
             options=["approve", "reject"],
             params=params,
-            assigned_users=[{"id": a, "name": a} for a in self.policy.approvers],
             response_timeout=timedelta(hours=expires_after_hours),
             **kwargs,
         )
@@ -81,6 +88,11 @@ class PromotionApprovalOperator(HITLOperator):
     def execute(self, context: Any) -> Any:
         from airflow_mlcrit.core.gating.approval import request_approval
 
+        if not self.approvers:
+            self.log.info("no approvers are configured: %s needs no approval to be promoted", self.candidate)
+            return {"approval": None, "state": "NOT_REQUIRED"}
+        policy = _policy(self.approvers, self.allow_self_approval, self.expires_after_hours)
+        self.assigned_users = [{"id": a, "name": a} for a in policy.approvers]
         store = self._store()
         dag_run = context["dag_run"]
         requested_by = getattr(dag_run, "triggering_user_name", None) or "scheduler"
@@ -90,7 +102,7 @@ class PromotionApprovalOperator(HITLOperator):
             self.candidate,
             self.alias,
             requested_by=requested_by,
-            policy=self.policy,
+            policy=policy,
             blessing=self.blessing,
             extra={"run": run},
         )
@@ -124,6 +136,12 @@ class PromotionApprovalOperator(HITLOperator):
             raise AirflowSkipException(f"{decision.ref}: {md['candidate']} REJECTED by {user_id}: {md['reason']}")
         self.log.info("%s: %s APPROVED by %s: %s", decision.ref, md["candidate"], user_id, md["reason"])
         return {"approval": str(decision.ref), "state": md["state"], "decided_by": user_id, "reason": md["reason"]}
+
+
+def _policy(approvers: Sequence[str] | str, allow_self: bool, hours: float) -> ApprovalPolicy:
+    if isinstance(approvers, str):  # one user, or a comma-separated list from a template
+        approvers = [a.strip() for a in approvers.split(",") if a.strip()]
+    return ApprovalPolicy(tuple(approvers), allow_self, hours)
 
 
 def request_body(store: Any, request: Any, registry_url: str) -> str:

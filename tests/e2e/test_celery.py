@@ -198,7 +198,7 @@ def test_week_two_is_spread_over_both_workers_and_stopped_at_the_gate(cluster, t
         }
         assert [name for name, path in logs.items() if any(path.glob("attempt=*.log"))] == [host], task
     assert (tis["gate"]["state"], tis["promote"]["state"]) == ("success", "skipped")
-    assert "NOT_BLESSED: skipping promote" in af.task_log(DAG, run_id, "gate")
+    assert "NOT_BLESSED: skipping approve, promote" in af.task_log(DAG, run_id, "gate")
     ev = store.resolve(_evaluation(store, run_id))
     assert ev.metadata["baseline"] == f"{ADAPTER}@v1"
     [blessing] = [c for c in store.children(ev.ref) if c.kind == "blessing"]
