@@ -167,3 +167,11 @@ def test_someone_not_asked_cannot_answer(api, store):
     assert refused.status_code == 403 and "not a respondent" in refused.text
     assert answered.status_code == 200
     assert store.resolve("approval/clf@v2").metadata["decided_by"] == "bob"
+
+
+def test_without_approvers_the_step_asks_nobody_and_the_gate_alone_decides(store):
+    """The flagship DAG's default: its approvers param is empty, so the run stays unattended."""
+    dr = run_dag("test_mlcrit_approval", {"approvers": []})
+    assert {t: s for t, (s, _) in task_states(dr).items()} == {"approve": "success", "promote": "success"}
+    move = store.alias_history("adapter/clf", "production")[-1]
+    assert move.to_version == 2 and "approval" not in move.extra and store.list_artifacts("approval") == []

@@ -10,12 +10,12 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     render_template_as_native_obj=True,
-    params={"candidate": "adapter/clf@v2", "hours": 1.0},
+    params={"candidate": "adapter/clf@v2", "approvers": ["alice", "bob", "dag_test"]},
 ) as dag:
     approve = PromotionApprovalOperator(
         task_id="approve",
         candidate="{{ params.candidate }}",
-        approvers=["alice", "bob", "dag_test"],  # dag_test: the user dag.test() triggers as
+        approvers="{{ params.approvers }}",  # dag_test: the user dag.test() triggers as
         expires_after_hours=1.0,
     )
     promote = PromoteModelOperator(
