@@ -5,43 +5,23 @@ core's four-eyes rules before PromoteModelOperator may move `production`."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from unittest import mock
 
 import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
 from airflow_mlcrit.core.gating import promote
 from tests.airflow.conftest import run_dag, task_states
+from tests.helpers.airflow_app import api_app
 from tests.helpers.registry import FIRST, LENIENT, add_adapter_version
-
-SECRET = "approval-test-secret-not-for-production-" + "0" * 24
 
 
 @pytest.fixture(scope="module")
 def api(airflow_db):
     """The api-server's app and a token per user (the simple auth manager's users are their ids)."""
-    from fastapi.testclient import TestClient
-
-    env = {
-        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "alice:op,bob:op,dag_test:op,mallory:op",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-        "AIRFLOW__API_AUTH__JWT_SECRET": SECRET,
-        "AIRFLOW__API__SECRET_KEY": SECRET,
-    }
-    with mock.patch.dict(os.environ, env):
-        from airflow.api_fastapi.app import create_app, get_auth_manager
-        from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-
-        client = TestClient(create_app(), base_url="http://airflow.test")
-        tokens = {
-            name: get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=name, role="op"))
-            for name in ("alice", "bob", "dag_test", "mallory")
-        }
-        yield client, tokens
+    with api_app({u: "op" for u in ("alice", "bob", "dag_test", "mallory")}) as app:
+        yield app
 
 
 @pytest.fixture

@@ -6,17 +6,15 @@ Users: `reader` (viewer role: may read assets) and `editor` (op role: may edit t
 from __future__ import annotations
 
 import json
-import os
 import re
-from unittest import mock
 
 import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
+from tests.helpers.airflow_app import api_app
 from tests.helpers.registry import FIRST, LENIENT, STRICT, add_adapter_version, add_dataset_version
 from tests.helpers.services import require_program
 
-SECRET = "registry-test-secret-not-for-production-" + "0" * 24
 PAGES = [
     "/mlcrit/",
     "/mlcrit/a/adapter/clf",
@@ -31,7 +29,6 @@ ACTIONS = ["/mlcrit/a/adapter/clf/rollback", "/mlcrit/a/adapter/clf/promote"]
 def site(airflow_db, tmp_path_factory):
     """The api-server app over a store holding dataset/msgs v1-v2 and adapter/clf v1 (blessed,
     first), v2 (blessed against v1), v3 (stopped on state=NE); production: v1, then v2."""
-    from fastapi.testclient import TestClient
 
     from airflow_mlcrit.core.gating import promote
 
@@ -46,23 +43,8 @@ def site(airflow_db, tmp_path_factory):
     add_adapter_version(store, work, 17, baseline=1, base_right=16, gate=LENIENT)
     promote(store, "adapter/clf@v2", "production", reason="blessed: non-inferior", actor="pipeline")
     add_adapter_version(store, work, 8, baseline=2, base_right=17, gate=STRICT)
-    env = {
-        "AIRFLOW__MLCRIT__ARTIFACT_ROOT": str(root / "store"),
-        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "reader:viewer,editor:op",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-        "AIRFLOW__API__SECRET_KEY": SECRET,
-        "AIRFLOW__API_AUTH__JWT_SECRET": SECRET,
-    }
-    with mock.patch.dict(os.environ, env):
-        from airflow.api_fastapi.app import create_app, get_auth_manager
-        from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-
-        client = TestClient(create_app(), base_url="http://airflow.test")
-        tokens = {
-            name: get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=name, role=role))
-            for name, role in (("reader", "viewer"), ("editor", "op"))
-        }
+    with api_app({"reader": "viewer", "editor": "op"}, AIRFLOW__MLCRIT__ARTIFACT_ROOT=str(root / "store")) as app:
+        client, tokens = app
         yield client, store, tokens, root
 
 
