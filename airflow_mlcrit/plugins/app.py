@@ -22,6 +22,8 @@ from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_as
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from airflow_mlcrit.exceptions import InvalidReferenceError
+
 TEMPLATES = Path(__file__).parent / "templates"
 PAGE = 50  # versions per page of an artifact
 EVOLUTION = 30  # versions on an evolution page, newest last
@@ -129,7 +131,7 @@ def _key(kind: str, name: str) -> str:
 
     try:
         k, n = parse_key(f"{kind}/{name}")
-    except Exception as exc:  # a malformed name in the URL is the client's error
+    except InvalidReferenceError as exc:  # a malformed name in the URL is the client's error
         raise HTTPException(404, str(exc)) from exc
     return f"{k}/{n}"
 
@@ -395,7 +397,7 @@ def _refs_in(value: Any) -> list[str]:
     if isinstance(value, str) and "/" in value and "@v" in value and len(value) < 300:
         try:
             ref = parse_ref(value)
-        except Exception:  # a string that only looks like a reference
+        except InvalidReferenceError:  # a string that only looks like a reference
             return []
         return [str(ref)] if ref.version is not None else []
     return []
