@@ -1,7 +1,8 @@
 """Where Beam steps move data: the workers read inputs and write outputs in the store themselves.
 
 The launcher (the Airflow task) only lists: a dataset artifact's files come from its manifest,
-an ``s3://`` prefix from one listing. Workers open each file through Beam's filesystems (the
+an ``s3://`` prefix from one listing. Workers open each file themselves: ``s3://`` through one
+boto3 client per process (:func:`s3_client`), any other URI through Beam's filesystems (the
 store's S3 endpoint and credentials travel with the steps' arguments, see :func:`worker_io`),
 check it against the manifest digest as they read it, and write output shards straight into a
 staged version of the store, recording each shard's path, size and SHA-256; the launcher
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,31 +114,60 @@ def worker_io(store: ArtifactStore | None, pipeline_options: Mapping[str, Any] |
     return io
 
 
-def _filesystem(uri: str, io: Mapping[str, Any] | None) -> Any:
-    """Beam's filesystem for ``uri``; for S3 with explicit settings, one built from them (Beam's
-    FileSystems gets no options in FnApiRunner's or an external pool's workers)."""
+_CLIENTS: dict[tuple, Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def s3_client(io: Mapping[str, Any] | None) -> Any:
+    """The boto3 S3 client for these settings (``worker_io``; none: the process's own credentials
+    and region), one per process: clients are thread-safe. Beam's S3 filesystem builds a session
+    and a client for every file it opens (0.15 to 0.2 s each), which was most of what the data
+    plane cost over the download-first path (docs/benchmarks.md, "Beam data plane")."""
+    key = (os.getpid(), *sorted((io or {}).items()))  # a forked child builds its own
+    with _CLIENTS_LOCK:
+        if key not in _CLIENTS:
+            import boto3
+
+            settings = dict(key[1:])
+            kwargs = {boto: settings[beam] for boto, beam in _S3_SETTINGS.items() if beam in settings}
+            _CLIENTS[key] = boto3.session.Session().client("s3", **kwargs)
+        return _CLIENTS[key]
+
+
+def _s3_object(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    return bucket, key
+
+
+def _open_source(uri: str, io: Mapping[str, Any] | None) -> Any:
+    """A stream of the file at ``uri``, or None where there is none."""
+    if uri.startswith("s3://"):
+        from botocore.exceptions import ClientError
+
+        bucket, key = _s3_object(uri)
+        try:
+            return s3_client(io).get_object(Bucket=bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+    from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
-    if io and uri.startswith("s3://"):
-        from apache_beam.io.aws.s3filesystem import S3FileSystem
-
-        return S3FileSystem(pipeline_options=dict(io))
-    return FileSystems.get_filesystem(uri)
-
-
-def open_verified(f: DataFile, io: Mapping[str, Any] | None = None) -> IO[bytes]:
-    """The whole file, read once through Beam's filesystems and checked against its digest as it
-    is read (see :func:`spool_verified`)."""
-    from apache_beam.io.filesystem import CompressionTypes
-
     try:
-        src = _filesystem(f.uri, io).open(f.uri, compression_type=CompressionTypes.UNCOMPRESSED)
+        return FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED)
     except FileNotFoundError:
-        src = None
+        return None
     except OSError as exc:
         if "Not Found" not in str(exc) and "404" not in str(exc):
             raise
-        src = None
+        return None
+
+
+def open_verified(f: DataFile, io: Mapping[str, Any] | None = None) -> IO[bytes]:
+    """The whole file, read once where this runs and checked against its digest as it is read
+    (see :func:`spool_verified`)."""
+    src = _open_source(f.uri, io)
     if src is None:
         if f.sha256 is not None:
             raise ArtifactIntegrityError(f"{f.label} is listed in its manifest but missing from the store") from None
@@ -199,12 +231,24 @@ class HashingWriter:
 
 
 def write_file(location: str, rel: str, fill: Any, io: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Write ``location/rel`` through Beam's filesystems (S3 or local) with ``fill(stream)``, and
-    return its record {path, size, sha256}: what the commit is built from."""
+    """Write ``location/rel`` with ``fill(stream)``, and return its record {path, size, sha256}:
+    what the commit is built from. To S3 the bytes go through a spool (in memory up to 64 MiB,
+    beyond that on this worker's disk), then boto3's threaded multipart upload; elsewhere through
+    Beam's filesystems."""
     uri = f"{location.rstrip('/')}/{rel}"
-    if "://" not in uri:
-        Path(uri).parent.mkdir(parents=True, exist_ok=True)
-    with _filesystem(uri, io).create(uri) as raw:
-        out = HashingWriter(raw)
-        fill(out)
+    if uri.startswith("s3://"):
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, prefix="mlcrit-out-") as spool:
+            out = HashingWriter(spool)
+            fill(out)
+            spool.seek(0)
+            bucket, key = _s3_object(uri)
+            s3_client(io).upload_fileobj(spool, bucket, key)
+    else:
+        from apache_beam.io.filesystems import FileSystems
+
+        if "://" not in uri:
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        with FileSystems.create(uri) as raw:
+            out = HashingWriter(raw)
+            fill(out)
     return {"path": rel, "size": out.size, "sha256": out.sha256.hexdigest()}
