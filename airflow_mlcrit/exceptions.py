@@ -39,6 +39,10 @@ class PipelineIntegrityError(MlcritError):
     """A data pipeline's runner lost or duplicated records on the way: its output is refused."""
 
 
+class AirflowApiError(MlcritError):
+    """Airflow's REST API refused a request (the message has its status and detail) or did not answer."""
+
+
 class GateFailedError(MlcritError):
     """An evaluation gate did not bless the candidate."""
 

@@ -441,10 +441,56 @@ class _Cli:
         from airflow_mlcrit.core.gating.approval import decide
 
         a = self.args
-        d = decide(self.store, a.ref, user=a.user or _user(), approve=approve, reason=a.reason, extra={"via": "mlcrit"})
+        request = self.store.resolve(a.ref)
+        if request.kind == "approval" and request.metadata.get("run"):
+            d = self._answer_in_airflow(request, approve)
+            if d is None:
+                return 0
+        else:
+            d = decide(
+                self.store, a.ref, user=a.user or _user(), approve=approve, reason=a.reason, extra={"via": "mlcrit"}
+            )
         md = d.metadata
         self.emit(d.to_dict(), f"{d.ref}: {md['state']} {md['candidate']} for {md['alias']!r} by {md['decided_by']}")
         return 0
+
+    def _answer_in_airflow(self, request: Manifest, approve: bool) -> Manifest | None:
+        """A task waits for this request's answer in Airflow: answer it there, through the REST API
+        as the token's user (Airflow checks that they were asked), and wait for the task to
+        record the decision under the same rules. Checked here first: the reason, and that the
+        request is still pending and (for an approval) still holds."""
+        import os
+        import time
+
+        from airflow_mlcrit.core.airflow_api import answer_hitl, task_state
+        from airflow_mlcrit.core.gating.approval import check_decidable, decision_of
+        from airflow_mlcrit.exceptions import AirflowApiError
+
+        a, run = self.args, request.metadata["run"]
+        url, token = a.airflow_url or os.environ.get("MLCRIT_AIRFLOW_URL"), os.environ.get("MLCRIT_AIRFLOW_TOKEN")
+        where = f"task {run['task_id']} of {run['dag_id']} run {run['run_id']}"
+        if not url or not token:
+            raise ConfigError(
+                f"{request.ref} is answered in Airflow, where {where} waits for it: answer it in the Airflow UI "
+                "(required actions), or give --airflow-url (or $MLCRIT_AIRFLOW_URL) and set $MLCRIT_AIRFLOW_TOKEN to "
+                "your API token (POST <airflow-url>/auth/token) to answer through Airflow's REST API"
+            )
+        if a.user:
+            raise ConfigError(f"--user does not apply to {request.ref}: Airflow names who answers, from the token")
+        check_decidable(self.store, request, approve=approve, reason=a.reason)
+        answer = answer_hitl(url, token, run, "approve" if approve else "reject", {"reason": a.reason.strip()})
+        user = (answer.get("responded_by_user") or {}).get("id", "?")
+        deadline = time.monotonic() + a.wait
+        while (decision := decision_of(self.store, request)) is None and time.monotonic() < deadline:
+            if task_state(url, token, run) in ("failed", "upstream_failed"):
+                raise AirflowApiError(
+                    f"Airflow took {user}'s answer, but {where} failed recording it (see its log); "
+                    f"{request.ref} stays undecided"
+                )
+            time.sleep(1)
+        if decision is None:
+            print(f"{request.ref}: Airflow took {user}'s answer; {where} records the decision when it resumes")
+        return decision
 
     def approve(self) -> int:
         return self._decide(True)
@@ -586,7 +632,21 @@ def build_parser() -> argparse.ArgumentParser:
         )
         dec.add_argument("ref", metavar="APPROVAL_REF", help="the request, e.g. approval/sentiment@v3")
         dec.add_argument("--reason", required=True, help="recorded with the decision and in the alias history")
-        dec.add_argument("--user", help="who decides (default: $MLCRIT_USER, else your login name)")
+        dec.add_argument(
+            "--user",
+            help="who decides (default: $MLCRIT_USER, else your login name); not for requests of an Airflow task",
+        )
+        dec.add_argument(
+            "--airflow-url",
+            help="for a request an Airflow task waits on: the api-server to answer through, as the user of "
+            "$MLCRIT_AIRFLOW_TOKEN (default: $MLCRIT_AIRFLOW_URL)",
+        )
+        dec.add_argument(
+            "--wait",
+            type=float,
+            default=120.0,
+            help="seconds to wait for the task to record the decision (default 120)",
+        )
         dec.set_defaults(fn=fn)
 
     gc = sub.add_parser("gc", parents=[common], help="remove versions that were never committed (dry run by default)")

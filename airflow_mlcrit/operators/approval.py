@@ -14,6 +14,7 @@ from airflow.sdk import Param
 from airflow.sdk.definitions.param import ParamsDict
 
 from airflow_mlcrit.core.gating.approval import ApprovalPolicy
+from airflow_mlcrit.exceptions import ConfigError
 
 REQUEST_KEY = "approval_request"
 
@@ -25,11 +26,12 @@ class PromotionApprovalOperator(HITLOperator):
     slices whose decision hinges on the interval and those too small to judge, and a link to the
     candidate's page in the ML registry. One of ``approvers`` (user ids as the auth manager knows
     them; the simple auth manager's are the user names) answers approve or reject with a reason,
-    in the Airflow UI's required actions or through the REST API. The user who triggered the run
-    may not approve it unless ``allow_self_approval``. The answer is recorded as an ``approval``
-    artifact; an approval returns ``{"approval": ref, ...}`` for ``PromoteModelOperator(approval=)``,
-    a rejection skips the rest of the run. No answer within ``expires_after_hours``: the task fails,
-    nothing is promoted.
+    in the Airflow UI's required actions, through the REST API or with ``mlcrit approve`` /
+    ``mlcrit reject`` (which answer through that API). The user who triggered the run is not
+    asked and may not answer unless ``allow_self_approval``. The answer is recorded as an
+    ``approval`` artifact; an approval returns ``{"approval": ref, ...}`` for
+    ``PromoteModelOperator(approval=)``, a rejection skips the rest of the run. No answer within
+    ``expires_after_hours``: the request is recorded EXPIRED, the task fails, nothing is promoted.
 
     :param candidate: the blessed version to promote. (templated)
     :param approvers: who may decide; none: no approval is asked for and the task returns
@@ -92,11 +94,20 @@ class PromotionApprovalOperator(HITLOperator):
             self.log.info("no approvers are configured: %s needs no approval to be promoted", self.candidate)
             return {"approval": None, "state": "NOT_REQUIRED"}
         policy = _policy(self.approvers, self.allow_self_approval, self.expires_after_hours)
-        self.assigned_users = [{"id": a, "name": a} for a in policy.approvers]
-        store = self._store()
         dag_run = context["dag_run"]
         requested_by = getattr(dag_run, "triggering_user_name", None) or "scheduler"
-        run = {"dag_id": dag_run.dag_id, "run_id": dag_run.run_id, "task_id": self.task_id}
+        # four eyes in Airflow too: the requester is not offered the form, and the API refuses
+        # their answer ("not a respondent"); decide() checks again
+        respondents = [a for a in policy.approvers if a != requested_by or policy.allow_self_approval]
+        if not respondents:
+            raise ConfigError(
+                f"{requested_by!r} triggered this run and is its only approver: name a second person in "
+                "approvers (four eyes), or set allow_self_approval"
+            )
+        self.assigned_users = [{"id": a, "name": a} for a in respondents]
+        store = self._store()
+        ti = context["ti"]
+        run = {**_run(context), "task_id": self.task_id, "map_index": ti.map_index}  # where the CLI answers
         request = request_approval(
             store,
             self.candidate,
@@ -118,8 +129,13 @@ class PromotionApprovalOperator(HITLOperator):
 
         from airflow_mlcrit.core.gating.approval import decide
 
-        answer = super().execute_complete(context, event)  # a timeout raises: nothing is promoted
         request = context["ti"].xcom_pull(task_ids=self.task_id, key=REQUEST_KEY)
+        if event.get("error_type") == "timeout":  # the scheduler's sweep, at response_timeout
+            from airflow_mlcrit.core.gating.approval import expire
+
+            expired = expire(self._store(), request, extra={"run": _run(context)})
+            self.log.error("%s: no one decided %s in time, nothing is promoted", expired.ref, request)
+        answer = super().execute_complete(context, event)  # a timeout raises: nothing is promoted
         user = answer["responded_by_user"]
         user_id = str(user["id"] if isinstance(user, dict) else user.id)
         approve = list(answer["chosen_options"]) == ["approve"]
@@ -129,13 +145,17 @@ class PromotionApprovalOperator(HITLOperator):
             user=user_id,
             approve=approve,
             reason=str((answer["params_input"] or {}).get("reason") or ""),
-            extra={"run": {"dag_id": context["dag_run"].dag_id, "run_id": context["dag_run"].run_id}},
+            extra={"run": _run(context)},
         )
         md = decision.metadata
         if not approve:
             raise AirflowSkipException(f"{decision.ref}: {md['candidate']} REJECTED by {user_id}: {md['reason']}")
         self.log.info("%s: %s APPROVED by %s: %s", decision.ref, md["candidate"], user_id, md["reason"])
         return {"approval": str(decision.ref), "state": md["state"], "decided_by": user_id, "reason": md["reason"]}
+
+
+def _run(context: Any) -> dict[str, Any]:
+    return {"dag_id": context["dag_run"].dag_id, "run_id": context["dag_run"].run_id}
 
 
 def _policy(approvers: Sequence[str] | str, allow_self: bool, hours: float) -> ApprovalPolicy:

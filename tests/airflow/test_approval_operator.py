@@ -5,8 +5,10 @@ core's four-eyes rules before PromoteModelOperator may move `production`."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from unittest import mock
 
 import pytest
 
@@ -104,10 +106,10 @@ def test_approved_by_a_second_person_then_promoted_with_the_approver_in_the_hist
     assert (request.metadata["requested_by"], request.metadata["run"]["run_id"]) == ("dag_test", dr.run_id)
     detail = _run.detail  # what the approver was shown
     assert detail["subject"] == "Promote adapter/clf@v2 to production?"
+    # dag_test, who triggered the run, is a listed approver but not asked (four eyes)
     assert detail["options"] == ["approve", "reject"] and sorted(u["id"] for u in detail["assigned_users"]) == [
         "alice",
         "bob",
-        "dag_test",
     ]
     body = detail["body"]
     assert "**adapter/clf@v2** would replace **adapter/clf@v1** as `production`" in body
@@ -134,12 +136,76 @@ def test_a_rejection_is_recorded_and_nothing_is_promoted(api, store):
 
 
 def test_the_user_who_triggered_the_run_cannot_approve_it(api, store):
-    dr, [response] = _run(api, ("dag_test", "approve", "looks fine to me"))
-    assert response.status_code == 200  # a listed respondent: Airflow takes the answer, our rules do not
-    states = {t: s for t, (s, _) in task_states(dr).items()}
-    assert states["approve"] == "failed" and states["promote"] in ("upstream_failed", "skipped")
-    assert store.versions("approval/clf") == [1]  # the request only: no decision recorded
+    dr, [refused, answered] = _run(api, ("dag_test", "approve", "looks fine to me"), ("alice", "reject", "not yet"))
+    # listed as an approver, but the requester: Airflow does not take the answer (not assigned)
+    assert refused.status_code == 403 and "not a respondent" in refused.text
+    assert answered.status_code == 200 and dr.state == "success"
+    assert store.resolve("approval/clf@v2").metadata["decided_by"] == "alice"
     assert store.alias_version("adapter/clf", "production") == 1
+
+
+def test_a_requester_who_is_the_only_approver_is_refused_before_anyone_is_asked(store):
+    dr = run_dag("test_mlcrit_approval", {"approvers": ["dag_test"]})
+    assert {t: s for t, (s, _) in task_states(dr).items()} == {"approve": "failed", "promote": "upstream_failed"}
+    assert store.list_artifacts("approval") == []  # nothing was asked
+
+
+def test_the_cli_answers_through_airflow_and_prints_the_recorded_decision(api, store, store_root, monkeypatch):
+    """`mlcrit approve` on a request an Airflow task waits on answers through the api-server's
+    REST API (a real HTTP server here) as the token's user; the task records the decision, which
+    the CLI prints. The requester's token is refused by Airflow; a missing token, by the CLI."""
+    import contextlib
+    import io
+
+    from airflow_mlcrit.core.cli import main
+    from tests.helpers.airflow_app import serve
+
+    client, tokens = api
+    out: dict = {}
+
+    def cli(token: str | None, *args: str) -> tuple[int, str, str]:
+        stdout, stderr = io.StringIO(), io.StringIO()
+        env = {"MLCRIT_AIRFLOW_TOKEN": token} if token else {}
+        with mock.patch.dict(os.environ, env), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = main(["--root", str(store_root), *args])
+        return code, stdout.getvalue(), stderr.getvalue()
+
+    def respond(url: str) -> None:
+        run_id = _awaiting()
+        try:
+            verb = ["approve", "approval/clf@v1", "--reason", "phone slice reviewed", "--airflow-url", url]
+            out["no token"] = cli(None, *verb)
+            out["requester"] = cli(tokens["dag_test"], *verb)
+            out["alice"] = cli(tokens["alice"], *verb)
+        except BaseException as exc:
+            out["error"] = exc
+        finally:  # whatever happened, end the wait so that dag.test() returns and the test can report
+            path = f"/api/v2/dags/test_mlcrit_approval/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails"
+            body = {"chosen_options": ["reject"], "params_input": {"reason": "ends the test"}}
+            client.patch(path, json=body, headers={"Authorization": f"Bearer {tokens['bob']}"})
+
+    with serve(client.app) as url:
+        thread = threading.Thread(target=respond, args=(url,), daemon=True)
+        thread.start()
+        dr = run_dag("test_mlcrit_approval")
+        thread.join(60)
+    assert "error" not in out, out.get("error")
+    code, _, err = out["no token"]
+    assert code == 1 and "approval/clf@v1 is answered in Airflow, where task approve of test_mlcrit_approval" in err
+    assert "set $MLCRIT_AIRFLOW_TOKEN" in err
+    code, _, err = out["requester"]
+    assert code == 1 and "Airflow answered 403 to PATCH" in err and "not a respondent" in err
+    code, printed, _ = out["alice"]  # the in-process api-server logs its requests to stdout too
+    assert (
+        code == 0 and printed.splitlines()[-1] == "approval/clf@v2: APPROVED adapter/clf@v2 for 'production' by alice"
+    )
+    assert dr.state == "success", task_states(dr)
+    move = store.alias_history("adapter/clf", "production")[-1]
+    assert (move.to_version, move.extra["approved_by"], move.extra["approval_reason"]) == (
+        2,
+        "alice",
+        "phone slice reviewed",
+    )
 
 
 def test_someone_not_asked_cannot_answer(api, store):

@@ -12,9 +12,9 @@ import re
 import pytest
 
 from airflow_mlcrit.core.gating import promote
-from airflow_mlcrit.core.gating.approval import ApprovalPolicy, decide, pending, request_approval
+from airflow_mlcrit.core.gating.approval import ApprovalPolicy, decide, expire, pending, request_approval
 from airflow_mlcrit.exceptions import ArtifactConflictError, ArtifactIntegrityError, ConfigError, GateFailedError
-from tests.helpers.registry import FIRST, LENIENT, STRICT, add_adapter_version
+from tests.helpers.registry import FIRST, LENIENT, STRICT, add_adapter_version, judge
 
 POLICY = ApprovalPolicy(approvers=("alice", "bob", "carol"), expires_after_hours=24)  # carol asks
 T0 = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)  # promote() checks against the clock
@@ -89,32 +89,25 @@ def test_an_expired_request_cannot_be_approved(staged):
     assert pending(store, now=late)[0]["expired"] is True
 
 
+def test_an_expired_request_is_recorded_as_such_and_leaves_the_pending_list(staged):
+    store, request = staged
+    ref, ends = str(request.ref), (T0 + dt.timedelta(hours=24)).isoformat()
+    with pytest.raises(ConfigError, match=re.escape(f"approval/clf@v1 expires at {ends}, not yet")):
+        expire(store, ref, now=T0 + dt.timedelta(hours=23))
+    expired = expire(store, ref, now=T0 + dt.timedelta(hours=25))
+    md = expired.metadata
+    assert (md["state"], md["decided_by"], md["reason"]) == ("EXPIRED", None, f"no decision before {ends}")
+    assert pending(store, now=T0 + dt.timedelta(hours=25)) == []
+    with pytest.raises(ArtifactConflictError, match=re.escape("approval/clf@v2 is EXPIRED")):
+        decide(store, ref, user="alice", approve=False, reason="late", now=T0 + dt.timedelta(hours=26))
+    with pytest.raises(GateFailedError, match=re.escape("approval/clf@v2 is not an approval: it is 'EXPIRED'")):
+        promote(store, "adapter/clf@v2", "production", reason="x", approval=str(expired.ref))
+
+
 def test_a_superseded_blessing_or_a_moved_alias_is_refused(staged, tmp_path):
     store, request = staged
     # the candidate judged again, NOT_BLESSED this time: the request's blessing is superseded
-    from airflow_mlcrit.core.evaluation.evaluate import evaluate
-    from airflow_mlcrit.core.gating.decide import decide as gate
-    from tests.helpers.registry import golden, put_json
-
-    v2, v1 = store.resolve("adapter/clf@v2"), store.resolve("adapter/clf@v1")
-    cfg = {"task": "classification", "prediction_column": "pred", "baseline_prediction_column": "base"}
-    cfg |= {"metrics": ["accuracy"], "slices": ["state"], "min_slice_size": 10, "replicates": 200, "seed": 7}
-    result, _ = evaluate(cfg, golden(17, 16), None)
-    binding = {"candidate": str(v2.ref), "candidate_digest": v2.digest, "baseline": str(v1.ref)}
-    binding |= {"baseline_digest": v1.digest, "baseline_alias": "production"}
-    work = tmp_path / "again"
-    work.mkdir()
-    ev = put_json(store, "evaluation/clf", work, "evaluation.json", result, parents=[str(v2.ref)], metadata=binding)
-    d = gate(STRICT, result)
-    put_json(
-        store,
-        "blessing/clf",
-        work,
-        "blessing.json",
-        d.to_dict(),
-        parents=[str(ev.ref), str(v2.ref)],
-        metadata={"decision": d.decision, **binding},
-    )
+    judge(store, tmp_path, store.resolve("adapter/clf@v2"), 17, baseline=1, base_right=16, gate=STRICT)
     with pytest.raises(
         GateFailedError,
         match=re.escape(

@@ -12,6 +12,7 @@ of Airflow connections that never leak. Settings: docs/deployment.md, "EdgeExecu
 from __future__ import annotations
 
 import json
+import os
 import runpy
 import uuid
 from pathlib import Path
@@ -80,6 +81,7 @@ def site(tmp_path, seaweedfs, moto_server, moto_root, fake_openai):
             database=f"postgresql+psycopg2://{database}",
             local_settings=SETTINGS,
             transport=receiver.transport,
+            users={"admin": "admin", "ops": "op", "alice": "op", "bob": "op"},
             **edge_settings(api_url=f"http://127.0.0.1:{port}"),
             AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"postgresql+psycopg2://{database}",
             AIRFLOW__MLCRIT__ARTIFACT_ROOT=s3_root,
@@ -90,6 +92,8 @@ def site(tmp_path, seaweedfs, moto_server, moto_root, fake_openai):
             # on two busy cores a status update took longer, was refused (403 "signature of the
             # request has expired") and the worker took no more jobs (docs/deployment.md)
             AIRFLOW__API_AUTH__JWT_LEEWAY="60",
+            # the scheduler's sweep of expired human-in-the-loop waits: every 2 s, not 15
+            AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL="2",
             AIRFLOW_CONN_MLCRIT_S3=json.dumps(
                 {"conn_type": "mlcrit", "login": "e2e-access-key", "password": S3_SECRET, "extra": moto}
             ),
@@ -148,6 +152,76 @@ def test_the_triggerer_completes_a_deferred_sensor_and_an_example_dag_runs_with_
     tis = af.task_instances("mlcrit_register_dataset", run_id)
     assert {ti["executor"] for ti in tis.values()} == {"LocalExecutor"}, tis
     assert {e["job"]["name"] for e in _lineage(af)} >= {"e2e_mlcrit_wait.wait", "mlcrit_register_dataset.validate"}
+
+
+def test_four_eyes_promotion_with_a_real_scheduler_and_the_cli(site, tmp_path):
+    """PromotionApprovalOperator on the central site, its people the simple auth manager's users,
+    each answering with `mlcrit approve` / `mlcrit reject` (a separate process, through the REST
+    API with their own token). The task waits in `awaiting_input`, holding no worker slot. The
+    requester is refused by Airflow, an approval on a superseded blessing by the CLI; a rejection
+    and an approval are recorded by the task; an unanswered request expires through the
+    scheduler's timeout sweep and nothing is promoted."""
+    import subprocess
+    import sys
+
+    from airflow_mlcrit.core.gating import promote
+    from tests.helpers.registry import FIRST, LENIENT, STRICT, add_adapter_version, judge
+
+    af, store, dag = site, site.store, "e2e_mlcrit_approval"
+    work = tmp_path / "approval"
+    work.mkdir()
+    add_adapter_version(store, work, 16, baseline=None, base_right=0, gate=FIRST)
+    promote(store, "adapter/clf@v1", "production", reason="first model", actor="pipeline")
+    v2, _ = add_adapter_version(store, work, 17, baseline=1, base_right=16, gate=LENIENT)
+
+    def mlcrit(user: str, verb: str, ref: str, reason: str) -> subprocess.CompletedProcess:
+        env = dict(
+            os.environ,
+            AWS_ENDPOINT_URL=af.env["AIRFLOW__MLCRIT__S3_ENDPOINT_URL"],
+            MLCRIT_AIRFLOW_URL=af.url,
+            MLCRIT_AIRFLOW_TOKEN=af.token_for(user),
+        )
+        root = af.env["AIRFLOW__MLCRIT__ARTIFACT_ROOT"]
+        command = [sys.executable, "-m", "airflow_mlcrit.core.cli", "--root", root, verb, ref, "--reason", reason]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    # 1. asked by ops; ops may not answer; the blessing is superseded before alice can; bob rejects
+    run_id = af.trigger(dag, {}, user="ops")
+    af.wait_task(dag, run_id, "approve", "awaiting_input")
+    assert store.resolve("approval/clf@v1").metadata["requested_by"] == "ops"
+    refused = mlcrit("ops", "approve", "approval/clf@v1", "mine")
+    assert refused.returncode == 1 and "Airflow answered 403" in refused.stderr, refused.stderr
+    assert "not a respondent" in refused.stderr
+    judge(store, work, v2, 17, baseline=1, base_right=16, gate=STRICT)  # v2 judged again: NOT_BLESSED
+    superseded = mlcrit("alice", "approve", "approval/clf@v1", "phone slice reviewed")
+    assert superseded.returncode == 1, superseded.stderr
+    assert "approval/clf@v1 can no longer be approved" in superseded.stderr and "NOT_BLESSED" in superseded.stderr
+    rejected = mlcrit("bob", "reject", "approval/clf@v1", "judged again, not blessed")
+    assert rejected.returncode == 0, rejected.stderr
+    assert rejected.stdout.splitlines()[-1] == "approval/clf@v2: REJECTED adapter/clf@v2 for 'production' by bob"
+    assert af.wait_run(dag, run_id) == "success", af.logs()
+    assert af.task_states(dag, run_id) == {"approve": "skipped", "promote": "skipped"}
+    assert store.alias_version("adapter/clf", "production") == 1
+
+    # 2. blessed again, asked again: alice approves, and the alias history names her
+    judge(store, work, v2, 17, baseline=1, base_right=16, gate=LENIENT)
+    run_id = af.trigger(dag, {}, user="ops")
+    af.wait_task(dag, run_id, "approve", "awaiting_input")
+    approved = mlcrit("alice", "approve", "approval/clf@v3", "phone slice reviewed")
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout.splitlines()[-1] == "approval/clf@v4: APPROVED adapter/clf@v2 for 'production' by alice"
+    assert af.wait_run(dag, run_id) == "success", af.logs()
+    move = store.alias_history("adapter/clf", "production")[-1]
+    assert (move.to_version, move.extra["approval"], move.extra["approved_by"]) == (2, "approval/clf@v4", "alice")
+
+    # 3. v3, blessed against v2, asked for 3 seconds: no one answers, the scheduler ends the wait
+    add_adapter_version(store, work, 18, baseline=2, base_right=17, gate=LENIENT)
+    run_id = af.trigger("e2e_mlcrit_approval_expiry", {"candidate": "adapter/clf@v3"}, user="ops")
+    assert af.wait_run("e2e_mlcrit_approval_expiry", run_id, timeout=180) == "failed"
+    assert af.task_states("e2e_mlcrit_approval_expiry", run_id) == {"approve": "failed", "promote": "upstream_failed"}
+    expired = store.resolve("approval/clf@v6").metadata
+    assert (expired["state"], expired["request"], expired["decided_by"]) == ("EXPIRED", "approval/clf@v5", None)
+    assert store.alias_version("adapter/clf", "production") == 2
 
 
 def test_the_flagship_dag_runs_on_an_edge_worker(site, tmp_path):

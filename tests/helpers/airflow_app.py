@@ -35,3 +35,29 @@ def api_app(users: dict[str, str], **env: str) -> Iterator[tuple[Any, dict[str, 
             u: get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=u, role=r)) for u, r in users.items()
         }
         yield client, tokens
+
+
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """``app`` served over real HTTP on 127.0.0.1 (uvicorn, in a thread): its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from tests.helpers.servers import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise AssertionError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

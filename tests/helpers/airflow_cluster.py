@@ -52,9 +52,13 @@ class Airflow:
         database: str | None = None,
         local_settings: str = LOCAL_SETTINGS,
         transport: dict | None = None,
+        users: dict[str, str] | None = None,
         **extra_env: str,
     ):
+        """``users``: {name: role} of the simple auth manager, each with password ``pw-<name>``; the
+        first is the one this object calls the API as. None: everyone is an anonymous admin."""
         self.root, self.port = root, port or free_port()
+        self.users = users
         self.url = f"http://127.0.0.1:{self.port}"
         self.local_settings = local_settings
         defaults = dict(
@@ -84,6 +88,14 @@ class Airflow:
             root, dags=copy_dags(root / "dags"), database=database, transport=transport, **{**defaults, **extra_env}
         )
         self.home = Path(self.env["AIRFLOW_HOME"])
+        if users:
+            passwords = self.home / "passwords.json"
+            passwords.write_text(json.dumps({u: f"pw-{u}" for u in users}))
+            self.env.update(
+                AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="False",
+                AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=",".join(f"{u}:{r}" for u, r in users.items()),
+                AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
+            )
         config = self.home / "config"
         config.mkdir(parents=True, exist_ok=True)
         (config / "airflow_local_settings.py").write_text(local_settings)
@@ -116,8 +128,19 @@ class Airflow:
                 time.sleep(1)
         else:
             raise AssertionError(f"api-server did not answer:\n{(self.root / 'api-server.log').read_text()[-3000:]}")
-        with urllib.request.urlopen(f"{self.url}/auth/token", timeout=10) as r:
-            self.token = json.loads(r.read())["access_token"]
+        self.token = self.token_for(next(iter(self.users))) if self.users else self._token(None)
+
+    def _token(self, body: dict | None) -> str:
+        data = json.dumps(body).encode() if body else None
+        request = urllib.request.Request(
+            f"{self.url}/auth/token", data=data, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return json.loads(r.read())["access_token"]
+
+    def token_for(self, user: str) -> str:
+        """An API token of ``user`` (one of ``users``), got as a user gets one: POST /auth/token."""
+        return self._token({"username": user, "password": f"pw-{user}"})
 
     def stop(self) -> None:
         for w in self.workers:
@@ -133,12 +156,12 @@ class Airflow:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
 
-    def api(self, method: str, path: str, body: dict | None = None) -> dict:
+    def api(self, method: str, path: str, body: dict | None = None, *, token: str | None = None) -> dict:
         request = urllib.request.Request(
             f"{self.url}/api/v2{path}",
             data=json.dumps(body).encode() if body is not None else None,
             method=method,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+            headers={"Authorization": f"Bearer {token or self.token}", "Content-Type": "application/json"},
         )
         # a GET that times out is asked again: with three test processes on two cores the
         # api-server once took longer than 30 s to answer a poll (a write is never repeated)
@@ -164,11 +187,20 @@ class Airflow:
                 time.sleep(1)
         raise AssertionError(f"{dag_id} was not parsed:\n{(self.root / 'dag-processor.log').read_text()[-3000:]}")
 
-    def trigger(self, dag_id: str, conf: dict) -> str:
+    def trigger(self, dag_id: str, conf: dict, *, user: str | None = None) -> str:
+        """Trigger a run (as ``user``, one of ``users``; default: the first)."""
         self.wait_for_dag(dag_id)
         self.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
-        run = self.api("POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
+        token = self.token_for(user) if user else None
+        run = self.api("POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf}, token=token)
         return run["dag_run_id"]
+
+    def wait_task(self, dag_id: str, run_id: str, task_id: str, state: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while (now := self.task_states(dag_id, run_id)).get(task_id) != state:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{dag_id} {run_id}: {task_id} never reached {state}: {now}\n{self.logs()}")
+            time.sleep(1)
 
     def clear(self, dag_id: str, run_id: str, task_ids: list[str]) -> None:
         """Clear task instances (what a user's "clear" does): they run again, with a new try."""

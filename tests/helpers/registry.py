@@ -76,6 +76,12 @@ def add_adapter_version(store, work: Path, right_on_ne: int, *, baseline: int | 
     folder.mkdir()
     (folder / "adapter_model.safetensors").write_bytes(f"weights {right_on_ne}".encode())
     m = store.put("adapter/clf", folder)
+    return m, judge(store, work, m, right_on_ne, baseline=baseline, base_right=base_right, gate=gate)
+
+
+def judge(store, work: Path, m, right_on_ne: int, *, baseline: int | None, base_right: int, gate: dict):
+    """Evaluate and gate adapter version ``m`` (again): a new evaluation and blessing, its newest
+    judgement. Returns the evaluation result."""
     cfg = {"task": "classification", "prediction_column": "pred", "metrics": ["accuracy"], "slices": ["state"]}
     cfg |= {"min_slice_size": 10, "replicates": 200, "seed": 7}
     if baseline:
@@ -106,4 +112,4 @@ def add_adapter_version(store, work: Path, right_on_ne: int, *, baseline: int | 
     doc = decision.to_dict() | binding | {"evaluation": str(ev.ref)}
     meta = {"decision": decision.decision, **binding, "evaluation": str(ev.ref)}
     put_json(store, "blessing/clf", work, "blessing.json", doc, parents=[str(ev.ref), candidate], metadata=meta)
-    return m, result
+    return result

@@ -4,7 +4,8 @@ An approval is an ``approval/<name>`` artifact in two steps, both immutable vers
 
 - a **request** binds the candidate's digest, the BLESSED blessing that judged it for the alias,
   and the baseline it was judged against; it names who asked, who may decide and until when;
-- a **decision** (its child) records APPROVED or REJECTED, who decided, when and why.
+- a **decision** (its child) records APPROVED or REJECTED, who decided, when and why; or
+  EXPIRED, where no one decided in time (``expire``).
 
 The rules are checked where a decision is made (``decide``) and again where it is used
 (``approved_for``, called by ``promote``): only a listed approver, not the requester unless the
@@ -23,7 +24,7 @@ from typing import Any
 from airflow_mlcrit.exceptions import ArtifactConflictError, ConfigError, GateFailedError
 
 KIND = "approval"
-REQUESTED, APPROVED, REJECTED = "REQUESTED", "APPROVED", "REJECTED"
+REQUESTED, APPROVED, REJECTED, EXPIRED = "REQUESTED", "APPROVED", "REJECTED", "EXPIRED"
 
 
 def _now() -> dt.datetime:
@@ -176,26 +177,56 @@ def decide(
     """Approve or reject a pending request as ``user``, with a reason; returns the decision."""
     req = store.resolve(request)
     md = req.metadata
-    if req.kind != KIND or md.get("state") != REQUESTED:
-        raise ConfigError(f"{req.ref} is not an approval request")
-    if not reason or not reason.strip():
-        raise ConfigError("a decision needs a reason: it is recorded with the approval and in the alias history")
+    _check_request(req)
     if user not in md["approvers"]:
         raise GateFailedError(f"{user!r} may not decide {req.ref}: its approvers are {', '.join(md['approvers'])}")
     if user == md["requested_by"] and not md.get("allow_self_approval"):
         raise GateFailedError(f"{user!r} requested {req.ref} and may not decide it: a second person must (four eyes)")
+    at = now or _now()
+    check_decidable(store, req, approve=approve, reason=reason, now=at)
+    return _record(store, req, APPROVED if approve else REJECTED, user, reason.strip(), at, extra)
+
+
+def check_decidable(store: Any, req: Any, *, approve: bool, reason: str, now: dt.datetime | None = None) -> None:
+    """What a decision on request ``req`` (a manifest) needs, whoever makes it: a pending request,
+    a reason and, for an approval, a request that still holds (``_still_valid``). The CLI checks
+    this before it answers a request that waits in Airflow."""
+    _check_request(req)
+    if not reason or not reason.strip():
+        raise ConfigError("a decision needs a reason: it is recorded with the approval and in the alias history")
     if (earlier := decision_of(store, req)) is not None:
         raise ArtifactConflictError(f"{req.ref} was already decided: {earlier.ref} is {earlier.metadata['state']}")
-    at = now or _now()
     if approve:  # a rejection is recorded whatever happened since; an approval only while it holds
-        _still_valid(store, req, at)
+        _still_valid(store, req, now or _now())
+
+
+def _check_request(req: Any) -> None:
+    if req.kind != KIND or req.metadata.get("state") != REQUESTED:
+        raise ConfigError(f"{req.ref} is not an approval request")
+
+
+def expire(store: Any, request: str, *, now: dt.datetime | None = None, extra: dict[str, Any] | None = None) -> Any:
+    """Record that no one decided ``request`` before it expired (the Airflow task's timeout), so
+    that it is no longer pending; returns that EXPIRED decision."""
+    req = store.resolve(request)
+    at = now or _now()
+    check_decidable(store, req, approve=False, reason="-", now=at)
+    if at <= dt.datetime.fromisoformat(req.metadata["expires_at"]):
+        raise ConfigError(f"{req.ref} expires at {req.metadata['expires_at']}, not yet")
+    return _record(store, req, EXPIRED, None, f"no decision before {req.metadata['expires_at']}", at, extra)
+
+
+def _record(
+    store: Any, req: Any, state: str, user: str | None, reason: str, at: dt.datetime, extra: dict[str, Any] | None
+) -> Any:
+    md = req.metadata
     metadata = {
         **{k: md[k] for k in ("candidate", "candidate_digest", "alias", "blessing", "blessing_digest", "baseline")},
-        "state": APPROVED if approve else REJECTED,
+        "state": state,
         "request": str(req.ref),
         "decided_by": user,
         "decided_at": _iso(at),
-        "reason": reason.strip(),
+        "reason": reason,
         **(extra or {}),
     }
     return _commit(store, req.name, metadata, parents=[str(req.ref)])
