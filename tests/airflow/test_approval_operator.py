@@ -16,7 +16,7 @@ from airflow_mlcrit.core.artifacts import open_store
 from airflow_mlcrit.core.gating import promote
 from tests.airflow.conftest import run_dag, task_states
 from tests.helpers.airflow_app import api_app
-from tests.helpers.registry import FIRST, LENIENT, add_adapter_version
+from tests.helpers.registry import FIRST, LENIENT, STRICT, add_adapter_version, judge
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def store(store_root, tmp_path):
     return store
 
 
-def _awaiting(timeout: float = 120) -> str:
+def _awaiting(timeout: float = 120, dag_id: str = "test_mlcrit_approval") -> str:
     """The run whose `approve` task waits in awaiting_input (observed in the metadata DB)."""
     from airflow.models import TaskInstance
     from airflow.utils.session import create_session
@@ -46,7 +46,7 @@ def _awaiting(timeout: float = 120) -> str:
         with create_session() as session:
             ti = (
                 session.query(TaskInstance)
-                .filter_by(dag_id="test_mlcrit_approval", task_id="approve", state="awaiting_input")
+                .filter_by(dag_id=dag_id, task_id="approve", state="awaiting_input")
                 .one_or_none()
             )
             if ti is not None:
@@ -65,6 +65,8 @@ def _answer_when_asked(api, *answers: tuple[str, str, str]) -> dict:
     def respond() -> None:
         try:
             run_id = _awaiting()
+            if "before" in out:
+                out["before"]()
             path = f"/api/v2/dags/test_mlcrit_approval/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails"
             out["detail"] = client.get(path, headers={"Authorization": f"Bearer {tokens['alice']}"}).json()
             for user, option, reason in answers:
@@ -206,6 +208,49 @@ def test_the_cli_answers_through_airflow_and_prints_the_recorded_decision(api, s
         "alice",
         "phone slice reviewed",
     )
+
+
+def test_an_approval_on_a_superseded_blessing_is_refused(api, store, tmp_path):
+    """The candidate is judged again, NOT_BLESSED, while the request waits: alice's approval
+    reaches the task, which refuses it; nothing is decided or promoted."""
+    answered = _answer_when_asked(api, ("alice", "approve", "phone slice reviewed"))
+    answered["before"] = lambda: judge(
+        store, tmp_path, store.resolve("adapter/clf@v2"), 17, baseline=1, base_right=16, gate=STRICT
+    )
+    dr = run_dag("test_mlcrit_approval")
+    answered["thread"].join(30)
+    assert "error" not in answered, answered.get("error")
+    states = {t: s for t, (s, _) in task_states(dr).items()}
+    assert states == {"approve": "failed", "promote": "upstream_failed"}
+    assert store.versions("approval/clf") == [1] and store.alias_version("adapter/clf", "production") == 1
+
+
+def test_an_unanswered_request_expires_through_the_scheduler_s_sweep(store):
+    """No one answers within 2 seconds: the scheduler's own timeout sweep (called here, as the
+    scheduler's timer calls it; dag.test() has no scheduler) resumes the task with a timeout, the
+    task records the request EXPIRED and fails, and nothing is promoted."""
+    out: dict = {}
+
+    def sweep() -> None:
+        try:
+            from airflow.jobs.job import Job
+            from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+            _awaiting(dag_id="test_mlcrit_approval_expiry")
+            time.sleep(3)  # past the deadline
+            SchedulerJobRunner(job=Job(), executors=[]).check_awaiting_input_timeouts()
+        except BaseException as exc:
+            out["error"] = exc
+
+    thread = threading.Thread(target=sweep, daemon=True)
+    thread.start()
+    dr = run_dag("test_mlcrit_approval_expiry")
+    thread.join(30)
+    assert "error" not in out, out.get("error")
+    assert {t: s for t, (s, _) in task_states(dr).items()} == {"approve": "failed", "promote": "upstream_failed"}
+    expired = store.resolve("approval/clf@v2").metadata
+    assert (expired["state"], expired["request"], expired["decided_by"]) == ("EXPIRED", "approval/clf@v1", None)
+    assert store.alias_version("adapter/clf", "production") == 1
 
 
 def test_someone_not_asked_cannot_answer(api, store):
