@@ -162,7 +162,9 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
     def index(request: Request, q: str = "") -> HTMLResponse:
         store = reg.store
         rows = []
+        has_approvals = False  # pending approvals show whatever the search
         for key, latest in store.catalog():  # each artifact's newest version, not all its versions
+            has_approvals |= key.startswith("approval/")
             if not q or q.lower() in key.lower():
                 kind, name = key.split("/", 1)
                 rows.append(
@@ -181,7 +183,7 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         from airflow_mlcrit.core.registry import DATASET_KINDS
 
         evolving = (*EVALUATED, *DATASET_KINDS)
-        approvals = pending(store) if any(k == "approval" for k in kinds) else []
+        approvals = pending(store) if has_approvals else []
         return reg.render(
             request, "index.html", kinds=kinds, q=q, total=len(rows), evolving=evolving, approvals=approvals
         )

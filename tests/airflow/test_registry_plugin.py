@@ -255,6 +255,7 @@ def test_the_registry_lists_pending_approvals(site):
     request = request_approval(store, "adapter/clf@v1", "staging", requested_by="carol", policy=policy)
     page = client.get("/mlcrit/", headers=_as(tokens, "reader")).text
     assert "Pending approvals" not in before and "Pending approvals" in page
+    assert "Pending approvals" in client.get("/mlcrit/?q=dataset", headers=_as(tokens, "reader")).text
     row = page[page.index('<table class="approvals">') :].split("</tr>")[1]
     assert all(
         t in row for t in (str(request.ref), "adapter/clf@v1", "staging", "blessing/clf@v1", "carol", "alice, bob")
