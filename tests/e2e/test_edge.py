@@ -39,7 +39,7 @@ SETTINGS = (
     + """
 
 def task_policy(task):
-    if task.dag_id.startswith("e2e_mlcrit_") or task.dag_id == "mlcrit_register_dataset":
+    if task.dag_id.startswith(("e2e_mlcrit_", "test_mlcrit_approval")) or task.dag_id == "mlcrit_register_dataset":
         task.executor = "LocalExecutor"
 """
 )
@@ -167,7 +167,8 @@ def test_four_eyes_promotion_with_a_real_scheduler_and_the_cli(site, tmp_path):
     from airflow_mlcrit.core.gating import promote
     from tests.helpers.registry import FIRST, LENIENT, STRICT, add_adapter_version, judge
 
-    af, store, dag = site, site.store, "e2e_mlcrit_approval"
+    af, store, dag = site, site.store, "test_mlcrit_approval"  # tests/airflow/dags, as dag.test() runs it
+    people = {"approvers": ["ops", "alice", "bob"]}
     work = tmp_path / "approval"
     work.mkdir()
     add_adapter_version(store, work, 16, baseline=None, base_right=0, gate=FIRST)
@@ -186,7 +187,7 @@ def test_four_eyes_promotion_with_a_real_scheduler_and_the_cli(site, tmp_path):
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
     # 1. asked by ops; ops may not answer; the blessing is superseded before alice can; bob rejects
-    run_id = af.trigger(dag, {}, user="ops")
+    run_id = af.trigger(dag, people, user="ops")
     af.wait_task(dag, run_id, "approve", "awaiting_input")
     assert store.resolve("approval/clf@v1").metadata["requested_by"] == "ops"
     refused = mlcrit("ops", "approve", "approval/clf@v1", "mine")
@@ -205,7 +206,7 @@ def test_four_eyes_promotion_with_a_real_scheduler_and_the_cli(site, tmp_path):
 
     # 2. blessed again, asked again: alice approves, and the alias history names her
     judge(store, work, v2, 17, baseline=1, base_right=16, gate=LENIENT)
-    run_id = af.trigger(dag, {}, user="ops")
+    run_id = af.trigger(dag, people, user="ops")
     af.wait_task(dag, run_id, "approve", "awaiting_input")
     approved = mlcrit("alice", "approve", "approval/clf@v3", "phone slice reviewed")
     assert approved.returncode == 0, approved.stderr
@@ -214,11 +215,11 @@ def test_four_eyes_promotion_with_a_real_scheduler_and_the_cli(site, tmp_path):
     move = store.alias_history("adapter/clf", "production")[-1]
     assert (move.to_version, move.extra["approval"], move.extra["approved_by"]) == (2, "approval/clf@v4", "alice")
 
-    # 3. v3, blessed against v2, asked for 3 seconds: no one answers, the scheduler ends the wait
+    # 3. v3, blessed against v2, asked for 2 seconds: no one answers, the scheduler ends the wait
     add_adapter_version(store, work, 18, baseline=2, base_right=17, gate=LENIENT)
-    run_id = af.trigger("e2e_mlcrit_approval_expiry", {"candidate": "adapter/clf@v3"}, user="ops")
-    assert af.wait_run("e2e_mlcrit_approval_expiry", run_id, timeout=180) == "failed"
-    assert af.task_states("e2e_mlcrit_approval_expiry", run_id) == {"approve": "failed", "promote": "upstream_failed"}
+    run_id = af.trigger("test_mlcrit_approval_expiry", {**people, "candidate": "adapter/clf@v3"}, user="ops")
+    assert af.wait_run("test_mlcrit_approval_expiry", run_id, timeout=180) == "failed"
+    assert af.task_states("test_mlcrit_approval_expiry", run_id) == {"approve": "failed", "promote": "upstream_failed"}
     expired = store.resolve("approval/clf@v6").metadata
     assert (expired["state"], expired["request"], expired["decided_by"]) == ("EXPIRED", "approval/clf@v5", None)
     assert store.alias_version("adapter/clf", "production") == 2

@@ -23,6 +23,8 @@ from tests.helpers.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 E2E_DAGS = REPO / "tests" / "e2e" / "dags"
+# dag.test()'s DAGs that the e2e sites also run (test_edge.py: four-eyes approvals)
+SHARED_DAGS = [REPO / "tests" / "airflow" / "dags" / "test_mlcrit_approval.py"]
 
 # Preloading in the long-lived process whose task processes are forked from it (docs/deployment.md);
 # logging is not configured yet this early, so what was loaded goes to a file the test reads.
@@ -38,7 +40,7 @@ if sys.argv[1:2] == ["scheduler"] or sys.argv[1:3] in (["celery", "worker"], ["e
 
 def copy_dags(dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
-    for f in [*(REPO / "dags").glob("*.py"), *E2E_DAGS.glob("*.py")]:
+    for f in [*(REPO / "dags").glob("*.py"), *E2E_DAGS.glob("*.py"), *SHARED_DAGS]:
         shutil.copy(f, dest / f.name)
     return dest
 

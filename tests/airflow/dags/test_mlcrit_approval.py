@@ -1,4 +1,6 @@
-"""Four-eyes promotion: a person approves the blessed candidate, then it is promoted."""
+"""Four-eyes promotion: a person approves the blessed candidate, then it is promoted. Run by
+dag.test() (tests/airflow/test_approval_operator.py) and on the edge module's real scheduler
+(tests/e2e/test_edge.py), which passes its own approvers."""
 
 import pendulum
 from airflow.sdk import DAG
