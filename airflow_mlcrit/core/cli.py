@@ -134,10 +134,11 @@ def _statistics_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _user() -> str:
     """Who runs the CLI: $MLCRIT_USER, else the login name."""
-    import getpass
     import os
 
-    return os.environ.get("MLCRIT_USER") or getpass.getuser()
+    from airflow_mlcrit.core.artifacts.store import login_name
+
+    return os.environ.get("MLCRIT_USER") or login_name()
 
 
 class _Cli:

@@ -150,13 +150,17 @@ def library_versions(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return versions
 
 
+def login_name() -> str:
+    """This process's user: the login name, else the uid (a container user without a passwd entry)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
 def default_producer() -> dict[str, str]:
     """Who made a version when no Airflow task did (the CLI, a notebook)."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return {"tool": os.path.basename(sys.argv[0]) or "python", "user": user, "host": socket.gethostname()}
+    return {"tool": os.path.basename(sys.argv[0]) or "python", "user": login_name(), "host": socket.gethostname()}
 
 
 @dataclass(frozen=True)
