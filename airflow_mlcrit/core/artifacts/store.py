@@ -533,21 +533,7 @@ class ArtifactStore:
         """The newest committed version number of ``kind/name`` (None: none), checking versions
         newest first: one listing and usually one version's checks, whatever the history's length."""
         kind, name = parse_key(key)
-        claimed = [c for c in self.backend.list_children(f"{kind}/{name}") if c.startswith("v")]
-
-        # version folders are zero-padded: by length, then name, is by number (past v999999 too).
-        # The newest is nearly always committed: one pass finds it; sorting is for the rare rest
-        def order(child: str) -> tuple[int, str]:
-            return len(child), child
-
-        def committed(child: str) -> int | None:
-            m = _VERSION_DIR.fullmatch(child)
-            return int(m.group(1)) if m and self._committed(kind, name, int(m.group(1))) else None
-
-        newest = max(claimed, key=order, default=None)
-        if newest is not None and (found := committed(newest)) is not None:
-            return found
-        return next((v for c in sorted(claimed, key=order, reverse=True) if (v := committed(c)) is not None), None)
+        return next((v for v in reversed(self._versions_claimed(kind, name)) if self._committed(kind, name, v)), None)
 
     def catalog(self, kind: str | None = None) -> list[tuple[str, int]]:
         """(``kind/name``, newest committed version) of every artifact with one, by kind and name."""
