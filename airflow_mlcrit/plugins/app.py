@@ -199,16 +199,23 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
             raise HTTPException(404, f"{key} has no committed version")
         newest_first = list(reversed(versions))
         shown = newest_first[(page - 1) * PAGE : page * PAGE]
-        rows = []
+        from airflow_mlcrit.core.gating.promotion import _blesses
+
+        rows, blessed = [], set()  # the forms offer this page's blessed versions and those aliases held
         for v in shown:
             m = store.resolve(f"{key}@v{v}")
-            rows.append({"m": m, "children": sorted(str(c.ref) for c in store.children(m.ref))})
+            children = store.children(m.ref)
+            rows.append({"m": m, "children": sorted(str(c.ref) for c in children)})
+            if kind in EVALUATED and any(_blesses(c, m.digest) for c in children):
+                blessed.add(v)
         moves = []
         for alias in sorted(store.aliases(key)):
             for move in store.alias_history(key, alias):
                 moves.append({"move": move, "gate": _blessing_of(store, move)})
         moves.sort(key=lambda x: x["move"].at)
-        blessed = [v for v in versions if kind in EVALUATED and _is_blessed(store, f"{key}@v{v}")]
+        held = {x["move"].to_version for x in moves} - set(shown) - {None}
+        blessed |= {v for v in held if kind in EVALUATED and _is_blessed(store, f"{key}@v{v}")}
+        blessed = sorted(blessed)
         return reg.render(
             request,
             "artifact.html",
