@@ -191,11 +191,9 @@ def check_decidable(store: Any, req: Any, *, approve: bool, reason: str, now: dt
     """What a decision on request ``req`` (a manifest) needs, whoever makes it: a pending request,
     a reason and, for an approval, a request that still holds (``_still_valid``). The CLI checks
     this before it answers a request that waits in Airflow."""
-    _check_request(req)
+    _check_pending(store, req)
     if not reason or not reason.strip():
         raise ConfigError("a decision needs a reason: it is recorded with the approval and in the alias history")
-    if (earlier := decision_of(store, req)) is not None:
-        raise ArtifactConflictError(f"{req.ref} was already decided: {earlier.ref} is {earlier.metadata['state']}")
     if approve:  # a rejection is recorded whatever happened since; an approval only while it holds
         _still_valid(store, req, now or _now())
 
@@ -205,12 +203,18 @@ def _check_request(req: Any) -> None:
         raise ConfigError(f"{req.ref} is not an approval request")
 
 
+def _check_pending(store: Any, req: Any) -> None:
+    _check_request(req)
+    if (earlier := decision_of(store, req)) is not None:
+        raise ArtifactConflictError(f"{req.ref} was already decided: {earlier.ref} is {earlier.metadata['state']}")
+
+
 def expire(store: Any, request: str, *, now: dt.datetime | None = None, extra: dict[str, Any] | None = None) -> Any:
     """Record that no one decided ``request`` before it expired (the Airflow task's timeout), so
     that it is no longer pending; returns that EXPIRED decision."""
     req = store.resolve(request)
     at = now or _now()
-    check_decidable(store, req, approve=False, reason="-", now=at)
+    _check_pending(store, req)
     if at <= dt.datetime.fromisoformat(req.metadata["expires_at"]):
         raise ConfigError(f"{req.ref} expires at {req.metadata['expires_at']}, not yet")
     return _record(store, req, EXPIRED, None, f"no decision before {req.metadata['expires_at']}", at, extra)
