@@ -49,3 +49,29 @@ def answer_hitl(url: str, token: str, run: dict[str, Any], option: str, params: 
 def task_state(url: str, token: str, run: dict[str, Any]) -> str | None:
     path = _task_path(run) + (f"/{run['map_index']}" if run.get("map_index", -1) >= 0 else "")
     return _call(url, token, "GET", path).get("state")
+
+
+def hitl_answer(url: str, token: str, run: dict[str, Any]) -> dict[str, Any]:
+    """Airflow's record of the answer to the human-in-the-loop request of the task ``run``."""
+    path = f"{_task_path(run)}/{int(run.get('map_index', -1))}/hitlDetails"
+    return _call(url, token, "GET", path)
+
+
+def attest_decision(url: str, token: str) -> Any:
+    """An ``attest`` for promote(): confirms that Airflow itself recorded an approval decision, as
+    the decision says (its user approved the task it names), through the REST API as the token's
+    user. An unsigned store cannot prove that on its own (core/gating/approval.py)."""
+
+    def attest(decision: Any) -> None:
+        md = decision.metadata
+        run = (md.get("identity") or {}).get("run") or {}
+        answer = hitl_answer(url, token, run)
+        user = (answer.get("responded_by_user") or {}).get("id")
+        if user != md.get("decided_by") or list(answer.get("chosen_options") or []) != ["approve"]:
+            raise AirflowApiError(
+                f"{decision.ref} says {md.get('decided_by')!r} approved in task {run.get('task_id')} of "
+                f"{run.get('dag_id')} run {run.get('run_id')}, but Airflow recorded "
+                f"{answer.get('chosen_options')} by {user!r}: refused"
+            )
+
+    return attest

@@ -133,12 +133,11 @@ def _statistics_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _user() -> str:
-    """Who runs the CLI: $MLCRIT_USER, else the login name."""
-    import os
-
+    """Who runs the CLI: the login name (never a flag or an environment variable: the requester of
+    an approval may not approve it, so their name is not theirs to choose)."""
     from airflow_mlcrit.core.artifacts.store import login_name
 
-    return os.environ.get("MLCRIT_USER") or login_name()
+    return login_name()
 
 
 class _Cli:
@@ -292,8 +291,10 @@ class _Cli:
         return 1 if any(problem for _, _, problem in report) else 0
 
     def aliases_repair(self) -> int:
+        from airflow_mlcrit.core.gating.promotion import repair
+
         a = self.args
-        move = self.store.repair_alias(a.key, a.alias, to_version=a.to_version, reason=a.reason)
+        move = repair(self.store, a.key, a.alias, to_version=a.to_version, reason=a.reason)
         self.emit(
             move.to_dict(),
             f"{move.kind}/{move.name}@{move.alias}: a new chain starts at entry {move.seq} -> v{move.to_version} "
@@ -301,14 +302,96 @@ class _Cli:
         )
         return 0
 
+    def _policy_from_args(self) -> Any:
+        from airflow_mlcrit.core.gating.policy import AliasPolicy
+
+        a = self.args
+        keys = {}
+        for pair in a.approver_key or []:
+            user, sep, key = pair.partition("=")
+            if not sep:
+                raise ConfigError(f"--approver-key expects USER=PUBLIC_KEY_HEX, got {pair!r}")
+            keys[user.strip()] = key.strip()
+        force_by = None if a.force_by in (None, "*") else tuple(x.strip() for x in a.force_by.split(",") if x.strip())
+        return AliasPolicy(
+            require_blessing=not a.no_blessing,
+            approvals=a.approvals,
+            approvers=tuple(x.strip() for x in (a.approvers or "").split(",") if x.strip()),
+            approver_keys=keys,
+            force_by=force_by,
+            force_needs_approval=a.force_needs_approval,
+            rollback_needs_approval=a.rollback_needs_approval,
+            expires_after_hours=a.expires_after_hours,
+        )
+
+    def aliases_policy_show(self) -> int:
+        from airflow_mlcrit.core.gating.policy import policy_of
+
+        policy = policy_of(self.store, self.args.key, self.args.alias)
+        doc = policy.to_dict() if policy is not None else None
+        text = (
+            "\n".join(f"{k}: {v}" for k, v in doc.items())
+            if doc
+            else f"{self.args.key}@{self.args.alias}: no policy (a blessing is required, nothing else)"
+        )
+        self.emit(doc, text)
+        return 0
+
+    def aliases_policy_set(self) -> int:
+        from airflow_mlcrit.core.gating import set_policy
+
+        a = self.args
+        move = set_policy(
+            self.store,
+            a.key,
+            a.alias,
+            None if a.remove else self._policy_from_args(),
+            reason=a.reason,
+            approval=a.approval,
+            create=a.create,
+            attest=self._attest(),
+            extra={"via": "mlcrit aliases policy set"},
+        )
+        self.emit(move.to_dict(), f"{move.kind}/{move.name}@{move.alias}: policy set (entry {move.seq})")
+        return 0
+
+    def aliases_policy_request(self) -> int:
+        from airflow_mlcrit.core.gating.approval import request_policy_change
+
+        a = self.args
+        req = request_policy_change(
+            self.store, a.key, a.alias, None if a.remove else self._policy_from_args(), requested_by=_user()
+        )
+        self.emit(req.to_dict(), f"{req.ref}: asks {', '.join(req.metadata['approvers'])} to approve the change")
+        return 0
+
+    def _attest(self) -> Any:
+        """Confirms decisions made in Airflow through its REST API, where a URL and token are given."""
+        import os
+
+        from airflow_mlcrit.core.airflow_api import attest_decision
+
+        url = getattr(self.args, "airflow_url", None) or os.environ.get("MLCRIT_AIRFLOW_URL")
+        token = os.environ.get("MLCRIT_AIRFLOW_TOKEN")
+        return attest_decision(url, token) if url and token else None
+
     def promote(self) -> int:
         a = self.args
         from airflow_mlcrit.core.gating import promote
 
         target = self.store.resolve(a.ref)
-        already = self.store.alias_version(f"{target.kind}/{target.name}", a.alias) == target.version
+        key = f"{target.kind}/{target.name}"
+        already = bool(self.store.alias_names(key)) and self.store.aliases(key).get(a.alias) == target.version
         move, proof = promote(
-            self.store, str(target.ref), a.alias, reason=a.reason, force=a.force, extra={"via": "mlcrit promote"}
+            self.store,
+            str(target.ref),
+            a.alias,
+            reason=a.reason,
+            force=a.force,
+            approval=a.approval,
+            create=a.create_alias,
+            attest=self._attest(),
+            extra={"via": "mlcrit promote"},
         )
         if already:
             text = (
@@ -321,6 +404,8 @@ class _Cli:
                 text += " (forced)"
             elif proof is not None and proof.metadata.get("model"):
                 text += f", blessed with {proof.metadata['model']} ({proof.metadata.get('model_digest')})"
+            if move.extra.get("approved_by"):
+                text += f", approved by {move.extra['approved_by']}"
         self.emit(move.to_dict(), text)
         return 0
 
@@ -335,6 +420,8 @@ class _Cli:
             reason=a.reason,
             to_version=a.to,
             force=a.force,
+            approval=a.approval,
+            attest=self._attest(),
             extra={"via": "mlcrit rollback"},
         )
         self.emit(
@@ -426,33 +513,94 @@ class _Cli:
         from airflow_mlcrit.core.gating.approval import pending
 
         rows = pending(self.store, self.args.name)
+        good = [r for r in rows if "problem" not in r]
         text_rows = [
             r
             | {
+                "candidate": r.get("candidate") or f"policy of {r.get('artifact')}",
                 "expires_at": r["expires_at"] + (" (expired)" if r["expired"] else ""),
                 "approvers": ",".join(r["approvers"]),
             }
-            for r in rows
+            for r in good
         ]
         columns = ["ref", "candidate", "alias", "blessing", "requested_by", "expires_at", "approvers"]
-        self.emit(rows, _table(text_rows, columns))
+        text = _table(text_rows, columns)
+        bad = [f"{r['ref']}: MALFORMED, not listed: {r['problem']}" for r in rows if "problem" in r]
+        self.emit(rows, "\n".join([text, *bad]))
+        return 0
+
+    def approvals_request(self) -> int:
+        from airflow_mlcrit.core.gating.approval import request_approval
+
+        a = self.args
+        req = request_approval(self.store, a.ref, a.alias, requested_by=_user(), blessing=a.blessing)
+        md = req.metadata
+        self.emit(
+            req.to_dict(),
+            f"{req.ref}: asks {', '.join(md['approvers'])} to approve {md['candidate']} for {md['alias']!r} "
+            f"(expires {md['expires_at']})",
+        )
+        return 0
+
+    def keys_generate(self) -> int:
+        import os
+
+        from airflow_mlcrit.core.gating.approval import generate_key
+
+        private, public = generate_key()
+        try:
+            fd = os.open(self.args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never overwrite a key
+        except FileExistsError:
+            raise ConfigError(f"{self.args.out} exists: a key file is never overwritten; choose another --out") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(private + "\n")
+        self.emit(
+            {"public_key": public, "private_key_file": self.args.out},
+            f"{public}\n(your private key is in {self.args.out}: keep it to yourself; give the line above to "
+            "the alias policy's owners for approver_keys)",
+        )
+        return 0
+
+    def keys_public(self) -> int:
+        from pathlib import Path
+
+        from airflow_mlcrit.core.gating.approval import public_key_hex
+
+        public = public_key_hex(Path(self.args.key_file).read_bytes())
+        self.emit({"public_key": public}, public)
         return 0
 
     def _decide(self, approve: bool) -> int:
-        from airflow_mlcrit.core.gating.approval import decide
+        import os
+        from pathlib import Path
+
+        from airflow_mlcrit.core.gating.approval import decide_signed
 
         a = self.args
         request = self.store.resolve(a.ref)
-        if request.kind == "approval" and request.metadata.get("run"):
+        key_file = a.key or os.environ.get("MLCRIT_APPROVER_KEY")
+        if request.kind == "approval" and request.metadata.get("run") and not key_file:
             d = self._answer_in_airflow(request, approve)
             if d is None:
                 return 0
+        elif key_file:
+            d = decide_signed(
+                self.store,
+                a.ref,
+                private_key=Path(key_file).read_bytes(),
+                approve=approve,
+                reason=a.reason,
+                extra={"via": "mlcrit"},
+            )
         else:
-            d = decide(
-                self.store, a.ref, user=a.user or _user(), approve=approve, reason=a.reason, extra={"via": "mlcrit"}
+            raise ConfigError(
+                f"who decides {request.ref} must be proven, not named: sign the decision with your key "
+                "(--key FILE or $MLCRIT_APPROVER_KEY; mlcrit keys generate, and the alias policy lists its public "
+                "half), or answer in Airflow where a task waits for it"
             )
         md = d.metadata
-        self.emit(d.to_dict(), f"{d.ref}: {md['state']} {md['candidate']} for {md['alias']!r} by {md['decided_by']}")
+        what = md["candidate"] if md.get("candidate") else f"the policy of {md.get('artifact')}"
+        self.emit(d.to_dict(), f"{d.ref}: {md['state']} {what} for {md['alias']!r} by {md['decided_by']}")
         return 0
 
     def _answer_in_airflow(self, request: Manifest, approve: bool) -> Manifest | None:
@@ -476,8 +624,6 @@ class _Cli:
                 "(required actions), or give --airflow-url (or $MLCRIT_AIRFLOW_URL) and set $MLCRIT_AIRFLOW_TOKEN to "
                 "your API token (POST <airflow-url>/auth/token) to answer through Airflow's REST API"
             )
-        if a.user:
-            raise ConfigError(f"--user does not apply to {request.ref}: Airflow names who answers, from the token")
         check_decidable(self.store, request, approve=approve, reason=a.reason)
         answer = answer_hitl(url, token, run, "approve" if approve else "reject", {"reason": a.reason.strip()})
         user = (answer.get("responded_by_user") or {}).get("id", "?")
@@ -581,6 +727,36 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--to-version", type=int, required=True, help="the version the alias must point at")
     rep.add_argument("--reason", required=True, help="what was found and checked (kept in the new entry)")
     rep.set_defaults(fn=_Cli.aliases_repair)
+    pol = alsub.add_parser("policy", help="the rules an alias's moves obey (kept in its history)")
+    polsub = pol.add_subparsers(dest="policy_action", required=True, metavar="ACTION")
+    pshow = polsub.add_parser("show", parents=[common], help="print the policy in force")
+    pshow.add_argument("key", metavar="KIND/NAME")
+    pshow.add_argument("alias", metavar="ALIAS")
+    pshow.set_defaults(fn=_Cli.aliases_policy_show)
+    for verb, fn, what in (
+        ("set", _Cli.aliases_policy_set, "set the policy (an audited entry, under the current policy's approvals)"),
+        ("request", _Cli.aliases_policy_request, "ask the current policy's approvers to approve a new policy"),
+    ):
+        pp = polsub.add_parser(verb, parents=[common], help=what)
+        pp.add_argument("key", metavar="KIND/NAME")
+        pp.add_argument("alias", metavar="ALIAS")
+        pp.add_argument("--approvals", type=int, default=0, help="approvals a move needs (default 0)")
+        pp.add_argument("--approvers", help="who may approve: user names, comma-separated")
+        pp.add_argument(
+            "--approver-key", action="append", metavar="USER=PUBLIC_KEY", help="an approver's Ed25519 public key"
+        )
+        pp.add_argument("--force-by", help="who may force: user names, comma-separated; * (default): anyone")
+        pp.add_argument("--force-needs-approval", action="store_true", help="a forced move needs the approvals too")
+        pp.add_argument("--rollback-needs-approval", action="store_true", help="a rollback needs the approvals too")
+        pp.add_argument("--no-blessing", action="store_true", help="moves need no blessing (default: they do)")
+        pp.add_argument("--expires-after-hours", type=float, default=72.0, help="how long a request stays open")
+        pp.add_argument("--remove", action="store_true", help="remove the policy instead")
+        if verb == "set":
+            pp.add_argument("--reason", required=True, help="recorded in the alias history")
+            pp.add_argument("--approval", action="append", metavar="REF", help="an APPROVED policy change (repeatable)")
+            pp.add_argument("--create", action="store_true", help="declare an alias that has no history yet")
+            pp.add_argument("--airflow-url", help="confirm decisions made in Airflow through its REST API")
+        pp.set_defaults(fn=fn)
 
     lin = sub.add_parser("lineage", parents=[common], help="walk the lineage graph of a version")
     lin.add_argument("ref", metavar="REF")
@@ -599,6 +775,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="model/adapter/prompt: promote without a BLESSED blessing (recorded as forced)",
     )
+    pro.add_argument("--create-alias", action="store_true", help="the first move of an alias that does not exist yet")
+    for parser in (pro,):
+        parser.add_argument(
+            "--approval", action="append", metavar="REF", help="an APPROVED decision the move uses (repeatable)"
+        )
+        parser.add_argument(
+            "--airflow-url",
+            help="confirm decisions made in Airflow through its REST API as the user of $MLCRIT_AIRFLOW_TOKEN "
+            "(default: $MLCRIT_AIRFLOW_URL)",
+        )
     pro.set_defaults(fn=_Cli.promote)
 
     rb = sub.add_parser("rollback", parents=[common], help="move an alias back to an earlier version")
@@ -607,6 +793,8 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--to", type=lambda s: int(s.lstrip("v")), metavar="vN", help="target version (default: previous)")
     rb.add_argument("--reason", required=True, help="recorded in the alias history")
     rb.add_argument("--force", action="store_true", help="allow a target without a blessing (recorded as forced)")
+    rb.add_argument("--approval", action="append", metavar="REF", help="an APPROVED decision the move uses")
+    rb.add_argument("--airflow-url", help="confirm decisions made in Airflow through its REST API")
     rb.set_defaults(fn=_Cli.rollback)
 
     his = sub.add_parser(
@@ -627,6 +815,19 @@ def build_parser() -> argparse.ArgumentParser:
     apls = apsub.add_parser("list", parents=[common], help="pending approval requests (and whether they expired)")
     apls.add_argument("name", nargs="?", metavar="NAME", help="only approval/NAME")
     apls.set_defaults(fn=_Cli.approvals_list)
+    apr = apsub.add_parser("request", parents=[common], help="ask the alias policy's approvers to approve a move")
+    apr.add_argument("ref", metavar="REF", help="the blessed candidate")
+    apr.add_argument("--alias", required=True)
+    apr.add_argument("--blessing", help="the blessing to bind (default: the candidate's newest judgement)")
+    apr.set_defaults(fn=_Cli.approvals_request)
+    keys = sub.add_parser("keys", help="an approver's own Ed25519 key, to sign decisions made outside Airflow")
+    ksub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    kgen = ksub.add_parser("generate", parents=[common], help="write a new private key; print its public half")
+    kgen.add_argument("--out", required=True, help="the private key's file (created 0600, never overwritten)")
+    kgen.set_defaults(fn=_Cli.keys_generate)
+    kpub = ksub.add_parser("public", parents=[common], help="print the public half of a private key file")
+    kpub.add_argument("key_file", metavar="FILE")
+    kpub.set_defaults(fn=_Cli.keys_public)
     for verb, fn, what in (("approve", _Cli.approve, "approve"), ("reject", _Cli.reject, "reject")):
         dec = sub.add_parser(
             verb, parents=[common], help=f"{what} a pending approval request (recorded with your reason)"
@@ -634,8 +835,11 @@ def build_parser() -> argparse.ArgumentParser:
         dec.add_argument("ref", metavar="APPROVAL_REF", help="the request, e.g. approval/sentiment@v3")
         dec.add_argument("--reason", required=True, help="recorded with the decision and in the alias history")
         dec.add_argument(
-            "--user",
-            help="who decides (default: $MLCRIT_USER, else your login name); not for requests of an Airflow task",
+            "--key",
+            metavar="FILE",
+            help="sign the decision with your own private key (default: $MLCRIT_APPROVER_KEY); the alias policy "
+            "lists its public half, which names you. Without it, a request an Airflow task waits on is answered "
+            "through Airflow's REST API",
         )
         dec.add_argument(
             "--airflow-url",

@@ -38,7 +38,8 @@ def alias_spans(store: ArtifactStore, key: str) -> list[AliasSpan]:
     """Every alias of ``key`` as the spans of time it pointed at each version, oldest first."""
     spans = []
     for alias in sorted(store.aliases(key)):
-        moves = store.alias_history(key, alias)
+        # policy changes leave the alias where it points: a span is from one move to the next
+        moves = [m for m in store.alias_history(key, alias) if not m.policy_change and m.to_version is not None]
         for move, after in zip(moves, [*moves[1:], None], strict=True):
             spans.append(
                 AliasSpan(

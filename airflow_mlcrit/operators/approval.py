@@ -13,72 +13,62 @@ from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param
 from airflow.sdk.definitions.param import ParamsDict
 
-from airflow_mlcrit.core.gating.approval import ApprovalPolicy
 from airflow_mlcrit.exceptions import ConfigError
 
 REQUEST_KEY = "approval_request"
 
 
 class PromotionApprovalOperator(HITLOperator):
-    """Ask a person to approve moving ``alias`` to the blessed ``candidate``.
+    """Ask the approvers of the alias's policy to approve moving ``alias`` to the blessed
+    ``candidate``.
 
-    The request names the candidate and the version it would replace, the gate's checks, the
-    slices whose decision hinges on the interval and those too small to judge, and a link to the
-    candidate's page in the ML registry. One of ``approvers`` (user ids as the auth manager knows
-    them; the simple auth manager's are the user names) answers approve or reject with a reason,
-    in the Airflow UI's required actions, through the REST API or with ``mlcrit approve`` /
-    ``mlcrit reject`` (which answer through that API). The user who triggered the run is not
-    asked and may not answer unless ``allow_self_approval``. The answer is recorded as an
-    ``approval`` artifact; an approval returns ``{"approval": ref, ...}`` for
-    ``PromoteModelOperator(approval=)``, a rejection skips the rest of the run. No answer within
-    ``expires_after_hours``: the request is recorded EXPIRED, the task fails, nothing is promoted.
+    Who may approve, how many approvals a move needs and how long a request stays open come from
+    the alias policy in the store (``mlcrit aliases policy set``; core/gating/policy.py), never
+    from the DAG or a run param chosen by the person who triggers the run. The request names the
+    candidate and the version it would replace, the gate's checks, the slices whose decision
+    hinges on the interval and those too small to judge, and a link to the candidate's page in
+    the ML registry. An approver answers approve or reject with a reason, in the Airflow UI's
+    required actions, through the REST API or with ``mlcrit approve`` / ``mlcrit reject`` (which
+    answer through that API): Airflow authenticates them. The user who triggered the run is not
+    asked and may not answer. The answer is recorded as an ``approval`` artifact; an approval
+    returns ``{"approval": ref, ...}`` for ``PromoteModelOperator(approval=)``, a rejection skips
+    the rest of the run. No answer in time: the request is recorded EXPIRED, the task fails,
+    nothing is promoted. An alias whose policy asks for no approval: the task returns
+    ``{"approval": None, "state": "NOT_REQUIRED"}`` and asks no one.
 
     :param candidate: the blessed version to promote. (templated)
-    :param approvers: who may decide; none: no approval is asked for and the task returns
-        ``{"approval": None, "state": "NOT_REQUIRED"}`` (a DAG can make the step optional with a
-        param). (templated)
     :param alias: the alias it would move. (templated)
     :param blessing: the blessing to bind; default: the candidate's newest judgement for the alias,
         which must be BLESSED. (templated)
-    :param expires_after_hours: how long the request stays open.
-    :param allow_self_approval: let the user who triggered the run approve it.
     :param registry_url: the ML registry's base URL for the request's link (default: the path
         under the api-server, ``/mlcrit``).
     :param store_conn_id: connection of the artifact store; default: the provider's settings.
     """
 
-    template_fields: Sequence[str] = (*HITLOperator.template_fields, "candidate", "alias", "blessing", "approvers")
+    template_fields: Sequence[str] = (*HITLOperator.template_fields, "candidate", "alias", "blessing")
 
     def __init__(
         self,
         *,
         candidate: str,
-        approvers: Sequence[str] | str,
         alias: str = "production",
         blessing: str | None = None,
-        expires_after_hours: float = 72.0,
-        allow_self_approval: bool = False,
         registry_url: str = "/mlcrit",
         store_conn_id: str | None = None,
         **kwargs: Any,
     ):
-        if not isinstance(approvers, str):  # a literal list is checked at parse time; a template when rendered
-            _policy(approvers, allow_self_approval, expires_after_hours)
-        self.approvers, self.allow_self_approval, self.expires_after_hours = (
-            approvers,
-            allow_self_approval,
-            expires_after_hours,
-        )
+        for gone in ("approvers", "allow_self_approval", "expires_after_hours"):
+            if gone in kwargs:
+                raise ConfigError(
+                    f"PromotionApprovalOperator({gone}=) is gone: who approves, and for how long a request stays "
+                    "open, is the alias policy's (mlcrit aliases policy set KIND/NAME ALIAS --approvals N "
+                    "--approvers a,b), so that the person who triggers a run cannot choose it"
+                )
         kwargs.setdefault("subject", "Approve the promotion of a blessed candidate")
         given = kwargs.pop("params", None)  # the DAG's, passed in by Airflow: the form asks only for the reason
         params = given if isinstance(given, ParamsDict) else ParamsDict(given or {})
         params["reason"] = Param("", type="string", description="Why (required): kept with the decision")
-        super().__init__(
-            options=["approve", "reject"],
-            params=params,
-            response_timeout=timedelta(hours=expires_after_hours),
-            **kwargs,
-        )
+        super().__init__(options=["approve", "reject"], params=params, **kwargs)
         self.candidate, self.alias, self.blessing = candidate, alias, blessing
         self.registry_url, self.store_conn_id = registry_url.rstrip("/"), store_conn_id
 
@@ -89,33 +79,35 @@ class PromotionApprovalOperator(HITLOperator):
 
     def execute(self, context: Any) -> Any:
         from airflow_mlcrit.core.gating.approval import request_approval
+        from airflow_mlcrit.core.gating.policy import policy_of
 
-        if not self.approvers:
-            self.log.info("no approvers are configured: %s needs no approval to be promoted", self.candidate)
+        store = self._store()
+        target = store.resolve(self.candidate)
+        policy = policy_of(store, f"{target.kind}/{target.name}", self.alias)
+        if policy is None or policy.approvals == 0:
+            self.log.info("the policy of %r asks for no approval: %s needs none to be promoted", self.alias, target.ref)
             return {"approval": None, "state": "NOT_REQUIRED"}
-        policy = _policy(self.approvers, self.allow_self_approval, self.expires_after_hours)
+        if policy.approvals > 1:
+            raise ConfigError(
+                f"the policy of {self.alias!r} asks for {policy.approvals} approvals; this task collects one: "
+                "use one PromotionApprovalOperator per approval and pass them all to PromoteModelOperator(approval=)"
+            )
         dag_run = context["dag_run"]
         requested_by = getattr(dag_run, "triggering_user_name", None) or "scheduler"
         # four eyes in Airflow too: the requester is not offered the form, and the API refuses
         # their answer ("not a respondent"); decide() checks again
-        respondents = [a for a in policy.approvers if a != requested_by or policy.allow_self_approval]
+        respondents = [a for a in policy.approvers if a != requested_by]
         if not respondents:
             raise ConfigError(
-                f"{requested_by!r} triggered this run and is its only approver: name a second person in "
-                "approvers (four eyes), or set allow_self_approval"
+                f"{requested_by!r} triggered this run and is the policy's only approver: a second person must "
+                "approve (four eyes)"
             )
         self.assigned_users = [{"id": a, "name": a} for a in respondents]
-        store = self._store()
+        self.response_timeout = timedelta(hours=policy.expires_after_hours)
         ti = context["ti"]
         run = {**_run(context), "task_id": self.task_id, "map_index": ti.map_index}  # where the CLI answers
         request = request_approval(
-            store,
-            self.candidate,
-            self.alias,
-            requested_by=requested_by,
-            policy=policy,
-            blessing=self.blessing,
-            extra={"run": run},
+            store, str(target.ref), self.alias, requested_by=requested_by, blessing=self.blessing, extra={"run": run}
         )
         context["ti"].xcom_push(key=REQUEST_KEY, value=str(request.ref))
         md = request.metadata
@@ -139,12 +131,14 @@ class PromotionApprovalOperator(HITLOperator):
         user = answer["responded_by_user"]
         user_id = str(user["id"] if isinstance(user, dict) else user.id)
         approve = list(answer["chosen_options"]) == ["approve"]
+        ti = context["ti"]
         decision = decide(
             self._store(),
             request,
-            user=user_id,
+            user=user_id,  # as Airflow authenticated the answer
             approve=approve,
             reason=str((answer["params_input"] or {}).get("reason") or ""),
+            airflow_run={**_run(context), "task_id": self.task_id, "map_index": ti.map_index},
             extra={"run": _run(context)},
         )
         md = decision.metadata
@@ -156,12 +150,6 @@ class PromotionApprovalOperator(HITLOperator):
 
 def _run(context: Any) -> dict[str, Any]:
     return {"dag_id": context["dag_run"].dag_id, "run_id": context["dag_run"].run_id}
-
-
-def _policy(approvers: Sequence[str] | str, allow_self: bool, hours: float) -> ApprovalPolicy:
-    if isinstance(approvers, str):  # one user, or a comma-separated list from a template
-        approvers = [a.strip() for a in approvers.split(",") if a.strip()]
-    return ApprovalPolicy(tuple(approvers), allow_self, hours)
 
 
 def request_body(store: Any, request: Any, registry_url: str) -> str:

@@ -284,15 +284,11 @@ class PromptOrFineTuneBranchOperator(MlcritBaseOperator, BaseBranchOperator):
         self.promote_task_id, self.finetune_task_id = promote_task_id, finetune_task_id
 
     def choose_branch(self, context: Any) -> str:
-        from airflow_mlcrit.core.gating import find_blessing
+        from airflow_mlcrit.core.gating import blesses, find_blessing
 
         target = self.read_input(self.prompt)
         proof = self.store.resolve(self.blessing) if self.blessing else find_blessing(self.store, target.ref)
-        blessed = (
-            proof is not None
-            and proof.metadata.get("decision") == "BLESSED"
-            and proof.metadata.get("candidate_digest") == target.digest
-        )
+        blessed = proof is not None and blesses(proof, target.digest)
         if proof is not None:
             self.lineage.add_input(self.store, proof)
         choice = self.promote_task_id if blessed else self.finetune_task_id

@@ -199,14 +199,14 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
             raise HTTPException(404, f"{key} has no committed version")
         newest_first = list(reversed(versions))
         shown = newest_first[(page - 1) * PAGE : page * PAGE]
-        from airflow_mlcrit.core.gating.promotion import _blesses
+        from airflow_mlcrit.core.gating import blesses
 
         rows, blessed = [], set()  # the forms offer this page's blessed versions and those aliases held
         for v in shown:
             m = store.resolve(f"{key}@v{v}")
             children = store.children(m.ref)
             rows.append({"m": m, "children": sorted(str(c.ref) for c in children)})
-            if kind in EVALUATED and any(_blesses(c, m.digest) for c in children):
+            if kind in EVALUATED and any(blesses(c, m.digest) for c in children):
                 blessed.add(v)
         moves = []
         for alias in sorted(store.aliases(key)):
@@ -342,6 +342,7 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         alias: str = Form(...),
         to_version: int = Form(...),
         reason: str = Form(""),
+        approval: str = Form(""),
         token: str = Form(""),
     ) -> Response:
         from airflow_mlcrit.core.gating import rollback
@@ -354,6 +355,8 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
             reason=reason.strip(),
             to_version=to_version,
             actor=user.get_name(),
+            approval=_approvals(approval),
+            attest=attest_in_airflow,
             extra={"via": "ML registry UI"},
         )
         return RedirectResponse(f"{request.scope.get('root_path', '')}/a/{kind}/{quote(name)}", status_code=303)
@@ -367,6 +370,7 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         alias: str = Form(...),
         version: int = Form(...),
         reason: str = Form(""),
+        approval: str = Form(""),
         token: str = Form(""),
     ) -> Response:
         from airflow_mlcrit.core.gating import promote
@@ -375,14 +379,53 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         promote(
             reg.store,
             f"{key}@v{version}",
-            alias,
+            alias.strip(),
             reason=reason.strip(),
             actor=user.get_name(),
+            approval=_approvals(approval),
+            attest=attest_in_airflow,
             extra={"via": "ML registry UI"},
         )
         return RedirectResponse(f"{request.scope.get('root_path', '')}/a/{kind}/{quote(name)}", status_code=303)
 
     return app
+
+
+def _approvals(text: str) -> list[str]:
+    """The approval references a form names (comma- or space-separated)."""
+    return [r for r in text.replace(",", " ").split() if r]
+
+
+def attest_in_airflow(decision: Any) -> None:
+    """Confirm a decision made in Airflow against Airflow's own record of the answer: the
+    human-in-the-loop row of the task it names, in the metadata database this api-server reads
+    (which a writer of the artifact store cannot forge)."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from airflow_mlcrit.exceptions import GateFailedError
+
+    md = decision.metadata
+    run = (md.get("identity") or {}).get("run") or {}
+    with create_session() as session:
+        row = session.execute(
+            select(HITLDetail.responded_by, HITLDetail.chosen_options)
+            .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
+            .where(
+                TaskInstance.dag_id == run.get("dag_id"),
+                TaskInstance.run_id == run.get("run_id"),
+                TaskInstance.task_id == run.get("task_id"),
+                TaskInstance.map_index == run.get("map_index", -1),
+            )
+        ).first()
+    user = (row.responded_by or {}).get("id") if row is not None else None
+    if row is None or user != md.get("decided_by") or list(row.chosen_options or []) != ["approve"]:
+        raise GateFailedError(
+            f"{decision.ref} says {md.get('decided_by')!r} approved in task {run.get('task_id')} of "
+            f"{run.get('dag_id')} run {run.get('run_id')}, but Airflow has no such answer: refused"
+        )
 
 
 def _may_read_xcom(user: Any, dag_id: str) -> None:

@@ -85,8 +85,10 @@ def test_promote_rollback_history(cli, files):
         cli("artifacts", "put", "dataset/clf", str(model))
     cli("artifacts", "put", "model/clf", str(model))
     code, _, err = cli("promote", "model/clf@v1", "--alias", "production", "--reason", "first")
+    assert code == 1 and "unknown alias 'production' of model/clf; known: none yet" in err  # never made by a typo
+    code, _, err = cli("promote", "model/clf@v1", "--alias", "production", "--create-alias", "--reason", "first")
     assert code == 1 and "no BLESSED blessing exists for model/clf@v1" in err  # models need a blessing
-    assert cli("promote", "dataset/clf@v1", "--alias", "production", "--reason", "first")[1] == (
+    assert cli("promote", "dataset/clf@v1", "--alias", "production", "--create-alias", "--reason", "first")[1] == (
         "dataset/clf@production: - -> v1\n"
     )
     assert cli("promote", "dataset/clf@v2", "--alias", "production", "--reason", "better", "--force")[0] == 0

@@ -197,7 +197,9 @@ def test_the_cli_signs_with_the_key_from_the_environment(tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert "holds signed records" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     monkeypatch.setenv("MLCRIT_SIGNING_KEY_FILE", str(keyfile))
-    assert main(["promote", f"{KEY}@v1", "--alias", "production", "--reason", "first", "--force"]) == 0
+    assert (
+        main(["promote", f"{KEY}@v1", "--alias", "production", "--create-alias", "--reason", "first", "--force"]) == 0
+    )
     assert main(["aliases", "verify"]) == 0
     assert "production" in capsys.readouterr().out
     entry = json.loads((tmp_path / "store" / ENTRIES / "h000001.json").read_text())

@@ -146,6 +146,11 @@ def parse_ref(ref: str | ArtifactRef, *, default_selector: str | None = LATEST) 
     return ArtifactRef(kind, name, alias=selector)
 
 
+def version_label(version: int | None) -> str:
+    """How messages name a version an alias points at: ``v3``, or ``nothing`` (unset)."""
+    return f"v{version}" if version else "nothing"
+
+
 def parse_key(key: str) -> tuple[str, str]:
     """Parse ``kind/name`` (no selector) into its validated parts."""
     ref = parse_ref(key)

@@ -40,6 +40,7 @@ from airflow_mlcrit.core.artifacts.refs import (
     validate_alias,
     validate_kind,
     validate_name,
+    version_label,
 )
 from airflow_mlcrit.core.artifacts.signing import Signer
 from airflow_mlcrit.exceptions import (
@@ -72,10 +73,6 @@ _TRACKED_LIBRARIES = ("torch", "transformers", "peft", "apache_beam", "great_exp
 
 def _vdir(version: int) -> str:
     return f"v{version:06d}"
-
-
-def _vname(version: int | None) -> str:
-    return f"v{version}" if version else "nothing"
 
 
 def utcnow() -> str:
@@ -261,7 +258,7 @@ class AliasMove:
     name: str
     alias: str
     from_version: int | None
-    to_version: int
+    to_version: int | None  # None: the alias is declared (it has a policy) but points at no version yet
     actor: str
     at: str
     reason: str
@@ -269,6 +266,14 @@ class AliasMove:
     extra: dict[str, Any] = field(default_factory=dict)
     prev_digest: str | None = None  # entry_digest of entry seq - 1 (None for the first, or a repair)
     digest: str = ""  # this entry's entry_digest, set when read or written
+    # The alias policy in force after this entry (core/gating/policy.py), carried forward by every
+    # entry so that the newest one holds it under the chain and its signature. None: no policy.
+    policy: dict[str, Any] | None = None
+
+    @property
+    def policy_change(self) -> bool:
+        """Whether this entry changed the policy rather than moving the alias."""
+        return bool(self.extra.get("policy_change"))
 
     def to_dict(self) -> dict[str, Any]:
         fields = {
@@ -285,6 +290,8 @@ class AliasMove:
             "reason": self.reason,
             "forced": self.forced,
             "extra": self.extra,
+            # only where set: an entry without a policy hashes exactly as before policies existed
+            **({"policy": self.policy} if self.policy is not None else {}),
         }
         return {**fields, "entry_digest": entry_digest(fields)}
 
@@ -1094,9 +1101,14 @@ class ArtifactStore:
                     raise
                 damaged.append(str(exc))
                 continue
-            if head is not None:
+            if head is not None and head.to_version is not None:  # a declared alias points at nothing yet
                 out[alias] = head.to_version
         return out
+
+    def alias_names(self, key: str) -> list[str]:
+        """The aliases of ``key`` that have a history: set, or declared by a policy."""
+        kind, name = parse_key(key)
+        return sorted(self.backend.list_children(f"{kind}/{name}/_aliases"))
 
     def alias_history(self, key: str, alias: str) -> list[AliasMove]:
         """Every move since the chain's base (its first entry, or the last repair), checked."""
@@ -1126,25 +1138,32 @@ class ArtifactStore:
         expected: int | None = _UNSET,
         forced: bool = False,
         extra: Mapping[str, Any] | None = None,
+        expected_seq: int | None = None,
     ) -> AliasMove:
         """Point ``alias`` at the committed version ``ref`` resolves to, by compare-and-swap.
 
+        This is the ledger's mechanism, not a door: it checks the chain and the compare-and-swap,
+        not the alias policy. Every door moves aliases through ``core.gating.promote`` /
+        ``rollback``, which enforce the policy (tests/core/gating/test_doors.py checks that no
+        other module calls this).
+
         ``expected`` is the version the caller believes the alias points at now (None: unset).
         Left out, the value read just before the write is expected, so a concurrent move still
-        makes exactly one of the movers fail with ArtifactConflictError.
+        makes exactly one of the movers fail with ArtifactConflictError. ``expected_seq``: the
+        newest entry the caller checked its rules against (0: none); a policy change or any move
+        since then is a conflict.
         """
         target = self.resolve(ref)
         validate_alias(alias)
         if not reason or not reason.strip():
             raise ConfigError("moving an alias needs a reason: it is recorded in the alias history for audit")
         kind, name = target.kind, target.name
-        chain = self._chain(kind, name, alias, full=True)  # a damaged history refuses every move
-        head = chain[-1] if chain else None
+        chain, head = self._chain_for_write(kind, name, alias, expected_seq)
         current = head.to_version if head else None
         if expected is not _UNSET and expected != current:
             raise ArtifactConflictError(
-                f"alias {alias!r} of {kind}/{name} points at {_vname(current)}, not the expected "
-                f"{_vname(expected)}: someone moved it; re-read and retry"
+                f"alias {alias!r} of {kind}/{name} points at {version_label(current)}, not the expected "
+                f"{version_label(expected)}: someone moved it; re-read and retry"
             )
         move = self._new_move(
             target,
@@ -1156,8 +1175,59 @@ class ArtifactStore:
             forced=forced,
             extra=json.loads(json.dumps(dict(extra or {}))),
             prev_digest=head.digest if head else None,
+            policy=head.policy if head else None,  # the policy carries forward
         )
         return self._append(move, chain[0].seq if chain else 1)  # a full chain starts at its base
+
+    def _chain_for_write(
+        self, kind: str, name: str, alias: str, expected_seq: int | None
+    ) -> tuple[list[AliasMove], AliasMove | None]:
+        chain = self._chain(kind, name, alias, full=True)  # a damaged history refuses every move
+        head = chain[-1] if chain else None
+        if expected_seq is not None and (head.seq if head else 0) != expected_seq:
+            raise ArtifactConflictError(
+                f"alias {alias!r} of {kind}/{name} changed while this move was checked (entry "
+                f"{head.seq if head else 0}, not {expected_seq}): re-read and retry"
+            )
+        return chain, head
+
+    def set_alias_policy(
+        self,
+        key: str,
+        alias: str,
+        policy: Mapping[str, Any] | None,
+        *,
+        reason: str,
+        actor: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        expected_seq: int | None = None,
+    ) -> AliasMove:
+        """Record ``policy`` (a dict, None to remove it) on ``alias`` as an entry of its history
+        that leaves it where it points (or declares it, pointing nowhere yet). The ledger's
+        mechanism: ``core.gating.policy``'s rules for who may change a policy are checked by
+        ``core.gating.promotion.set_policy``, the door."""
+        kind, name = parse_key(key)
+        validate_alias(alias)
+        if not reason or not reason.strip():
+            raise ConfigError("changing an alias policy needs a reason: it is recorded in the alias history")
+        chain, head = self._chain_for_write(kind, name, alias, expected_seq)
+        current = head.to_version if head else None
+        self._check_signing()
+        move = AliasMove(
+            seq=(head.seq if head else 0) + 1,
+            kind=kind,
+            name=name,
+            alias=alias,
+            from_version=current,
+            to_version=current,
+            actor=actor or default_producer()["user"],
+            at=utcnow(),
+            reason=reason,
+            extra=json.loads(json.dumps({**dict(extra or {}), "policy_change": True})),
+            prev_digest=head.digest if head else None,
+            policy=json.loads(json.dumps(dict(policy))) if policy is not None else None,
+        )
+        return self._append(move, chain[0].seq if chain else 1)
 
     @staticmethod
     def _new_move(target: Manifest, alias: str, seq: int, actor: str | None, reason: str, **fields: Any) -> AliasMove:
@@ -1217,9 +1287,28 @@ class ArtifactStore:
             head_seq = 0
         seq = max([head_seq, *seqs, 0]) + 1
         move = self._new_move(
-            target, alias, seq, actor, reason, from_version=None, forced=True, extra={"repair": {"problem": problem}}
+            target,
+            alias,
+            seq,
+            actor,
+            reason,
+            from_version=None,
+            forced=True,
+            extra={"repair": {"problem": problem}},
+            policy=self.last_sound_policy(key, alias),
         )
         return self._append(move, seq)
+
+    def last_sound_policy(self, key: str, alias: str) -> dict[str, Any] | None:
+        """The policy of the newest entry that is sound on its own (its digest and signature), so
+        that damaging a history and having it repaired does not drop the alias's policy."""
+        kind, name = parse_key(key)
+        for seq in reversed(self._history_seqs(kind, name, validate_alias(alias))):
+            try:
+                return self._history_entry(kind, name, alias, seq).policy
+            except ArtifactIntegrityError:
+                continue
+        return None
 
     def rollback(
         self,
@@ -1232,13 +1321,14 @@ class ArtifactStore:
         extra: Mapping[str, Any] | None = None,
         eligible: Callable[[int], bool] | None = None,
         forced: bool = False,
+        expected_seq: int | None = None,
     ) -> AliasMove:
         """Move ``alias`` back: to ``to_version``, or to the newest version it pointed at before
         that was neither the current one nor rolled back from (so repeated rollbacks walk back),
         and, when ``eligible`` is given, for which it returns True."""
         kind, name = parse_key(key)
         history = self.alias_history(key, alias)
-        if not history:
+        if not history or history[-1].to_version is None:
             raise ArtifactNotFoundError(f"alias {alias!r} of {key} has never been set: nothing to roll back")
         current = history[-1].to_version
         if to_version is None:
@@ -1246,7 +1336,8 @@ class ArtifactStore:
             earlier = [
                 m.to_version
                 for m in reversed(history)
-                if m.to_version != current
+                if m.to_version is not None
+                and m.to_version != current
                 and m.to_version not in rolled_back_from
                 and (eligible is None or eligible(m.to_version))
             ]
@@ -1267,6 +1358,7 @@ class ArtifactStore:
             expected=current,
             forced=forced,
             extra={**dict(extra or {}), "rollback": True},
+            expected_seq=history[-1].seq if expected_seq is None else expected_seq,
         )
 
     def purge(self, key: str) -> int:

@@ -40,12 +40,12 @@ def test_a_blessing_for_digest_a_does_not_promote_digest_b(tmp_path):
         GateFailedError,
         match=re.escape(f"blessing/clf@v1 does not bless adapter/clf@v2: it is BLESSED for digest {a.digest}"),
     ):
-        promote(store, b.ref, "production", reason="try", blessing=blessing_a.ref)
+        promote(store, b.ref, "production", create=True, reason="try", blessing=blessing_a.ref)
     with pytest.raises(GateFailedError, match=re.escape("no BLESSED blessing exists for adapter/clf@v2")):
-        promote(store, b.ref, "production", reason="try")
-    move, proof = promote(store, a.ref, "production", reason="gate passed")
+        promote(store, b.ref, "production", create=True, reason="try")
+    move, proof = promote(store, a.ref, "production", create=True, reason="gate passed")
     assert proof.ref == blessing_a.ref and move.extra["blessing"] == "blessing/clf@v1" and not move.forced
-    forced, _ = promote(store, b.ref, "production", reason="hotfix, approved by on-call", force=True)
+    forced, _ = promote(store, b.ref, "production", create=True, reason="hotfix, approved by on-call", force=True)
     assert forced.forced and forced.to_version == 2
     # rollback walks back to the previous blessed version only
     back = rollback(store, "adapter/clf", "production", reason="hotfix regressed")
@@ -59,11 +59,13 @@ def test_cli_promote_obeys_the_rule(tmp_path):
     a = _adapter(store, tmp_path, "a")
     mlcrit = [sys.executable, "-m", "airflow_mlcrit.core.cli", "--root", str(tmp_path / "store")]
     refused = subprocess.run(
-        [*mlcrit, "promote", str(a.ref), "--alias", "production", "--reason", "r"], capture_output=True, text=True
+        [*mlcrit, "promote", str(a.ref), "--alias", "production", "--create-alias", "--reason", "r"],
+        capture_output=True,
+        text=True,
     )
     assert refused.returncode != 0 and "no BLESSED blessing exists for adapter/clf@v1" in refused.stderr
     forced = subprocess.run(
-        [*mlcrit, "promote", str(a.ref), "--alias", "production", "--reason", "emergency", "--force"],
+        [*mlcrit, "promote", str(a.ref), "--alias", "production", "--create-alias", "--reason", "emergency", "--force"],
         capture_output=True,
         text=True,
     )
@@ -79,11 +81,11 @@ def test_a_blessing_judged_against_an_older_production_cannot_replace_a_newer_on
     v1, v2, v3 = (_adapter(store, tmp_path, t) for t in "abc")
     first_model = {"baseline": None, "baseline_alias": "production"}
     _bless(store, tmp_path, v1, **first_model)
-    promote(store, v1.ref, "production", reason="first model")
+    promote(store, v1.ref, "production", create=True, reason="first model")
     against_v1 = {"baseline": "adapter/clf@v1", "baseline_alias": "production"}
     _bless(store, tmp_path, v2, **against_v1)
     stale = _bless(store, tmp_path, v3, **against_v1)
-    promote(store, v2.ref, "production", reason="beats v1")
+    promote(store, v2.ref, "production", create=True, reason="beats v1")
     with pytest.raises(
         ArtifactConflictError,
         match=re.escape(
@@ -91,24 +93,24 @@ def test_a_blessing_judged_against_an_older_production_cannot_replace_a_newer_on
             "another promotion moved it since. Re-run the evaluation and gate against the new production"
         ),
     ):
-        promote(store, v3.ref, "production", reason="beats v1")
+        promote(store, v3.ref, "production", create=True, reason="beats v1")
     assert [m.to_version for m in store.alias_history("adapter/clf", "production")] == [1, 2]
     # an override is possible, and recorded as forced
-    forced, _ = promote(store, v3.ref, "production", reason="incident 812, approved", force=True)
+    forced, _ = promote(store, v3.ref, "production", create=True, reason="incident 812, approved", force=True)
     assert forced.forced and (forced.from_version, forced.to_version) == (2, 3)
     store.move_alias(v2.ref, "production", reason="undo the drill")
     # the retry: evaluated again against v2, it is promoted
     _bless(store, tmp_path, v3, baseline="adapter/clf@v2", baseline_alias="production")
-    move, proof = promote(store, v3.ref, "production", reason="beats v2")
+    move, proof = promote(store, v3.ref, "production", create=True, reason="beats v2")
     assert (move.from_version, move.to_version, proof.version) == (2, 3, 4) and proof.ref != stale.ref
     # a first-model blessing conflicts once the alias is set; a baseline given by reference or
     # through another alias does not tie the move to this alias
     with pytest.raises(ArtifactConflictError, match=re.escape("points at v3, but blessing/clf@v1 judged")):
-        promote(store, v1.ref, "production", reason="again", blessing="blessing/clf@v1")
+        promote(store, v1.ref, "production", create=True, reason="again", blessing="blessing/clf@v1")
     _bless(store, tmp_path, v1, baseline="adapter/clf@v2", baseline_alias=None)
-    assert promote(store, v1.ref, "production", reason="pinned baseline")[0].to_version == 1
+    assert promote(store, v1.ref, "production", create=True, reason="pinned baseline")[0].to_version == 1
     _bless(store, tmp_path, v2, baseline="adapter/clf@v1", baseline_alias="staging")
-    assert promote(store, v2.ref, "production", reason="judged against staging")[0].to_version == 2
+    assert promote(store, v2.ref, "production", create=True, reason="judged against staging")[0].to_version == 2
 
 
 def test_the_newest_judgement_decides_and_re_promoting_changes_nothing(tmp_path):
@@ -137,9 +139,9 @@ def test_the_newest_judgement_decides_and_re_promoting_changes_nothing(tmp_path)
         f"{passed.ref} blessed it: the newest judgement decides"
     )
     with pytest.raises(GateFailedError, match=re.escape(message)):
-        promote(store, v1.ref, "production", reason="it passed once")
+        promote(store, v1.ref, "production", create=True, reason="it passed once")
     with pytest.raises(GateFailedError, match=re.escape(message)):  # naming the old pass does not help
-        promote(store, v1.ref, "production", reason="it passed once", blessing=passed.ref)
+        promote(store, v1.ref, "production", create=True, reason="it passed once", blessing=passed.ref)
     assert store.alias_history("adapter/clf", "production") == []
     # a judgement made for another alias does not count against this one
     other = tmp_path / "staging.json"
@@ -151,16 +153,16 @@ def test_the_newest_judgement_decides_and_re_promoting_changes_nothing(tmp_path)
         metadata={"decision": "NOT_BLESSED", "candidate_digest": v1.digest, "baseline_alias": "staging"},
     )
     with pytest.raises(GateFailedError, match=re.escape(message)):  # still the newest for production
-        promote(store, v1.ref, "production", reason="it passed once")
-    forced, proof = promote(store, v1.ref, "production", reason="approved by the on-call lead", force=True)
+        promote(store, v1.ref, "production", create=True, reason="it passed once")
+    forced, proof = promote(store, v1.ref, "production", create=True, reason="approved by the on-call lead", force=True)
     assert forced.forced and proof is None and forced.to_version == 1
     # promoting what is already there: nothing moves, nothing is recorded
-    again, _ = promote(store, v1.ref, "production", reason="again", force=True)
+    again, _ = promote(store, v1.ref, "production", create=True, reason="again", force=True)
     assert again == forced and len(store.alias_history("adapter/clf", "production")) == 1
     # once it passes again, the newest judgement is a pass
     v2 = _adapter(store, tmp_path, "b")
     _bless(store, tmp_path, v2, baseline="adapter/clf@v1", baseline_alias="production")
-    move, _ = promote(store, v2.ref, "production", reason="beats v1")
+    move, _ = promote(store, v2.ref, "production", create=True, reason="beats v1")
     assert (move.from_version, move.to_version, move.forced) == (1, 2, False)
 
 
@@ -170,7 +172,7 @@ def test_cli_says_when_nothing_moved_and_which_blessing_failed(tmp_path):
     _bless(store, tmp_path, a, baseline=None, baseline_alias="production")
     mlcrit = [sys.executable, "-m", "airflow_mlcrit.core.cli", "--root", str(tmp_path / "store")]
     run = lambda *args: subprocess.run([*mlcrit, *args], capture_output=True, text=True)  # noqa: E731
-    first = run("promote", str(a.ref), "--alias", "production", "--reason", "gate passed")
+    first = run("promote", str(a.ref), "--alias", "production", "--create-alias", "--reason", "gate passed")
     assert first.returncode == 0 and first.stdout.strip() == "adapter/clf@production: - -> v1"
     again = run("promote", str(a.ref), "--alias", "production", "--reason", "gate passed")
     assert again.returncode == 0, again.stderr
