@@ -77,5 +77,6 @@ with DAG(
         candidate=finetune.output["ref"],
         blessing=gate.output["ref"],
         reason="blessed: generations at least as good as production on every topic",
+        create_alias=True,  # the first promotion creates production
     )
     finetune >> evaluate >> gate >> promote

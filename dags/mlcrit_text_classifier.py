@@ -5,7 +5,13 @@ production on every state, channel and hour of day.
 statistics -> validate (drift vs the previous version) -> Beam preprocess -> try the prompt
 first (zero-shot with the encoder) -> prompt good enough? promote the prompt : LoRA fine-tune ->
 evaluate vs production on the golden set (slices, edge-case suite, sensitivity) -> gate ->
-approve (four eyes, when the ``approvers`` param lists anyone) -> promote.
+approve (four eyes, when the policy of ``production`` asks for it) -> promote.
+
+Who may approve is the alias policy's, in the store, never a run param that the person who
+triggers the run could choose: ``mlcrit aliases policy set adapter/support-sentiment production
+--approvals 1 --approvers alice,bob`` (docs/evaluation.md). Without such a policy the run is
+unattended and the gate alone decides. The first promotion creates ``production``
+(``create_alias``); from then on a misspelled alias is refused.
 """
 
 from __future__ import annotations
@@ -75,12 +81,6 @@ with DAG(
         "replicates": Param(1000, type="integer", description="bootstrap replicates"),
         "gate": Param(GATE, type="object", description="evaluation gate thresholds"),
         "prompt_gate": Param(PROMPT_GATE, type="object", description="thresholds a prompt must pass"),
-        "approvers": Param(
-            [],
-            type="array",
-            items={"type": "string"},
-            description="four-eyes promotion: users one of whom must approve a blessed adapter (empty: none)",
-        ),
     },
     doc_md=__doc__,
 ) as dag:
@@ -124,7 +124,10 @@ with DAG(
         blessing=gate_prompt.output["ref"],
     )
     promote_prompt = PromoteModelOperator(
-        task_id="promote_prompt", candidate="{{ params.prompt }}", reason="the prompt passed its gate: no training"
+        task_id="promote_prompt",
+        candidate="{{ params.prompt }}",
+        reason="the prompt passed its gate: no training",
+        create_alias=True,
     )
     finetune = FineTuneOperator(
         task_id="finetune",
@@ -164,8 +167,6 @@ with DAG(
         task_id="approve",
         candidate=finetune.output["ref"],
         blessing=gate.output["ref"],
-        approvers="{{ params.approvers }}",
-        expires_after_hours=72,
     )
     promote = PromoteModelOperator(
         task_id="promote",
@@ -173,6 +174,7 @@ with DAG(
         blessing=gate.output["ref"],
         approval="{{ ti.xcom_pull(task_ids='approve')['approval'] }}",
         reason="blessed: non-inferior on every state and channel",
+        create_alias=True,
     )
     statistics >> validate >> preprocess >> evaluate_prompt >> gate_prompt >> branch
     branch >> promote_prompt

@@ -551,7 +551,7 @@ class _Cli:
         try:
             fd = os.open(self.args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never overwrite a key
         except FileExistsError:
-            raise ConfigError(f"{self.args.out} exists: a key file is never overwritten; choose another --out") from None
+            raise ConfigError(f"{self.args.out} exists: a key file is never overwritten; choose another") from None
         with os.fdopen(fd, "w") as f:
             f.write(private + "\n")
         self.emit(

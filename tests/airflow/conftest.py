@@ -113,7 +113,7 @@ def demand_models(store, tmp_path: Path, rows: int):
     for version in (1, 2):
         (tmp_path / f"model-{version}.json").write_text(json.dumps({"coef": version}))
         store.put("model/demand", tmp_path / f"model-{version}.json")
-    promote(store, "model/demand@v1", "production", reason="bootstrap", force=True)
+    promote(store, "model/demand@v1", "production", reason="bootstrap", force=True, create=True)
     rng = np.random.default_rng(0)
     y = rng.uniform(0, 100, rows)
     frame = pd.DataFrame({"region": np.repeat(["CA", "NE", "TX"], rows // 3), "demand": y})

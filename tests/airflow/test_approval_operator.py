@@ -13,7 +13,7 @@ from unittest import mock
 import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
-from airflow_mlcrit.core.gating import promote
+from airflow_mlcrit.core.gating import AliasPolicy, promote, set_policy
 from tests.airflow.conftest import run_dag, task_states
 from tests.helpers.airflow_app import api_app
 from tests.helpers.registry import FIRST, LENIENT, STRICT, add_adapter_version, judge
@@ -26,14 +26,24 @@ def api(airflow_db):
         yield app
 
 
-@pytest.fixture
-def store(store_root, tmp_path):
-    """adapter/clf v1 in production; v2 blessed against it."""
+def staged(store_root, tmp_path, policy: AliasPolicy | None):
+    """adapter/clf v1 in production under ``policy``; v2 blessed against it."""
     store = open_store(store_root)
     add_adapter_version(store, tmp_path, 16, baseline=None, base_right=0, gate=FIRST)
-    promote(store, "adapter/clf@v1", "production", reason="first model", actor="pipeline")
+    promote(store, "adapter/clf@v1", "production", reason="first model", actor="pipeline", create=True)
+    if policy is not None:
+        set_policy(store, "adapter/clf", "production", policy, reason="four eyes", actor="owner")
     add_adapter_version(store, tmp_path, 17, baseline=1, base_right=16, gate=LENIENT)
     return store
+
+
+FOUR_EYES = AliasPolicy(approvals=1, approvers=("alice", "bob", "dag_test"), expires_after_hours=1)
+
+
+@pytest.fixture
+def store(store_root, tmp_path):
+    """One approval by alice, bob or dag_test (the user dag.test() triggers as) moves production."""
+    return staged(store_root, tmp_path, FOUR_EYES)
 
 
 def _awaiting(timeout: float = 120, dag_id: str = "test_mlcrit_approval") -> str:
@@ -146,8 +156,9 @@ def test_the_user_who_triggered_the_run_cannot_approve_it(api, store):
     assert store.alias_version("adapter/clf", "production") == 1
 
 
-def test_a_requester_who_is_the_only_approver_is_refused_before_anyone_is_asked(store):
-    dr = run_dag("test_mlcrit_approval", {"approvers": ["dag_test"]})
+def test_a_requester_who_is_the_only_approver_is_refused_before_anyone_is_asked(store_root, tmp_path):
+    store = staged(store_root, tmp_path, AliasPolicy(approvals=1, approvers=("dag_test",)))
+    dr = run_dag("test_mlcrit_approval")
     assert {t: s for t, (s, _) in task_states(dr).items()} == {"approve": "failed", "promote": "upstream_failed"}
     assert store.list_artifacts("approval") == []  # nothing was asked
 
@@ -225,10 +236,13 @@ def test_an_approval_on_a_superseded_blessing_is_refused(api, store, tmp_path):
     assert store.versions("approval/clf") == [1] and store.alias_version("adapter/clf", "production") == 1
 
 
-def test_an_unanswered_request_expires_through_the_scheduler_s_sweep(store):
+def test_an_unanswered_request_expires_through_the_scheduler_s_sweep(store_root, tmp_path):
     """No one answers within 2 seconds: the scheduler's own timeout sweep (called here, as the
     scheduler's timer calls it; dag.test() has no scheduler) resumes the task with a timeout, the
     task records the request EXPIRED and fails, and nothing is promoted."""
+    store = staged(
+        store_root, tmp_path, AliasPolicy(approvals=1, approvers=("alice", "bob"), expires_after_hours=2 / 3600)
+    )
     out: dict = {}
 
     def sweep() -> None:
@@ -260,9 +274,10 @@ def test_someone_not_asked_cannot_answer(api, store):
     assert store.resolve("approval/clf@v2").metadata["decided_by"] == "bob"
 
 
-def test_without_approvers_the_step_asks_nobody_and_the_gate_alone_decides(store):
-    """The flagship DAG's default: its approvers param is empty, so the run stays unattended."""
-    dr = run_dag("test_mlcrit_approval", {"approvers": []})
+def test_without_a_policy_asking_for_approval_the_step_asks_nobody_and_the_gate_alone_decides(store_root, tmp_path):
+    """The flagship DAG's default: production has no such policy, so the run stays unattended."""
+    store = staged(store_root, tmp_path, None)
+    dr = run_dag("test_mlcrit_approval")
     assert {t: s for t, (s, _) in task_states(dr).items()} == {"approve": "success", "promote": "success"}
     move = store.alias_history("adapter/clf", "production")[-1]
     assert move.to_version == 2 and "approval" not in move.extra and store.list_artifacts("approval") == []

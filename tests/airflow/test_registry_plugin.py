@@ -39,7 +39,7 @@ def site(airflow_db, tmp_path_factory):
     add_dataset_version(store, work, 20, 20, "PASSED")
     add_dataset_version(store, work, 30, 10, "FAILED")
     add_adapter_version(store, work, 16, baseline=None, base_right=0, gate=FIRST)
-    promote(store, "adapter/clf@v1", "production", reason="blessed: first", actor="pipeline")
+    promote(store, "adapter/clf@v1", "production", reason="blessed: first", actor="pipeline", create=True)
     add_adapter_version(store, work, 17, baseline=1, base_right=16, gate=LENIENT)
     promote(store, "adapter/clf@v2", "production", reason="blessed: non-inferior", actor="pipeline")
     add_adapter_version(store, work, 8, baseline=2, base_right=17, gate=STRICT)
@@ -246,13 +246,15 @@ def test_hostile_text_in_the_store_is_shown_as_text(site, tmp_path):
     )
 
 
-def test_the_registry_lists_pending_approvals(site):
-    from airflow_mlcrit.core.gating.approval import ApprovalPolicy, decide, request_approval
+def test_the_registry_lists_pending_approvals_and_flags_a_malformed_one(site, tmp_path):
+    from airflow_mlcrit.core.gating import AliasPolicy, set_policy
+    from airflow_mlcrit.core.gating.approval import decide, request_approval
 
     client, store, tokens, _ = site
     before = client.get("/mlcrit/", headers=_as(tokens, "reader")).text
-    policy = ApprovalPolicy(approvers=("alice", "bob"))
-    request = request_approval(store, "adapter/clf@v1", "staging", requested_by="carol", policy=policy)
+    policy = AliasPolicy(approvals=1, approvers=("alice", "bob"))
+    set_policy(store, "adapter/clf", "staging", policy, reason="four eyes on staging", actor="owner", create=True)
+    request = request_approval(store, "adapter/clf@v1", "staging", requested_by="carol")
     page = client.get("/mlcrit/", headers=_as(tokens, "reader")).text
     assert "Pending approvals" not in before and "Pending approvals" in page
     assert "Pending approvals" in client.get("/mlcrit/?q=dataset", headers=_as(tokens, "reader")).text
@@ -260,5 +262,14 @@ def test_the_registry_lists_pending_approvals(site):
     assert all(
         t in row for t in (str(request.ref), "adapter/clf@v1", "staging", "blessing/clf@v1", "carol", "alice, bob")
     )
-    decide(store, str(request.ref), user="bob", approve=False, reason="not for staging")
-    assert "Pending approvals" not in client.get("/mlcrit/", headers=_as(tokens, "reader")).text
+    # one bad record (a date that is not one) is flagged on its own row; the registry keeps working
+    bad = dict(request.metadata, expires_at="not-a-date")
+    (tmp_path / "evil.json").write_text(json.dumps(bad))
+    store.put("approval/evil", tmp_path / "evil.json", metadata=bad)
+    page = client.get("/mlcrit/", headers=_as(tokens, "reader"))
+    assert page.status_code == 200
+    assert 'approval/evil@v1</td><td colspan="6"><span class="err">malformed, not listed: expires_at is ' in page.text
+    run = {"dag_id": "d", "run_id": "r", "task_id": "approve"}
+    decide(store, str(request.ref), user="bob", approve=False, reason="not for staging", airflow_run=run)
+    page = client.get("/mlcrit/", headers=_as(tokens, "reader")).text
+    assert str(request.ref) not in page and "approval/evil@v1" in page

@@ -356,7 +356,7 @@ def test_a_malformed_request_is_listed_on_its_own_line(staged, tmp_path, store_s
 def test_the_cli_decides_only_with_the_approvers_key(staged, store_spec, tmp_path, capsys, monkeypatch):
     from airflow_mlcrit.core.cli import build_parser, main
 
-    store, _ = staged
+    del staged  # the store the CLI reads through --root
     root, options = store_spec
     if options:
         monkeypatch.setenv("AWS_ENDPOINT_URL", options["endpoint_url"])

@@ -164,15 +164,19 @@ def test_four_eyes_promotion_with_a_real_scheduler_and_the_cli(site, tmp_path):
     import subprocess
     import sys
 
-    from airflow_mlcrit.core.gating import promote
+    from airflow_mlcrit.core.gating import AliasPolicy, promote, set_policy
+    from airflow_mlcrit.core.gating.approval import decide_signed, generate_key, request_policy_change
     from tests.helpers.registry import FIRST, LENIENT, STRICT, add_adapter_version, judge
 
     af, store, dag = site, site.store, "test_mlcrit_approval"  # tests/airflow/dags, as dag.test() runs it
-    people = {"approvers": ["ops", "alice", "bob"]}
+    people: dict = {}  # who may approve is the alias policy's, not the run's
+    bob_key, bob_public = generate_key()  # bob also decides outside Airflow, with his own key
+    four_eyes = {"approvals": 1, "approvers": ("ops", "alice", "bob"), "approver_keys": {"bob": bob_public}}
     work = tmp_path / "approval"
     work.mkdir()
     add_adapter_version(store, work, 16, baseline=None, base_right=0, gate=FIRST)
-    promote(store, "adapter/clf@v1", "production", reason="first model", actor="pipeline")
+    promote(store, "adapter/clf@v1", "production", reason="first model", actor="pipeline", create=True)
+    set_policy(store, "adapter/clf", "production", AliasPolicy(**four_eyes), reason="four eyes", actor="owner")
     v2, _ = add_adapter_version(store, work, 17, baseline=1, base_right=16, gate=LENIENT)
 
     def mlcrit(user: str, verb: str, ref: str, reason: str) -> subprocess.CompletedProcess:
@@ -215,13 +219,18 @@ def test_four_eyes_promotion_with_a_real_scheduler_and_the_cli(site, tmp_path):
     move = store.alias_history("adapter/clf", "production")[-1]
     assert (move.to_version, move.extra["approval"], move.extra["approved_by"]) == (2, "approval/clf@v4", "alice")
 
-    # 3. v3, blessed against v2, asked for 2 seconds: no one answers, the scheduler ends the wait
+    # 3. the policy keeps requests open 2 seconds (a change bob approved with his key); v3, blessed
+    # against v2, is asked for: no one answers, the scheduler ends the wait
+    short = AliasPolicy(**four_eyes, expires_after_hours=2 / 3600)
+    change = request_policy_change(store, "adapter/clf", "production", short, requested_by="ops")
+    ok = decide_signed(store, str(change.ref), private_key=bob_key.encode(), approve=True, reason="expiry drill")
+    set_policy(store, "adapter/clf", "production", short, reason="expiry drill", actor="ops", approval=str(ok.ref))
     add_adapter_version(store, work, 18, baseline=2, base_right=17, gate=LENIENT)
     run_id = af.trigger("test_mlcrit_approval_expiry", {**people, "candidate": "adapter/clf@v3"}, user="ops")
     assert af.wait_run("test_mlcrit_approval_expiry", run_id, timeout=180) == "failed"
     assert af.task_states("test_mlcrit_approval_expiry", run_id) == {"approve": "failed", "promote": "upstream_failed"}
-    expired = store.resolve("approval/clf@v6").metadata
-    assert (expired["state"], expired["request"], expired["decided_by"]) == ("EXPIRED", "approval/clf@v5", None)
+    expired = store.resolve("approval/clf@v8").metadata
+    assert (expired["state"], expired["request"], expired["decided_by"]) == ("EXPIRED", "approval/clf@v7", None)
     assert store.alias_version("adapter/clf", "production") == 2
 
 
