@@ -694,7 +694,9 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("--parent", action="append", metavar="REF", help="input artifact reference (repeatable)")
     put.add_argument("--idempotency-key", help="a retry with the same key returns the same version")
     put.add_argument(
-        "--follow-symlinks", action="store_true", help="store symlinks that point to files inside PATH (never outside)"
+        "--follow-symlinks",
+        action="store_true",
+        help="store what symlinks point to: PATH itself if it is one, and links inside PATH to files inside it",
     )
     put.set_defaults(fn=_Cli.artifacts_put)
     get = asub.add_parser("get", parents=[common], help="download a version into a directory, verifying digests")

@@ -32,7 +32,7 @@ def build(store, work: Path, unrelated: int) -> None:
 
     work.mkdir(parents=True)
     add_adapter_version(store, work, 16, baseline=None, base_right=0, gate=FIRST)
-    promote(store, "adapter/clf@v1", "production", reason="first", actor="bench")
+    promote(store, "adapter/clf@v1", "production", reason="first", actor="bench", create=True)
     for v in range(2, 11):  # each judged against production, as the flagship DAG does
         production = store.alias_version("adapter/clf", "production")
         add_adapter_version(store, work, 16 + v % 3, baseline=production, base_right=16, gate=LENIENT)

@@ -218,7 +218,7 @@ def test_a_promote_or_rollback_retried_after_its_move_succeeds_with_one_history_
             metadata={"decision": "BLESSED", "candidate_digest": m.digest},
         )
         versions.append(m)
-    promote(store, "model/churn@v1", "production", reason="first model")
+    promote(store, "model/churn@v1", "production", reason="first model", create=True)
     dr = run_dag("test_mlcrit_retry_alias", {"candidate": "model/churn@v2", "reason": "retried move"})
     assert task_states(dr) == {"promote": ("success", 2), "rollback": ("success", 2)}
     history = store.alias_history("model/churn", "production")
@@ -258,7 +258,7 @@ def test_an_underpowered_slice_fails_warns_or_skips_as_configured(
     for version in (1, 2):
         (tmp_path / f"model-{version}.json").write_text(json.dumps({"coef": version}))
         store.put("model/demand", tmp_path / f"model-{version}.json")
-    promote_fn(store, "model/demand@v1", "production", reason="bootstrap", force=True)
+    promote_fn(store, "model/demand@v1", "production", reason="bootstrap", force=True, create=True)
     truth = np.array(["up", "down"] * 331)
     flip = {"up": "down", "down": "up"}
     cand, base = truth.copy(), truth.copy()

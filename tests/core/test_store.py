@@ -397,6 +397,11 @@ def test_payload_symlinks_fifos_and_odd_names_are_refused_before_any_claim(store
         with pytest.raises(ArtifactError, match=re.escape(expected)):
             store.put(f"dataset/{name}", payload_with(name, make))
     assert store.list_artifacts() == [] and not [k for k in store.backend.list_keys("") if "dataset" in k]
+    # the payload path itself a symlink (`mlcrit artifacts put dataset/b L`, L -> a file elsewhere)
+    (tmp_path / "L").symlink_to(secret)
+    with pytest.raises(ConfigError, match=re.escape(f"payload {tmp_path / 'L'} is a symlink (to {secret})")):
+        store.put("dataset/b", tmp_path / "L")
+    assert store.versions("dataset/b") == []
     m = store.put("dataset/inside", tmp_path / "inside", follow_symlinks=True)  # a link inside: stored as its file
     assert [f["path"] for f in m.files] == ["link", "real.txt"] and store.read_bytes(m.ref, "link") == b"data"
     odd = tmp_path / "odd"

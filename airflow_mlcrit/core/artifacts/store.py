@@ -378,6 +378,15 @@ def _payload_files(
         pairs = [(str(rel), Path(p)) for rel, p in source.items()]
     else:
         src = Path(source)
+        if src.is_symlink():  # the payload path itself: `put dataset/b L` where L -> /etc/passwd
+            if not follow_symlinks:
+                raise ConfigError(
+                    f"payload {src} is a symlink (to {os.readlink(src)}): pass the file or directory itself, or "
+                    "follow_symlinks=True (mlcrit artifacts put --follow-symlinks) to store what it points to"
+                )
+            name, src = src.name, src.resolve(strict=True)
+            if src.is_file():
+                return _payload_files({name: src})
         if src.is_file():
             pairs = [(src.name, src)]
         elif src.is_dir():

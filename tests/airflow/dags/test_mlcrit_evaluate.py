@@ -43,6 +43,7 @@ with DAG(
         candidate="{{ params.candidate }}",
         blessing="{{ params.blessing }}",
         reason="{{ params.reason }}",
+        create_alias=True,  # the first promotion of each test's model creates production
     )
     evaluate >> gate >> promote
 

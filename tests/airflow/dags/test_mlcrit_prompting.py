@@ -70,7 +70,7 @@ with _dag("test_mlcrit_prompt_branch") as branch_dag:
         task_id="branch", prompt="{{ params.prompt }}", blessing="{{ ti.xcom_pull(task_ids='gate')['ref'] }}"
     )
     promote = PromoteModelOperator(
-        task_id="promote_prompt", candidate="{{ params.prompt }}", reason="prompt is good enough"
+        task_id="promote_prompt", candidate="{{ params.prompt }}", reason="prompt is good enough", create_alias=True
     )
     finetune = EmptyOperator(task_id="finetune")  # stands for the fine-tuning branch of a real pipeline
     _evaluate("encoder", "branch-eval") >> _gate() >> branch >> [promote, finetune]
