@@ -659,12 +659,18 @@ class _Cli:
 
     def gc(self) -> int:
         found = self.store.gc(grace_seconds=self.args.grace_hours * 3600, dry_run=not self.args.delete)
-        rows = [{"ref": c.ref, "claimed_at": c.claimed_at, "age_h": f"{c.age_seconds / 3600:.1f}"} for c in found]
+        rows = [
+            {"ref": c.ref, "claimed_at": c.claimed_at, "age_h": f"{c.age_seconds / 3600:.1f}", "note": c.problem or ""}
+            for c in found
+        ]
         verb = "removed" if self.args.delete else "would remove (dry run; pass --delete to remove)"
         self.emit(
-            {"removed" if self.args.delete else "would_remove": [c.ref for c in found]},
+            {
+                "removed" if self.args.delete else "would_remove": [c.ref for c in found],
+                **({"flagged": flagged} if (flagged := {c.ref: c.problem for c in found if c.problem}) else {}),
+            },
             f"{verb}: {len(found)} uncommitted version(s)\n"
-            + (_table(rows, ["ref", "claimed_at", "age_h"]) if rows else ""),
+            + (_table(rows, ["ref", "claimed_at", "age_h", "note"]) if rows else ""),
         )
         return 0
 

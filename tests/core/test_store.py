@@ -587,3 +587,19 @@ def test_latest_version_skips_claims_that_never_committed(store, tmp_path):
     assert store.latest_version("dataset/a") == 2 and store.latest_version("dataset/only-claimed") is None
     assert store.catalog() == [("dataset/a", 2)] and store.list_artifacts() == ["dataset/a"]
     assert store.resolve("dataset/a@latest").version == 2
+
+
+def test_a_claim_far_beyond_the_others_is_flagged_by_gc_and_does_not_move_the_next_version(store, payload):
+    """A stray or forged _CLAIM.json at v1000000: the next put is v3, not v1000001, and gc names it
+    whatever its age (and removes it with --delete)."""
+    store.put("dataset/d", payload)
+    store.put("dataset/d", payload)
+    store.backend.create_exclusive("dataset/d/v1000000/_CLAIM.json", b'{"claimed_at_epoch": 0}')
+    assert store.put("dataset/d", payload).version == 3
+    [flagged] = store.gc(grace_seconds=10**9)
+    assert (flagged.ref, flagged.problem) == (
+        "dataset/d@v1000000",
+        "claimed 999997 versions past the one before it (v3): not a claim this store's writers make",
+    )
+    store.gc(grace_seconds=10**9, dry_run=False)
+    assert store.gc(grace_seconds=0) == [] and store.versions("dataset/d") == [1, 2, 3]

@@ -326,6 +326,23 @@ class GcCandidate:
     claimed_at: str
     age_seconds: float
     idempotency_key: str | None
+    problem: str | None = None  # why gc names it whatever its age (a claim far beyond the others)
+
+
+# Versions are claimed one after another, so claims sit next to each other; a claim this far past
+# the one before it was not made by a writer of this store (a forged or stray _CLAIM.json). It
+# does not move the next version number, and gc names it.
+MAX_CLAIM_GAP = 1000
+
+
+def _split_far_claims(claimed: list[int]) -> tuple[list[int], list[int]]:
+    """(the claims that follow one another from the first, the ones far beyond them)."""
+    near: list[int] = []
+    for i, v in enumerate(claimed):
+        if v - (near[-1] if near else 0) > MAX_CLAIM_GAP:
+            return near, claimed[i:]
+        near.append(v)
+    return near, []
 
 
 def _walk_payload(src: Path, follow_symlinks: bool) -> list[tuple[str, Path]]:
@@ -693,7 +710,7 @@ class ArtifactStore:
         }
 
     def _claim(self, kind: str, name: str, claim: dict[str, Any]) -> int:
-        claimed = self._versions_claimed(kind, name)
+        claimed, _far = _split_far_claims(self._versions_claimed(kind, name))
         version = (claimed[-1] if claimed else 0) + 1
         for _ in range(10_000):
             if self.backend.create_exclusive(f"{kind}/{name}/{_vdir(version)}/{CLAIM}", _dumps(claim)):
@@ -1423,7 +1440,23 @@ class ArtifactStore:
             if kind not in KINDS:
                 continue
             for name in self.backend.list_children(kind):
-                for version in self._versions_claimed(kind, name):
+                claimed = self._versions_claimed(kind, name)
+                near, far = _split_far_claims(claimed)
+                for version in far:
+                    if self.backend.exists(f"{kind}/{name}/{_vdir(version)}/{MANIFEST}"):
+                        continue  # committed: a reader checks it like any other version
+                    claim = self._read_json(f"{kind}/{name}/{_vdir(version)}/{CLAIM}") or {}
+                    problem = (
+                        f"claimed {version - (near[-1] if near else 0)} versions past the one before it "
+                        f"(v{near[-1] if near else 0}): not a claim this store's writers make"
+                    )
+                    age = now - float(claim.get("claimed_at_epoch", now)) if isinstance(claim, dict) else 0.0
+                    found.append(
+                        GcCandidate(f"{kind}/{name}@v{version}", str(claim.get("claimed_at", "")), age, None, problem)
+                    )
+                    if not dry_run:
+                        self.backend.delete_prefix(f"{kind}/{name}/{_vdir(version)}")
+                for version in near:
                     vprefix = f"{kind}/{name}/{_vdir(version)}"
                     if self.backend.exists(f"{vprefix}/{MANIFEST}"):
                         if not dry_run and not self.backend.exists(f"{vprefix}/{CLAIM}"):
