@@ -267,6 +267,30 @@ class _Cli:
         )
         return 0
 
+    def verify(self) -> int:
+        """The whole store: every committed version re-hashed, every alias history checked whole;
+        one line per problem, and the rest still checked."""
+        from airflow_mlcrit.exceptions import ArtifactError
+
+        rows, versions = [], 0
+        for key in self.store.list_artifacts():
+            for v in self.store.versions(key):
+                versions += 1
+                try:
+                    self.store.verify(f"{key}@v{v}")
+                except ArtifactError as exc:
+                    rows.append({"what": f"{key}@v{v}", "problem": str(exc)})
+        aliases = self.store.verify_aliases()
+        rows += [{"what": f"{k}@{a}", "problem": problem} for k, a, problem in aliases if problem]
+        text = "\n".join(f"{r['what']}: {r['problem']}" for r in rows)
+        summary = f"{versions} version(s) and {len(aliases)} alias history(ies) checked: " + (
+            f"{len(rows)} problem(s)" if rows else "OK"
+        )
+        self.emit(
+            {"versions": versions, "aliases": len(aliases), "problems": rows}, "\n".join(filter(None, [text, summary]))
+        )
+        return 1 if rows else 0
+
     # aliases / promote / rollback ---------------------------------------------------------
     def aliases_history(self) -> int:
         moves = self.store.alias_history(self.args.key, self.args.alias)
@@ -718,6 +742,11 @@ def build_parser() -> argparse.ArgumentParser:
     ver = asub.add_parser("verify", parents=[common], help="re-hash every stored file (exit 1 on mismatch)")
     ver.add_argument("ref", metavar="REF")
     ver.set_defaults(fn=_Cli.artifacts_verify)
+
+    vs = sub.add_parser(
+        "verify", parents=[common], help="the whole store: re-hash every version, check every alias (exit 1 if damaged)"
+    )
+    vs.set_defaults(fn=_Cli.verify)
 
     al = sub.add_parser("aliases", help="alias audit trail")
     alsub = al.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -77,6 +77,13 @@ def test_verify_fails_on_flipped_byte(cli, files):
         "mlcrit: integrity error: file 'raw.csv' of dataset/raw@v1 does not match its manifest digest"
     )
     assert len(err.strip().splitlines()) == 1
+    # the whole store: the damaged version is named on its own line, the rest is still checked
+    cli("artifacts", "put", "dataset/raw", str(raw))
+    code, out, _ = cli("verify")
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0].startswith("dataset/raw@v1: file 'raw.csv' of dataset/raw@v1 does not match its manifest digest")
+    assert lines[-1] == "2 version(s) and 0 alias history(ies) checked: 1 problem(s)"
 
 
 def test_promote_rollback_history(cli, files):
