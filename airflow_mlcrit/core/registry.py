@@ -16,7 +16,6 @@ from airflow_mlcrit.core.artifacts import ArtifactStore, Manifest, parse_ref
 from airflow_mlcrit.exceptions import ConfigError
 
 EVALUATION_FILE = "evaluation.json"
-BLESSING_FILE = "blessing.json"
 STATISTICS_FILE = "statistics.json"
 DATASET_KINDS = ("dataset", "transformed_dataset", "quarantine")
 
@@ -60,10 +59,12 @@ def latest_evaluation(store: ArtifactStore, version: Manifest) -> Manifest | Non
 
 
 def _blessing(store: ArtifactStore, evaluation: Manifest) -> dict[str, Any] | None:
+    from airflow_mlcrit.core.gating.blessing import read_blessing
+
     newest = _newest([c for c in store.children(evaluation.ref) if c.kind == "blessing"])
     if newest is None:
         return None
-    doc = json.loads(store.read_bytes(newest.ref, BLESSING_FILE))
+    doc = read_blessing(store, newest.ref)
     failed = sorted({c["slice"] for c in doc.get("checks", []) if c.get("status") == "failed" and c.get("slice")})
     return {"ref": str(newest.ref), "decision": doc.get("decision"), "failed_slices": failed}
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from airflow_mlcrit.core.gating.blessing import BLESSING_FILE
 from airflow_mlcrit.exceptions import ArtifactNotFoundError, ConfigError
 from airflow_mlcrit.operators.base import DatasetStepOperator, StepOperator
 from airflow_mlcrit.operators.results import (
@@ -20,7 +21,6 @@ from airflow_mlcrit.version_compat import BaseOperatorLink, SkipMixin
 EVALUATION_FILE = "evaluation.json"
 REPORT_FILE = "report.html"
 PREDICTIONS_FILE = "predictions.parquet"
-BLESSING_FILE = "blessing.json"
 
 
 class EvaluationReportLink(BaseOperatorLink):

@@ -321,7 +321,9 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
                 doc = json.loads(store.read_bytes(m.ref, "evaluation.json"))
                 shown.append({"m": m, "slices": doc["slices"], "metrics": doc.get("metrics", [])})
             elif m.kind == "blessing":
-                doc = json.loads(store.read_bytes(m.ref, "blessing.json"))
+                from airflow_mlcrit.core.gating.blessing import read_blessing
+
+                doc = read_blessing(store, m.ref)
                 shown.append({"m": m, "decision": doc.get("decision"), "checks": doc.get("checks", [])})
         return reg.render(request, "ti.html", dag_id=dag_id, run_id=run_id, task_id=task_id, refs=refs, shown=shown)
 
@@ -493,7 +495,9 @@ def _blessing_of(store: Any, move: Any) -> dict[str, Any] | None:
     ref = (move.extra or {}).get("blessing")
     if not ref:
         return None
-    doc = json.loads(store.read_bytes(ref, "blessing.json"))
+    from airflow_mlcrit.core.gating.blessing import read_blessing
+
+    doc = read_blessing(store, ref)
     return {"ref": ref, "decision": doc.get("decision"), "failures": doc.get("failures", [])}
 
 

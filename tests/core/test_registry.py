@@ -168,3 +168,21 @@ def test_last_keeps_the_newest_versions_and_a_dataset_s_drift_against_the_one_be
     assert v2["drift"]["state"]["value"] == pytest.approx(0.25)
     with pytest.raises(ConfigError, match="--last must be 1 or more, got 0"):
         history(store, "adapter/clf", last=0)
+
+
+def test_a_malformed_blessing_is_flagged_and_the_rest_of_the_history_still_reads(registry, tmp_path):
+    """A blessing whose document is not JSON (written by hand into the store): the history of the
+    artifact still reads, that version's gate says MALFORMED, the other versions are unchanged."""
+    store, _ = registry
+    evaluation = max((c for c in store.children("adapter/clf@v2") if c.kind == "evaluation"), key=lambda m: m.version)
+    (tmp_path / "blessing.json").write_text("{not json")
+    bad = store.put(
+        "blessing/clf",
+        tmp_path / "blessing.json",
+        parents=[str(evaluation.ref), "adapter/clf@v2"],
+        metadata={"decision": "BLESSED", "candidate": "adapter/clf@v2"},
+    )
+    doc = history(store, "adapter/clf", metric="accuracy")
+    gates = {v["version"]: v["gate"] for v in doc["versions"]}
+    assert (gates[2]["ref"], gates[2]["decision"]) == (str(bad.ref), "MALFORMED")
+    assert gates[1]["decision"] == "BLESSED"

@@ -47,3 +47,27 @@ def promotable_blessing(store: Any, target: Any, alias: str) -> Any:
     if newest is not None:
         return newest if blesses(newest, target.digest) else None
     return find_blessing(store, target.ref)
+
+
+BLESSING_FILE = "blessing.json"
+MALFORMED = "MALFORMED"
+
+
+def read_blessing(store: Any, ref: Any) -> dict[str, Any]:
+    """A blessing's document for display. One that cannot be read (not JSON, not an object, its
+    bytes not matching their digest) comes back as decision MALFORMED with the problem in its
+    failures, so that one bad record is flagged where it is shown instead of failing the page or
+    the listing around it. Decisions never read through here: promotion uses the manifest."""
+    import json
+
+    from airflow_mlcrit.exceptions import MlcritError
+
+    try:
+        doc = json.loads(store.read_bytes(ref, BLESSING_FILE))
+        if not isinstance(doc, dict):
+            raise ValueError(f"a JSON {type(doc).__name__}, not an object")
+        if not isinstance(doc.get("checks", []), list) or not isinstance(doc.get("failures", []), list):
+            raise ValueError("its checks or failures are not lists")
+        return doc
+    except (MlcritError, ValueError, UnicodeDecodeError) as exc:
+        return {"decision": MALFORMED, "failures": [f"{ref} cannot be read: {exc}"], "checks": []}
