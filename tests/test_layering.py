@@ -73,3 +73,44 @@ def test_operator_modules_and_dag_parsing_import_nothing_heavy():
     assert result["errors"] == {}
     assert "mlcrit_register_dataset" in result["dags"]
     assert result["heavy"] == []
+
+
+def _imports(path: Path) -> list[tuple[int, str, str]]:
+    """(line, module, name) of every `from module import name` in a file, at any depth."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found += [(node.lineno, node.module, a.name) for a in node.names]
+    return found
+
+
+def test_no_private_name_is_imported_from_another_module():
+    """One owner per concept: what another module needs is public there, never `_name`."""
+    offenders = [
+        f"{p.relative_to(REPO)}:{line}: from {module} import {name}"
+        for p in sorted((REPO / "airflow_mlcrit").rglob("*.py"))
+        for line, module, name in _imports(p)
+        if module != "__future__" and name.startswith("_") and not name.startswith("__")
+    ]
+    assert offenders == []
+
+
+def test_the_gating_modules_import_one_another_without_a_circle():
+    """blessing <- policy <- approval <- promotion, and decide on its own: each module's imports
+    (also those inside functions) of the others point one way."""
+    gating = REPO / "airflow_mlcrit" / "core" / "gating"
+    prefix = "airflow_mlcrit.core.gating."
+    graph = {
+        p.stem: {m.removeprefix(prefix) for _, m, _ in _imports(p) if m.startswith(prefix)}
+        for p in gating.glob("*.py")
+        if p.stem != "__init__"
+    }
+    assert graph["blessing"] == set()
+
+    def reaches(start: str, target: str, seen: frozenset = frozenset()) -> bool:
+        return any(n == target or (n not in seen and reaches(n, target, seen | {n})) for n in graph.get(start, ()))
+
+    circles = sorted(m for m in graph if reaches(m, m))
+    assert circles == [], {m: sorted(graph[m]) for m in circles}

@@ -196,7 +196,7 @@ def iter_batches(table: TableSource, batch_size: int = 65_536, columns: list[str
                         _check_names(batch.schema.names, where)
                         expected = batch.schema
                     elif not batch.schema.equals(expected):
-                        raise DataValidationError(_schema_diff(where, expected, batch.schema))
+                        raise DataValidationError(schema_diff(where, expected, batch.schema))
                     total += batch.num_rows
                     if batch.num_rows > batch_size and table.fmt != "parquet":
                         for offset in range(0, batch.num_rows, batch_size):
@@ -326,7 +326,7 @@ def _clean(exc: Exception) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _schema_diff(where: str, expected: Any, got: Any) -> str:
+def schema_diff(where: str, expected: Any, got: Any) -> str:
     exp = {f.name: str(f.type) for f in expected}
     cur = {f.name: str(f.type) for f in got}
     parts = [f"missing column {c!r}" for c in exp if c not in cur]

@@ -71,9 +71,9 @@ def read_file(f: Any, fmt: str, expected: Any, io: dict) -> Any:
 
     for batch in iter_batches(TableSource([f], fmt, f.label, io=io), READ_BATCH):
         if not batch.schema.equals(expected):
-            from airflow_mlcrit.core.tables import _schema_diff
+            from airflow_mlcrit.core.tables import schema_diff
 
-            raise DataValidationError(_schema_diff(f.label, expected, batch.schema))
+            raise DataValidationError(schema_diff(f.label, expected, batch.schema))
         yield batch
 
 

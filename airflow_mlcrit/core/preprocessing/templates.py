@@ -78,9 +78,10 @@ def _bounded_iter(seq: Any) -> Any:
 
 def _bounded_filter(name: str, func: Any) -> Any:
     """``func`` as a context filter: never folded at compile time, counted, its numbers capped."""
-    from jinja2.utils import _PassArg, pass_context
+    from jinja2 import pass_context
 
-    passes = _PassArg.from_obj(func)
+    # what Jinja passes the filter first (its pass_context/pass_eval_context/pass_environment mark)
+    passes = getattr(getattr(func, "jinja_pass_arg", None), "name", None)
 
     @pass_context
     def bounded(context: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
@@ -88,11 +89,11 @@ def _bounded_filter(name: str, func: Any) -> Any:
         _check_arguments(f"the filter {name!r}", args, kwargs)
         if name == "format":
             _check_format(value)
-        if passes is _PassArg.context:
+        if passes == "context":
             return func(context, value, *args, **kwargs)
-        if passes is _PassArg.eval_context:
+        if passes == "eval_context":
             return func(context.eval_ctx, value, *args, **kwargs)
-        if passes is _PassArg.environment:
+        if passes == "environment":
             return func(context.environment, value, *args, **kwargs)
         return func(value, *args, **kwargs)
 
