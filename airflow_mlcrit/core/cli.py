@@ -135,7 +135,7 @@ def _statistics_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def _user() -> str:
     """Who runs the CLI: the login name (never a flag or an environment variable: the requester of
     an approval may not approve it, so their name is not theirs to choose)."""
-    from airflow_mlcrit.core.artifacts.store import login_name
+    from airflow_mlcrit.core.artifacts.records import login_name
 
     return login_name()
 

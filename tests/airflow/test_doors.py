@@ -23,7 +23,7 @@ import pytest
 from markupsafe import escape
 
 from airflow_mlcrit.core.artifacts import open_store
-from airflow_mlcrit.core.artifacts.store import login_name
+from airflow_mlcrit.core.artifacts.records import login_name
 from airflow_mlcrit.core.gating import AliasPolicy, promote, rollback, set_policy
 from airflow_mlcrit.core.gating.approval import decide_signed, generate_key, request_approval
 from airflow_mlcrit.exceptions import MlcritError

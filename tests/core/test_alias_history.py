@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from airflow_mlcrit.core.artifacts.store import HEAD, entry_digest
+from airflow_mlcrit.core.artifacts.ledger import HEAD, entry_digest
 from airflow_mlcrit.exceptions import ArtifactIntegrityError
 
 KEY, PREFIX = "model/m", "model/m/_aliases/production"
@@ -179,7 +179,8 @@ def test_a_move_that_lands_between_a_reader_s_two_reads_is_not_taken_for_tamperi
 
     root, options = store_spec
     other = open_store(root, **options)
-    reads = {"head": moved._head_record, "list": moved._history_seqs}
+    ledger = moved.ledger
+    reads = {"head": ledger.head_record, "list": ledger.seqs}
     done = []
 
     def first_read_then_a_move(which):
@@ -192,7 +193,7 @@ def test_a_move_that_lands_between_a_reader_s_two_reads_is_not_taken_for_tamperi
 
         return read
 
-    monkeypatch.setattr(moved, "_head_record", first_read_then_a_move("head"))
-    monkeypatch.setattr(moved, "_history_seqs", first_read_then_a_move("list"))
+    monkeypatch.setattr(ledger, "head_record", first_read_then_a_move("head"))
+    monkeypatch.setattr(ledger, "seqs", first_read_then_a_move("list"))
     history = moved.alias_history(KEY, "production")
     assert done and [(m.seq, m.to_version) for m in history][-2:] == [(3, 3), (4, 1)]

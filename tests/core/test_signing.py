@@ -8,8 +8,9 @@ import re
 import pytest
 
 from airflow_mlcrit.core.artifacts import ArtifactStore, Signer
+from airflow_mlcrit.core.artifacts.ledger import HEAD, entry_digest, head_digest
 from airflow_mlcrit.core.artifacts.signing import key_id, signer_from_text
-from airflow_mlcrit.core.artifacts.store import HEAD, entry_digest, head_digest, manifest_digest
+from airflow_mlcrit.core.artifacts.store import manifest_digest
 from airflow_mlcrit.core.cli import main
 from airflow_mlcrit.exceptions import ArtifactIntegrityError, ConfigError
 

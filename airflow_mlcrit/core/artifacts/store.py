@@ -14,8 +14,6 @@ Layout under the root (see docs/concepts.md)::
 
 from __future__ import annotations
 
-import dataclasses
-import getpass
 import hashlib
 import itertools
 import json
@@ -25,22 +23,21 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from airflow_mlcrit.core.artifacts.backends import Backend, LocalBackend, S3Backend, check_key
+from airflow_mlcrit.core.artifacts.ledger import AliasLedger, AliasMove
+from airflow_mlcrit.core.artifacts.records import default_producer, digest_except, dumps, utcnow
 from airflow_mlcrit.core.artifacts.refs import (
     KINDS,
     ArtifactRef,
     parse_key,
     parse_ref,
-    validate_alias,
     validate_kind,
     validate_name,
-    version_label,
 )
 from airflow_mlcrit.core.artifacts.signing import Signer
 from airflow_mlcrit.exceptions import (
@@ -54,7 +51,6 @@ from airflow_mlcrit.exceptions import (
 
 MANIFEST = "_MANIFEST.json"
 _RECLAIMED = "reclaimed_by"  # the key of gc's tombstone in place of a manifest
-HEAD = "HEAD.json"  # of an alias history: the newest entry's number and digest, and the chain's base
 CLAIM = "_CLAIM.json"
 SIGNED_MARKER = "_mlcrit/signing.json"  # written by the first signed write: keyless clients then refuse
 RESERVED_FILES = frozenset({MANIFEST, CLAIM})
@@ -62,10 +58,7 @@ STAGING = "_staging"  # <kind>/<name>/vN/_staging/: writers' control records of 
 # 2: manifest_digest covers every field. Format 1 (airflow-mlcrit 0.1) hashed only the file list,
 # so its other fields could be edited unnoticed: it is refused, not trusted.
 MANIFEST_FORMAT = 2
-# 2: entries are hash-chained (prev_digest, entry_digest) and _aliases/<alias>/HEAD.json names the newest.
-HISTORY_FORMAT = 2
 _VERSION_DIR = re.compile(r"v([0-9]{6,})")
-_HISTORY_ENTRY = re.compile(r"h([0-9]{6,})\.json")
 _UNSET: Any = object()
 # Heavy libraries whose versions go into a manifest when the producing process has loaded them.
 _TRACKED_LIBRARIES = ("torch", "transformers", "peft", "apache_beam", "great_expectations", "pyarrow", "numpy")
@@ -73,14 +66,6 @@ _TRACKED_LIBRARIES = ("torch", "transformers", "peft", "apache_beam", "great_exp
 
 def _vdir(version: int) -> str:
     return f"v{version:06d}"
-
-
-def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, indent=2, sort_keys=True).encode()
 
 
 def _attempt_key(idempotency_key: str, parent_list: list[dict[str, str]]) -> str:
@@ -104,29 +89,11 @@ def content_digest(files: Iterable[Mapping[str, Any]]) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()
 
 
-def _digest_except(fields: Mapping[str, Any], own: str) -> str:
-    body = {k: v for k, v in fields.items() if k not in (own, "signature")}  # the signature signs the digest
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def manifest_digest(fields: Mapping[str, Any]) -> str:
     """SHA-256 over every field of a manifest except ``manifest_digest`` itself (canonical JSON):
     editing any of them (producer, parents, metadata, created_at, libraries, its own kind, name
     or version, ...) changes it."""
-    return _digest_except(fields, "manifest_digest")
-
-
-def head_digest(kind: str, name: str, alias: str, head: Mapping[str, Any]) -> str:
-    """What an alias's head record signs: its fields, bound to the alias it belongs to."""
-    fields = {"kind": kind, "name": name, "alias": alias, **{k: head.get(k) for k in ("seq", "digest", "base")}}
-    return _digest_except(fields, "")
-
-
-def entry_digest(fields: Mapping[str, Any]) -> str:
-    """SHA-256 over every field of an alias history entry except ``entry_digest``; each entry
-    carries its predecessor's as ``prev_digest``, which makes the history a hash chain."""
-    return _digest_except(fields, "entry_digest")
+    return digest_except(fields, "manifest_digest")
 
 
 def library_versions(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -145,19 +112,6 @@ def library_versions(extra: Mapping[str, str] | None = None) -> dict[str, str]:
             pass
     versions.update(extra or {})
     return versions
-
-
-def login_name() -> str:
-    """This process's user: the login name, else the uid (a container user without a passwd entry)."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
-
-
-def default_producer() -> dict[str, str]:
-    """Who made a version when no Airflow task did (the CLI, a notebook)."""
-    return {"tool": os.path.basename(sys.argv[0]) or "python", "user": login_name(), "host": socket.gethostname()}
 
 
 @dataclass(frozen=True)
@@ -247,58 +201,6 @@ class Manifest:
     def summary(self) -> dict[str, Any]:
         """The small JSON operators push to XCom."""
         return {"ref": str(self.ref), "uri": self.uri, "digest": self.digest}
-
-
-@dataclass(frozen=True)
-class AliasMove:
-    """One entry of an alias's append-only history."""
-
-    seq: int
-    kind: str
-    name: str
-    alias: str
-    from_version: int | None
-    to_version: int | None  # None: the alias is declared (it has a policy) but points at no version yet
-    actor: str
-    at: str
-    reason: str
-    forced: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-    prev_digest: str | None = None  # entry_digest of entry seq - 1 (None for the first, or a repair)
-    digest: str = ""  # this entry's entry_digest, set when read or written
-    # The alias policy in force after this entry (core/gating/policy.py), carried forward by every
-    # entry so that the newest one holds it under the chain and its signature. None: no policy.
-    policy: dict[str, Any] | None = None
-
-    @property
-    def policy_change(self) -> bool:
-        """Whether this entry changed the policy rather than moving the alias."""
-        return bool(self.extra.get("policy_change"))
-
-    def to_dict(self) -> dict[str, Any]:
-        fields = {
-            "format": HISTORY_FORMAT,
-            "prev_digest": self.prev_digest,
-            "seq": self.seq,
-            "kind": self.kind,
-            "name": self.name,
-            "alias": self.alias,
-            "from_version": self.from_version,
-            "to_version": self.to_version,
-            "actor": self.actor,
-            "at": self.at,
-            "reason": self.reason,
-            "forced": self.forced,
-            "extra": self.extra,
-            # only where set: an entry without a policy hashes exactly as before policies existed
-            **({"policy": self.policy} if self.policy is not None else {}),
-        }
-        return {**fields, "entry_digest": entry_digest(fields)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AliasMove:
-        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "digest"}
-        return cls(**fields, digest=data.get("entry_digest", ""))
 
 
 @dataclass(frozen=True)
@@ -479,8 +381,9 @@ class ArtifactStore:
         self.backend = backend
         self.signer = signer
         self._signing_checked = False
+        self._ledger = AliasLedger(self)
 
-    def _check_signing(self, writing: bool = False) -> None:
+    def check_signing(self, writing: bool = False) -> None:
         """A keyed store marks the store signed on its first write; a keyless one refuses a
         signed store (it could neither check what it reads nor write what keyed readers accept)."""
         if self._signing_checked:
@@ -495,15 +398,15 @@ class ArtifactStore:
                 )
         elif writing:
             if not self.backend.exists(SIGNED_MARKER):
-                self.backend.create_exclusive(SIGNED_MARKER, _dumps({"since": utcnow(), "key_id": self.signer.key_id}))
+                self.backend.create_exclusive(SIGNED_MARKER, dumps({"since": utcnow(), "key_id": self.signer.key_id}))
         else:
             return  # a keyed reader needs no marker: it checks every record's signature
         self._signing_checked = True
 
-    def _signed(self, record: str, data: dict[str, Any], digest: str) -> dict[str, Any]:
+    def sign_record(self, record: str, data: dict[str, Any], digest: str) -> dict[str, Any]:
         return {**data, "signature": self.signer.sign(record, digest)} if self.signer else data
 
-    def _signature_problem(self, record: str, data: Mapping[str, Any], digest: str) -> str | None:
+    def signature_problem(self, record: str, data: Mapping[str, Any], digest: str) -> str | None:
         return None if self.signer is None else self.signer.problem(record, digest, data.get("signature"))
 
     def __repr__(self) -> str:
@@ -524,7 +427,7 @@ class ArtifactStore:
         return sorted(found)
 
     def _load_manifest(self, kind: str, name: str, version: int) -> Manifest | None:
-        self._check_signing()
+        self.check_signing()
         key = f"{kind}/{name}/{_vdir(version)}/{MANIFEST}"
         try:
             raw = self.backend.read_bytes(key)
@@ -552,7 +455,7 @@ class ArtifactStore:
                     f"manifest {where} names {attr} {getattr(manifest, attr)!r}, but it is stored as "
                     f"{kind}/{name}@v{version}: it was moved or forged"
                 )
-        problem = self._signature_problem("manifest", data, data["manifest_digest"])
+        problem = self.signature_problem("manifest", data, data["manifest_digest"])
         if problem:
             raise ArtifactIntegrityError(f"manifest {where} {problem}")
         return manifest
@@ -713,7 +616,7 @@ class ArtifactStore:
         claimed, _far = _split_far_claims(self._versions_claimed(kind, name))
         version = (claimed[-1] if claimed else 0) + 1
         for _ in range(10_000):
-            if self.backend.create_exclusive(f"{kind}/{name}/{_vdir(version)}/{CLAIM}", _dumps(claim)):
+            if self.backend.create_exclusive(f"{kind}/{name}/{_vdir(version)}/{CLAIM}", dumps(claim)):
                 return version
             version += 1
         raise ArtifactConflictError(f"could not allocate a version of {kind}/{name}: too many concurrent writers")
@@ -795,7 +698,7 @@ class ArtifactStore:
         kind, name = parse_key(key)
         files = _payload_files(source, follow_symlinks)
         meta = _strict_json(metadata, key)
-        self._check_signing(writing=True)
+        self.check_signing(writing=True)
         parent_list = self._resolve_parents(parents)
         version = None
         attempt_key = None
@@ -816,7 +719,7 @@ class ArtifactStore:
             if attempt_key is not None:
                 self.backend.write_bytes(
                     self._idempotency_key_path(kind, name, attempt_key),
-                    _dumps({"idempotency_key": attempt_key, "version": version}),
+                    dumps({"idempotency_key": attempt_key, "version": version}),
                 )
         vprefix = f"{kind}/{name}/{_vdir(version)}"
         entries = []
@@ -877,11 +780,11 @@ class ArtifactStore:
             p = parse_ref(parent["ref"])
             self.backend.write_bytes(
                 f"{p.kind}/{p.name}/_children/{_vdir(p.version)}/{kind}/{name}/{_vdir(version)}",
-                _dumps({"digest": manifest.digest}),
+                dumps({"digest": manifest.digest}),
             )
         data = manifest.to_dict()
         if not self.backend.create_exclusive(
-            f"{vprefix}/{MANIFEST}", _dumps(self._signed("manifest", data, data["manifest_digest"]))
+            f"{vprefix}/{MANIFEST}", dumps(self.sign_record("manifest", data, data["manifest_digest"]))
         ):
             self._refuse_if_reclaimed(vprefix, str(manifest.ref))
             winner = self._load_manifest(kind, name, version)
@@ -895,7 +798,7 @@ class ArtifactStore:
         through ``StagedVersion.location``); :meth:`commit_staged` commits it from their records.
         Until then no reader sees it, and a version never committed is ``mlcrit gc``'s to remove."""
         kind, name = parse_key(key)
-        self._check_signing(writing=True)
+        self.check_signing(writing=True)
         version = self._claim(kind, name, self._claim_record(None))
         vprefix = f"{kind}/{name}/{_vdir(version)}"
         location = self.backend.uri(vprefix)
@@ -974,10 +877,10 @@ class ArtifactStore:
             attempt_key = _attempt_key(idempotency_key, parent_list)
             claim_key = f"{vprefix}/{CLAIM}"
             claim = self._read_json(claim_key) or {}
-            self.backend.write_bytes(claim_key, _dumps({**claim, "idempotency_key": attempt_key}))
+            self.backend.write_bytes(claim_key, dumps({**claim, "idempotency_key": attempt_key}))
             self.backend.write_bytes(
                 self._idempotency_key_path(kind, name, attempt_key),
-                _dumps({"idempotency_key": attempt_key, "version": version}),
+                dumps({"idempotency_key": attempt_key, "version": version}),
             )
         return self._commit(kind, name, version, files, parent_list, meta, producer, idempotency_key, libraries)
 
@@ -994,408 +897,41 @@ class ArtifactStore:
                 "gc's grace period): nothing was committed; put it again"
             ) from cause
 
-    # ---- aliases -----------------------------------------------------------------------
+    # ---- aliases: kept by the ledger (ledger.py); these are its public face ------------
 
-    def _history_prefix(self, kind: str, name: str, alias: str) -> str:
-        return f"{kind}/{name}/_aliases/{alias}"
-
-    def _history_seqs(self, kind: str, name: str, alias: str) -> list[int]:
-        seqs = []
-        for child in self.backend.list_children(self._history_prefix(kind, name, alias)):
-            m = _HISTORY_ENTRY.fullmatch(child)
-            if m:
-                seqs.append(int(m.group(1)))
-        return sorted(seqs)
-
-    def _broken(self, kind: str, name: str, alias: str, problem: str) -> ArtifactIntegrityError:
-        return ArtifactIntegrityError(
-            f"alias {alias!r} of {kind}/{name}: {problem}. Its history is not trustworthy: promotions and "
-            f"rollbacks refuse until an operator checks it and runs `mlcrit aliases repair {kind}/{name} {alias}`"
-        )
-
-    def _history_entry(self, kind: str, name: str, alias: str, seq: int) -> AliasMove:
-        """One entry, checked: readable, format 2, its fields hashing to its entry_digest, and
-        stored where it says it belongs."""
-        key = f"{self._history_prefix(kind, name, alias)}/h{seq:06d}.json"
-        try:
-            data = json.loads(self.backend.read_bytes(key))
-        except FileNotFoundError:
-            raise self._broken(kind, name, alias, f"history entry {seq} is missing") from None
-        except (OSError, ValueError) as exc:
-            raise self._broken(kind, name, alias, f"history entry {seq} is not readable JSON ({exc})") from None
-        if not isinstance(data, dict) or data.get("format") != HISTORY_FORMAT:
-            what = f"format {data.get('format')!r}" if isinstance(data, dict) else f"a JSON {type(data).__name__}"
-            raise self._broken(kind, name, alias, f"history entry {seq} is {what}, not a format {HISTORY_FORMAT} entry")
-        if data.get("entry_digest") != entry_digest(data):
-            raise self._broken(
-                kind, name, alias, f"history entry {seq} does not hash to its entry_digest: it was edited"
-            )
-        problem = self._signature_problem("alias-entry", data, data["entry_digest"])
-        if problem:
-            raise self._broken(kind, name, alias, f"history entry {seq} {problem}")
-        try:
-            move = AliasMove.from_dict(data)
-        except TypeError as exc:
-            raise self._broken(kind, name, alias, f"history entry {seq} is malformed ({exc})") from None
-        if (move.seq, move.kind, move.name, move.alias) != (seq, kind, name, alias):
-            raise self._broken(
-                kind, name, alias, f"history entry {seq} names {move.kind}/{move.name}@{move.alias} entry {move.seq}"
-            )
-        return move
-
-    def _head_record(self, kind: str, name: str, alias: str) -> dict[str, Any] | None:
-        try:
-            head = json.loads(self.backend.read_bytes(f"{self._history_prefix(kind, name, alias)}/{HEAD}"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise self._broken(kind, name, alias, f"its head record is not readable JSON ({exc})") from None
-        if not isinstance(head, dict) or not all(isinstance(head.get(k), int) for k in ("seq", "base")):
-            raise self._broken(kind, name, alias, "its head record is malformed")
-        problem = self._signature_problem("alias-head", head, head_digest(kind, name, alias, head))
-        if problem:
-            raise self._broken(kind, name, alias, f"its head record {problem}")
-        return head
-
-    def _chain(self, kind: str, name: str, alias: str, *, full: bool) -> list[AliasMove]:
-        """The checked entries: from the head record's entry to the newest (bounded: what a read
-        of the alias needs), or with ``full`` the whole chain since its base (1, or the last
-        repair). Consecutive numbers, each entry's prev_digest the digest of the one before, the
-        head record matching its entry: a deleted, edited or injected entry is an
-        ArtifactIntegrityError naming the alias and the entry."""
-
-        def broken(problem: str) -> ArtifactIntegrityError:
-            return self._broken(kind, name, alias, problem)
-
-        self._check_signing()
-        # The head record first, then the listing: a move writes its entry before it advances the
-        # head, so every entry a head names is listed after it. (The other order saw a racing
-        # move's new head with the old listing: a false "entries were deleted".) A mismatch is
-        # read once more before it is called tampering: two moves may land between the reads.
-        for attempt in (1, 2):
-            head = self._head_record(kind, name, alias)
-            seqs = self._history_seqs(kind, name, alias)
-            if len(seqs) <= 1 if head is None else bool(seqs) and seqs[-1] >= head["seq"]:
-                break
-            if attempt == 1:
-                time.sleep(0.2)
-        if not seqs:
-            if head is not None:
-                raise broken(f"its head record names entry {head['seq']}, but no entry exists")
-            return []
-        newest = seqs[-1]
-        if head is None:
-            if newest > 1:  # only a first move can be caught between its entry and its head record
-                raise broken(f"its head record is missing ({newest} entries)")
-            head = {"seq": 1, "base": 1, "digest": None}
-        if newest < head["seq"]:
-            raise broken(f"its head record names entry {head['seq']}, but the newest is {newest}: entries were deleted")
-        start = head["base"] if full else head["seq"]
-        missing = sorted(set(range(start, newest + 1)) - set(seqs))
-        if missing:
-            raise broken(f"history entry {missing[0]} is missing")
-        entries = [self._history_entry(kind, name, alias, s) for s in range(start, newest + 1)]
-        if full and entries[0].prev_digest is not None:
-            raise broken(f"history entry {start} links to an earlier entry, but starts the chain")
-        for before, entry in itertools.pairwise(entries):
-            if entry.prev_digest != before.digest:
-                raise broken(f"history entry {entry.seq} does not link to entry {before.seq}: inserted or rewritten")
-        at_head = entries[head["seq"] - start]
-        if head["digest"] is not None and at_head.digest != head["digest"]:
-            raise broken(f"history entry {at_head.seq} is not the one its head record names")
-        return entries
-
-    def _alias_head(self, kind: str, name: str, alias: str) -> AliasMove | None:
-        entries = self._chain(kind, name, alias, full=False)
-        return entries[-1] if entries else None
+    @property
+    def ledger(self) -> AliasLedger:
+        return self._ledger
 
     def alias_version(self, key: str, alias: str) -> int | None:
-        kind, name = parse_key(key)
-        head = self._alias_head(kind, name, validate_alias(alias))
-        return head.to_version if head else None
+        return self._ledger.version(key, alias)
 
     def aliases(self, key: str, damaged: list[str] | None = None) -> dict[str, int]:
-        """{alias: version} of ``key``. With ``damaged`` (a list), an alias whose history is damaged
-        is left out and its problem appended, so one bad alias spoils only itself."""
-        kind, name = parse_key(key)
-        out = {}
-        for alias in self.backend.list_children(f"{kind}/{name}/_aliases"):
-            try:
-                head = self._alias_head(kind, name, alias)
-            except ArtifactIntegrityError as exc:
-                if damaged is None:
-                    raise
-                damaged.append(str(exc))
-                continue
-            if head is not None and head.to_version is not None:  # a declared alias points at nothing yet
-                out[alias] = head.to_version
-        return out
+        return self._ledger.aliases(key, damaged)
 
     def alias_names(self, key: str) -> list[str]:
-        """The aliases of ``key`` that have a history: set, or declared by a policy."""
-        kind, name = parse_key(key)
-        return sorted(self.backend.list_children(f"{kind}/{name}/_aliases"))
+        return self._ledger.names(key)
 
     def alias_history(self, key: str, alias: str) -> list[AliasMove]:
-        """Every move since the chain's base (its first entry, or the last repair), checked."""
-        kind, name = parse_key(key)
-        return self._chain(kind, name, validate_alias(alias), full=True)
+        return self._ledger.history(key, alias)
 
     def verify_aliases(self) -> list[tuple[str, str, str | None]]:
-        """(kind/name, alias, problem or None) for every alias in the store, each chain checked whole."""
-        report = []
-        for key in self.list_artifacts():
-            kind, name = parse_key(key)
-            for alias in self.backend.list_children(f"{kind}/{name}/_aliases"):
-                try:
-                    self._chain(kind, name, alias, full=True)
-                    report.append((key, alias, None))
-                except ArtifactIntegrityError as exc:
-                    report.append((key, alias, str(exc)))
-        return report
+        return self._ledger.verify()
 
-    def move_alias(
-        self,
-        ref: str | ArtifactRef,
-        alias: str,
-        *,
-        reason: str,
-        actor: str | None = None,
-        expected: int | None = _UNSET,
-        forced: bool = False,
-        extra: Mapping[str, Any] | None = None,
-        expected_seq: int | None = None,
-    ) -> AliasMove:
-        """Point ``alias`` at the committed version ``ref`` resolves to, by compare-and-swap.
+    def move_alias(self, ref: str | ArtifactRef, alias: str, **kwargs: Any) -> AliasMove:
+        return self._ledger.move(ref, alias, **kwargs)
 
-        This is the ledger's mechanism, not a door: it checks the chain and the compare-and-swap,
-        not the alias policy. Every door moves aliases through ``core.gating.promote`` /
-        ``rollback``, which enforce the policy (tests/core/gating/test_doors.py checks that no
-        other module calls this).
+    def set_alias_policy(self, key: str, alias: str, policy: Mapping[str, Any] | None, **kwargs: Any) -> AliasMove:
+        return self._ledger.set_policy(key, alias, policy, **kwargs)
 
-        ``expected`` is the version the caller believes the alias points at now (None: unset).
-        Left out, the value read just before the write is expected, so a concurrent move still
-        makes exactly one of the movers fail with ArtifactConflictError. ``expected_seq``: the
-        newest entry the caller checked its rules against (0: none); a policy change or any move
-        since then is a conflict.
-        """
-        target = self.resolve(ref)
-        validate_alias(alias)
-        if not reason or not reason.strip():
-            raise ConfigError("moving an alias needs a reason: it is recorded in the alias history for audit")
-        kind, name = target.kind, target.name
-        chain, head = self._chain_for_write(kind, name, alias, expected_seq)
-        current = head.to_version if head else None
-        if expected is not _UNSET and expected != current:
-            raise ArtifactConflictError(
-                f"alias {alias!r} of {kind}/{name} points at {version_label(current)}, not the expected "
-                f"{version_label(expected)}: someone moved it; re-read and retry"
-            )
-        move = self._new_move(
-            target,
-            alias,
-            (head.seq if head else 0) + 1,
-            actor,
-            reason,
-            from_version=current,
-            forced=forced,
-            extra=json.loads(json.dumps(dict(extra or {}))),
-            prev_digest=head.digest if head else None,
-            policy=head.policy if head else None,  # the policy carries forward
-        )
-        return self._append(move, chain[0].seq if chain else 1)  # a full chain starts at its base
+    def repair_alias(self, key: str, alias: str, **kwargs: Any) -> AliasMove:
+        return self._ledger.repair(key, alias, **kwargs)
 
-    def _chain_for_write(
-        self, kind: str, name: str, alias: str, expected_seq: int | None
-    ) -> tuple[list[AliasMove], AliasMove | None]:
-        chain = self._chain(kind, name, alias, full=True)  # a damaged history refuses every move
-        head = chain[-1] if chain else None
-        if expected_seq is not None and (head.seq if head else 0) != expected_seq:
-            raise ArtifactConflictError(
-                f"alias {alias!r} of {kind}/{name} changed while this move was checked (entry "
-                f"{head.seq if head else 0}, not {expected_seq}): re-read and retry"
-            )
-        return chain, head
-
-    def set_alias_policy(
-        self,
-        key: str,
-        alias: str,
-        policy: Mapping[str, Any] | None,
-        *,
-        reason: str,
-        actor: str | None = None,
-        extra: Mapping[str, Any] | None = None,
-        expected_seq: int | None = None,
-    ) -> AliasMove:
-        """Record ``policy`` (a dict, None to remove it) on ``alias`` as an entry of its history
-        that leaves it where it points (or declares it, pointing nowhere yet). The ledger's
-        mechanism: ``core.gating.policy``'s rules for who may change a policy are checked by
-        ``core.gating.promotion.set_policy``, the door."""
-        kind, name = parse_key(key)
-        validate_alias(alias)
-        if not reason or not reason.strip():
-            raise ConfigError("changing an alias policy needs a reason: it is recorded in the alias history")
-        chain, head = self._chain_for_write(kind, name, alias, expected_seq)
-        current = head.to_version if head else None
-        self._check_signing()
-        move = AliasMove(
-            seq=(head.seq if head else 0) + 1,
-            kind=kind,
-            name=name,
-            alias=alias,
-            from_version=current,
-            to_version=current,
-            actor=actor or default_producer()["user"],
-            at=utcnow(),
-            reason=reason,
-            extra=json.loads(json.dumps({**dict(extra or {}), "policy_change": True})),
-            prev_digest=head.digest if head else None,
-            policy=json.loads(json.dumps(dict(policy))) if policy is not None else None,
-        )
-        return self._append(move, chain[0].seq if chain else 1)
-
-    @staticmethod
-    def _new_move(target: Manifest, alias: str, seq: int, actor: str | None, reason: str, **fields: Any) -> AliasMove:
-        return AliasMove(
-            seq=seq,
-            kind=target.kind,
-            name=target.name,
-            alias=alias,
-            to_version=target.version,
-            actor=actor or default_producer()["user"],
-            at=utcnow(),
-            reason=reason,
-            **fields,
-        )
-
-    def _append(self, move: AliasMove, base: int) -> AliasMove:
-        """Create the entry (the compare-and-swap), then point the head record at it."""
-        self._check_signing(writing=True)
-        prefix = self._history_prefix(move.kind, move.name, move.alias)
-        data = move.to_dict()
-        signed = self._signed("alias-entry", data, data["entry_digest"])
-        if not self.backend.create_exclusive(f"{prefix}/h{move.seq:06d}.json", _dumps(signed)):
-            raise ArtifactConflictError(
-                f"alias {move.alias!r} of {move.kind}/{move.name} was moved concurrently by another writer; "
-                "re-read and retry"
-            )
-        move = dataclasses.replace(move, digest=data["entry_digest"])
-        # A slower writer of an older entry may overwrite this afterwards: readers accept a head
-        # record behind the newest entry and check the chain from it forward.
-        head = {"seq": move.seq, "digest": move.digest, "base": base}
-        head = self._signed("alias-head", head, head_digest(move.kind, move.name, move.alias, head))
-        self.backend.write_bytes(f"{prefix}/{HEAD}", _dumps(head))
-        return move
-
-    def repair_alias(
-        self, key: str, alias: str, *, to_version: int, reason: str, actor: str | None = None
-    ) -> AliasMove:
-        """Start a new chain after damage an operator has examined: an entry numbered after every
-        entry present (numbers are never reused), pointing the alias at ``to_version``, recording
-        the problem found and why. The damaged entries stay in the store for forensics."""
-        kind, name = parse_key(key)
-        validate_alias(alias)
-        target = self.resolve(ArtifactRef(kind, name, version=to_version))
-        if not reason or not reason.strip():
-            raise ConfigError("repairing an alias needs a reason: it is recorded in the new chain's first entry")
-        try:
-            self._chain(kind, name, alias, full=True)
-            problem = None
-        except ArtifactIntegrityError as exc:
-            problem = str(exc)
-        if problem is None:
-            raise ConfigError(f"alias {alias!r} of {key} is intact: nothing to repair (use promote or rollback)")
-        seqs = self._history_seqs(kind, name, alias)
-        try:
-            head_seq = (self._head_record(kind, name, alias) or {}).get("seq", 0)
-        except ArtifactIntegrityError:
-            head_seq = 0
-        seq = max([head_seq, *seqs, 0]) + 1
-        move = self._new_move(
-            target,
-            alias,
-            seq,
-            actor,
-            reason,
-            from_version=None,
-            forced=True,
-            extra={"repair": {"problem": problem}},
-            policy=self.last_sound_policy(key, alias),
-        )
-        return self._append(move, seq)
+    def rollback(self, key: str, alias: str, **kwargs: Any) -> AliasMove:
+        return self._ledger.rollback(key, alias, **kwargs)
 
     def last_sound_policy(self, key: str, alias: str) -> dict[str, Any] | None:
-        """The policy of the newest entry that is sound on its own (its digest and signature), so
-        that damaging a history and having it repaired does not drop the alias's policy."""
-        kind, name = parse_key(key)
-        for seq in reversed(self._history_seqs(kind, name, validate_alias(alias))):
-            try:
-                return self._history_entry(kind, name, alias, seq).policy
-            except ArtifactIntegrityError:
-                continue
-        return None
-
-    def rollback(
-        self,
-        key: str,
-        alias: str,
-        *,
-        reason: str,
-        to_version: int | None = None,
-        actor: str | None = None,
-        extra: Mapping[str, Any] | None = None,
-        eligible: Callable[[int], bool] | None = None,
-        forced: bool = False,
-        expected_seq: int | None = None,
-    ) -> AliasMove:
-        """Move ``alias`` back: to ``to_version``, or to the newest version it pointed at before
-        that was neither the current one nor rolled back from (so repeated rollbacks walk back),
-        and, when ``eligible`` is given, for which it returns True."""
-        kind, name = parse_key(key)
-        history = self.alias_history(key, alias)
-        if not history or history[-1].to_version is None:
-            raise ArtifactNotFoundError(f"alias {alias!r} of {key} has never been set: nothing to roll back")
-        current = history[-1].to_version
-        if to_version is None:
-            rolled_back_from = {m.from_version for m in history if m.extra.get("rollback")}
-            earlier = [
-                m.to_version
-                for m in reversed(history)
-                if m.to_version is not None
-                and m.to_version != current
-                and m.to_version not in rolled_back_from
-                and (eligible is None or eligible(m.to_version))
-            ]
-            if not earlier:
-                raise ArtifactNotFoundError(
-                    f"alias {alias!r} of {key} has no earlier "
-                    + ("eligible (blessed) " if eligible else "")
-                    + f"version to roll back to (it points at v{current}); pass an explicit version"
-                )
-            to_version = earlier[0]
-        if to_version == current:
-            raise ConfigError(f"alias {alias!r} of {key} already points at v{to_version}")
-        return self.move_alias(
-            ArtifactRef(kind, name, version=to_version),
-            alias,
-            reason=reason,
-            actor=actor,
-            expected=current,
-            forced=forced,
-            extra={**dict(extra or {}), "rollback": True},
-            expected_seq=history[-1].seq if expected_seq is None else expected_seq,
-        )
-
-    def purge(self, key: str) -> int:
-        """Delete every version of a ``checkpoint`` artifact (transient by nature; other kinds are
-        immutable and can only be garbage-collected before they commit). Returns versions removed."""
-        kind, name = parse_key(key)
-        if kind != "checkpoint":
-            raise ConfigError(f"only checkpoint artifacts can be purged, not {key!r}: committed versions are immutable")
-        removed = len(self.versions(key))
-        self.backend.delete_prefix(f"{kind}/{name}")
-        return removed
+        return self._ledger.last_sound_policy(key, alias)
 
     # ---- lineage -----------------------------------------------------------------------
 
@@ -1488,7 +1024,7 @@ class ArtifactStore:
         False if a writer committed it first."""
         vprefix = f"{kind}/{name}/{_vdir(version)}"
         tombstone = {_RECLAIMED: by, "at": utcnow(), "claim": dict(claim)}
-        if not self.backend.create_exclusive(f"{vprefix}/{MANIFEST}", _dumps(tombstone)):
+        if not self.backend.create_exclusive(f"{vprefix}/{MANIFEST}", dumps(tombstone)):
             return False
         self.backend.delete(f"{vprefix}/{CLAIM}")
         if claim.get("idempotency_key") is not None:

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from airflow_mlcrit.core.artifacts.records import login_name
 from airflow_mlcrit.core.artifacts.refs import ArtifactRef, parse_key, parse_ref, version_label
-from airflow_mlcrit.core.artifacts.store import login_name
 from airflow_mlcrit.core.gating.blessing import BLESSED_KINDS, blesses, find_blessing, newest_judgement
 from airflow_mlcrit.core.gating.policy import DEFAULT, AliasPolicy, known_aliases, policy_in
 from airflow_mlcrit.exceptions import ArtifactConflictError, ConfigError, GateFailedError
