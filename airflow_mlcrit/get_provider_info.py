@@ -113,6 +113,16 @@ def get_provider_info() -> dict:
                         "example": "mlcrit_signing",
                         "default": "",
                     },
+                    "witness_conn_id": {
+                        "description": "Connection (its URI: a SQLAlchemy database URL, e.g. PostgreSQL) of the "
+                        "database where every alias move is mirrored outside the artifact store, so that "
+                        "deleting the newest history entries is detected instead of read as a rollback. "
+                        "Empty: MLCRIT_WITNESS_URL if set, else no witness. See docs/reliability.md.",
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "mlcrit_witness",
+                        "default": "",
+                    },
                     "marquez_url": {
                         "description": "Base URL of the Marquez web UI, used for extra links from tasks "
                         "to their lineage. Empty disables the link.",

@@ -150,8 +150,12 @@ class _Cli:
     @property
     def store(self) -> ArtifactStore:
         if self._store is None:
+            import os
+
             self._store = open_store(
-                self.args.root or root_from_env() or embedded_default_root(), signer=signer_from_env()
+                self.args.root or root_from_env() or embedded_default_root(),
+                signer=signer_from_env(),
+                witness=os.environ.get("MLCRIT_WITNESS_URL") or None,
             )
         return self._store
 

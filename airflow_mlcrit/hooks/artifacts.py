@@ -112,9 +112,20 @@ class ArtifactStoreHook(BaseHook):
             raise ConfigError(f"connection {conn_id!r}: extra 'previous_keys' must be a list of strings")
         return signer_from_text(conn.password, previous)
 
+    def witness(self) -> str | None:
+        """The URL of the alias witness's database (core/artifacts/witness.py): the connection
+        ``[mlcrit] witness_conn_id`` (its URI, e.g. a PostgreSQL database that writers of the
+        bucket cannot reach), else ``MLCRIT_WITNESS_URL``; None: no witness."""
+        import os
+
+        conn_id = conf.get("mlcrit", "witness_conn_id", fallback="")
+        if not conn_id:
+            return os.environ.get("MLCRIT_WITNESS_URL") or None
+        return self.get_connection(conn_id).get_uri()
+
     def get_store(self) -> ArtifactStore:
         root, options = self.store_options()
-        return open_store(root, signer=self.signer(), **options)
+        return open_store(root, signer=self.signer(), witness=self.witness(), **options)
 
     def get_conn(self) -> ArtifactStore:
         return self.get_store()

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from airflow_mlcrit.core.artifacts.store import ArtifactStore, Manifest
 
 HEAD = "HEAD.json"  # of an alias history: the newest entry's number and digest, and the chain's base
+WITNESS_MARKER = "_mlcrit/witness.json"  # written by the first witnessed move: clients without a witness refuse
 # 2: entries are hash-chained (prev_digest, entry_digest) and _aliases/<alias>/HEAD.json names the newest.
 HISTORY_FORMAT = 2
 _HISTORY_ENTRY = re.compile(r"h([0-9]{6,})\.json")
@@ -104,6 +105,7 @@ class AliasLedger:
 
     def __init__(self, store: ArtifactStore):
         self.store = store
+        self._witnessed: bool | None = None  # whether WITNESS_MARKER exists (read once)
 
     def prefix(self, kind: str, name: str, alias: str) -> str:
         return f"{kind}/{name}/_aliases/{alias}"
@@ -191,6 +193,7 @@ class AliasLedger:
         if not seqs:
             if head is not None:
                 raise broken(f"its head record names entry {head['seq']}, but no entry exists")
+            self._check_witness(kind, name, alias, [])
             return []
         newest = seqs[-1]
         if head is None:
@@ -212,7 +215,47 @@ class AliasLedger:
         at_head = entries[head["seq"] - start]
         if head["digest"] is not None and at_head.digest != head["digest"]:
             raise broken(f"history entry {at_head.seq} is not the one its head record names")
+        self._check_witness(kind, name, alias, entries)
         return entries
+
+    def _witness(self, writing: bool = False) -> Any:
+        """The store's witness; a store whose moves were witnessed refuses a client without one
+        (it would move the alias unseen, or read a rolled-back head as the truth)."""
+        witness = self.store.witness
+        if witness is None and self._witnessed is None:
+            self._witnessed = self.store.backend.exists(WITNESS_MARKER)
+        if witness is None and self._witnessed:
+            raise ConfigError(
+                f"the alias moves of {self.store.root_uri} are witnessed outside the store, and this client has no "
+                "witness: set MLCRIT_WITNESS_URL (the CLI) or [mlcrit] witness_conn_id (Airflow)"
+            )
+        if witness is not None and writing and not self._witnessed:
+            self.store.backend.create_exclusive(WITNESS_MARKER, dumps({"since": utcnow(), "witness": witness.url}))
+            self._witnessed = True
+        return witness
+
+    def _check_witness(self, kind: str, name: str, alias: str, entries: list[AliasMove]) -> None:
+        """Refuse a history whose newest entry is older than the newest the witness saw, or that
+        holds another entry than it saw: entries deleted or rewritten in the bucket."""
+        witness = self._witness()
+        if witness is None:
+            return
+        seen = witness.newest(f"{kind}/{name}", alias)
+        if seen is None:
+            return
+        seq, digest = seen
+        newest = entries[-1].seq if entries else 0
+        if seq > newest:
+            raise self._broken(
+                kind,
+                name,
+                alias,
+                f"the witness outside the store saw entry {seq}, but the store's newest is "
+                f"{newest or 'none'}: its head went backwards (entries were deleted)",
+            )
+        at = next((e for e in entries if e.seq == seq), None) or self.entry(kind, name, alias, seq)
+        if at.digest != digest:
+            raise self._broken(kind, name, alias, f"history entry {seq} is not the one the witness saw: rewritten")
 
     def head(self, kind: str, name: str, alias: str) -> AliasMove | None:
         entries = self._chain(kind, name, alias, full=False)
@@ -251,16 +294,21 @@ class AliasLedger:
         return self._chain(kind, name, validate_alias(alias), full=True)
 
     def verify(self) -> list[tuple[str, str, str | None]]:
-        """(kind/name, alias, problem or None) for every alias in the store, each chain checked whole."""
+        """(kind/name, alias, problem or None) for every alias in the store, each chain checked
+        whole, and against the witness where there is one (also an alias the witness saw move
+        whose history is gone from the store)."""
+        found = {(key, alias) for key in self.store.list_artifacts() for alias in self.names(key)}
+        witness = self._witness()
+        if witness is not None:
+            found |= set(witness.aliases())
         report = []
-        for key in self.store.list_artifacts():
+        for key, alias in sorted(found):
             kind, name = parse_key(key)
-            for alias in self.store.backend.list_children(f"{kind}/{name}/_aliases"):
-                try:
-                    self._chain(kind, name, alias, full=True)
-                    report.append((key, alias, None))
-                except ArtifactIntegrityError as exc:
-                    report.append((key, alias, str(exc)))
+            try:
+                self._chain(kind, name, alias, full=True)
+                report.append((key, alias, None))
+            except ArtifactIntegrityError as exc:
+                report.append((key, alias, str(exc)))
         return report
 
     def move(
@@ -379,8 +427,10 @@ class AliasLedger:
         )
 
     def _append(self, move: AliasMove, base: int) -> AliasMove:
-        """Create the entry (the compare-and-swap), then point the head record at it."""
+        """Create the entry (the compare-and-swap), then point the head record at it, then tell
+        the witness."""
         self.store.check_signing(writing=True)
+        witness = self._witness(writing=True)
         prefix = self.prefix(move.kind, move.name, move.alias)
         data = move.to_dict()
         signed = self.store.sign_record("alias-entry", data, data["entry_digest"])
@@ -395,6 +445,8 @@ class AliasLedger:
         head = {"seq": move.seq, "digest": move.digest, "base": base}
         head = self.store.sign_record("alias-head", head, head_digest(move.kind, move.name, move.alias, head))
         self.store.backend.write_bytes(f"{prefix}/{HEAD}", dumps(head))
+        if witness is not None:  # after the store: a witness ahead of the store would read as tampering
+            witness.record(f"{move.kind}/{move.name}", move.alias, move.seq, move.digest, move.to_version)
         return move
 
     def repair(self, key: str, alias: str, *, to_version: int, reason: str, actor: str | None = None) -> AliasMove:
@@ -418,7 +470,9 @@ class AliasLedger:
             head_seq = (self.head_record(kind, name, alias) or {}).get("seq", 0)
         except ArtifactIntegrityError:
             head_seq = 0
-        seq = max([head_seq, *seqs, 0]) + 1
+        witness = self._witness()
+        seen = witness.newest(key, alias) if witness is not None else None
+        seq = max([head_seq, *seqs, seen[0] if seen else 0]) + 1  # numbers are never reused
         move = self._new_move(
             target,
             alias,

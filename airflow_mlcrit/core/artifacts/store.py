@@ -377,9 +377,10 @@ class _VerifyingReader:
 class ArtifactStore:
     """Versioned, immutable artifacts on a :class:`Backend`."""
 
-    def __init__(self, backend: Backend, signer: Signer | None = None):
+    def __init__(self, backend: Backend, signer: Signer | None = None, witness: Any = None):
         self.backend = backend
         self.signer = signer
+        self.witness = witness  # alias moves mirrored outside the store (witness.py), or None
         self._signing_checked = False
         self._ledger = AliasLedger(self)
 
@@ -1041,10 +1042,23 @@ class ArtifactStore:
         self._reclaim(staged.kind, staged.name, staged.version, claim, f"abandoned: {why}"[:500])
 
 
-def open_store(root: str | os.PathLike[str], *, signer: Signer | None = None, **s3_options: Any) -> ArtifactStore:
+def open_store(
+    root: str | os.PathLike[str], *, signer: Signer | None = None, witness: Any = None, **s3_options: Any
+) -> ArtifactStore:
     """A store on ``root``: ``s3://bucket/prefix`` (boto3 options as keywords) or a local directory.
-    With a ``signer``, every record written is signed and every record read must be."""
-    root = str(root)
+    With a ``signer``, every record written is signed and every record read must be. With a
+    ``witness`` (witness.py: a SQL URL, or a SqlWitness), every alias move is mirrored outside
+    the store and every read of an alias is checked against it."""
+    store = _open(str(root), signer, s3_options)
+    if isinstance(witness, str):
+        from airflow_mlcrit.core.artifacts.witness import SqlWitness
+
+        witness = SqlWitness(witness, store.root_uri)
+    store.witness = witness
+    return store
+
+
+def _open(root: str, signer: Signer | None, s3_options: dict[str, Any]) -> ArtifactStore:
     if not root:
         raise ConfigError("artifact root is empty: set [mlcrit] artifact_root, MLCRIT_ARTIFACT_ROOT or --root")
     if root.startswith("s3://"):
