@@ -31,6 +31,11 @@ class ArtifactConflictError(ArtifactError):
     """A compare-and-swap lost: someone else moved the alias or took the version first."""
 
 
+class FencedError(ArtifactConflictError):
+    """A task try's write was refused because a newer try of the same task instance has begun
+    (fencing): a process that outlived its task cannot commit after the retry started."""
+
+
 class DataValidationError(MlcritError):
     """Data failed a validation check whose policy is `fail`."""
 

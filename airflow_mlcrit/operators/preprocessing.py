@@ -51,7 +51,7 @@ class BeamPreprocessOperator(DatasetStepOperator):
         from airflow_mlcrit.core.beam import child_pids
 
         # The workers write the shards straight into this claimed version; nothing passes through here.
-        staged = self.store.stage(f"transformed_dataset/{name}")
+        staged = self.store.stage(f"transformed_dataset/{name}", producer=self.producer(context))
         self._before = child_pids()  # on_kill ends only the processes the pipeline starts
         self._running = True
         try:

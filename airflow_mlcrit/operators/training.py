@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import tempfile
 import time
@@ -161,6 +162,8 @@ class FineTuneOperator(DatasetStepOperator):
                     "train": (f"{pins['data']}/{self.split}" if pins["transformed"] else pins["data"])
                     or pins["source"],
                 },
+                producer=self.producer(context),
+                supervisor=os.getppid(),  # Airflow's task supervisor: training stops if it goes
             )
             summary = self._commit(
                 context, cfg, key, pins, result.output_dir, result.metrics, result.labels, result.merged_dir

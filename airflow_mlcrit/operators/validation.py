@@ -49,7 +49,7 @@ class ComputeStatisticsOperator(DatasetStepOperator):
             result = StatisticsResult(json.loads(self.store.read_bytes(out.ref, STATISTICS_FILE)), None)
         else:
             # On Beam the workers read the data where it is and report into a staged version.
-            staged = self.store.stage(key) if cfg.engine == "beam" else None
+            staged = self.store.stage(key, producer=self.producer(context)) if cfg.engine == "beam" else None
             try:
                 result = compute_statistics(cfg, store=self.store, output=staged)
             except BaseException as exc:

@@ -46,6 +46,7 @@ from airflow_mlcrit.exceptions import (
     ArtifactIntegrityError,
     ArtifactNotFoundError,
     ConfigError,
+    FencedError,
     InvalidReferenceError,
 )
 
@@ -247,6 +248,22 @@ def _split_far_claims(claimed: list[int]) -> tuple[list[int], list[int]]:
     return near, []
 
 
+FENCES = "_mlcrit/fences"  # <step>/t000002.json per task try, <step>/claims/<kind>~<name>~v000003~t000001
+
+
+def fence_of(producer: Mapping[str, Any] | None) -> tuple[str, int, str] | None:
+    """(step, try number, who) of a task try's producer record, or None where it names no task
+    try (a CLI put, a script): the fencing token of DESIGN.md. The step is the task instance
+    (dag, run, task, map index), whatever it writes."""
+    p = producer or {}
+    ids = [p.get(k) for k in ("dag_id", "run_id", "task_id", "map_index")]
+    try_number = p.get("try_number")
+    if None in ids or not isinstance(try_number, int) or isinstance(try_number, bool):
+        return None
+    step = hashlib.sha256(json.dumps(ids, separators=(",", ":")).encode()).hexdigest()[:32]
+    return step, try_number, f"{ids[2]} of {ids[0]} run {ids[1]}" + (f"[{ids[3]}]" if ids[3] not in (-1, None) else "")
+
+
 def _walk_payload(src: Path, follow_symlinks: bool) -> list[tuple[str, Path]]:
     """Every regular file under ``src``. A symlink is stored (as the file it points to) only
     with ``follow_symlinks`` and only when it resolves to a regular file inside ``src``; anything
@@ -381,6 +398,7 @@ class ArtifactStore:
         self.backend = backend
         self.signer = signer
         self.witness = witness  # alias moves mirrored outside the store (witness.py), or None
+        self._fences_entered: set[tuple[str, int]] = set()
         self._signing_checked = False
         self._ledger = AliasLedger(self)
 
@@ -701,6 +719,7 @@ class ArtifactStore:
         meta = _strict_json(metadata, key)
         self.check_signing(writing=True)
         parent_list = self._resolve_parents(parents)
+        self._enter_fence(producer)  # before the lookup: an older try's uncommitted version is not taken over
         version = None
         attempt_key = None
         if idempotency_key is not None:
@@ -722,6 +741,8 @@ class ArtifactStore:
                     self._idempotency_key_path(kind, name, attempt_key),
                     dumps({"idempotency_key": attempt_key, "version": version}),
                 )
+        self._register_claim(producer, kind, name, version)
+        self._check_fence(producer, kind, name, version)  # before any byte is uploaded
         vprefix = f"{kind}/{name}/{_vdir(version)}"
         entries = []
         for rel, path in files:
@@ -784,6 +805,7 @@ class ArtifactStore:
                 dumps({"digest": manifest.digest}),
             )
         data = manifest.to_dict()
+        self._check_fence(producer, kind, name, version)
         if not self.backend.create_exclusive(
             f"{vprefix}/{MANIFEST}", dumps(self.sign_record("manifest", data, data["manifest_digest"]))
         ):
@@ -794,13 +816,16 @@ class ArtifactStore:
             raise ArtifactConflictError(f"{manifest.ref} was committed by another writer")
         return manifest
 
-    def stage(self, key: str) -> StagedVersion:
+    def stage(self, key: str, *, producer: Mapping[str, Any] | None = None) -> StagedVersion:
         """Claim the next version of ``key`` for files that others write in place (Beam workers,
         through ``StagedVersion.location``); :meth:`commit_staged` commits it from their records.
-        Until then no reader sees it, and a version never committed is ``mlcrit gc``'s to remove."""
+        Until then no reader sees it, and a version never committed is ``mlcrit gc``'s to remove.
+        ``producer``: the task try that claims it (its fencing token)."""
         kind, name = parse_key(key)
         self.check_signing(writing=True)
+        self._enter_fence(producer)
         version = self._claim(kind, name, self._claim_record(None))
+        self._register_claim(producer, kind, name, version)
         vprefix = f"{kind}/{name}/{_vdir(version)}"
         location = self.backend.uri(vprefix)
         if isinstance(self.backend, LocalBackend):
@@ -885,6 +910,56 @@ class ArtifactStore:
             )
         return self._commit(kind, name, version, files, parent_list, meta, producer, idempotency_key, libraries)
 
+    # ---- fencing: a process that outlived its task try cannot commit after the retry began ---
+
+    def _enter_fence(self, producer: Mapping[str, Any] | None) -> None:
+        """Before this task try's first claim: record that it began, then reclaim (tombstone) every
+        version an older try of the same task instance claimed and did not commit. Its commit then
+        fails at the commit point, and so does any it makes later (``_check_fence``)."""
+        fence = fence_of(producer)
+        if fence is None or fence[:2] in self._fences_entered:
+            return
+        step, try_number, who = fence
+        prefix = f"{FENCES}/{step}"
+        self.backend.create_exclusive(f"{prefix}/t{try_number:06d}.json", dumps({"task": who, "at": utcnow()}))
+        for record in self.backend.list_children(f"{prefix}/claims"):
+            kind, name, vdir, tdir = record.split("~")
+            version, older = int(vdir[1:]), int(tdir[1:])
+            if older >= try_number:
+                continue
+            claim = self._read_json(f"{kind}/{name}/{vdir}/{CLAIM}")
+            if claim is not None and not self.backend.exists(f"{kind}/{name}/{vdir}/{MANIFEST}"):
+                self._reclaim(kind, name, version, claim, f"try {try_number} of {who} (fencing try {older})")
+        self._fences_entered.add(fence[:2])
+
+    def _register_claim(self, producer: Mapping[str, Any] | None, kind: str, name: str, version: int) -> None:
+        """Note a version this task try claimed, for a newer try's sweep (``_enter_fence``)."""
+        fence = fence_of(producer)
+        if fence is not None:
+            step, try_number, _ = fence
+            record = f"{FENCES}/{step}/claims/{kind}~{name}~{_vdir(version)}~t{try_number:06d}"
+            self.backend.create_exclusive(record, b"{}")
+
+    def _check_fence(self, producer: Mapping[str, Any] | None, kind: str, name: str, version: int) -> None:
+        """Refuse, and reclaim the version, if a newer try of this task instance has begun: right
+        after a claim and right before the commit point."""
+        fence = fence_of(producer)
+        if fence is None:
+            return
+        step, try_number, who = fence
+        tries = [
+            int(t[1:7]) for t in self.backend.list_children(f"{FENCES}/{step}") if re.fullmatch(r"t\d{6}\.json", t)
+        ]
+        newer = max([t for t in tries if t > try_number], default=None)
+        if newer is not None:
+            claim = self._read_json(f"{kind}/{name}/{_vdir(version)}/{CLAIM}")
+            if claim is not None:  # nothing of it is left behind for gc
+                self._reclaim(kind, name, version, claim, f"try {try_number} of {who} itself (fenced by try {newer})")
+            raise FencedError(
+                f"{kind}/{name}@v{version} is not committed: try {newer} of {who} has begun, and this is try "
+                f"{try_number} (a process that outlived its task try): fencing refuses its writes"
+            )
+
     def _refuse_if_reclaimed(self, vprefix: str, ref: str, cause: BaseException | None = None) -> None:
         """Raise the error that says so if gc reclaimed this version (its tombstone holds the
         manifest's place)."""
@@ -892,6 +967,11 @@ class ArtifactStore:
             tombstone = self._read_json(f"{vprefix}/{MANIFEST}") or {}
         except ArtifactIntegrityError:
             return
+        if _RECLAIMED in tombstone and "fencing" in str(tombstone[_RECLAIMED]):
+            raise FencedError(
+                f"{ref} was reclaimed by {tombstone[_RECLAIMED]} while this try was writing it: a newer try of the "
+                "task has begun, so nothing this one writes is committed"
+            ) from cause
         if _RECLAIMED in tombstone:
             raise ArtifactError(
                 f"{ref} was reclaimed by `mlcrit gc` while this put was writing it (its claim was older than "

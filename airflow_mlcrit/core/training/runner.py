@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,18 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
                 os._exit(137)
 
     return arm
+
+
+def watch_supervisor(supervisor: int, proc: subprocess.Popen, orphaned: threading.Event) -> None:
+    """Stop the training child once this process's parent is no longer ``supervisor`` (it died
+    and this process was reparented): Airflow 3.3 puts each task process in a process group of its
+    own, so killing a worker's group leaves the task process, and its training, running."""
+    while proc.poll() is None:
+        if os.getppid() != supervisor:
+            orphaned.set()
+            stop_training(proc)
+            return
+        time.sleep(1.0)
 
 
 def _tail(path: Path, limit: int = 64 * 1024) -> str:
@@ -76,13 +90,20 @@ def run_training(
     on_event: Callable[[dict[str, Any]], None] | None = None,
     spawned: Callable[[subprocess.Popen], None] | None = None,
     provenance: dict[str, str] | None = None,
+    producer: dict[str, Any] | None = None,
+    supervisor: int | None = None,
 ) -> FineTuneResult:
     """Resume from the newest stored checkpoint if there is one, run the child, store each new
     checkpoint as it appears; raise the child's error (or a crash) as an MlcritError.
 
     The child leads its own process group (``stop_training`` ends it with every torchrun rank),
     and its stderr goes to a file: a pipe that nobody drains while stdout is read would block a
-    child that writes more than the pipe holds (64 KiB of warnings) and hang the task."""
+    child that writes more than the pipe holds (64 KiB of warnings) and hang the task.
+
+    ``producer``: the task try, whose fencing token each checkpoint carries (a try that outlived
+    its task cannot commit one after the retry began). ``supervisor``: the pid of the process that
+    supervises this task process (Airflow's task supervisor); when it goes, training stops, so a
+    task process left behind by a killed worker does not keep training beside its retry."""
     workdir.mkdir(parents=True, exist_ok=True)
     resume_from = None
     if store.versions(ckpt_key):
@@ -122,6 +143,9 @@ def run_training(
         )
     if spawned:
         spawned(proc)
+    orphaned = threading.Event()
+    if supervisor is not None:
+        threading.Thread(target=watch_supervisor, args=(supervisor, proc, orphaned), daemon=True).start()
     done: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     assert proc.stdout is not None
@@ -130,7 +154,9 @@ def run_training(
             continue
         event = json.loads(line)
         if event["event"] == "checkpoint":
-            store.put(ckpt_key, event["path"], metadata={"step": event["step"]})
+            if orphaned.is_set():
+                break
+            store.put(ckpt_key, event["path"], metadata={"step": event["step"]}, producer=producer)
         elif event["event"] == "done":
             done = event
         elif event["event"] == "error":
@@ -139,6 +165,11 @@ def run_training(
             on_event(event)
     code = proc.wait()
     stderr = _tail(stderr_path)
+    if orphaned.is_set():
+        raise exceptions.MlcritError(
+            f"this task process lost its supervisor (pid {supervisor}): training was stopped, and a retry resumes "
+            "from the newest checkpoint"
+        )
     if error is not None:
         raise getattr(exceptions, error["type"], exceptions.MlcritError)(error["message"])
     if code != 0 or done is None:
