@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import runpy
+import signal
 import subprocess
 import sys
 import threading
@@ -122,11 +123,14 @@ def _lineage(af: Airflow) -> list[dict]:
 
 def test_week_one_survives_losing_the_gpu_worker_mid_training(cluster, tmp_path):
     """Week 1, started by the DAG's own schedule. The fine-tune goes to the `gpu` queue, which
-    only worker-a serves; once its first checkpoint is in S3, worker-a's machine is lost (SIGKILL
-    of its process group: nothing of it survives) and worker-b is told to serve `gpu` too. The
-    scheduler notices the missing heartbeats and retries the task, which resumes on worker-b from
-    the checkpoint in S3, not from step 0, and commits one adapter (whose weights are compared
-    with an uninterrupted run's below)."""
+    only worker-a serves; once its first checkpoint is in S3, worker-a's Celery worker is killed
+    with `kill -9` of its process group, and worker-b is told to serve `gpu` too. Airflow 3.3 puts
+    each task process in a process group of its own, so the task process and its training child
+    survive: the test holds them (SIGSTOP) past the heartbeat timeout. The scheduler notices the
+    missing heartbeats and retries the task, which resumes on worker-b from the checkpoint in S3,
+    not from step 0, and commits one adapter (whose weights are compared with an uninterrupted
+    run's below). Then the survivor resumes: its next checkpoint is refused by fencing (a newer try
+    has begun), it stops, and the adapter still has exactly one version."""
     af, store = cluster, cluster.store
     _demo(store, ("setup",), ("week", 1))
     af.wait_for_dag(DAG)
@@ -145,7 +149,13 @@ def test_week_one_survives_losing_the_gpu_worker_mid_training(cluster, tmp_path)
             [first] = af.tries(DAG, run_id, "finetune")
             assert (first["hostname"], first["queue"]) == ("worker-a", "gpu"), first
             _celery(af, "add-queue", "--queues", "gpu", "--celery-hostname", "celery@worker-b")
-            lost["survivors"] = af.gpu.kill()
+            procs = af.gpu.processes()
+            [child] = [pid for pid, (_, cmd) in procs.items() if "airflow_mlcrit.core.training.worker" in cmd]
+            task = procs[child][0]
+            for pid in (task, child):  # held, as a machine that froze would hold them
+                os.kill(pid, signal.SIGSTOP)
+            af.gpu.kill_worker_group()
+            lost["survivor"], lost["machine"] = (task, child), af.gpu
             [ckpt] = store.list_artifacts("checkpoint")
             lost["checkpoint"] = store.resolve(f"{ckpt}@latest")
         elif lost and "replacement" not in lost and len(tries := af.tries(DAG, run_id, "finetune")) == 2:
@@ -155,7 +165,8 @@ def test_week_one_survives_losing_the_gpu_worker_mid_training(cluster, tmp_path)
     state = af.wait_run(DAG, run_id, timeout=900, on_state=lose_the_gpu_worker)
     states = af.task_states(DAG, run_id)
     assert state == "success", (states, af.logs())
-    assert lost["survivors"] == [], lost["survivors"]
+    task, child = lost["survivor"]
+    assert Path(f"/proc/{task}").exists() and Path(f"/proc/{child}").exists()  # it outlived its worker
     first, second = af.tries(DAG, run_id, "finetune")
     assert (first["hostname"], second["hostname"], second["queue"]) == ("worker-a", "worker-b", "gpu")
     checkpoint = lost["checkpoint"]
@@ -165,6 +176,7 @@ def test_week_one_survives_losing_the_gpu_worker_mid_training(cluster, tmp_path)
     assert f"resuming from {checkpoint.ref} (step {step})" in log, log[-3000:]
     assert f"step {step + 25}/150" in log and "step 25/150" not in log  # went on from there, not from 0
     assert store.versions(ADAPTER) == [1] and store.list_artifacts("checkpoint") == []
+    _the_survivor_is_fenced(store, lost["machine"], task, child, f"try 1 of finetune of {DAG} run {run_id}")
     # the uninterrupted run trains here while the next test's runs go on (checked after them)
     af.reference = _train_uninterrupted(store, tmp_path, _lineage(af))
     assert states["promote_prompt"] == "skipped" and states["promote"] == "success"
@@ -174,6 +186,34 @@ def test_week_one_survives_losing_the_gpu_worker_mid_training(cluster, tmp_path)
     _quarantined_rows_never_reach_training(store, tmp_path)
     preloaded = (af.cpu.home / "preloaded.txt").read_text().split(",")
     assert {"torch", "transformers", "peft", "apache_beam"} <= set(preloaded)
+
+
+def _the_survivor_is_fenced(store, machine: Worker, task: int, child: int, survivor: str) -> None:
+    """The held survivor resumes: its training child first, until it has written its next
+    checkpoint, then the task process, which reads it and tries to store it. Fencing refuses it
+    (its claim is reclaimed, naming the try that fenced it), the survivor stops its training and
+    ends, nothing new is committed, and nothing is left of the old machine."""
+    steps = f"proc/{child}/root/tmp/mlcrit-finetune-*/train/run/checkpoints/step-*/COMPLETE"
+    before = set(Path("/").glob(steps))
+    os.kill(child, signal.SIGCONT)
+    deadline = time.monotonic() + 600  # a bound, not a measurement: 50 training steps on a busy machine
+    while not set(Path("/").glob(steps)) - before:
+        assert time.monotonic() < deadline and Path(f"/proc/{child}").exists(), "the survivor wrote no checkpoint"
+        time.sleep(0.5)
+    os.kill(task, signal.SIGCONT)
+    deadline = time.monotonic() + 300
+    while task in machine.processes():
+        assert time.monotonic() < deadline, machine.processes()
+        time.sleep(0.5)
+    tombstones = [
+        json.loads(store.backend.read_bytes(k))["reclaimed_by"]
+        for k in store.backend.list_keys("checkpoint")
+        if k.endswith("/_MANIFEST.json")
+    ]
+    assert tombstones == [f"{survivor} itself (fenced by try 2)"], tombstones
+    assert store.versions(ADAPTER) == [1] and store.list_artifacts("checkpoint") == []
+    assert child not in machine.processes()
+    assert machine.kill() == []
 
 
 def test_week_two_is_spread_over_both_workers_and_stopped_at_the_gate(cluster, tmp_path):

@@ -253,7 +253,17 @@ mkdir /tmp/worker
 cp -a /mnt/. /tmp/worker/
 umount /mnt
 cd /tmp/worker
-exec "$@"
+# The machine's init (PID 1) starts the worker in a session of its own, as on a real host, reaps
+# whatever is left to it and ends when nothing is: a kill of the worker's process group leaves
+# the task processes Airflow 3.3 put in groups of their own (Worker.kill loses the whole machine).
+exec "$1" -c 'import os, subprocess, sys
+subprocess.Popen(sys.argv[1:], start_new_session=True)
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
+' "$@"
 """
 
 
@@ -304,6 +314,28 @@ class Worker:
     def home(self) -> Path:
         """Its AIRFLOW_HOME, read from outside through its mount namespace while it runs."""
         return Path(f"/proc/{self.proc.pid}/root/tmp/worker/home")
+
+    def processes(self) -> dict[int, tuple[int, str]]:
+        """{pid: (parent pid, command line)} of every process of its machine (its PID namespace)."""
+        found = {}
+        for p in Path("/proc").iterdir():
+            try:
+                if p.name.isdigit() and os.readlink(p / "ns" / "pid") == self.namespace:
+                    ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    found[int(p.name)] = (ppid, (p / "cmdline").read_bytes().replace(bytes(1), b" ").decode())
+            except (OSError, ValueError):
+                continue
+        return found
+
+    def kill_worker_group(self) -> None:
+        """SIGKILL the Celery worker's own process group (``kill -9 -<pgid>``), not its machine:
+        what Airflow 3.3 started in process groups of their own survives."""
+        procs = self.processes()
+        [init] = [pid for pid, (parent, _) in procs.items() if parent not in procs]
+        # the main process: the one the machine's init started (pool children, their supervisors
+        # and the task processes forked from those all descend from it and share its command line)
+        [leader] = [pid for pid, (parent, cmd) in procs.items() if parent == init and "celery worker" in cmd]
+        os.killpg(leader, signal.SIGKILL)
 
     def kill(self) -> list[str]:
         """SIGKILL its whole process group, as a lost machine goes; returns what survived of its

@@ -149,20 +149,24 @@ def run_training(
     done: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     assert proc.stdout is not None
-    for line in proc.stdout:
-        if not line.startswith("{"):
-            continue
-        event = json.loads(line)
-        if event["event"] == "checkpoint":
-            if orphaned.is_set():
-                break
-            store.put(ckpt_key, event["path"], metadata={"step": event["step"]}, producer=producer)
-        elif event["event"] == "done":
-            done = event
-        elif event["event"] == "error":
-            error = event
-        if on_event:
-            on_event(event)
+    try:
+        for line in proc.stdout:
+            if not line.startswith("{"):
+                continue
+            event = json.loads(line)
+            if event["event"] == "checkpoint":
+                # fenced (FencedError) once a newer try of the task has begun: a task process that
+                # outlived its worker stores no checkpoint for its retry to resume from
+                store.put(ckpt_key, event["path"], metadata={"step": event["step"]}, producer=producer)
+            elif event["event"] == "done":
+                done = event
+            elif event["event"] == "error":
+                error = event
+            if on_event:
+                on_event(event)
+    except BaseException:
+        stop_training(proc)  # whatever stopped this loop, training does not go on without it
+        raise
     code = proc.wait()
     stderr = _tail(stderr_path)
     if orphaned.is_set():
