@@ -561,7 +561,7 @@ class _Cli:
         from airflow_mlcrit.core.gating.approval import request_approval
 
         a = self.args
-        req = request_approval(self.store, a.ref, a.alias, requested_by=_user(), blessing=a.blessing)
+        req = request_approval(self.store, a.ref, a.alias, requested_by=_user(), blessing=a.blessing, forced=a.force)
         md = req.metadata
         self.emit(
             req.to_dict(),
@@ -860,6 +860,9 @@ def build_parser() -> argparse.ArgumentParser:
     apr.add_argument("ref", metavar="REF", help="the blessed candidate")
     apr.add_argument("--alias", required=True)
     apr.add_argument("--blessing", help="the blessing to bind (default: the candidate's newest judgement)")
+    apr.add_argument(
+        "--force", action="store_true", help="for a forced move of an unblessed candidate (force_needs_approval)"
+    )
     apr.set_defaults(fn=_Cli.approvals_request)
     keys = sub.add_parser("keys", help="an approver's own Ed25519 key, to sign decisions made outside Airflow")
     ksub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -201,6 +201,7 @@ def test_forged_decisions_are_refused_on_an_unsigned_store(staged, tmp_path):
                 k: request.metadata[k]
                 for k in ("candidate", "candidate_digest", "alias", "blessing", "blessing_digest", "baseline")
             },
+            "forced": False,
             "subject": "move",
             "state": "APPROVED",
             "request": str(request.ref),
@@ -383,3 +384,28 @@ def test_the_cli_decides_only_with_the_approvers_key(staged, store_spec, tmp_pat
     assert capsys.readouterr().out.strip() == "approval/clf@v2: REJECTED adapter/clf@v2 for 'production' by bob"
     assert main(["--root", root, "--json", "approvals", "list"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_where_forcing_needs_approval_a_forced_move_takes_an_approval_bound_to_no_blessing(staged, tmp_path):
+    store, _ = staged
+    strict = policy(force_by=("ops",), force_needs_approval=True)
+    set_policy(
+        store,
+        "adapter/clf",
+        "production",
+        strict,
+        reason="forcing needs four eyes too",
+        approval=_policy_approval(store, strict),
+    )
+    add_adapter_version(store, tmp_path, 5, baseline=1, base_right=16, gate=STRICT)  # v3: NOT_BLESSED
+    with pytest.raises(GateFailedError, match=re.escape("needs 1 approval(s)")):
+        promote(store, "adapter/clf@v3", "production", reason="hotfix", force=True, actor="ops")
+    with pytest.raises(GateFailedError, match="cannot be put up for approval"):  # a normal request needs a blessing
+        request_approval(store, "adapter/clf@v3", "production", requested_by="ops")
+    request = request_approval(store, "adapter/clf@v3", "production", requested_by="ops", forced=True)
+    assert (request.metadata["forced"], request.metadata["blessing"]) == (True, None)
+    approval = decide_signed(store, str(request.ref), private_key=key("bob"), approve=True, reason="incident 812")
+    move, proof = promote(
+        store, "adapter/clf@v3", "production", reason="hotfix", force=True, actor="ops", approval=str(approval.ref)
+    )
+    assert (move.forced, move.to_version, move.extra["approved_by"], proof) == (True, 3, "bob", None)

@@ -40,7 +40,7 @@ KIND = "approval"
 REQUESTED, APPROVED, REJECTED, EXPIRED = "REQUESTED", "APPROVED", "REJECTED", "EXPIRED"
 MOVE, POLICY = "move", "policy"  # what a request asks to approve
 _BINDING = {
-    MOVE: ("candidate", "candidate_digest", "alias", "blessing", "blessing_digest", "baseline"),
+    MOVE: ("candidate", "candidate_digest", "alias", "blessing", "blessing_digest", "baseline", "forced"),
     POLICY: ("artifact", "alias", "policy", "policy_digest", "current_policy_digest"),
 }
 
@@ -105,26 +105,32 @@ def request_approval(
     name: str | None = None,
     extra: dict[str, Any] | None = None,
     now: dt.datetime | None = None,
+    forced: bool = False,
 ) -> Any:
     """Commit a request to approve moving ``alias`` to the blessed ``candidate``, to the approvers
-    the alias's policy names; returns it."""
+    the alias's policy names; returns it. ``forced``: a forced move of a candidate without a
+    blessing, where the policy asks approvals for forcing (``force_needs_approval``)."""
     target = store.resolve(candidate)
     key = f"{target.kind}/{target.name}"
     policy = _policy_requiring_approval(store, key, alias)
-    proof = _blessing_for(store, target, alias, blessing)
+    if forced and not policy.force_needs_approval:
+        raise ConfigError(f"the policy of {alias!r} of {key} asks no approval to force a move: nothing to request")
+    proof = None if forced else _blessing_for(store, target, alias, blessing)
     metadata = {
         **_open(policy, requested_by, now),
         "subject": MOVE,
         "candidate": str(target.ref),
         "candidate_digest": target.digest,
         "alias": alias,
-        "blessing": str(proof.ref),
-        "blessing_digest": proof.digest,
-        "baseline": proof.metadata.get("baseline"),
+        "blessing": str(proof.ref) if proof else None,
+        "blessing_digest": proof.digest if proof else None,
+        "baseline": proof.metadata.get("baseline") if proof else None,
         "current": store.alias_version(key, alias),
+        "forced": forced,
         **(extra or {}),
     }
-    return _commit(store, name or target.name, metadata, parents=[str(target.ref), str(proof.ref)])
+    parents = [str(target.ref), *([str(proof.ref)] if proof else [])]
+    return _commit(store, name or target.name, metadata, parents=parents)
 
 
 def request_policy_change(
@@ -207,10 +213,10 @@ def _still_valid(store: Any, request: Any, at: dt.datetime) -> None:
             f"{request.ref} binds digest {md['candidate_digest']}, but {candidate.ref} has {candidate.digest}"
         )
     try:
-        proof = _blessing_for(store, candidate, md["alias"], None)
+        proof = None if md.get("forced") else _blessing_for(store, candidate, md["alias"], None)
     except GateFailedError as exc:
         raise GateFailedError(f"{request.ref} can no longer be approved: {exc}") from exc
-    if str(proof.ref) != md["blessing"] or proof.digest != md["blessing_digest"]:
+    if proof is not None and (str(proof.ref) != md["blessing"] or proof.digest != md["blessing_digest"]):
         raise GateFailedError(
             f"{request.ref} binds {md['blessing']}, but the newest blessing of {candidate.ref} for "
             f"{md['alias']!r} is {proof.ref}: the request is superseded, request a new approval"
@@ -529,7 +535,6 @@ _REQUIRED = {
         "candidate",
         "candidate_digest",
         "alias",
-        "blessing",
         "requested_by",
         "requested_at",
         "expires_at",
