@@ -547,13 +547,3 @@ class AliasLedger:
             extra={**dict(extra or {}), "rollback": True},
             expected_seq=history[-1].seq if expected_seq is None else expected_seq,
         )
-
-    def purge(self, key: str) -> int:
-        """Delete every version of a ``checkpoint`` artifact (transient by nature; other kinds are
-        immutable and can only be garbage-collected before they commit). Returns versions removed."""
-        kind, name = parse_key(key)
-        if kind != "checkpoint":
-            raise ConfigError(f"only checkpoint artifacts can be purged, not {key!r}: committed versions are immutable")
-        removed = len(self.versions(key))
-        self.store.backend.delete_prefix(f"{kind}/{name}")
-        return removed

@@ -1014,6 +1014,16 @@ class ArtifactStore:
     def last_sound_policy(self, key: str, alias: str) -> dict[str, Any] | None:
         return self._ledger.last_sound_policy(key, alias)
 
+    def purge(self, key: str) -> int:
+        """Delete every version of a ``checkpoint`` artifact (transient by nature; other kinds are
+        immutable and can only be garbage-collected before they commit). Returns versions removed."""
+        kind, name = parse_key(key)
+        if kind != "checkpoint":
+            raise ConfigError(f"only checkpoint artifacts can be purged, not {key!r}: committed versions are immutable")
+        removed = len(self.versions(key))
+        self.backend.delete_prefix(f"{kind}/{name}")
+        return removed
+
     # ---- lineage -----------------------------------------------------------------------
 
     def parents(self, ref: str | ArtifactRef) -> list[Manifest]:
