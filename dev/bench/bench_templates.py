@@ -9,7 +9,6 @@ ConfigError, never a time).
 
 from __future__ import annotations
 
-import resource
 import sys
 import time
 from pathlib import Path
@@ -56,7 +55,9 @@ def main() -> None:
             outcome = str(exc).split(": ", 1)[-1][:70]
         took = time.perf_counter() - start
         print(f"{name:<36} {took * 1000:>8.1f} ms {took / baseline:>6.2f}x  {outcome}")
-    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    with open("/proc/self/status") as status:  # VmHWM: ru_maxrss would keep a forking parent's across exec
+        peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    print(f"peak RSS of this process: {peak / 1024:.0f} MB")
 
 
 if __name__ == "__main__":
