@@ -152,9 +152,11 @@ def test_week_one_survives_losing_the_gpu_worker_mid_training(cluster, tmp_path)
             procs = af.gpu.processes()
             [child] = [pid for pid, (_, cmd) in procs.items() if "airflow_mlcrit.core.training.worker" in cmd]
             task = procs[child][0]
-            for pid in (task, child):  # held, as a machine that froze would hold them
-                os.kill(pid, signal.SIGSTOP)
             af.gpu.kill_worker_group()
+            # then held, as a frozen process would be (stopped before the kill, the task process
+            # would get SIGHUP when its group was orphaned: POSIX's rule for stopped members)
+            for pid in (task, child):
+                os.kill(pid, signal.SIGSTOP)
             lost["survivor"], lost["machine"] = (task, child), af.gpu
             [ckpt] = store.list_artifacts("checkpoint")
             lost["checkpoint"] = store.resolve(f"{ckpt}@latest")

@@ -256,13 +256,17 @@ cd /tmp/worker
 # The machine's init (PID 1) starts the worker in a session of its own, as on a real host, reaps
 # whatever is left to it and ends when nothing is: a kill of the worker's process group leaves
 # the task processes Airflow 3.3 put in groups of their own (Worker.kill loses the whole machine).
-exec "$1" -c 'import os, subprocess, sys
+# (Its /proc is the machine's own: an orphan is reparented to it only once its parent has died,
+# so "no children" alone is not "nothing left".)
+exec "$1" -c 'import os, subprocess, sys, time
 subprocess.Popen(sys.argv[1:], start_new_session=True)
 while True:
     try:
         os.wait()
     except ChildProcessError:
-        break
+        if not [p for p in os.listdir("/proc") if p.isdigit() and p != "1"]:
+            break
+        time.sleep(0.2)
 ' "$@"
 """
 
