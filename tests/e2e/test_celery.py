@@ -152,9 +152,15 @@ def test_week_one_survives_losing_the_gpu_worker_mid_training(cluster, tmp_path)
             procs = af.gpu.processes()
             [child] = [pid for pid, (_, cmd) in procs.items() if "airflow_mlcrit.core.training.worker" in cmd]
             task = procs[child][0]
+            supervisor = procs[task][0]
             af.gpu.kill_worker_group()
-            # then held, as a frozen process would be (stopped before the kill, the task process
-            # would get SIGHUP when its group was orphaned: POSIX's rule for stopped members)
+            # then held, as a frozen process would be, once its supervisor is gone (stopped while
+            # its group is orphaned, the task process would get SIGHUP: POSIX's rule for stopped
+            # members of a newly orphaned process group)
+            deadline = time.monotonic() + 60
+            while supervisor in (now := af.gpu.processes()) or now[task][0] == supervisor:
+                assert time.monotonic() < deadline, now
+                time.sleep(0.05)
             for pid in (task, child):
                 os.kill(pid, signal.SIGSTOP)
             lost["survivor"], lost["machine"] = (task, child), af.gpu
@@ -174,7 +180,8 @@ def test_week_one_survives_losing_the_gpu_worker_mid_training(cluster, tmp_path)
     checkpoint = lost["checkpoint"]
     step = checkpoint.metadata["step"]
     assert step >= 50, checkpoint.metadata
-    log = af.task_log(DAG, run_id, "finetune")
+    # the retry's log (worker-a's machine is still up, with the first try's log on its disk)
+    log = "\n".join(line for line in af.task_log(DAG, run_id, "finetune").splitlines() if '"try_number":2' in line)
     assert f"resuming from {checkpoint.ref} (step {step})" in log, log[-3000:]
     assert f"step {step + 25}/150" in log and "step 25/150" not in log  # went on from there, not from 0
     assert store.versions(ADAPTER) == [1] and store.list_artifacts("checkpoint") == []
