@@ -163,7 +163,12 @@ def run_training(
             elif event["event"] == "error":
                 error = event
             if on_event:
-                on_event(event)
+                try:
+                    on_event(event)
+                except Exception:
+                    # progress reporting is best-effort: a log channel that broke (its supervisor
+                    # died) neither stops the run nor keeps a checkpoint from being stored, or fenced
+                    pass
     except BaseException:
         stop_training(proc)  # whatever stopped this loop, training does not go on without it
         raise
