@@ -159,7 +159,7 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         return reg.render(request, "message.html", exc.status_code, title=f"{exc.status_code}", message=str(exc.detail))
 
     @app.get("/", dependencies=READ)
-    def index(request: Request, q: str = "") -> HTMLResponse:
+    def index(request: Request, user: GetUserDep, q: str = "") -> HTMLResponse:
         store = reg.store
         rows = []
         has_approvals = False  # pending approvals show whatever the search
@@ -185,7 +185,14 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         evolving = (*EVALUATED, *DATASET_KINDS)
         approvals = pending(store) if has_approvals else []
         return reg.render(
-            request, "index.html", kinds=kinds, q=q, total=len(rows), evolving=evolving, approvals=approvals
+            request,
+            "index.html",
+            kinds=kinds,
+            q=q,
+            total=len(rows),
+            evolving=evolving,
+            approvals=approvals,
+            decide_tokens={a["ref"]: action_token(user, a["ref"]) for a in approvals if a.get("run")},
         )
 
     @app.get("/a/{kind}/{name}", dependencies=READ)
@@ -335,6 +342,38 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         rows = [{"task_id": t, "map_index": i, "m": store.resolve(ref)} for t, i, ref in _run_refs(dag_id, run_id)]
         return reg.render(request, "run.html", dag_id=dag_id, run_id=run_id, rows=rows)
 
+    @app.post("/approvals/{name}/{version}", dependencies=READ)
+    def decide_action(
+        request: Request,
+        name: str,
+        version: int,
+        user: GetUserDep,
+        option: str = Form(...),
+        reason: str = Form(""),
+        token: str = Form(""),
+    ) -> Response:
+        """Answer an approval request that an Airflow task waits on, as the logged-in user: the
+        answer goes to the task's human-in-the-loop request, where Airflow checks that this user
+        was asked (the requester is not), exactly as its REST API does; the task then records
+        the decision under the core's rules (core/gating/approval.py)."""
+        from airflow_mlcrit.core.gating.approval import check_decidable
+
+        _same_origin(request)
+        ref = f"approval/{_key('approval', name).split('/', 1)[1]}@v{version}"
+        if not hmac.compare_digest(token, action_token(user, ref)):
+            raise HTTPException(403, "the form's token does not match: reload the page and try again")
+        if option not in ("approve", "reject"):
+            raise HTTPException(400, f"the answer is approve or reject, not {option!r}")
+        req = reg.store.resolve(ref)
+        run = req.metadata.get("run")
+        if req.kind != "approval" or not isinstance(run, dict):
+            raise HTTPException(
+                400, f"{ref} is not a request an Airflow task waits on: decide it with mlcrit approve --key"
+            )
+        check_decidable(reg.store, req, approve=option == "approve", reason=reason)
+        answer_in_airflow(user, run, option, reason.strip())
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/", status_code=303)
+
     @app.post("/a/{kind}/{name}/rollback", dependencies=EDIT)
     def rollback_action(
         request: Request,
@@ -396,6 +435,33 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
 def _approvals(text: str) -> list[str]:
     """The approval references a form names (comma- or space-separated)."""
     return [r for r in text.replace(",", " ").split() if r]
+
+
+def answer_in_airflow(user: Any, run: dict[str, Any], option: str, reason: str) -> None:
+    """Answer the human-in-the-loop request of the task ``run`` as ``user``, through Airflow's own
+    handler of ``PATCH .../hitlDetails`` (the same checks: the DAG's HITL permission, that the user
+    was asked, that no one answered yet), in this api-server's metadata database session."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+    from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
+    from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+    from airflow.utils.session import create_session
+
+    dag_id = run.get("dag_id")
+    if not get_auth_manager().is_authorized_dag(
+        method="PUT", access_entity=DagAccessEntity.HITL_DETAIL, details=DagDetails(id=dag_id), user=user
+    ):
+        raise HTTPException(403, f"not allowed to answer the required actions of DAG {dag_id!r}")
+    payload = UpdateHITLDetailPayload(chosen_options=[option], params_input={"reason": reason})
+    with create_session() as session:
+        update_hitl_detail(
+            dag_id=dag_id,
+            dag_run_id=run.get("run_id"),
+            task_id=run.get("task_id"),
+            update_hitl_detail_payload=payload,
+            user=user,
+            session=session,
+            map_index=int(run.get("map_index", -1)),
+        )
 
 
 def attest_in_airflow(decision: Any) -> None:

@@ -281,3 +281,45 @@ def test_without_a_policy_asking_for_approval_the_step_asks_nobody_and_the_gate_
     assert {t: s for t, (s, _) in task_states(dr).items()} == {"approve": "success", "promote": "success"}
     move = store.alias_history("adapter/clf", "production")[-1]
     assert move.to_version == 2 and "approval" not in move.extra and store.list_artifacts("approval") == []
+
+
+def test_an_approver_answers_in_the_registry_ui_where_airflow_refuses_the_requester(api, store):
+    """The registry's pending approvals carry a form for a request a task waits on; it answers the
+    task's human-in-the-loop request as the logged-in user through Airflow's own handler. The
+    requester (dag_test) is refused by Airflow, as through the REST API; alice's answer is taken,
+    the task records it and the promotion follows."""
+    import re
+
+    client, tokens = api
+    out: dict = {}
+
+    def respond() -> None:
+        try:
+            _awaiting()
+            for user in ("dag_test", "alice"):
+                client.cookies.set("_token", tokens[user])
+                page = client.get("/mlcrit/").text
+                [token] = re.findall(r'name="token" value="([0-9a-f]{64})"', page)
+                form = {"option": "approve", "reason": "reviewed in the registry", "token": token}
+                out[user] = client.post("/mlcrit/approvals/clf/1", data=form, follow_redirects=False)
+        except BaseException as exc:
+            out["error"] = exc
+        finally:
+            client.cookies.clear()
+
+    thread = threading.Thread(target=respond, daemon=True)
+    thread.start()
+    dr = run_dag("test_mlcrit_approval")
+    thread.join(30)
+    assert "error" not in out, out.get("error")
+    assert out["dag_test"].status_code == 403 and "not a respondent" in out["dag_test"].text
+    assert out["alice"].status_code == 303, out["alice"].text[:500]
+    assert dr.state == "success", task_states(dr)
+    move = store.alias_history("adapter/clf", "production")[-1]
+    assert (move.to_version, move.extra["approved_by"], move.extra["approval_reason"]) == (
+        2,
+        "alice",
+        "reviewed in the registry",
+    )
+    decision = store.resolve(move.extra["approval"])
+    assert decision.metadata["identity"]["source"] == "airflow"
