@@ -59,7 +59,9 @@ class DagsTest:
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", RUN, json.dumps({"base": base})],
-            env=env,
+            # unbuffered: a stage's start line reaches the reader when it is printed, not when a
+            # block fills, so a kill timed from it lands inside the stage
+            env={**env, "PYTHONUNBUFFERED": "1"},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
