@@ -75,6 +75,9 @@ def test_an_approved_candidate_is_promoted_and_the_history_names_the_approver(st
     )
     assert move.policy == policy().to_dict()  # the policy carries forward, in the chain
     assert [problem for _, _, problem in store.verify_aliases()] == [None]
+    # promoting what is already there moves nothing, so it needs no approval and records nothing
+    again, _ = promote(store, "adapter/clf@v2", "production", reason="again", actor="pipeline")
+    assert again == move and len(store.alias_history("adapter/clf", "production")) == 3
 
 
 def test_the_policy_requires_the_approval_at_every_move(staged):

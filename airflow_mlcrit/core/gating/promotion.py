@@ -163,6 +163,8 @@ def promote(
             f"{target.ref} against {version_label(expected)}: another promotion moved it since. Re-run the evaluation "
             f"and gate against the new {alias} (a candidate must beat the version it replaces), then promote"
         )
+    if current == target.version:  # nothing moves: nothing to approve, nothing recorded
+        return history[-1], proof
     forced = force and (proof is None or stale)
     needed = rules.approvals > 0 and (not forced or rules.force_needs_approval)
     decisions = _approvals(
@@ -177,8 +179,6 @@ def promote(
         actor=actor,
         attest=attest,
     )
-    if current == target.version:
-        return history[-1], proof
     move = store.move_alias(
         target.ref,
         alias,
