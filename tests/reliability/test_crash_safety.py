@@ -135,6 +135,18 @@ def _training_processes(tmpdir: str) -> list[str]:
     return found
 
 
+def _freeze_training(tmpdir: str) -> bool:
+    """SIGSTOP this run's training children, if any are running: a frozen child writes no
+    checkpoint, so a kill that follows lands before the first one however loaded the machine is
+    (a SIGKILL, from the test or PR_SET_PDEATHSIG, still ends a stopped process)."""
+    found = False
+    for entry in _training_processes(tmpdir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(entry.split(":", 1)[0]), signal.SIGSTOP)
+            found = True
+    return found
+
+
 def _home(root: Path, tiny_bert: str) -> dict:
     (root / "tmp").mkdir(exist_ok=True)
     env = airflow_home(root, dags=DAGS, TMPDIR=str(root / "tmp"))
@@ -186,8 +198,8 @@ def test_sigkill_at_random_points_then_rerun(tmp_path, tiny_bert, reference):
     kills = [
         ("statistics", rng.uniform(0, durations["statistics"]), None),
         ("preprocess", rng.uniform(0, durations["preprocess"]), None),
-        # as soon as the training child runs: it is still loading, before its first checkpoint
-        ("finetune", 0.0, lambda: bool(_training_processes(env["TMPDIR"]))),
+        # as soon as the training child runs, frozen there: before its first checkpoint
+        ("finetune", 0.0, lambda: _freeze_training(env["TMPDIR"])),
         # just after the first checkpoint committed: the next run must resume from it
         ("finetune", rng.uniform(0, 0.2), lambda: bool(store.list_artifacts("checkpoint"))),
         ("evaluate", rng.uniform(0, durations["evaluate"]), None),
