@@ -105,17 +105,21 @@ class EvaluateModelOperator(DatasetStepOperator):
             "suites": [parse_ref(r).name for r in refs],
         }
 
-    def _check_gates(self, context: Any, config: Any) -> None:
+    def _check_gates(self, context: Any, config: Any) -> list[Any]:
         """Check the thresholds of every gate directly downstream against what this evaluation
         measures, before anything is read or scored: a misspelled metric, slice spec, suite or
-        perturbation fails here, with the valid names, instead of after the whole evaluation."""
+        perturbation fails here, with the valid names, instead of after the whole evaluation.
+        Returns the gates' configs, whose slice values are checked once the data is read."""
         from airflow_mlcrit.core.gating.decide import check_names
 
         names = self.evaluated_names(config, self.suites)  # rendered: this task's fields are
+        gates = []
         for task in self.get_direct_relatives(upstream=False):
             if isinstance(task, EvaluationGateOperator):
                 gate = task.render_template(task.config, context)  # the gate's are not, yet
                 check_names(gate, **names)
+                gates.append(gate)
+        return gates
 
     def _baseline_ref(self, candidate_manifest: Any) -> str | None:
         if not self.baseline:
@@ -143,9 +147,11 @@ class EvaluateModelOperator(DatasetStepOperator):
             read_frame,
         )
         from airflow_mlcrit.core.evaluation.report import render_html
+        from airflow_mlcrit.core.evaluation.slicing import build_slices
+        from airflow_mlcrit.core.gating.decide import check_slice_values
 
         cfg = EvaluationConfig.from_dict(self.config_dict())
-        self._check_gates(context, cfg)
+        gates = self._check_gates(context, cfg)
         source, data_manifest = self.pin(self.dataset)
         self.record_input(source, data_manifest)
         with tempfile.TemporaryDirectory(prefix="mlcrit-eval-") as tmp:
@@ -158,6 +164,9 @@ class EvaluateModelOperator(DatasetStepOperator):
                     self.store.get(source, work / "data")
                     frame_source = str(work / "data" / self.split)
             frame = read_frame(frame_source, self.store)
+            made = [(sl.name, sl.spec) for sl in build_slices(frame, cfg.slices)]
+            for gate in gates:  # a slice value the data does not have: before any model loads
+                check_slice_values(gate, made)
             candidate, cand_m, baseline, base_m, base_ref = self._models(cfg, work, data_manifest)
             suites, suite_manifests = [], []
             for ref in [self.suites] if isinstance(self.suites, str) else list(self.suites or []):

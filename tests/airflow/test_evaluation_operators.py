@@ -325,6 +325,29 @@ def test_a_misspelled_gate_slice_spec_fails_evaluate_before_it_reads_anything(st
     assert not open_store(store_root).exists("evaluation/sentiment")
 
 
+def test_a_gate_slice_value_the_eval_data_lacks_fails_evaluate_before_any_model_loads(models, lineage_tail):
+    """'region=TY' is a well-formed name (region is sliced) whose value no eval row has: a typo, or a
+    region that vanished from this week's data. The evaluate task refuses it once it has read the
+    data, listing the values present, before it loads a model: the candidate does not exist."""
+    gate = {"thresholds": [{"metric": "accuracy", "min": 0.5, "slices": ["overall", "region=TY"]}]}
+    dr = run_dag(
+        "test_mlcrit_evaluate",
+        {"eval": "dataset/eval@v1", "candidate": "adapter/absent@v1", "evaluate": EVAL, "gate": gate},
+    )
+    assert task_states(dr)["evaluate"][0] == "failed"
+    errors = {
+        e["run"]["facets"]["errorMessage"]["message"]
+        for e in lineage_tail.events()
+        if e["eventType"] == "FAIL" and e["job"]["name"] == "test_mlcrit_evaluate.evaluate"
+    }
+    assert errors == {
+        "GateConfig.thresholds[0].slices: slice 'region=TY' matches no row of the eval data; the slices of 'region' "
+        "present are ['region=CA', 'region=NE', 'region=TX']. A misspelt value or a slice that vanished from the "
+        "data: fix the threshold or the eval data (allow_missing_slices=True skips it, recorded as skipped)"
+    }
+    assert not models.exists("evaluation/sentiment")
+
+
 def test_a_misspelled_gate_slice_spec_in_literal_configs_fails_the_dag_import(tmp_path):
     from airflow.dag_processing.dagbag import DagBag
 

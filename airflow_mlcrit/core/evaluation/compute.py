@@ -75,7 +75,61 @@ class Predictions:
         return Predictions(self.pred[rows], pick(self.proba), pick(self.loss), pick(self.truncated))
 
 
-def _check(cfg: EvaluationConfig, truth: np.ndarray, p: Predictions, who: str, k: int) -> None:
+def _first_bad(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def check_truth(cfg: EvaluationConfig, truth: np.ndarray, labels: list[str] | None) -> np.ndarray:
+    """The eval rows' true values, refused before any scoring when they cannot be what the task
+    needs: class indices 0..K-1 of ``labels`` (classification) or finite numbers (regression).
+    The error names the first bad row and its value."""
+    truth = np.asarray(truth)
+    if cfg.task == "classification":
+        k = len(labels or [])
+        if truth.dtype.kind not in "iu":
+            whole = (
+                truth.dtype.kind == "f" and bool(np.all(np.isfinite(truth))) and bool(np.all(truth == np.round(truth)))
+            )
+            if not whole:
+                bad = next(
+                    (
+                        i
+                        for i, v in enumerate(truth.tolist())
+                        if not isinstance(v, (int, float)) or not np.isfinite(v) or v != round(v)
+                    ),
+                    0,
+                )
+                raise DataValidationError(
+                    f"true label at row {bad} is {truth.tolist()[bad]!r}: classification truth must be class indices "
+                    f"0..{k - 1} into the labels {some(labels or [])} (map label names with evaluate(), which does)"
+                )
+            truth = truth.astype(np.int64)
+        outside = (truth < 0) | (truth >= k)
+        if outside.any():
+            row = _first_bad(outside)
+            raise DataValidationError(
+                f"true label at row {row} is {int(truth[row])}, outside the {k} declared labels {some(labels or [])} "
+                f"(indices 0..{k - 1}); fix the eval data or declare the label"
+            )
+        return truth
+    if cfg.task == "regression":
+        try:
+            values = truth.astype(float)
+        except (TypeError, ValueError):
+            raise DataValidationError("regression truth must be numbers") from None
+        if not np.all(np.isfinite(values)):
+            row = _first_bad(~np.isfinite(values))
+            raise DataValidationError(
+                f"true value at row {row} is {float(values[row])}: regression truth must be finite"
+            )
+        return values
+    return truth
+
+
+def _check(cfg: EvaluationConfig, truth: np.ndarray, p: Predictions, who: str, k: int) -> Predictions:
+    """``p``, refused before any metric when it cannot be scored: a length other than the eval
+    rows', a non-finite or out-of-range prediction, probability or loss (the row is named), or
+    probabilities of the wrong shape. A NaN must never turn into a metric value."""
     if len(p.pred) != len(truth):
         raise DataValidationError(
             f"{who}: {len(p.pred)} predictions for {len(truth)} eval rows; every row needs exactly one"
@@ -83,8 +137,55 @@ def _check(cfg: EvaluationConfig, truth: np.ndarray, p: Predictions, who: str, k
     for name, arr in (("probabilities", p.proba), ("losses", p.loss)):
         if arr is not None and len(arr) != len(truth):
             raise DataValidationError(f"{who}: {len(arr)} rows of {name} for {len(truth)} eval rows")
-    if cfg.task == "classification" and len(truth) and (p.pred.min() < UNPARSED or p.pred.max() >= k):
-        raise DataValidationError(f"{who}: predicted class indices must lie in 0..{k - 1} (or {UNPARSED}: no label)")
+    pred = np.asarray(p.pred)
+    if cfg.task in ("classification", "regression"):
+        try:
+            numbers = pred.astype(float)
+        except (TypeError, ValueError):
+            row = next(i for i, v in enumerate(pred.tolist()) if not isinstance(v, (int, float)))
+            raise DataValidationError(
+                f"{who}: prediction at row {row} is {pred.tolist()[row]!r}, not a number"
+                + (" (classification predictions are class indices)" if cfg.task == "classification" else "")
+            ) from None
+        if not np.all(np.isfinite(numbers)):
+            row = _first_bad(~np.isfinite(numbers))
+            raise DataValidationError(
+                f"{who}: prediction at row {row} is {float(numbers[row])}; every prediction must be finite"
+            )
+        if cfg.task == "classification":
+            wrong = (numbers != np.round(numbers)) | (numbers < UNPARSED) | (numbers >= k)
+            if wrong.any():
+                row = _first_bad(wrong)
+                raise DataValidationError(
+                    f"{who}: prediction at row {row} is {pred.tolist()[row]!r}; predicted class indices must lie in "
+                    f"0..{k - 1} (or {UNPARSED}: no label)"
+                )
+            pred = numbers.astype(np.int64)
+        else:
+            pred = numbers
+    proba = p.proba
+    if proba is not None:
+        proba = np.asarray(proba, dtype=float)
+        if cfg.task == "classification" and (proba.ndim != 2 or proba.shape[1] != k):
+            raise DataValidationError(
+                f"{who}: probabilities have shape {proba.shape}, expected ({len(truth)}, {k}): one per label"
+            )
+        bad = ~np.isfinite(proba) | (proba < 0) | (proba > 1)
+        if bad.any():
+            row = _first_bad(bad.reshape(len(proba), -1).any(axis=1))
+            raise DataValidationError(
+                f"{who}: probabilities at row {row} are {some(proba[row].tolist(), 10)}; each must be a finite number "
+                "in [0, 1]"
+            )
+    loss = p.loss
+    if loss is not None:
+        loss = np.asarray(loss, dtype=float)
+        if not np.all(np.isfinite(loss)):
+            row = _first_bad(~np.isfinite(loss))
+            raise DataValidationError(
+                f"{who}: loss at row {row} is {float(loss[row])}; every per-row loss must be finite"
+            )
+    return Predictions(pred, proba, loss, p.truncated)
 
 
 def _row_values(metric: str, truth: np.ndarray, p: Predictions) -> np.ndarray:
@@ -404,9 +505,10 @@ def evaluate_predictions(
         raise DataValidationError(f"{len(truth)} labels for {len(frame)} eval rows")
     if not len(truth):
         raise DataValidationError("the eval dataset has no rows: nothing to evaluate")
-    _check(cfg, truth, candidate, "candidate", k)
+    truth = check_truth(cfg, truth, labels)
+    candidate = _check(cfg, truth, candidate, "candidate", k)
     if baseline is not None:
-        _check(cfg, truth, baseline, "baseline", k)
+        baseline = _check(cfg, truth, baseline, "baseline", k)
     models = [candidate] + ([baseline] if baseline is not None else [])
     unparsed = cfg.task == "classification" and any((p.pred == UNPARSED).any() for p in models)
     scorer = _Scorer(cfg, names, truth, labels or [], k + 1 if unparsed else k)

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from airflow_mlcrit.core.configbase import Config, require
 from airflow_mlcrit.core.evaluation.slicing import OVERALL
-from airflow_mlcrit.exceptions import ConfigError
+from airflow_mlcrit.exceptions import ConfigError, DataValidationError, some
 
 _KINDS = {
     "absolute": ("min", "max"),
@@ -181,6 +181,41 @@ def check_names(
                 raise ConfigError(f"{where}: suite {t['suite']!r} is not run; run: {suites}")
 
 
+def check_slice_values(cfg: GateConfig | dict[str, Any], slices: list[tuple[str, str]]) -> None:
+    """Every slice a threshold names (``"airline=United"``) must have rows in the eval data:
+    ``slices`` are the (name, spec) of the slices the eval data makes. A misspelt value and a
+    value that vanished from this week's golden set both need a person, so this is a
+    DataValidationError listing the values present, raised before any inference (and again by
+    :func:`decide`), never a NOT_BLESSED after the whole evaluation. ``allow_missing_slices``
+    is the explicit opt-out: the gate then records the slice as skipped."""
+    cfg = GateConfig.coerce(cfg)
+    if cfg.allow_missing_slices:
+        return
+    present = {name for name, _ in slices}
+    by_spec: dict[str, list[str]] = {}
+    for name, spec in slices:
+        by_spec.setdefault(spec, []).append(name)
+    for i, t in enumerate(cfg.thresholds):
+        chosen = t.get("slices")
+        if chosen in (None, "all") or isinstance(chosen, dict):
+            continue
+        for name in [chosen] if isinstance(chosen, str) else list(chosen):
+            if str(name) in present:
+                continue
+            spec = next((sp for sp in by_spec if _of_spec(str(name), sp)), None)
+            values = by_spec.get(spec, []) if spec else []
+            raise DataValidationError(
+                f"GateConfig.thresholds[{i}].slices: slice {name!r} matches no row of the eval data; the slices "
+                + (
+                    f"of {spec!r} present are {some(sorted(values))}"
+                    if spec
+                    else f"present are {some(sorted(present))}"
+                )
+                + ". A misspelt value or a slice that vanished from the data: fix the threshold or the eval data "
+                "(allow_missing_slices=True skips it, recorded as skipped)"
+            )
+
+
 def _of_spec(name: str, spec: str) -> bool:
     if spec == OVERALL:
         return name == OVERALL
@@ -238,6 +273,7 @@ def decide(cfg: GateConfig | dict[str, Any], evaluation: dict[str, Any]) -> Gate
     """Judge every threshold on every slice it names; BLESSED only if all pass."""
     cfg = GateConfig.coerce(cfg)
     check_names(cfg, **evaluated_names(evaluation))
+    check_slice_values(cfg, [(s["name"], s["spec"]) for s in evaluation["slices"]])
     has_baseline = evaluation["slices"][0].get("baseline") is not None
     lower = set(evaluation.get("lower_is_better", []))
     checks: list[dict[str, Any]] = []

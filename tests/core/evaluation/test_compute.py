@@ -180,6 +180,62 @@ def test_bad_input_is_named():
         evaluate_predictions({"metrics": ["roc_auc"]}, frame, y, Predictions(cand.pred), labels=LABELS)
 
 
+def test_values_that_cannot_be_scored_are_refused_naming_the_row():
+    """The reproductions of the issue: each gave a traceback from numpy or, for NaN
+    probabilities, a silent ROC AUC of 0.9615. Each is now a DataValidationError naming the row."""
+    frame = pd.DataFrame({"r": range(6)})
+    t, half = np.array([0, 1, 0, 1, 0, 1]), np.full((6, 2), 0.5)
+    cfg = {"metrics": ["accuracy", "roc_auc"], "replicates": 50}
+    cases = [
+        (
+            t,
+            Predictions(np.array([0, 1, np.nan, 1, 0, 1]), half),
+            "candidate: prediction at row 2 is nan; every prediction must be finite",
+        ),
+        (
+            np.array([0, 1, 2, 1, 0, 1]),
+            Predictions(t, half),
+            "true label at row 2 is 2, outside the 2 declared labels ['neg', 'pos'] (indices 0..1); fix the eval data or declare the label",
+        ),
+        (
+            np.array([0, 1, -1, 1, 0, 1]),
+            Predictions(t, half),
+            "true label at row 2 is -1, outside the 2 declared labels ['neg', 'pos'] (indices 0..1); fix the eval data or declare the label",
+        ),
+        (
+            np.array(["neg", "pos"] * 3),
+            Predictions(t, half),
+            "true label at row 0 is 'neg': classification truth must be class indices 0..1 into the labels ['neg', 'pos'] (map label names with evaluate(), which does)",
+        ),
+        (
+            t,
+            Predictions(t, np.array([[0.5, 0.5]] * 5 + [[np.nan, 0.5]])),
+            "candidate: probabilities at row 5 are [nan, 0.5]; each must be a finite number in [0, 1]",
+        ),
+        (
+            t,
+            Predictions(t, np.full((6, 3), 1 / 3)),
+            "candidate: probabilities have shape (6, 3), expected (6, 2): one per label",
+        ),
+        (
+            t,
+            Predictions(np.array([0, 1, 0, 7, 0, 1]), half),
+            "candidate: prediction at row 3 is 7; predicted class indices must lie in 0..1 (or -1: no label)",
+        ),
+    ]
+    for truth, pred, message in cases:
+        with pytest.raises(DataValidationError) as info:
+            evaluate_predictions(cfg, frame, truth, pred, labels=LABELS)
+        assert str(info.value) == message
+    with pytest.raises(DataValidationError) as info:  # the baseline is checked the same way
+        evaluate_predictions(cfg, frame, t, Predictions(t, half), Predictions(t, half * np.inf), labels=LABELS)
+    assert str(info.value) == "baseline: probabilities at row 0 are [inf, inf]; each must be a finite number in [0, 1]"
+    regression = {"task": "regression", "metrics": ["mae"], "replicates": 50}
+    with pytest.raises(DataValidationError) as info:
+        evaluate_predictions(regression, frame, np.arange(6.0), Predictions(np.array([0, 1, 2, np.inf, 4, 5.0])))
+    assert str(info.value) == "candidate: prediction at row 3 is inf; every prediction must be finite"
+
+
 def test_a_reused_evaluation_must_match_dataset_and_baseline():
     from airflow_mlcrit.core.evaluation.evaluate import check_reusable
 

@@ -8,7 +8,7 @@ import pytest
 
 from airflow_mlcrit.core.evaluation.compute import Predictions, evaluate_predictions
 from airflow_mlcrit.core.gating import decide
-from airflow_mlcrit.exceptions import ConfigError
+from airflow_mlcrit.exceptions import ConfigError, DataValidationError
 
 LABELS = ["neg", "pos"]
 
@@ -63,6 +63,13 @@ def test_superiority_needs_the_lower_bound_not_the_point_estimate():
     assert decide({"thresholds": [{"metric": "accuracy", "min": 0.5}]}, ev).blessed
 
 
+MISSING_WY = (
+    "GateConfig.thresholds[0].slices: slice 'region=WY' matches no row of the eval data; the slices of 'region' "
+    "present are ['region=CA', 'region=NE', 'region=OH', 'region=TX']. A misspelt value or a slice that vanished "
+    "from the data: fix the threshold or the eval data (allow_missing_slices=True skips it, recorded as skipped)"
+)
+
+
 def test_fail_closed_configurations():
     ev = _evaluation(*_models(n_per_region=50))
     with pytest.raises(ConfigError, match=re.escape("GateConfig.thresholds is empty: a gate with no thresholds")):
@@ -74,8 +81,9 @@ def test_fail_closed_configurations():
     assert str(info.value) == (
         "GateConfig.thresholds[0]: metric 'roc_auc' is not evaluated; evaluated: ['accuracy', 'macro_f1']"
     )
-    missing = decide({"thresholds": [{"metric": "accuracy", "min": 0.1, "slices": ["region=WY"]}]}, ev)
-    assert missing.failures == ["slice 'region=WY' is missing from the evaluation"]
+    with pytest.raises(DataValidationError) as info:  # a value the data lacks: a person decides, not the gate
+        decide({"thresholds": [{"metric": "accuracy", "min": 0.1, "slices": ["region=WY"]}]}, ev)
+    assert str(info.value) == MISSING_WY
     allowed = decide(
         {
             "thresholds": [{"metric": "accuracy", "min": 0.1, "slices": ["overall", "region=WY"]}],
@@ -167,7 +175,7 @@ def test_a_misspelled_name_in_a_gate_is_a_config_error_listing_the_valid_ones_no
         with pytest.raises(ConfigError) as info:
             decide({"thresholds": [threshold]}, ev)
         assert str(info.value) == message
-    # a well-formed name of a slice the data happens not to have is judged, not refused
-    assert decide({"thresholds": [{"metric": "accuracy", "min": 0.1, "slices": ["region=WY"]}]}, ev).failures == [
-        "slice 'region=WY' is missing from the evaluation"
-    ]
+    # a well-formed name of a slice the data does not have is refused too, naming the values it has
+    with pytest.raises(DataValidationError) as info:
+        decide({"thresholds": [{"metric": "accuracy", "min": 0.1, "slices": ["region=WY"]}]}, ev)
+    assert str(info.value) == MISSING_WY
