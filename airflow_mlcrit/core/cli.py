@@ -494,6 +494,60 @@ class _Cli:
         self.emit(doc, text + ("\n\nalias moves:\n" + "\n".join(spans) if spans else ""))
         return 0
 
+    def gate_plan(self) -> int:
+        from airflow_mlcrit.core.gating.plan import plan
+
+        a = self.args
+        gate = _json_arg(a.gate, "GATE")
+        if (a.sizes is None) == (a.golden is None):
+            raise ConfigError("give the slice sizes: --sizes NAME:N,... or --golden DATASET with --slices")
+        if a.sizes is not None:
+            sizes = _sizes_arg(a.sizes)
+        else:
+            from airflow_mlcrit.core.evaluation.evaluate import read_frame
+            from airflow_mlcrit.core.evaluation.slicing import build_slices
+
+            specs = (
+                _json_arg(a.slices, "--slices")
+                if (a.slices or "").lstrip().startswith("[")
+                else ([c.strip() for c in (a.slices or "").split(",") if c.strip()])
+            )
+            frame = read_frame(a.golden, self.store if "@" in a.golden else None)
+            sizes = {sl.name: len(sl.rows) for sl in build_slices(frame, specs)}
+        doc = plan(
+            gate,
+            sizes,
+            accuracy=a.accuracy,
+            agreement=a.agreement,
+            power=a.power,
+            confidence=a.confidence,
+            min_slice_size=a.min_slice_size,
+        )
+        rows = [
+            {
+                "threshold": c["threshold"],
+                "slice": c["slice"],
+                "n": c["n"],
+                "power": f"{c['power']:.3f}",
+                f"rows for {doc['power_target']:.0%}": "-" if c["rows_needed"] is None else f"{c['rows_needed']:,}",
+            }
+            for c in doc["checks"]
+        ]
+        bless = doc["bless_equivalent"]
+        text = (
+            f"an equivalent candidate: accuracy {doc['accuracy']:.3f} like production, agreeing on "
+            f"{doc['agreement']:.3f} of rows; {doc['confidence']:.0%} intervals\n"
+            + _table(rows, ["threshold", "slice", "n", "power", f"rows for {doc['power_target']:.0%}"])
+            + (
+                f"\nchance the gate blesses it: {bless:.4f} (the product of the {len(rows)} checks' powers)"
+                if bless is not None
+                else "\nno check has an exact power"
+            )
+            + "".join(f"\nnot planned: {u}" for u in doc["unplanned"])
+        )
+        self.emit(doc, text)
+        return 0
+
     def diff(self) -> int:
         from airflow_mlcrit.core.registry import diff
 
@@ -703,6 +757,31 @@ class _Cli:
         return 0
 
 
+def _json_arg(value: str, what: str) -> Any:
+    """A JSON document given inline or as a file's path."""
+    from pathlib import Path
+
+    text = Path(value).read_text() if not value.lstrip().startswith(("{", "[")) and Path(value).is_file() else value
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{what}: not JSON nor a JSON file ({exc})") from None
+
+
+def _sizes_arg(value: str) -> dict[str, int]:
+    """Slice sizes: a JSON object (inline or a file) or NAME:N,NAME:N (names may hold '=')."""
+    if value.lstrip().startswith("{") or value.endswith(".json"):
+        doc = _json_arg(value, "--sizes")
+        return {str(k): int(v) for k, v in doc.items()}
+    sizes = {}
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        name, sep, n = part.rpartition(":")
+        if not sep or not n.strip().isdigit():
+            raise ConfigError(f"--sizes: {part!r} is not NAME:N (e.g. state=NE:62)")
+        sizes[name.strip()] = int(n)
+    return sizes
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a subcommand must not reset --root/--json given before it to None.
@@ -850,6 +929,30 @@ def build_parser() -> argparse.ArgumentParser:
     dif.add_argument("a", metavar="KIND/NAME@vA")
     dif.add_argument("b", metavar="KIND/NAME@vB")
     dif.set_defaults(fn=_Cli.diff)
+
+    gate = sub.add_parser("gate", help="plan a gate: its power for a candidate as good as production")
+    gsub = gate.add_subparsers(dest="action", required=True, metavar="ACTION")
+    gp = gsub.add_parser(
+        "plan",
+        parents=[common],
+        help="each check's power, the rows each slice needs, and the chance the gate blesses an equivalent candidate",
+    )
+    gp.add_argument("gate", metavar="GATE", help="the GateConfig: JSON, inline or a file")
+    gp.add_argument("--sizes", help="rows per slice: NAME:N,... (e.g. overall:4000,state=NE:62) or a JSON object")
+    gp.add_argument("--golden", help="or count them in a golden set: a dataset reference or path")
+    gp.add_argument("--slices", help="with --golden: the slicing specs, comma-separated columns or a JSON list")
+    gp.add_argument(
+        "--accuracy", type=float, required=True, help="expected accuracy of production (and of the candidate)"
+    )
+    gp.add_argument(
+        "--agreement",
+        type=float,
+        help="share of rows both models get right or both wrong (default: independent errors, 1 - 2p(1 - p))",
+    )
+    gp.add_argument("--power", type=float, help="the power to size slices for (default: the gate's, 0.8)")
+    gp.add_argument("--confidence", type=float, default=0.95, help="the evaluation's confidence (default 0.95)")
+    gp.add_argument("--min-slice-size", type=int, default=30, help="the evaluation's min_slice_size (default 30)")
+    gp.set_defaults(fn=_Cli.gate_plan)
 
     apl = sub.add_parser("approvals", help="four-eyes promotion: requests waiting for a decision")
     apsub = apl.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -103,6 +103,72 @@ def false_blessing(n: int, baseline: float, correlated: bool, sims: int, seed: i
     return blessed / sims
 
 
+def _paired_rows(rng, n: int, accuracy: float, discordance: float, shift: float = 0.0):
+    """Truth and the two models' predictions on n binary rows: both right on accuracy -
+    discordance / 2 (less shift / 2) of the rows, only the candidate right on (discordance - shift)
+    / 2, only the baseline on (discordance + shift) / 2: the candidate's accuracy is the
+    baseline's minus ``shift``."""
+    only_cand, only_base = (discordance - shift) / 2, (discordance + shift) / 2
+    both_right = accuracy - only_base
+    truth = rng.integers(0, 2, n)
+    u = rng.random(n)
+    cand_right = (u < both_right) | ((u >= both_right) & (u < both_right + only_cand))
+    base_right = (u < both_right) | ((u >= both_right + only_cand) & (u < both_right + only_cand + only_base))
+    return truth, np.where(cand_right, truth, 1 - truth), np.where(base_right, truth, 1 - truth)
+
+
+def gate_over_slices(
+    sizes: dict[str, int],
+    gate: dict,
+    accuracy: float,
+    discordance: float,
+    sims: int,
+    seed: int = 0,
+    at_margin: str | None = None,
+    margin: float = 0.0,
+) -> float:
+    """Share of simulated eval sets (``sizes``: rows per value of a column ``s``) that ``gate``
+    blesses: the candidate exactly as good as the baseline on every slice, or ``margin`` worse on
+    the slice ``at_margin`` (where every blessing is a false claim)."""
+    import pandas as pd
+
+    rng = np.random.default_rng([seed, len(sizes), sum(sizes.values()), int(discordance * 1000)])
+    frame = pd.DataFrame({"s": np.repeat(list(sizes), list(sizes.values()))})
+    blessed = 0
+    for run in range(sims):
+        parts = [
+            _paired_rows(rng, n, accuracy, discordance, margin if name == at_margin else 0.0)
+            for name, n in sizes.items()
+        ]
+        truth, cand, base = (np.concatenate(x) for x in zip(*parts, strict=True))
+        result = evaluate_predictions(
+            {"metrics": ["accuracy"], "slices": ["s"], "replicates": 10, "seed": run, "min_slice_size": 1},
+            frame,
+            truth,
+            Predictions(cand),
+            Predictions(base),
+            labels=LABELS,
+        )
+        blessed += decide(gate, result).blessed
+    return blessed / sims
+
+
+def plan_against_simulation(
+    slices: int, n: int, margin: float, accuracy: float, agreement: float, sims: int, seed: int = 0
+) -> dict[str, float]:
+    """``mlcrit gate plan``'s chance of blessing an equivalent candidate (non-inferiority on each
+    of ``slices`` slices of ``n`` rows) against the share of simulated eval sets the gate blesses."""
+    from airflow_mlcrit.core.gating.plan import plan
+
+    gate = {
+        "thresholds": [{"metric": "accuracy", "change": "non_inferiority", "margin": margin, "slices": {"spec": "s"}}]
+    }
+    sizes = {f"s={i:02d}": n for i in range(slices)}
+    planned = plan(gate, sizes, accuracy=accuracy, agreement=agreement)["bless_equivalent"]
+    simulated = gate_over_slices(sizes, gate, accuracy, 1 - agreement, sims, seed)
+    return {"planned": round(planned, 4), "simulated": simulated}
+
+
 def _cells(shares, recalls) -> np.ndarray:
     k = len(shares)
     cells = np.zeros((k, k))

@@ -236,20 +236,12 @@ def test_a_promote_or_rollback_retried_after_its_move_succeeds_with_one_history_
     assert xcom(dr, "promote", "previous") == "model/churn@v1"  # each key is an XCom: .output["previous"]
 
 
-@pytest.mark.parametrize(
-    ("mode", "decision", "status", "promote"),
-    [
-        ("fail", "NOT_BLESSED", "failed", "skipped"),
-        ("warn", "BLESSED", "warned", "success"),
-        ("skip", "BLESSED", "skipped", "success"),
-    ],
-)
-def test_an_underpowered_slice_fails_warns_or_skips_as_configured(
-    store_root, tmp_path, mode, decision, status, promote
-):
+def test_an_underpowered_slice_fails_and_says_how_many_rows_would_decide_it(store_root, tmp_path):
     """state=NE has 62 rows and 10 discordant ones: its difference interval (+-0.11) is wider than
-    the 0.03 margin, so no candidate could be shown non-inferior there. The gate says so, and
-    GateConfig.underpowered decides; the slice is listed in the blessing whatever the setting."""
+    the 0.03 margin, so no candidate could be shown non-inferior there. The gate fails it, with the
+    rows at which an equivalent candidate would pass 80% of the time (the gate's power); no
+    setting blesses past it."""
+    mode, decision, status, promote = "fail", "NOT_BLESSED", "failed", "skipped"
     import pandas as pd
 
     from airflow_mlcrit.core.gating import promote as promote_fn
@@ -288,7 +280,7 @@ def test_an_underpowered_slice_fails_warns_or_skips_as_configured(
     assert ne["message"] == (
         "accuracy non_inferiority on slice 'state=NE': candidate - baseline = 0.0000 (CI [-0.1107, 0.1107]), "
         "needs lower bound > -0.0300; underpowered: n=62, the interval is ±0.11 against a margin of 0.03; "
-        "about 850 rows would decide it"
+        "about 1,430 rows would give an equivalent candidate 80% power to pass"
     )
     ca = next(c for c in blessing["checks"] if c["slice"] == "state=CA")
     assert (ca["status"], ca["underpowered"]) == ("passed", False)

@@ -98,11 +98,18 @@ class GateConfig(Config):
     allow_missing_slices: bool = field(
         default=False, metadata={"help": "a configured slice that is absent or too small: skip instead of fail"}
     )
-    underpowered: Literal["fail", "warn", "skip"] = field(
+    underpowered: str = field(
         default="fail",
         metadata={
             "help": "a non-inferiority slice too small to decide (its interval is wider than the margin and "
-            "straddles it): fail (closed), or warn / skip it, listed in the blessing either way"
+            "straddles it) fails, with the rows that would decide it; no mode skips it (see docs/evaluation.md)"
+        },
+    )
+    power: float = field(
+        default=0.8,
+        metadata={
+            "help": "the power the 'rows needed' of an underpowered slice is computed for: the chance an "
+            "equivalent candidate passes at that size (mlcrit gate plan uses it too)"
         },
     )
     max_unparsed_rate: float = field(
@@ -124,6 +131,14 @@ class GateConfig(Config):
         )
         for i, t in enumerate(self.thresholds):
             threshold_kind(t, f"GateConfig.thresholds[{i}]")
+        if self.underpowered != "fail":
+            raise ConfigError(
+                f"GateConfig.underpowered={self.underpowered!r} is not accepted: blessing past a slice too small "
+                "to decide blessed a candidate at the margin 199 times in 200. An underpowered slice fails; to "
+                "bless, give it the rows `mlcrit gate plan` says it needs, widen the margin, or raise "
+                "EvaluationConfig.min_slice_size so that it is not gated (listed as skipped in the blessing)"
+            )
+        require(0 < self.power < 1, f"GateConfig.power must be in (0, 1), got {self.power}")
         require(
             0 <= self.max_unparsed_rate <= 1,
             f"GateConfig.max_unparsed_rate must be in [0, 1], got {self.max_unparsed_rate}",
@@ -158,7 +173,7 @@ def check_names(
                 )
         elif chosen not in (None, "all"):
             for name in [chosen] if isinstance(chosen, str) else list(chosen):
-                if not any(_of_spec(str(name), s) for s in specs):
+                if not any(of_spec(str(name), s) for s in specs):
                     raise ConfigError(
                         f"{where}.slices: {name!r} is not a slice any spec of the evaluation makes "
                         f"(a name is 'overall' or 'feature=value', e.g. 'state=NE'); specs: {specs}"
@@ -202,7 +217,7 @@ def check_slice_values(cfg: GateConfig | dict[str, Any], slices: list[tuple[str,
         for name in [chosen] if isinstance(chosen, str) else list(chosen):
             if str(name) in present:
                 continue
-            spec = next((sp for sp in by_spec if _of_spec(str(name), sp)), None)
+            spec = next((sp for sp in by_spec if of_spec(str(name), sp)), None)
             values = by_spec.get(spec, []) if spec else []
             raise DataValidationError(
                 f"GateConfig.thresholds[{i}].slices: slice {name!r} matches no row of the eval data; the slices "
@@ -216,7 +231,7 @@ def check_slice_values(cfg: GateConfig | dict[str, Any], slices: list[tuple[str,
             )
 
 
-def _of_spec(name: str, spec: str) -> bool:
+def of_spec(name: str, spec: str) -> bool:
     if spec == OVERALL:
         return name == OVERALL
     features = spec.split(" x ")
@@ -335,7 +350,7 @@ def decide(cfg: GateConfig | dict[str, Any], evaluation: dict[str, Any]) -> Gate
                 _holm_checks(i, t, defined, evaluation, add)
             elif kind == "change":
                 for s in defined:
-                    _change(i, t, s, metric in lower, cfg.underpowered, add)
+                    _change(i, t, s, metric in lower, cfg, evaluation["confidence"], add)
             else:
                 for s in defined:
                     _absolute(i, t, s, add)
@@ -422,18 +437,29 @@ def evaluated_names(evaluation: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def power(half_width: float, margin: float, n: int) -> str:
-    """What a slice too small for its margin needs: about n * (half-width / margin)^2 rows."""
+def rows_message(s: dict, metric: str, margin: float, cfg: GateConfig, confidence: float) -> str:
+    """What a slice too small for its margin needs: the rows at which an equivalent candidate
+    passes with power ``cfg.power``. Exact for paired proportions (from the slice's discordant
+    share, :mod:`plan`), else from the half-width (normal approximation)."""
+    from airflow_mlcrit.core.evaluation.power import needed_by_width, needed_for_change
+
+    d, n = s["difference"][metric], s["n"]
+    half = (d["high"] - d["low"]) / 2
+    head = f"n={n}, the interval is ±{half:.2f} against a margin of {margin:.2f}"
     if margin <= 0:
-        return f"n={n}, the interval is ±{half_width:.2f}: no slice size decides a margin of 0"
-    rows = math.ceil(n * (half_width / margin) ** 2 / 10) * 10
-    return (
-        f"n={n}, the interval is ±{half_width:.2f} against a margin of {margin:.2f}; "
-        f"about {rows:,} rows would decide it"
-    )
+        return f"{head}: no slice size decides a margin of 0"
+    if "discordant" in d:
+        share = max(sum(d["discordant"]) / n, 1 / n)  # none discordant yet: at least one in n
+        rows = needed_for_change(n, margin, share, cfg.power, "non_inferiority", confidence)
+    else:
+        rows = needed_by_width(n, half, margin, cfg.power, confidence)
+    if rows is None:
+        return f"{head}: no slice size gives {cfg.power:.0%} power"
+    rows = math.ceil(rows / 10) * 10
+    return f"{head}; about {rows:,} rows would give an equivalent candidate {cfg.power:.0%} power to pass"
 
 
-def _change(i: int, t: dict, s: dict, lower_better: bool, underpowered: str, add: Any) -> None:
+def _change(i: int, t: dict, s: dict, lower_better: bool, cfg: GateConfig, confidence: float, add: Any) -> None:
     metric = t["metric"]
     d, base = s["difference"][metric], s["baseline"][metric]
     margin = float(t.get("margin", 0.0))
@@ -453,8 +479,7 @@ def _change(i: int, t: dict, s: dict, lower_better: bool, underpowered: str, add
     half = None if d["low"] is None or d["high"] is None else (d["high"] - d["low"]) / 2
     if not ok and not shown_worse and t["change"] == "non_inferiority" and half is not None and half > margin:
         # undecided, and no candidate could be shown non-inferior on so few rows: say so
-        note = f"; underpowered: {power(half, margin, s['n'])}"
-        status = {"fail": "failed", "warn": "warned", "skip": "skipped"}[underpowered]
+        note = f"; underpowered: {rows_message(s, metric, margin, cfg, confidence)}"
     add(
         i,
         "change",
