@@ -32,3 +32,15 @@ def test_accuracy_intervals_hold_their_level_on_small_slices_near_one(bench):
 def test_the_gate_blesses_a_candidate_at_the_margin_at_most_at_its_level(bench):
     assert bench.false_blessing(50, 0.97, correlated=False, sims=1000) == 0.008
     assert bench.false_blessing(50, 0.97, correlated=True, sims=1000) == 0.0
+
+
+def test_one_slice_at_the_margin_is_blessed_at_most_at_the_level(bench):
+    """Three slices of 60 rows, the candidate exactly at the margin on one: an undecided slice fails
+    (no mode skips it), so false blessings stay below the one-sided 0.025."""
+    gate = {"thresholds": [{"metric": "accuracy", "change": "non_inferiority", "margin": 0.1, "slices": {"spec": "s"}}]}
+    sizes = {"s=a": 60, "s=b": 60, "s=c": 60}
+    assert bench.gate_over_slices(sizes, gate, 0.9, 0.16, 300, at_margin="s=b", margin=0.1) == 1 / 300
+
+
+def test_the_gate_plan_matches_a_simulation_of_the_gate(bench):
+    assert bench.plan_against_simulation(4, 400, 0.05, 0.9, 0.9, 300) == {"planned": 0.5567, "simulated": 0.57}
