@@ -203,6 +203,105 @@ def macro_f1_coverage(problem: str, n: int, sims: int, seed: int = 0, replicates
     return {"true": true, "coverage": covered / sims, "width": width / sims}
 
 
+# The coverage grid (issue "Every gate decision means what it says"): every metric the gate
+# accepts, alone and as a paired difference, over class counts, class balance, near-perfect
+# separation and slice sizes. Each setting: class shares, the candidate's recall per class, the
+# logit boost of the predicted class (how well its probabilities rank), and the baseline's recall
+# offset. The baseline errs where the candidate does on half the rows (shared draw) and
+# independently on the rest.
+GRID_METRICS = ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall", "roc_auc")
+GRID_SIZES = (30, 45, 100, 400)
+GRID_SETTINGS = {
+    "binary": ((0.5, 0.5), 0.85, 2.5),
+    "3 balanced": ((1 / 3,) * 3, 0.85, 2.5),
+    "3 unbalanced": ((0.80, 0.15, 0.05), (0.95, 0.8, 0.6), 2.5),
+    "3 separated": ((1 / 3,) * 3, 0.995, 6.0),
+    "20 classes": ((1 / 20,) * 20, 0.9, 2.5),
+    "20 separated": ((1 / 20,) * 20, 0.995, 6.0),
+}
+
+
+def _grid_rows(rng, n: int, setting: str):
+    """(truth, candidate, baseline) of n rows of ``setting``, with probabilities."""
+    shares, recall, boost = GRID_SETTINGS[setting]
+    k = len(shares)
+    recall = np.broadcast_to(np.asarray(recall, dtype=float), (k,))
+    truth = rng.choice(k, size=n, p=np.asarray(shares) / np.sum(shares))
+    u = rng.random(n)
+    shared = rng.random(n) < 0.5
+    u_base = np.where(shared, u, rng.random(n))
+    models = []
+    for r, draw in ((recall[truth], u), (np.clip(recall[truth] - 0.05, 0, 1), u_base)):
+        right = draw < r
+        other = (truth + rng.integers(1, k, n)) % k
+        pred = np.where(right, truth, other)
+        logits = rng.normal(0, 1, (n, k))
+        logits[np.arange(n), pred] += boost
+        proba = np.exp(logits - logits.max(axis=1, keepdims=True))
+        models.append(Predictions(pred, proba / proba.sum(axis=1, keepdims=True)))
+    return truth, models[0], models[1]
+
+
+_TRUE: dict[str, dict[str, dict[str, float]]] = {}
+
+
+def grid_truth(setting: str, rows: int = 400_000) -> dict[str, dict[str, float]]:
+    """Population values of each metric (candidate, baseline, difference), from one large sample."""
+    if setting not in _TRUE:
+        truth, cand, base = _grid_rows(np.random.default_rng([99, len(setting)]), rows, setting)
+        k = len(GRID_SETTINGS[setting][0])
+        result = evaluate_predictions(
+            {"metrics": list(GRID_METRICS), "replicates": 10},
+            _frame(rows),
+            truth,
+            cand,
+            base,
+            labels=[f"c{i}" for i in range(k)],
+        )
+        overall = result["slices"][0]
+        _TRUE[setting] = {
+            role: {m: overall[role][m]["value"] for m in GRID_METRICS} for role in ("candidate", "difference")
+        }
+    return _TRUE[setting]
+
+
+def grid_coverage(setting: str, n: int, sims: int, seed: int = 0, replicates: int = 1000) -> dict[str, dict]:
+    """Per metric: the share of simulated eval sets whose 95% interval covers the population value,
+    for the candidate alone and for the paired difference; 'undefined': the share of sets where
+    the metric or its interval was not given (a class absent), or where use_ci is refused."""
+    true = grid_truth(setting)
+    k = len(GRID_SETTINGS[setting][0])
+    rng = np.random.default_rng([seed, n, len(setting), k])
+    frame = _frame(n)
+    hits = {role: dict.fromkeys(GRID_METRICS, 0) for role in ("candidate", "difference")}
+    given = {role: dict.fromkeys(GRID_METRICS, 0) for role in ("candidate", "difference")}
+    for s in range(sims):
+        truth, cand, base = _grid_rows(rng, n, setting)
+        result = evaluate_predictions(
+            {"metrics": list(GRID_METRICS), "replicates": replicates, "seed": s},
+            frame,
+            truth,
+            cand,
+            base,
+            labels=[f"c{i}" for i in range(k)],
+        )
+        overall = result["slices"][0]
+        for role in hits:
+            for m in GRID_METRICS:
+                iv = overall[role][m]
+                if iv.get("low") is None or iv.get("high") is None:
+                    continue
+                given[role][m] += 1
+                hits[role][m] += iv["low"] <= true[role][m] <= iv["high"]
+    return {
+        role: {
+            m: {"coverage": hits[role][m] / given[role][m] if given[role][m] else None, "given": given[role][m] / sims}
+            for m in GRID_METRICS
+        }
+        for role in hits
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sims", type=int, default=1000, help="simulated eval sets per cell (coverage)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -21,42 +21,95 @@ from airflow_mlcrit.core.evaluation.config import EvaluationConfig
 from airflow_mlcrit.core.evaluation.slicing import OVERALL, build_slices, spec_name
 from airflow_mlcrit.exceptions import ConfigError, DataValidationError, some
 
-# metrics where lower is better (the gate flips the direction of change thresholds)
-LOWER_IS_BETTER = {"log_loss", "ece", "mae", "rmse", "loss", "perplexity", "unparsed_rate"}
 # a classification prediction with no label: a generation that matched no verbalizer. It is wrong
 # for every row, predicts no class (no class's precision pays for it) and has its own rate.
 UNPARSED = -1
-_ROW_TASK = {
-    "log_loss": "classification",
-    "ece": "classification",
-    "roc_auc": "classification",
-    "exact_match": "generation",
-    "token_f1": "generation",
-    "rouge_l": "generation",
-    "loss": "generation",
-    "perplexity": "generation",
-    "mae": "regression",
-    "rmse": "regression",
-}
-_USER: dict[str, tuple[Callable[..., float], bool]] = {}
-_MAX_CELLS = 4096  # joint K^3 cells beyond which count metrics use per-row weights
 _CHUNK_VALUES = 20_000_000  # replicate x row weights held at once
+_AUC_GROUPS = 2048  # distinct scores per class beyond which AUC's score groups are quantile bins
+
+
+@dataclass(frozen=True)
+class Metric:
+    """Everything the evaluation and the gate know about one metric, in one place.
+
+    ``form`` says how its value and its interval are computed:
+
+    - ``proportion``: the share of rows whose ``per_row`` value is 1 (Clopper-Pearson; Tango's
+      paired interval for a difference);
+    - ``count``: a function of the confusion counts (``metrics.from_counts``): a Bayesian
+      bootstrap of the joint (truth, candidate, baseline) cells with a Dirichlet-process prior of
+      mass one row, united with a BCa Poisson bootstrap;
+    - ``auc``: ROC AUC (binary, or one-vs-rest macro): Bayesian bootstrap of score-group sums,
+      with a prior of mass one row per class;
+    - ``mean``: ``finish`` of the mean of ``per_row`` values (Bayesian bootstrap of the rows);
+    - ``weighted``: ``weighted(truth, predictions, weights)`` of row weights (same bootstrap);
+    - ``user``: ``fn(y_true, y_pred, proba)`` on resampled rows (Poisson counts).
+
+    ``min_class_rows``: the interval is refused on a slice where some class has fewer true rows
+    (a macro average over classes of one or two rows does not hold its level; the value is still
+    reported). ``coverage``: what dev/bench/bench_coverage.py measured, for the docs.
+    """
+
+    name: str
+    form: Literal["proportion", "count", "auc", "mean", "weighted", "user"]
+    task: str | None = None  # None: any task (a user metric)
+    higher_is_better: bool = True
+    per_row: Callable[[np.ndarray, Any], np.ndarray] | None = None
+    finish: Callable[[np.ndarray], np.ndarray] | None = None
+    weighted: Callable[..., np.ndarray] | None = None
+    fn: Callable[[np.ndarray, np.ndarray, np.ndarray | None], float] | None = None
+    needs: Literal["proba", "loss"] | None = None
+    min_class_rows: int = 0
+    coverage: str = ""
+
+    def methods(self, k: int) -> dict[str, str]:
+        """How its intervals are computed (recorded in the evaluation and its lineage facet)."""
+        if self.form == "proportion":
+            return {"model": I.CLOPPER_PEARSON, "difference": I.TANGO}
+        if self.form == "count":
+            return {"model": I.BAYES_BCA, "difference": I.BAYES_BCA}
+        if self.form == "auc":
+            return {"model": I.BAYES_GROUPS, "difference": I.BAYES_GROUPS}
+        return {"model": I.BAYES, "difference": I.BAYES}
+
+
+_METRICS: dict[str, Metric] = {}
 
 
 def register_metric(
-    name: str, fn: Callable[[np.ndarray, np.ndarray, np.ndarray | None], float], *, higher_is_better: bool = True
-) -> None:
-    """Register ``fn(y_true, y_pred, proba) -> float`` under ``name`` for EvaluationConfig.metrics."""
-    if name in M.COUNT_METRICS or name in _ROW_TASK:
-        raise ConfigError(f"metric name {name!r} is built in; choose another name")
-    _USER[name] = (fn, higher_is_better)
-    if not higher_is_better:
-        LOWER_IS_BETTER.add(name)
+    metric: Metric | str,
+    fn: Callable[[np.ndarray, np.ndarray, np.ndarray | None], float] | None = None,
+    *,
+    higher_is_better: bool = True,
+) -> Metric:
+    """Make a metric known to EvaluationConfig.metrics and the gate: a :class:`Metric` record (as
+    the built-in ones are registered), or a name and ``fn(y_true, y_pred, proba) -> float``. A name
+    is registered once: a second registration under it is a ConfigError unless it is the same."""
+    if not isinstance(metric, Metric):
+        if fn is None:
+            raise ConfigError(f"register_metric({metric!r}): give fn(y_true, y_pred, proba) -> float")
+        metric = Metric(str(metric), "user", fn=fn, higher_is_better=higher_is_better)
+    known = _METRICS.get(metric.name)
+    if known is not None and known != metric:
+        what = "built in" if known.form != "user" else "registered already, with another function"
+        raise ConfigError(f"metric name {metric.name!r} is {what}; choose another name")
+    _METRICS[metric.name] = metric
+    return metric
+
+
+def metric_of(name: str) -> Metric:
+    try:
+        return _METRICS[name]
+    except KeyError:
+        raise ConfigError(f"unknown metric {name!r}; known: {', '.join(_METRICS)}") from None
 
 
 def known_metrics(task: str) -> list[str]:
-    builtin = [*M.COUNT_METRICS, "unparsed_rate"] if task == "classification" else []
-    return builtin + [m for m, t in _ROW_TASK.items() if t == task] + sorted(_USER)
+    return [m.name for m in _METRICS.values() if m.task in (task, None)]
+
+
+def lower_is_better(names: list[str]) -> list[str]:
+    return sorted(n for n in names if n in _METRICS and not _METRICS[n].higher_is_better)
 
 
 @dataclass
@@ -188,179 +241,134 @@ def _check(cfg: EvaluationConfig, truth: np.ndarray, p: Predictions, who: str, k
     return Predictions(pred, proba, loss, p.truncated)
 
 
-def _row_values(metric: str, truth: np.ndarray, p: Predictions) -> np.ndarray:
-    """Per-row values whose (weighted) mean is the metric, before any final transform."""
-    if metric == "log_loss":
-        eps = np.finfo(p.proba.dtype).eps
-        return -np.log(np.clip(p.proba[np.arange(len(truth)), truth], eps, 1 - eps))
-    if metric in ("exact_match", "token_f1", "rouge_l"):
-        fn = getattr(M, metric)
-        return np.array([fn(str(t), str(q)) for t, q in zip(truth, p.pred, strict=True)], dtype=float)
-    if metric in ("loss", "perplexity"):
-        return np.asarray(p.loss, dtype=float)
-    if metric == "mae":
-        return np.abs(truth.astype(float) - p.pred.astype(float))
-    if metric == "rmse":
-        return (truth.astype(float) - p.pred.astype(float)) ** 2
-    raise AssertionError(metric)
-
-
-def _finish(metric: str, mean: np.ndarray) -> np.ndarray:
-    if metric == "rmse":
-        return np.sqrt(mean)
-    if metric == "perplexity":
-        return np.exp(mean)
-    return mean
-
-
-class _Scorer:
-    """Metric values for one slice: the point value (no weights) and B replicate values."""
-
-    def __init__(self, cfg: EvaluationConfig, names: list[str], truth: np.ndarray, labels: list[str], cols: int):
-        self.cfg, self.names, self.truth, self.labels, self.k = cfg, names, truth, labels, len(labels)
-        self.cols = cols  # confusion columns: k, or k + 1 when some prediction is UNPARSED
-        self.majority: int | None = None  # classification: index of the eval set's majority class
-
-    def needs(self, p: Predictions, metric: str) -> str | None:
-        if metric in ("log_loss", "ece", "roc_auc") and p.proba is None:
-            return "needs predicted probabilities"
-        if metric in ("loss", "perplexity") and p.loss is None:
-            return "needs per-row losses"
-        return None
-
-    def defined(self, truth: np.ndarray, metric: str) -> str | None:
-        """Why ``metric`` has no value on these rows, or None."""
-        if metric == "roc_auc":
-            present = np.bincount(truth, minlength=self.k)
-            if self.k == 2 and present.min() == 0:
-                return "ROC AUC needs both classes, and this slice has one"
-            absent = [self.labels[i] for i in np.flatnonzero(present == 0)]
-            if absent:
-                return f"one-vs-rest ROC AUC needs every class, and this slice has no {some(absent)} rows"
-        return None
-
-    def point(self, truth: np.ndarray, p: Predictions, metric: str) -> float | None:
-        if metric in M.COUNT_METRICS:
-            return float(M.from_counts(M.confusion(truth, p.pred, self.k, self.cols))[metric])
-        if metric == "unparsed_rate":
-            return float(np.mean(p.pred == UNPARSED))
-        if metric == "roc_auc":
-            return float(M.roc_auc(truth, p.proba[:, 1]) if self.k == 2 else M.roc_auc_ovr(truth, p.proba))
-        if metric == "ece":
-            return float(M.expected_calibration_error(truth, p.proba))
-        if metric in _USER:
-            return float(_USER[metric][0](truth, p.pred, p.proba))
-        return float(_finish(metric, _row_values(metric, truth, p).mean()))
-
-    def replicates(
-        self, truth: np.ndarray, models: list[Predictions], rows: list[str], rng: np.random.Generator
-    ) -> dict[str, list[np.ndarray]]:
-        """Per-row-weight metrics for each model on shared weights: {metric: [B values per model]}.
-        Bayesian bootstrap: Dirichlet row weights (normalized exponentials); a user metric, which
-        sees rows rather than weights, gets Poisson counts of each row."""
-        n, B = len(truth), self.cfg.replicates
-        # per-row values of the metrics that have them; the others are computed on each draw below
-        uncached = ("roc_auc", "ece", *_USER, *M.COUNT_METRICS)
-        cached = {m: [_row_values(m, truth, p) for p in models] for m in rows if m not in uncached}
-        out: dict[str, list[list[np.ndarray]]] = {m: [[] for _ in models] for m in rows}
-        chunk = max(1, min(B, _CHUNK_VALUES // max(n, 1)))
-        for start in range(0, B, chunk):
-            size = (min(chunk, B - start), n)
-            w = rng.standard_exponential(size)
-            counts = rng.poisson(1.0, size=size) if any(m in _USER for m in rows) else None
-            total = w.sum(axis=1)
-            for m in rows:
-                for i, p in enumerate(models):
-                    if m == "roc_auc":
-                        v = M.roc_auc(truth, p.proba[:, 1], w) if self.k == 2 else M.roc_auc_ovr(truth, p.proba, w)
-                    elif m == "ece":
-                        v = M.expected_calibration_error(truth, p.proba, w)
-                    elif m in _USER:
-                        v = np.array([_user_on(m, truth, p, row) for row in counts])
-                    elif m in M.COUNT_METRICS:  # too many classes for joint cells
-                        v = _weighted_counts(truth, p.pred, self.k, self.cols, w)[m]
-                    else:
-                        with np.errstate(invalid="ignore", divide="ignore"):
-                            v = _finish(m, (w @ cached[m][i]) / total)
-                    out[m][i].append(np.asarray(v, dtype=float))
-        return {m: [np.concatenate(parts) for parts in per_model] for m, per_model in out.items()}
-
-
-def _weighted_counts(truth: np.ndarray, pred: np.ndarray, k: int, cols: int, w: np.ndarray) -> dict[str, np.ndarray]:
-    cell = truth * cols + np.where(pred < 0, k, pred)
-    counts = np.stack([np.bincount(cell, weights=row, minlength=k * cols) for row in w]).reshape(len(w), k, cols)
-    return M.from_counts(counts)
-
-
-def _user_on(metric: str, truth: np.ndarray, p: Predictions, weights: np.ndarray) -> float:
-    rows = np.repeat(np.arange(len(truth)), weights.astype(int))
-    if not len(rows):
-        return np.nan
-    q = p.take(rows)
-    return float(_USER[metric][0](truth[rows], q.pred, q.proba))
-
-
-# metrics that are a share of rows (each row right or wrong): exact intervals, not a bootstrap
-PROPORTIONS = ("accuracy", "exact_match", "unparsed_rate")
-
-
-def interval_method(metric: str, k: int, models: int = 2) -> dict[str, str]:
-    """How the intervals of ``metric`` are computed (recorded in the evaluation and its facet)."""
-    if metric in PROPORTIONS:
-        return {"model": I.CLOPPER_PEARSON, "difference": I.TANGO}
-    if metric in M.COUNT_METRICS and k and k ** (1 + models) <= _MAX_CELLS:
-        return {"model": I.BAYES_BCA, "difference": I.BAYES_BCA}
-    return {"model": I.BAYES, "difference": I.BAYES}
-
-
 def _undefined(reason: str) -> dict[str, Any]:
     return {"value": None, "low": None, "high": None, "reason": reason}
 
 
-def _count_intervals(
-    cfg: EvaluationConfig, t: np.ndarray, ms: list[Predictions], k: int, cols: int, metrics: list[str], rng
-):
-    """Per metric: [interval of each model], interval of the difference (or None): the union of a
-    Bayesian bootstrap of the joint (truth, candidate, baseline) cells, with a Dirichlet prior of
-    total mass one, and a BCa Poisson bootstrap of the same cells (jackknife over the cells)."""
-    idx = t.copy()
+class _Slice:
+    """One slice's rows: truth, the models' predictions, and what the metrics share."""
+
+    def __init__(self, truth: np.ndarray, models: list[Predictions], labels: list[str], cols: int):
+        self.t, self.ms, self.labels, self.k, self.cols = truth, models, labels, len(labels), cols
+        self.support = np.bincount(truth, minlength=self.k) if self.k else None
+
+    def undefined(self, metric: Metric) -> str | None:
+        """Why ``metric`` has no value on these rows, or None."""
+        if not len(self.t):
+            return "the slice is empty"
+        if metric.form == "auc":
+            if self.k == 2 and self.support.min() == 0:
+                return "ROC AUC needs both classes, and this slice has one"
+            absent = [self.labels[i] for i in np.flatnonzero(self.support == 0)]
+            if absent:
+                return f"one-vs-rest ROC AUC needs every class, and this slice has no {some(absent)} rows"
+        return None
+
+    def no_interval(self, metric: Metric) -> str | None:
+        """Why ``metric`` gets a value but no interval on these rows (its interval would not hold
+        its level here), or None."""
+        if metric.min_class_rows and self.k and self.support.min() < metric.min_class_rows:
+            thin = [
+                f"{self.labels[i]!r} ({int(self.support[i])})"
+                for i in np.flatnonzero(self.support < metric.min_class_rows)
+            ]
+            return (
+                f"{metric.name}'s interval needs at least {metric.min_class_rows} true rows of every class on a slice "
+                f"(fewer do not hold its 95% level); here {some(thin, 5)} have fewer: no interval, so use_ci and "
+                "change thresholds on it cannot pass here (gate on accuracy, or collect more rows)"
+            )
+        return None
+
+    def point(self, metric: Metric, p: Predictions) -> float:
+        t = self.t
+        if metric.form == "count":
+            return float(M.from_counts(M.confusion(t, p.pred, self.k, self.cols))[metric.name])
+        if metric.form == "auc":
+            return float(M.roc_auc(t, p.proba[:, 1]) if self.k == 2 else M.roc_auc_ovr(t, p.proba))
+        if metric.form == "weighted":
+            return float(metric.weighted(t, p, None))
+        if metric.form == "user":
+            return float(metric.fn(t, p.pred, p.proba))
+        mean = np.asarray(metric.per_row(t, p), dtype=float).mean()
+        return float(metric.finish(mean) if metric.finish else mean)
+
+
+def _count_intervals(cfg: EvaluationConfig, sl: _Slice, metrics: list[Metric], rng) -> dict[str, tuple[list, Any]]:
+    """Per metric: [interval of each model], interval of the difference (or None). The union of
+
+    - a Bayesian bootstrap of the joint (truth, candidate[, baseline]) cells: Gamma draws of the
+      observed cells' counts, plus a Dirichlet-process prior of total mass one row spread over every
+      joint cell (stick-breaking atoms at uniformly drawn cells), so an interval never collapses
+      when every row is right, whatever the number of classes; and
+    - a BCa Poisson bootstrap of the observed cells (jackknife over them).
+
+    Only observed cells are held (at most one per row), so 20 or 200 classes cost what 3 do."""
+    t, ms, k, cols = sl.t, sl.ms, sl.k, sl.cols
+    joint = t.astype(np.int64)
     for p in ms:
-        idx = idx * cols + np.where(p.pred < 0, k, p.pred)
-    shape = (k,) + (cols,) * len(ms)
-    cells = np.bincount(idx, minlength=int(np.prod(shape))).reshape(shape).astype(np.float64)
-    shape = (cfg.replicates, *cells.shape)
-    bayes = rng.gamma(cells + 1.0 / cells.size, size=shape)
-    poisson = rng.poisson(cells, size=shape).astype(np.float64)
-    observed = np.flatnonzero(cells)
-    weights = cells.ravel()[observed]
-    at = np.unravel_index(observed, cells.shape)  # (truth, candidate pred[, baseline pred]) of each
+        joint = joint * cols + np.where(p.pred < 0, k, p.pred)
+    cells, counts = np.unique(joint, return_counts=True)
+    # each observed cell's truth and each model's prediction column, decoded from the joint index
+    decoded, rest = [], cells.copy()
+    for _ in ms:
+        decoded.insert(0, rest % cols)
+        rest //= cols
+    conf = [rest * cols + c for c in decoded]  # each observed cell's index in each model's K x cols
+    size = k * cols
+    B = cfg.replicates
 
-    def confusions(c: np.ndarray) -> list[np.ndarray]:
-        """Each model's (..., K, K) confusion from joint (..., truth, candidate[, baseline]) cells."""
-        return [c] if len(ms) == 1 else [c.sum(axis=-1), c.sum(axis=-2)]
-
-    def per_model(c: np.ndarray) -> list[dict[str, np.ndarray]]:
-        return [M.from_counts(m) for m in confusions(c)]
-
-    def jackknife() -> list[dict[str, np.ndarray]]:
-        """Each model's metrics with one row of each observed joint cell left out: a K x K
-        confusion per cell (never the K^3 joint table per cell, which is 128 MB at K = 16)."""
+    def confusions(weights: np.ndarray, atoms: tuple[np.ndarray, np.ndarray] | None) -> list[np.ndarray]:
+        """Each model's (B, K, cols) weighted confusion from (B, cells) weights of the observed
+        cells, plus the prior's atoms ((B, A) masses, (models, B, A) confusion indices)."""
+        offset = (np.arange(B) * size)[:, None]
         out = []
-        for i, confusion in enumerate(confusions(cells)):
-            loo = np.repeat(confusion[None], len(observed), axis=0)
-            loo[np.arange(len(observed)), at[0], at[1 + i]] -= 1
-            out.append(M.from_counts(loo))
+        for i in range(len(ms)):
+            idx, w = offset + conf[i][None, :], weights
+            if atoms is not None:
+                idx = np.concatenate([idx, offset + atoms[1][i]], axis=1)
+                w = np.concatenate([w, atoms[0]], axis=1)
+            out.append(np.bincount(idx.ravel(), weights=w.ravel(), minlength=B * size).reshape(B, k, cols))
         return out
 
-    point, b_vals, p_vals = (per_model(c) for c in (cells, bayes, poisson))
-    j_vals = jackknife()
+    bayes_w = rng.gamma(counts.astype(float), size=(B, len(cells)))
+    # the prior: a Dirichlet process of mass 1 with a uniform base over every joint cell, drawn by
+    # stick-breaking (20 atoms leave 2^-20 of the mass on average, given to the last one)
+    atoms = 20
+    sticks = rng.uniform(size=(B, atoms))
+    left = np.cumprod(np.concatenate([np.ones((B, 1)), 1 - sticks[:, :-1]], axis=1), axis=1)
+    mass = sticks * left
+    mass[:, -1] += left[:, -1] * (1 - sticks[:, -1])
+    mass *= rng.gamma(1.0, size=(B, 1))
+    atom_truth = rng.integers(0, k, size=(B, atoms))
+    atom_conf = np.stack([atom_truth * cols + rng.integers(0, cols, size=(B, atoms)) for _ in ms])
+    bayes = [M.from_counts(c) for c in confusions(bayes_w, (mass, atom_conf))]
+    poisson = [M.from_counts(c) for c in confusions(rng.poisson(counts, size=(B, len(cells))).astype(float), None)]
+    point = [M.from_counts(M.confusion(t, p.pred, k, cols)) for p in ms]
+
+    def jackknife(i: int) -> dict[str, np.ndarray]:
+        """Model i's metrics with one row of each observed joint cell left out: computed once per
+        distinct confusion cell of that model (at most K x cols of them), then mapped back."""
+        full = M.confusion(t, ms[i].pred, k, cols)
+        distinct, back = np.unique(conf[i], return_inverse=True)
+        parts: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(distinct), 256):  # bounded memory at many classes
+            chunk = distinct[start : start + 256]
+            loo = np.repeat(full[None], len(chunk), axis=0)
+            loo[np.arange(len(chunk)), chunk // cols, chunk % cols] -= 1
+            for name, v in M.from_counts(loo).items():
+                parts.setdefault(name, []).append(v)
+        return {name: np.concatenate(v)[back] for name, v in parts.items()}
+
+    jack = [jackknife(i) for i in range(len(ms))]
+    weights = counts.astype(float)
     out: dict[str, tuple[list, Any]] = {}
-    for m in metrics:
+    for metric in metrics:
+        m = metric.name
 
         def both(pick):
             return I.union(
-                I.percentile(pick(b_vals), cfg.confidence),
-                I.bca(pick(p_vals), float(pick(point)), pick(j_vals), weights, cfg.confidence),
+                I.percentile(pick(bayes), cfg.confidence),
+                I.bca(pick(poisson), float(pick(point)), pick(jack), weights, cfg.confidence),
             )
 
         models = [both(lambda v, i=i, m=m: v[i][m]) for i in range(len(ms))]
@@ -381,26 +389,81 @@ def _proportion_intervals(cfg: EvaluationConfig, right: list[np.ndarray]) -> tup
     return models, diff
 
 
-def _binary_auc_intervals(cfg: EvaluationConfig, t: np.ndarray, ms: list[Predictions], rng) -> tuple[list, Any]:
-    """AUC depends on the row weights only through their sums per (score group, class): a
-    Bayesian bootstrap draws those sums as Gamma variates. One model: a prior of total mass one
-    over every (group, class), so a perfect ranking still gets an interval below 1."""
-    if len(ms) == 1:
-        pos, neg = M.auc_groups(t, ms[0].proba[:, 1])
-        shape, prior = (cfg.replicates, len(pos)), 0.5 / len(pos)
-        draws = M.auc_from_groups(rng.gamma(pos + prior, size=shape), rng.gamma(neg + prior, size=shape))
-        return [I.percentile(draws, cfg.confidence)], None
-    a, b = M.paired_auc_draws(t, [p.proba[:, 1] for p in ms], cfg.replicates, rng)
-    return [I.percentile(a, cfg.confidence), I.percentile(b, cfg.confidence)], I.percentile(a - b, cfg.confidence)
+def _auc_intervals(cfg: EvaluationConfig, sl: _Slice, rng) -> tuple[list, Any]:
+    """ROC AUC depends on the row weights only through their sums per (score group, class). A
+    Bayesian bootstrap draws the rows' weights (shared by the models, so the difference is
+    paired), sums them per score group of each class's one-vs-rest problem, and adds a prior of
+    total mass one row per class problem and model, spread over its groups and both sides: a
+    perfect ranking still gets an interval below 1, at any class count. Binary: one problem
+    (class 1 against class 0); more classes: the macro mean over the one-vs-rest problems."""
+    t, ms, B = sl.t, sl.ms, cfg.replicates
+    problems = [1] if sl.k == 2 else list(range(sl.k))
+    draws = [np.zeros(B) for _ in ms]
+    chunk = max(1, min(B, _CHUNK_VALUES // max(len(t), 1)))
+    for start in range(0, B, chunk):
+        w = rng.standard_exponential((min(chunk, B - start), len(t)))
+        for c in problems:
+            positive = t == c
+            grouped = [M.score_groups(p.proba[:, c], _AUC_GROUPS) for p in ms]
+            # the prior's draws are shared by the models (each takes as many groups as it has), so
+            # two models with the same scores differ by exactly 0, as on every resample of the rows
+            most = max(g for _, g in grouped)
+            prior = [rng.standard_gamma(0.5 / most, size=(len(w), most)) for _ in range(2)]
+            for i, (inv, groups) in enumerate(grouped):
+                sums = []
+                for side, extra in zip((positive, ~positive), prior, strict=True):
+                    g = extra[:, :groups] * 1.0  # a copy: the prior of mass 1/2 a side, over its groups
+                    g *= most / groups if groups < most else 1.0
+                    cols = np.flatnonzero(side)
+                    if len(cols):
+                        order = cols[np.argsort(inv[cols], kind="stable")]
+                        present, first = np.unique(inv[order], return_index=True)
+                        g[:, present] += np.add.reduceat(w[:, order], first, axis=1)
+                    sums.append(g)
+                draws[i][start : start + len(w)] += M.auc_from_groups(sums[0], sums[1]) / len(problems)
+    models = [I.percentile(d, cfg.confidence) for d in draws]
+    diff = I.percentile(draws[0] - draws[1], cfg.confidence) if len(ms) == 2 else None
+    return models, diff
 
 
-def _shares(metric: str, t: np.ndarray, p: Predictions) -> np.ndarray:
-    """0/1 per row for a proportion metric."""
-    if metric == "accuracy":
-        return p.pred == t
-    if metric == "unparsed_rate":
-        return p.pred == UNPARSED
-    return _row_values(metric, t, p)
+def _row_intervals(cfg: EvaluationConfig, sl: _Slice, metrics: list[Metric], rng) -> dict[str, tuple[list, Any]]:
+    """Bayesian bootstrap of the rows (Dirichlet weights, shared by the models), percentile; a user
+    metric, which sees rows rather than weights, gets Poisson counts of each row."""
+    t, ms, B = sl.t, sl.ms, cfg.replicates
+    n = len(t)
+    cached = {m.name: [np.asarray(m.per_row(t, p), dtype=float) for p in ms] for m in metrics if m.form == "mean"}
+    parts: dict[str, list[list[np.ndarray]]] = {m.name: [[] for _ in ms] for m in metrics}
+    chunk = max(1, min(B, _CHUNK_VALUES // max(n, 1)))
+    for start in range(0, B, chunk):
+        size = (min(chunk, B - start), n)
+        w = rng.standard_exponential(size)
+        counts = rng.poisson(1.0, size=size) if any(m.form == "user" for m in metrics) else None
+        total = w.sum(axis=1)
+        for m in metrics:
+            for i, p in enumerate(ms):
+                if m.form == "weighted":
+                    v = m.weighted(t, p, w)
+                elif m.form == "user":
+                    v = np.array([_user_on(m, t, p, row) for row in counts])
+                else:
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        mean = (w @ cached[m.name][i]) / total
+                        v = m.finish(mean) if m.finish else mean
+                parts[m.name][i].append(np.asarray(v, dtype=float))
+    out = {}
+    for m in metrics:
+        d = [np.concatenate(x) for x in parts[m.name]]
+        models = [I.percentile(x, cfg.confidence) for x in d]
+        out[m.name] = (models, I.percentile(d[0] - d[1], cfg.confidence) if len(ms) == 2 else None)
+    return out
+
+
+def _user_on(metric: Metric, truth: np.ndarray, p: Predictions, weights: np.ndarray) -> float:
+    rows = np.repeat(np.arange(len(truth)), weights.astype(int))
+    if not len(rows):
+        return np.nan
+    q = p.take(rows)
+    return float(metric.fn(truth[rows], q.pred, q.proba))
 
 
 def _majority(cfg: EvaluationConfig, t: np.ndarray, cand: Predictions, label: int) -> dict[str, Any]:
@@ -417,58 +480,60 @@ def _majority(cfg: EvaluationConfig, t: np.ndarray, cand: Predictions, label: in
     }
 
 
-def _slice_result(cfg: EvaluationConfig, scorer: _Scorer, sl: Any, t: np.ndarray, ms: list[Predictions], k, rng):
-    names = cfg.metric_names
+def _slice_result(cfg: EvaluationConfig, metrics: list[Metric], sl: Any, data: _Slice, majority: int | None, rng):
+    ms = data.ms
     result: dict[str, Any] = {"name": sl.name, "spec": sl.spec, "n": len(sl.rows)}
     result["gated"] = len(sl.rows) >= cfg.min_slice_size
+    undefined = {m.name: data.undefined(m) for m in metrics}
+    refused = {m.name: data.no_interval(m) for m in metrics if undefined[m.name] is None}
+    wanted = [m for m in metrics if undefined[m.name] is None and refused.get(m.name) is None]
     intervals: dict[str, tuple[list, Any]] = {}
-    if len(t):
-        count = [m for m in names if interval_method(m, k, len(ms))["model"] == I.BAYES_BCA]
+    if wanted:
+        count = [m for m in wanted if m.form == "count"]
         if count:
-            intervals.update(_count_intervals(cfg, t, ms, k, scorer.cols, count, rng))
-        for m in [m for m in names if m in PROPORTIONS]:
-            right = [_shares(m, t, p) for p in ms]
-            intervals[m] = _proportion_intervals(cfg, [np.asarray(r, dtype=float) for r in right])
-        if "roc_auc" in names and k == 2 and scorer.defined(t, "roc_auc") is None:
-            intervals["roc_auc"] = _binary_auc_intervals(cfg, t, ms, rng)
-        rows = [m for m in names if m not in intervals and scorer.defined(t, m) is None]
+            intervals.update(_count_intervals(cfg, data, count, rng))
+        for m in (m for m in wanted if m.form == "proportion"):
+            intervals[m.name] = _proportion_intervals(cfg, [np.asarray(m.per_row(data.t, p), dtype=float) for p in ms])
+        if any(m.form == "auc" for m in wanted):
+            intervals["roc_auc"] = _auc_intervals(cfg, data, rng)
+        rows = [m for m in wanted if m.form in ("mean", "weighted", "user")]
         if rows:
-            draws = scorer.replicates(t, ms, rows, rng)
-            for m in rows:
-                models = [I.percentile(d, cfg.confidence) for d in draws[m]]
-                diff = I.percentile(draws[m][0] - draws[m][1], cfg.confidence) if len(ms) == 2 else None
-                intervals[m] = (models, diff)
+            intervals.update(_row_intervals(cfg, data, rows, rng))
     for role, i in (("candidate", 0), ("baseline", 1)):
         if i >= len(ms):
             result[role] = None
             continue
         result[role] = {}
-        for m in names:
-            reason = "the slice is empty" if not len(t) else scorer.defined(t, m)
-            value = None if reason else _clean(scorer.point(t, ms[i], m))
+        for m in metrics:
+            reason = undefined[m.name]
+            value = None if reason else _clean(data.point(m, ms[i]))
             if value is None:
-                result[role][m] = _undefined(reason or "the metric is not finite on this slice")
+                result[role][m.name] = _undefined(reason or "the metric is not finite on this slice")
                 continue
-            low, high = intervals[m][0][i] if m in intervals else (None, None)
-            result[role][m] = {"value": value, "low": low, "high": high}
+            low, high = intervals[m.name][0][i] if m.name in intervals else (None, None)
+            result[role][m.name] = {"value": value, "low": low, "high": high}
+            if refused.get(m.name):
+                result[role][m.name]["reason"] = refused[m.name]
     if len(ms) == 2:
         result["difference"] = {}
-        for m in names:
-            c, b = result["candidate"][m], result["baseline"][m]
+        for m in metrics:
+            c, b = result["candidate"][m.name], result["baseline"][m.name]
             if c["value"] is None or b["value"] is None:
-                result["difference"][m] = _undefined(c.get("reason") or b.get("reason"))
+                result["difference"][m.name] = _undefined(c.get("reason") or b.get("reason"))
                 continue
-            low, high, *discordant = intervals[m][1] if m in intervals else (None, None)
-            result["difference"][m] = {"value": c["value"] - b["value"], "low": low, "high": high}
+            low, high, *discordant = intervals[m.name][1] if m.name in intervals else (None, None)
+            d = result["difference"][m.name] = {"value": c["value"] - b["value"], "low": low, "high": high}
+            if refused.get(m.name):
+                d["reason"] = refused[m.name]
             if low is not None and high is not None:  # the smallest margin this slice could clear
-                result["difference"][m]["half_width"] = (high - low) / 2
+                d["half_width"] = (high - low) / 2
             if discordant:  # rows only the candidate / only the baseline got right: p-values (Holm)
-                result["difference"][m]["discordant"] = discordant[0]
+                d["discordant"] = discordant[0]
     else:
         result["difference"] = None
-    if scorer.majority is not None and len(t):
-        result["majority"] = _majority(cfg, t, ms[0], scorer.majority)
-    if any(p.truncated is not None for p in ms) and len(t):
+    if majority is not None and len(data.t):
+        result["majority"] = _majority(cfg, data.t, ms[0], majority)
+    if any(p.truncated is not None for p in ms) and len(data.t):
         result["truncated"] = {
             role: float(np.mean(p.truncated))
             for role, p in zip(("candidate", "baseline"), ms, strict=False)
@@ -498,6 +563,7 @@ def evaluate_predictions(
         raise ConfigError(
             f"EvaluationConfig.metrics: unknown metric(s) {unknown} for task {cfg.task!r}; known: {', '.join(known)}"
         )
+    metrics = [metric_of(m) for m in names]
     k = len(labels or [])
     if cfg.task == "classification" and k < 2:
         raise ConfigError("classification evaluation needs the label list (at least 2 labels)")
@@ -510,27 +576,39 @@ def evaluate_predictions(
     if baseline is not None:
         baseline = _check(cfg, truth, baseline, "baseline", k)
     models = [candidate] + ([baseline] if baseline is not None else [])
-    unparsed = cfg.task == "classification" and any((p.pred == UNPARSED).any() for p in models)
-    scorer = _Scorer(cfg, names, truth, labels or [], k + 1 if unparsed else k)
-    if cfg.task == "classification":  # the constant answer a useful model must beat
-        scorer.majority = int(np.argmax(np.bincount(truth, minlength=k)))
-    missing = {m: scorer.needs(p, m) for p in models for m in names if scorer.needs(p, m)}
+    missing = {
+        m.name: f"needs predicted {'probabilities' if m.needs == 'proba' else 'per-row losses'}"
+        for p in models
+        for m in metrics
+        if (m.needs == "proba" and p.proba is None) or (m.needs == "loss" and p.loss is None)
+    }
     if missing:
         raise ConfigError(f"metric(s) {sorted(missing)} cannot be computed: {', '.join(sorted(set(missing.values())))}")
+    unparsed = cfg.task == "classification" and any((p.pred == UNPARSED).any() for p in models)
+    cols = k + 1 if unparsed else k
+    # classification: the eval set's majority class, the constant answer a useful model must beat
+    majority = int(np.argmax(np.bincount(truth, minlength=k))) if cfg.task == "classification" else None
     rng = np.random.default_rng(cfg.seed)
     out_slices = [
-        _slice_result(cfg, scorer, sl, truth[sl.rows], [p.take(sl.rows) for p in models], k, rng)
+        _slice_result(
+            cfg,
+            metrics,
+            sl,
+            _Slice(truth[sl.rows], [p.take(sl.rows) for p in models], labels or [], cols),
+            majority,
+            rng,
+        )
         for sl in (slices if slices is not None else build_slices(frame, cfg.slices))
     ]
     report: dict[str, Any] = {
         "task": cfg.task,
         "metrics": names,
-        "lower_is_better": sorted(m for m in names if m in LOWER_IS_BETTER),
+        "lower_is_better": lower_is_better(names),
         "labels": labels,
         "rows": len(truth),
         "replicates": cfg.replicates,
         "confidence": cfg.confidence,
-        "interval_methods": {m: interval_method(m, k, len(models)) for m in names},
+        "interval_methods": {m.name: m.methods(k) for m in metrics},
         "seed": cfg.seed,
         "min_slice_size": cfg.min_slice_size,
         "slice_specs": [OVERALL, *(spec_name(s, f"slices[{i}]") for i, s in enumerate(cfg.slices) if s != OVERALL)],
@@ -543,9 +621,7 @@ def evaluate_predictions(
     }
     if cfg.task == "classification":
         roles = list(zip(("candidate", "baseline"), models, strict=False))
-        report["per_class"] = {
-            role: M.per_class(M.confusion(truth, p.pred, k, scorer.cols), labels) for role, p in roles
-        }
+        report["per_class"] = {role: M.per_class(M.confusion(truth, p.pred, k, cols), labels) for role, p in roles}
         # how often each model answers each class: a class never answered is flagged by the gate
         report["prediction_rates"] = {
             role: {
@@ -554,12 +630,73 @@ def evaluate_predictions(
             }
             for role, p in roles
         }
-        report["majority"] = {
-            "label": labels[scorer.majority],
-            "share": float(np.mean(truth == scorer.majority)),
-        }
+        report["majority"] = {"label": labels[majority], "share": float(np.mean(truth == majority))}
     return report
 
 
 def _clean(value: float | None) -> float | None:
     return None if value is None or not np.isfinite(value) else value
+
+
+# ---- the built-in metrics, registered like a user's ------------------------------------------
+
+
+def _log_loss_rows(t: np.ndarray, p: Predictions) -> np.ndarray:
+    eps = np.finfo(p.proba.dtype).eps
+    return -np.log(np.clip(p.proba[np.arange(len(t)), t], eps, 1 - eps))
+
+
+def _text_rows(fn: Callable[[str, str], float]) -> Callable[[np.ndarray, Predictions], np.ndarray]:
+    return lambda t, p: np.array([fn(str(a), str(b)) for a, b in zip(t, p.pred, strict=True)], dtype=float)
+
+
+_MACRO_ROWS = 5  # below this many true rows of a class, macro intervals miss their level (bench_coverage)
+for _m in (
+    Metric("accuracy", "proportion", "classification", per_row=lambda t, p: p.pred == t),
+    Metric("macro_f1", "count", "classification", min_class_rows=_MACRO_ROWS),
+    Metric("weighted_f1", "count", "classification"),
+    Metric("macro_precision", "count", "classification", min_class_rows=_MACRO_ROWS),
+    Metric("macro_recall", "count", "classification", min_class_rows=_MACRO_ROWS),
+    Metric(
+        "unparsed_rate", "proportion", "classification", higher_is_better=False, per_row=lambda t, p: p.pred == UNPARSED
+    ),
+    Metric("log_loss", "mean", "classification", higher_is_better=False, per_row=_log_loss_rows, needs="proba"),
+    Metric(
+        "ece",
+        "weighted",
+        "classification",
+        higher_is_better=False,
+        weighted=lambda t, p, w: M.expected_calibration_error(t, p.proba, w),
+        needs="proba",
+    ),
+    Metric("roc_auc", "auc", "classification", needs="proba", min_class_rows=_MACRO_ROWS),
+    Metric("exact_match", "proportion", "generation", per_row=_text_rows(M.exact_match)),
+    Metric("token_f1", "mean", "generation", per_row=_text_rows(M.token_f1)),
+    Metric("rouge_l", "mean", "generation", per_row=_text_rows(M.rouge_l)),
+    Metric("loss", "mean", "generation", higher_is_better=False, per_row=lambda t, p: p.loss, needs="loss"),
+    Metric(
+        "perplexity",
+        "mean",
+        "generation",
+        higher_is_better=False,
+        per_row=lambda t, p: p.loss,
+        finish=np.exp,
+        needs="loss",
+    ),
+    Metric(
+        "mae",
+        "mean",
+        "regression",
+        higher_is_better=False,
+        per_row=lambda t, p: np.abs(t.astype(float) - p.pred.astype(float)),
+    ),
+    Metric(
+        "rmse",
+        "mean",
+        "regression",
+        higher_is_better=False,
+        per_row=lambda t, p: (t.astype(float) - p.pred.astype(float)) ** 2,
+        finish=np.sqrt,
+    ),
+):
+    register_metric(_m)

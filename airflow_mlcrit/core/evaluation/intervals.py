@@ -25,6 +25,7 @@ CLOPPER_PEARSON = "clopper-pearson"
 TANGO = "tango-score"
 BAYES_BCA = "bayesian-bootstrap+bca"
 BAYES = "bayesian-bootstrap"
+BAYES_GROUPS = "bayesian-bootstrap-score-groups+prior"
 
 
 def z_of(confidence: float) -> float:

@@ -22,6 +22,8 @@ def metric_interval(interval: dict[str, Any] | None) -> dict[str, Any]:
     out = {"value": interval["value"]}
     if interval.get("low") is not None and interval.get("high") is not None:
         out.update(low=interval["low"], high=interval["high"])
+    elif interval.get("reason"):
+        out["noInterval"] = interval["reason"]
     return out
 
 

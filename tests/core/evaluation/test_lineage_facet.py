@@ -98,5 +98,8 @@ def test_roc_auc_of_a_single_class_slice_is_explicitly_undefined():
     assert set(ca["candidate"]["accuracy"]) == {"value", "low", "high"}
     assert emitted["intervalMethods"] == {
         "accuracy": {"model": "clopper-pearson", "difference": "tango-score"},
-        "roc_auc": {"model": "bayesian-bootstrap", "difference": "bayesian-bootstrap"},
+        "roc_auc": {
+            "model": "bayesian-bootstrap-score-groups+prior",
+            "difference": "bayesian-bootstrap-score-groups+prior",
+        },
     }
