@@ -269,13 +269,14 @@ class _Slice:
         its level here), or None."""
         if metric.min_class_rows and self.k and self.support.min() < metric.min_class_rows:
             thin = [
-                f"{self.labels[i]!r} ({int(self.support[i])})"
+                f"{self.labels[i]} ({int(self.support[i])})"
                 for i in np.flatnonzero(self.support < metric.min_class_rows)
             ]
+            shown = ", ".join(thin[:5]) + (f" and {len(thin) - 5} more" if len(thin) > 5 else "")
             return (
-                f"{metric.name}'s interval needs at least {metric.min_class_rows} true rows of every class on a slice "
-                f"(fewer do not hold its 95% level); here {some(thin, 5)} have fewer: no interval, so use_ci and "
-                "change thresholds on it cannot pass here (gate on accuracy, or collect more rows)"
+                f"{metric.name}'s interval needs at least {metric.min_class_rows} true rows of every class on a slice, "
+                f"and here {shown} {'has' if len(thin) == 1 else 'have'} fewer: with so few its interval does not hold "
+                "its level, so none is given (gate this slice on accuracy, or collect more rows)"
             )
         return None
 
@@ -398,31 +399,42 @@ def _auc_intervals(cfg: EvaluationConfig, sl: _Slice, rng) -> tuple[list, Any]:
     (class 1 against class 0); more classes: the macro mean over the one-vs-rest problems."""
     t, ms, B = sl.t, sl.ms, cfg.replicates
     problems = [1] if sl.k == 2 else list(range(sl.k))
-    draws = [np.zeros(B) for _ in ms]
+    draws = [np.zeros(B) for _ in ms]  # with the prior
+    plain = [np.zeros(B) for _ in ms]  # without it: a perfect ranking's draws reach 1
     chunk = max(1, min(B, _CHUNK_VALUES // max(len(t), 1)))
     for start in range(0, B, chunk):
         w = rng.standard_exponential((min(chunk, B - start), len(t)))
         for c in problems:
             positive = t == c
-            grouped = [M.score_groups(p.proba[:, c], _AUC_GROUPS) for p in ms]
-            # the prior's draws are shared by the models (each takes as many groups as it has), so
-            # two models with the same scores differ by exactly 0, as on every resample of the rows
-            most = max(g for _, g in grouped)
-            prior = [rng.standard_gamma(0.5 / most, size=(len(w), most)) for _ in range(2)]
-            for i, (inv, groups) in enumerate(grouped):
-                sums = []
-                for side, extra in zip((positive, ~positive), prior, strict=True):
-                    g = extra[:, :groups] * 1.0  # a copy: the prior of mass 1/2 a side, over its groups
-                    g *= most / groups if groups < most else 1.0
+            # each model's prior comes from the same seed: two models with the same scores get the
+            # same prior and differ by exactly 0, as on every resample of the rows
+            seed = int(rng.integers(2**62))
+            for i, p in enumerate(ms):
+                inv, groups = M.score_groups(p.proba[:, c], _AUC_GROUPS)
+                prior = np.random.default_rng(seed)
+                sums, with_prior = [], []
+                for side in (positive, ~positive):
+                    g = np.zeros((len(w), groups))
                     cols = np.flatnonzero(side)
                     if len(cols):
                         order = cols[np.argsort(inv[cols], kind="stable")]
                         present, first = np.unique(inv[order], return_index=True)
-                        g[:, present] += np.add.reduceat(w[:, order], first, axis=1)
+                        g[:, present] = np.add.reduceat(w[:, order], first, axis=1)
                     sums.append(g)
-                draws[i][start : start + len(w)] += M.auc_from_groups(sums[0], sums[1]) / len(problems)
-    models = [I.percentile(d, cfg.confidence) for d in draws]
-    diff = I.percentile(draws[0] - draws[1], cfg.confidence) if len(ms) == 2 else None
+                    with_prior.append(g + prior.standard_gamma(0.5 / groups, size=g.shape))  # mass 1/2 a side
+                draws[i][start : start + len(w)] += M.auc_from_groups(*with_prior) / len(problems)
+                plain[i][start : start + len(w)] += M.auc_from_groups(*sums) / len(problems)
+    # the union of the two, as for count metrics: the prior keeps a perfect ranking's interval
+    # below 1, the plain bootstrap keeps it reaching the observed value
+    models = [
+        I.union(I.percentile(d, cfg.confidence), I.percentile(q, cfg.confidence))
+        for d, q in zip(draws, plain, strict=True)
+    ]
+    diff = None
+    if len(ms) == 2:
+        diff = I.union(
+            I.percentile(draws[0] - draws[1], cfg.confidence), I.percentile(plain[0] - plain[1], cfg.confidence)
+        )
     return models, diff
 
 

@@ -373,12 +373,13 @@ def _absolute(i: int, t: dict, s: dict, add: Any) -> None:
         observed = m[key]
         ok = observed is not None and (observed >= limit if bound == "min" else observed <= limit)
         what = f"{metric} {'CI ' + ('lower' if bound == 'min' else 'upper') + ' bound' if t.get('use_ci') else ''}"
+        why = f": {m['reason']}" if observed is None and m.get("reason") else ""
         add(
             i,
             "absolute",
             "passed" if ok else "failed",
             f"{what.strip()} on slice {s['name']!r} is {_fmt(observed)} (CI [{_fmt(m['low'])}, {_fmt(m['high'])}]), "
-            f"needs {op} {limit:.4f}",
+            f"needs {op} {limit:.4f}{why}",
             metric=metric,
             slice=s["name"],
             observed=observed,
@@ -485,7 +486,8 @@ def _change(i: int, t: dict, s: dict, lower_better: bool, cfg: GateConfig, confi
         "change",
         status,
         f"{metric} {t['change']} on slice {s['name']!r}: candidate - baseline = {_fmt(d['value'])} "
-        f"(CI [{_fmt(d['low'])}, {_fmt(d['high'])}]), needs {need}{note}",
+        f"(CI [{_fmt(d['low'])}, {_fmt(d['high'])}]), needs {need}{note}"
+        + (f": {d['reason']}" if bound is None and d.get("reason") else ""),
         **_difference(metric, s),
         limit=-limit if lower_better else limit,
         bound=bound,
