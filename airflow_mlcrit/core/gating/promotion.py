@@ -192,7 +192,11 @@ def promote(
             **_approval_record(decisions),
             "blessing": str(proof.ref) if proof else None,
             # a prompt is blessed together with the model it ran on: the history says which
-            **{k: proof.metadata[k] for k in ("model", "model_digest") if proof is not None and k in proof.metadata},
+            **{
+                k: proof.metadata[k]
+                for k in ("model", "model_digest", "model_overrides")
+                if proof is not None and k in proof.metadata
+            },
         },
     )
     return move, proof

@@ -22,6 +22,7 @@ PARAMS = {
     "http_conn_id": None,
     "cache_dir": None,
     "suites": [],
+    "allow_model_change": False,
 }
 
 
@@ -47,6 +48,7 @@ def _evaluate(backend: str, output_name: str) -> PromptEvaluationOperator:
         cache_dir="{{ params.cache_dir }}",
         suites="{{ params.suites }}",
         config="{{ params.evaluate }}",
+        allow_model_change="{{ params.allow_model_change }}",
         output_name=output_name,
     )
 
