@@ -7,6 +7,7 @@ from airflow_mlcrit.core.artifacts import open_store
 from tests.airflow.conftest import run_dag, task_states, xcom
 from tests.helpers.models import sentiment
 from tests.helpers.openlineage import validate_event
+from tests.helpers.store_scan import temporary_paths
 
 
 def test_lora_fine_tune_commits_an_adapter_with_lineage(store_root, tmp_path, tiny_bert, lineage_tail):
@@ -59,6 +60,10 @@ def test_lora_fine_tune_commits_an_adapter_with_lineage(store_root, tmp_path, ti
     assert out["facets"]["mlcrit_model"]["method"] == "lora"
     assert out["facets"]["mlcrit_model"]["lora"]["r"] == 8
     assert validate_event(done) >= {"mlcrit_model", "mlcrit_training", "mlcrit_artifact"}
+    # the run's scratch directories reach no stored file (training_metrics.json once named the base
+    # model by the temporary directory it was fetched into)
+    assert metrics["config"]["base_model"] == "base_model/tiny-bert@v1"
+    assert temporary_paths(Path(store_root)) == {}
 
     _the_base_is_pinned(store, Path(store_root), tmp_path, adapter)
 

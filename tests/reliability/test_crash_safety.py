@@ -27,6 +27,7 @@ import pytest
 from airflow_mlcrit.core.artifacts import open_store
 from tests.helpers.airflow_home import airflow_home
 from tests.helpers.models import sentiment
+from tests.helpers.store_scan import temporary_paths
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 DAGS = Path(__file__).parent / "dags"
@@ -187,6 +188,8 @@ def reference(tmp_path_factory, tiny_bert):
     run = DagsTest(_home(root, tiny_bert), tiny_bert)
     assert run.wait() == 0, run.output[-4000:]
     durations = {s: run.ended[s] - run.begun[s] for s in STAGES}
+    # statistics, Beam, fine-tune and evaluation: no scratch directory reaches a stored file
+    assert temporary_paths(root / "artifacts") == {}
     return _results(open_store(root / "artifacts")), durations
 
 

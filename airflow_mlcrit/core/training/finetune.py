@@ -446,9 +446,11 @@ def finetune(
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": _peft.__version__,
-        "config": cfg.to_dict(),
     }
     names = {"base_model": cfg.base_model, "train": train, **(provenance or {})}
+    # the config as the user gave it: the base model by its pinned name, never the temporary
+    # directory it was fetched into for this run
+    metrics["config"] = {**cfg.to_dict(), "base_model": names["base_model"]}
     _name_base_model(out, names["base_model"])
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     card = model_card(cfg, metrics, names["train"], labels, base_model=names["base_model"])
