@@ -166,11 +166,37 @@ class MlcritBaseOperator(MlcritLineageMixin, BaseOperator):
         ti = context["ti"]
         return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}/{output}"
 
-    def read_input(self, ref: str | ArtifactRef, **facets: dict[str, Any]) -> Manifest:
-        """Resolve an input reference to its committed version and record it as a lineage input."""
-        manifest = self.store.resolve(ref)
-        self.lineage.add_input(self.store, manifest, **facets)
+    def pre_execute(self, context: Context) -> None:
+        super().pre_execute(context)
+        ti = context["ti"]
+        self._run = f"{ti.dag_id}/{ti.run_id}"
+        self._floating: dict[str, str] = {}
+
+    def resolve_input(self, ref: str | ArtifactRef) -> Manifest:
+        """An input reference's committed version. In a DAG run, ``@latest`` and aliases are
+        resolved once per run (the store records the first resolution): every task of the run,
+        and a re-run of a finished one, reads the same version, whatever landed since."""
+        run = getattr(self, "_run", None)
+        if run is None:  # called outside a task (a parse-time check)
+            return self.store.resolve(ref)
+        manifest, floating = self.store.resolve_for_run(ref, run)
+        if floating is not None:
+            self._floating[str(manifest.ref)] = floating
+            self.log.info("%s is %s for this DAG run (resolved once per run)", floating, manifest.ref)
         return manifest
+
+    def read_input(self, ref: str | ArtifactRef, **facets: dict[str, Any]) -> Manifest:
+        """Resolve an input reference to its committed version (once per DAG run for ``@latest``
+        and aliases) and record it as a lineage input, with the floating reference it came from."""
+        manifest = self.resolve_input(ref)
+        self._add_input(manifest, **facets)
+        return manifest
+
+    def _add_input(self, manifest: Manifest, **facets: dict[str, Any]) -> None:
+        ds = self.lineage.add_input(self.store, manifest, **facets)
+        floating = getattr(self, "_floating", {}).get(str(manifest.ref))
+        if floating is not None:
+            ds.facets["mlcrit_artifact"]["resolvedFrom"] = floating
 
     def find_committed(self, context: Context, key: str, parents: Iterable[str | ArtifactRef]) -> Manifest | None:
         """The version an earlier try of this task instance committed for ``key`` from these
@@ -286,7 +312,7 @@ class DatasetStepOperator(StepOperator):
         from airflow_mlcrit.core.tables import is_artifact_ref
 
         if is_artifact_ref(ref.split("@")[0]):
-            manifest = self.store.resolve(ref)
+            manifest = self.resolve_input(ref)
             return str(manifest.ref), manifest
         return ref, None
 
@@ -294,6 +320,6 @@ class DatasetStepOperator(StepOperator):
         from airflow_mlcrit.core.lineage import external_dataset
 
         if manifest is not None:
-            self.lineage.add_input(self.store, manifest, **facets)
+            self._add_input(manifest, **facets)
         else:
             self.lineage.inputs.append(external_dataset(source, **facets))

@@ -130,7 +130,7 @@ class EvaluateModelOperator(DatasetStepOperator):
             raise ConfigError(f"baseline alias {self.baseline!r} needs the candidate to be an artifact reference")
         ref = f"{candidate_manifest.kind}/{candidate_manifest.name}@{self.baseline}"
         try:
-            self.store.resolve(ref)
+            self.resolve_input(ref)
         except ArtifactNotFoundError:
             self.log.info("%s is not set: no baseline, this is the first model", ref)
             return None
@@ -242,7 +242,7 @@ class EvaluateModelOperator(DatasetStepOperator):
         def load(ref: str, where: str, predicted_in: str | None) -> tuple[Any, Any]:
             """(scorer, or None when the predictions are an eval column; manifest or None). The
             version is pinned now; its files are fetched and loaded only when it first scores."""
-            manifest = self.store.resolve(ref) if is_artifact_ref(ref.split("@")[0]) else None
+            manifest = self.resolve_input(ref) if is_artifact_ref(ref.split("@")[0]) else None
             if predicted_in:  # a tabular / batch-scored model: only its identity is needed
                 return None, manifest
             pinned = str(manifest.ref) if manifest is not None else ref
@@ -255,16 +255,16 @@ class EvaluateModelOperator(DatasetStepOperator):
 
         candidate, cand_m = load(self.candidate, "candidate", cfg.prediction_column)
         if cand_m is not None:
-            self.lineage.add_input(self.store, cand_m)
+            self._add_input(cand_m)
         base_ref = self._baseline_ref(cand_m)
         base_m = baseline = None
         if base_ref:
             if self.baseline_evaluation:
-                base_m = self.store.resolve(base_ref) if is_artifact_ref(base_ref.split("@")[0]) else None
+                base_m = self.resolve_input(base_ref) if is_artifact_ref(base_ref.split("@")[0]) else None
             else:
                 baseline, base_m = load(base_ref, "baseline", cfg.baseline_prediction_column)
             if base_m is not None:
-                self.lineage.add_input(self.store, base_m)
+                self._add_input(base_m)
                 if cand_m is not None:
                     self._check_contracts(cand_m, base_m)
             if self.baseline_evaluation:

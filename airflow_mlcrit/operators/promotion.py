@@ -120,7 +120,7 @@ class PromoteModelOperator(_AliasOperator):
     def execute(self, context: Any) -> AliasMoveResult:
         from airflow_mlcrit.core.gating import promote
 
-        target = self.store.resolve(self.candidate)
+        target = self.resolve_input(self.candidate)  # @latest: the version this DAG run resolved
         move = self._recorded_move(context, f"{target.kind}/{target.name}", self.alias)
         if move is not None:
             proof = self.store.resolve(move.extra["blessing"]) if move.extra.get("blessing") else None

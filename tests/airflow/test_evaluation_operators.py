@@ -2,6 +2,7 @@
 adapters: the promote/rollback round trip, a NOT_BLESSED short circuit, lineage, the report."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -365,3 +366,50 @@ with DAG(dag_id="typo", schedule=None, start_date=pendulum.datetime(2026, 1, 1, 
     assert path.endswith("typo_dag.py") and error.strip().endswith(f"ConfigError: {MISSPELLED}"), error
     (tmp_path / "typo_dag.py").write_text((tmp_path / "typo_dag.py").read_text().replace("regions", "region"))
     assert not DagBag(dag_folder=str(tmp_path)).import_errors
+
+
+def test_a_rerun_of_a_finished_run_evaluates_the_golden_version_the_run_resolved(store_root, tmp_path, lineage_tail):
+    """The evaluate task reads dataset/demand-eval@latest. A newer golden version lands after the
+    run finished; the same DAG run again (the same run_id, as a cleared task re-runs) evaluates
+    the version the run resolved the first time, and its lineage says which floating reference
+    that version came from."""
+    import pendulum
+    from airflow.dag_processing.dagbag import DagBag
+
+    store = open_store(store_root)
+    frame = demand_models(store, tmp_path, 300)
+    bag = DagBag(dag_folder=str(Path(__file__).parent / "dags"))
+    when = pendulum.datetime(2026, 11, 2, tz="UTC")
+    conf = {
+        "evaluate": {
+            "task": "regression",
+            "label_column": "demand",
+            "prediction_column": "pred_v2",
+            "baseline_prediction_column": "pred_v1",
+            "replicates": 100,
+        },
+        "gate": {"thresholds": [{"metric": "mae", "max": 1000}]},
+    }
+    first = bag.get_dag("test_mlcrit_evaluate_tabular").test(run_after=when, logical_date=when, run_conf=conf)
+    assert first.state == "success", task_states(first)
+    frame.assign(demand=frame.demand + 50).to_parquet(tmp_path / "eval-2.parquet", index=False)
+    assert store.put("dataset/demand-eval", tmp_path / "eval-2.parquet").version == 2
+    again = bag.get_dag("test_mlcrit_evaluate_tabular").test(run_after=when, logical_date=when, run_conf=conf)
+    assert again.run_id == first.run_id and again.state == "success", task_states(again)
+    assert store.versions("evaluation/demand") == [1]  # the same golden version: the commit is reused
+    assert store.resolve("evaluation/demand@v1").metadata["dataset"] == "dataset/demand-eval@v1"
+    read = [
+        i["facets"]["mlcrit_artifact"]
+        for e in lineage_tail.events(dag_run=again)  # both runs: they share the run_id
+        if e["eventType"] == "COMPLETE" and e["job"]["name"].endswith(".evaluate")
+        for i in e["inputs"]
+        if i["name"].endswith("/dataset/demand-eval")
+    ]
+    assert len(read) >= 2 and {(f["ref"], f["resolvedFrom"]) for f in read} == {
+        ("dataset/demand-eval@v1", "dataset/demand-eval@latest")
+    }
+    # a new run resolves anew
+    later = pendulum.datetime(2026, 11, 3, tz="UTC")
+    third = bag.get_dag("test_mlcrit_evaluate_tabular").test(run_after=later, logical_date=later, run_conf=conf)
+    assert third.state == "success", task_states(third)
+    assert store.resolve("evaluation/demand@v2").metadata["dataset"] == "dataset/demand-eval@v2"

@@ -248,6 +248,7 @@ def _split_far_claims(claimed: list[int]) -> tuple[list[int], list[int]]:
     return near, []
 
 
+RUN_PINS = "_mlcrit/run-pins"  # <run digest>/<ref digest>.json: what a run's @latest / alias resolved to
 FENCES = "_mlcrit/fences"  # <step>/t000002.json per task try, <step>/claims/<kind>~<name>~v000003~t000001
 
 
@@ -539,6 +540,45 @@ class ArtifactStore:
             if manifest is not None:
                 return manifest
         raise ArtifactNotFoundError(f"{r.key} has no committed version")
+
+    def resolve_for_run(self, ref: str | ArtifactRef, run: str) -> tuple[Manifest, str | None]:
+        """``ref`` as the run ``run`` (e.g. ``dag_id/run_id``) sees it, and the floating reference
+        it was resolved from (None for a pinned ``@vN``). ``@latest`` and aliases are resolved once
+        per run: the first resolution is recorded (an exclusive create, so two tasks racing agree)
+        and every later one in the run, a re-run of a finished task included, gets that version.
+        A golden set that lands mid-run does not change what the run evaluates. A record whose
+        version no longer has the digest it recorded is refused (IntegrityError)."""
+        r = parse_ref(ref)
+        if r.version is not None:
+            return self.resolve(r), None
+        floating = str(r)
+        key = (
+            f"{RUN_PINS}/{hashlib.sha256(run.encode()).hexdigest()[:32]}/"
+            f"{hashlib.sha256(floating.encode()).hexdigest()[:32]}.json"
+        )
+        try:
+            record = json.loads(self.backend.read_bytes(key))
+        except FileNotFoundError:
+            manifest = self.resolve(r)
+            record = {
+                "ref": floating,
+                "run": run,
+                "version": manifest.version,
+                "digest": manifest.digest,
+                "at": utcnow(),
+            }
+            if self.backend.create_exclusive(key, dumps(record)):
+                return manifest, floating
+            record = json.loads(self.backend.read_bytes(key))  # another task of the run was first
+        if not isinstance(record, dict) or record.get("ref") != floating or record.get("run") != run:
+            raise ArtifactIntegrityError(f"the run pin {key} does not record {floating} for run {run}: refusing it")
+        manifest = self.resolve(r.at(int(record["version"])))
+        if manifest.digest != record.get("digest"):
+            raise ArtifactIntegrityError(
+                f"run {run} pinned {floating} to {manifest.ref} with digest {record.get('digest')}, which now has "
+                f"digest {manifest.digest}: refusing to read a different version than the run's other tasks"
+            )
+        return manifest, floating
 
     def exists(self, ref: str | ArtifactRef) -> bool:
         try:
