@@ -71,6 +71,8 @@ def compare(baseline: dict[str, Any], current: dict[str, Any], column: str) -> d
     b, c = baseline["columns"].get(column), current["columns"].get(column)
     if b is None or c is None or b["kind"] != c["kind"]:
         return None
+    if b.get("identifier") or c.get("identifier"):  # new ids every week are not drift
+        return None
     if b["kind"] == "numeric":
         return {"measure": "js_divergence", **numeric_distance(b.get("sample", []), c.get("sample", []))}
     if b["kind"] == "categorical":

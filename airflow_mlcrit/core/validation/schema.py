@@ -47,12 +47,19 @@ def infer_schema(statistics: dict[str, Any], cfg: SchemaConfig | dict[str, Any] 
             "required": missing_fraction <= cfg.max_missing_fraction,
             "environments": ["TRAINING"] if name in cfg.label_columns else list(ENVIRONMENTS),
         }
+        if col.get("identifier"):  # drift skips it; edit to false if the values do describe rows
+            spec["identifier"] = True
         if not spec["required"]:
             spec["max_missing_fraction"] = round(min(1.0, missing_fraction * 1.5 + 0.01), 6)
         if col["kind"] == "numeric" and col.get("count"):
             slack = (col["max"] - col["min"]) * cfg.range_slack
             spec["range"] = {"min": col["min"] - slack, "max": col["max"] + slack}
-        elif col["kind"] == "categorical" and "frequencies" in col and col["distinct"] <= cfg.max_domain_size:
+        elif (
+            col["kind"] == "categorical"
+            and "frequencies" in col
+            and col["distinct"] <= cfg.max_domain_size
+            and not col.get("identifier")
+        ):
             spec["domain"] = sorted(col["frequencies"])
         elif col["kind"] == "text" and col["chars"].get("count"):
             spec["length"] = {"min": int(col["chars"]["min"]), "max": int(col["chars"]["max"])}

@@ -7,6 +7,7 @@ exact duplicate counts, which keep one 8-byte hash per row up to ``max_exact_row
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -395,13 +396,17 @@ class TableProfiler:
         distinct = self.duplicates.count()
         columns = {}
         for name, acc in self.columns.items():
-            columns[name] = {
+            col = columns[name] = {
                 "kind": self.kinds[name],
                 "arrow_type": str(self.schema.field(name).type),  # type: ignore[union-attr]
                 "rows": self.rows,
                 "missing": self.missing[name],
                 **acc.result(),
             }
+            col["identifier"] = is_identifier(name, col)
+            if col["identifier"]:  # one row per value: a distribution of it means nothing
+                for key in ("frequencies", "top", "sample"):
+                    col.pop(key, None)
         return {
             "format": STATISTICS_FORMAT,
             "rows": self.rows,
@@ -412,6 +417,24 @@ class TableProfiler:
             "seconds": round(time.monotonic() - self.started, 3),
             **extra,
         }
+
+
+_ID_NAME = re.compile(r"(?:^|[_\-\s.])(?:id|uuid|guid|key)$|[a-z0-9]Id$|^ID$", re.IGNORECASE)
+_ID_MIN_ROWS = 20  # below this many values, "every value distinct" says nothing
+
+
+def is_identifier(name: str, col: dict[str, Any]) -> bool:
+    """Whether a column identifies rows rather than describing them (``message_id``, ``order_key``,
+    a UUID): drift and distributions of it are meaningless (each week's ids are new; a PSI of 21.7
+    on message_id was reported as drift). A string column whose values are (nearly) all distinct,
+    or an integer or string column named like an id whose values are mostly distinct."""
+    present = col["rows"] - col["missing"]
+    if present < _ID_MIN_ROWS or (col["kind"] == "numeric" and "int" not in col["arrow_type"]):
+        return False
+    ratio = col.get("distinct", 0) / present if "distinct" in col else None
+    if _ID_NAME.search(name) and col["kind"] in ("numeric", "categorical", "text", "other"):
+        return ratio is None or ratio >= 0.9
+    return col["kind"] in ("categorical", "other") and ratio is not None and ratio >= 0.99
 
 
 @dataclass

@@ -568,7 +568,9 @@ def _dataset_findings(
     for check, reference in (("drift", baseline), ("skew", training)):
         if reference is None:
             continue
-        for hit in drift_mod.exceeded(reference, stats, present, cfg.drift_thresholds, cfg.column_thresholds):
+        # a column the schema marks as an identifier has no distribution to drift
+        compared = [name for name in present if not columns.get(name, {}).get("identifier")]
+        for hit in drift_mod.exceeded(reference, stats, compared, cfg.drift_thresholds, cfg.column_thresholds):
             findings.append(
                 Finding(
                     check,
