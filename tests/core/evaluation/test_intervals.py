@@ -205,3 +205,48 @@ def test_a_threshold_on_an_undefined_metric_fails_with_the_reason():
     decision = decide({"thresholds": [{"metric": "roc_auc", "min": 0.5, "slices": "all"}]}, ev)
     assert f"roc_auc on slice 'state=NE' is undefined: {reason}" in decision.failures
     assert not decision.blessed
+
+
+def _separated(n: int):
+    """The issue's reproduction: t = arange(n) % 3, probability 0.9 on the true class, 0.05 elsewhere."""
+    t = np.arange(n) % 3
+    proba = np.full((n, 3), 0.05)
+    proba[np.arange(n), t] = 0.9
+    return t, proba
+
+
+def test_perfect_separation_and_many_classes_never_give_a_collapsed_interval():
+    """3-class ROC AUC perfectly separated at n=45 was [0.99999999, 1.0000000002] and passed
+    {"min": 0.99, "use_ci": true}; 20 classes, n=60, every row right, with a baseline, gave macro
+    F1 [1, 1]. Now an interval that cannot hold its level at that size is not given, with the
+    reason, and a gate on it fails saying so; at a size where it holds, it is wide enough."""
+    auc = {"thresholds": [{"metric": "roc_auc", "min": 0.99, "use_ci": True}]}
+    t, proba = _separated(45)
+    result = evaluate_predictions(
+        {"metrics": ["roc_auc"]}, pd.DataFrame({"r": t}), t, Predictions(t, proba), labels=list("abc")
+    )
+    reason = (
+        "roc_auc's interval needs at least 25 true rows of every class on a slice, and here a (15), b (15), c (15) "
+        "have fewer: with so few its interval does not hold its level, so none is given (gate this slice on "
+        "accuracy, or collect more rows)"
+    )
+    assert result["slices"][0]["candidate"]["roc_auc"] == {"value": 1.0, "low": None, "high": None, "reason": reason}
+    assert decide(auc, result).failures == [
+        f"roc_auc CI lower bound on slice 'overall' is n/a (CI [n/a, n/a]), needs >= 0.9900: {reason}"
+    ]
+    t, proba = _separated(90)  # 30 rows a class: an interval, which reaches 1 and stays well below it
+    result = evaluate_predictions(
+        {"metrics": ["roc_auc"]}, pd.DataFrame({"r": t}), t, Predictions(t, proba), labels=list("abc")
+    )
+    iv = result["slices"][0]["candidate"]["roc_auc"]
+    assert (round(iv["low"], 4), iv["high"]) == (0.9792, 1.0) and not decide(auc, result).blessed
+    f1 = {"thresholds": [{"metric": "macro_f1", "min": 0.99, "use_ci": True}]}
+    labels = [f"c{i}" for i in range(20)]
+    for n, low in ((60, None), (400, 0.9317)):
+        t = np.arange(n) % 20
+        result = evaluate_predictions(
+            {"metrics": ["macro_f1"]}, pd.DataFrame({"r": t}), t, Predictions(t), Predictions(t), labels=labels
+        )
+        iv = result["slices"][0]["candidate"]["macro_f1"]
+        assert (None if iv["low"] is None else round(iv["low"], 4), iv["high"]) == (low, None if low is None else 1.0)
+        assert not decide(f1, result).blessed
