@@ -219,3 +219,10 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("=", "modules by CPU seconds (with the processes they started), and wall seconds")
         for module, (wall, cpu) in sorted(_MODULE_COST.items(), key=lambda kv: -kv[1][1])[:15]:
             terminalreporter.write_line(f"{cpu:8.1f} CPU s {wall:8.1f} s  {module}")
+
+
+def pytest_unconfigure(config) -> None:
+    """The session's AIRFLOW_HOME goes with the session (it was left behind in the temp directory)."""
+    import shutil
+
+    shutil.rmtree(_HOME, ignore_errors=True)

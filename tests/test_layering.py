@@ -1,5 +1,5 @@
-"""DESIGN.md's layering rules, enforced: core never imports airflow; operators and DAG parsing
-import nothing heavy."""
+"""The layering rules of the README's Architecture section, enforced: core never imports airflow;
+operators and DAG parsing import nothing heavy; no module imports another's private names."""
 
 import json
 import subprocess

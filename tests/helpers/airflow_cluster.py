@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -279,6 +280,15 @@ class Worker:
 
     def __init__(self, airflow: Airflow, name: str, command: list[str], **extra_env: str):
         self.airflow, self.name = airflow, name
+        self.namespace: str | None = None  # known once the machine runs; cleanup may come first
+        temp = Path(tempfile.gettempdir()).resolve()
+        for what, path in (("the interpreter", Path(sys.executable)), ("the checkout", Path(__file__))):
+            if path.resolve().is_relative_to(temp) or path.absolute().is_relative_to("/tmp"):
+                raise RuntimeError(
+                    f"{what} is under {temp} ({path}), which every worker machine replaces with a private "
+                    "tmpfs, so the worker could not start it: run the e2e tests from a checkout outside the "
+                    "temporary directory"
+                )
         stage = airflow.root / f"{name}-stage-{time.monotonic_ns()}"
         copy_dags(stage / "dags")
         (stage / "home" / "config").mkdir(parents=True)
@@ -347,6 +357,8 @@ class Worker:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+        if self.namespace is None:  # it never got as far as its PID namespace: nothing else of it runs
+            return []
         deadline, left = time.monotonic() + 10, ["?"]
         while left and time.monotonic() < deadline:
             left = []
