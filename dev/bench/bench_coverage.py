@@ -393,10 +393,10 @@ def main() -> None:
             )
         )
     print(f"   lowest coverage {lowest:.3f} (goal >= 0.93)")
-    print(f"\n4. mlcrit gate plan against a simulation of the gate ({args.blessing_sims} runs), equivalent candidate")
+    print(f"\n4. mlcrit gate plan against a simulation of the gate ({args.sims} runs), equivalent candidate")
     print("   non-inferiority on every slice; accuracy 0.9")
     for slices, n, margin, agreement in PLAN_CASES:
-        got = plan_against_simulation(slices, n, margin, 0.9, agreement, args.blessing_sims)
+        got = plan_against_simulation(slices, n, margin, 0.9, agreement, args.sims)
         print(
             f"   {slices:>2} slices x {n:>3} rows, margin {margin}, agreement {agreement}: "
             f"plan {got['planned']:.4f}, simulated {got['simulated']:.4f} (goal: within 0.02)"
