@@ -315,12 +315,16 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
 
     @app.get("/ti/{dag_id}/{run_id}/{task_id}", dependencies=READ)
     def task_instance(
-        request: Request, dag_id: str, run_id: str, task_id: str, user: GetUserDep, map_index: int = -1
+        request: Request, dag_id: str, run_id: str, task_id: str, user: GetUserDep, map_index: str = "-1"
     ) -> HTMLResponse:
-        """The "Evaluation" view of a task instance: the evaluation (or gate) it committed."""
+        """The "Evaluation" view of a task instance: the evaluation (or gate) it committed.
+        ``map_index`` is text: Airflow 3.3 fills ``{MAP_INDEX}`` in the view's URL only for mapped
+        tasks and sends the placeholder itself for every other one (an int parameter answered
+        those with a 422)."""
         _may_read_xcom(user, dag_id)
         store = reg.store
-        refs = [r for _, _, r in _run_refs(dag_id, run_id, task_id, map_index)]
+        index = int(map_index) if map_index.lstrip("-").isdigit() else -1
+        refs = [r for _, _, r in _run_refs(dag_id, run_id, task_id, index)]
         shown = []
         for ref in refs:
             m = store.resolve(ref)
