@@ -358,6 +358,8 @@ def test_two_blessed_runs_race_for_production_and_exactly_one_wins(cluster, tmp_
             "another promotion moved it since",
             f"alias 'production' of {ADAPTER} was moved concurrently by another writer; re-read and retry",
             f"alias 'production' of {ADAPTER} points at v{won}, not the expected v1: someone moved it",
+            # the winner's entry landed between the loser's checks and its write
+            f"alias 'production' of {ADAPTER} changed while this move was checked",
         )
     ), log[-3000:]
     # the retry of the lost race: evaluated again against the new production, gated, promoted
