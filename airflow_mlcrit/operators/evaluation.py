@@ -130,7 +130,7 @@ class EvaluateModelOperator(DatasetStepOperator):
             raise ConfigError(f"baseline alias {self.baseline!r} needs the candidate to be an artifact reference")
         ref = f"{candidate_manifest.kind}/{candidate_manifest.name}@{self.baseline}"
         try:
-            self.resolve_input(ref)
+            self.store.resolve(ref)  # at use, not once per run: see _models
         except ArtifactNotFoundError:
             self.log.info("%s is not set: no baseline, this is the first model", ref)
             return None
@@ -241,8 +241,15 @@ class EvaluateModelOperator(DatasetStepOperator):
 
         def load(ref: str, where: str, predicted_in: str | None) -> tuple[Any, Any]:
             """(scorer, or None when the predictions are an eval column; manifest or None). The
-            version is pinned now; its files are fetched and loaded only when it first scores."""
-            manifest = self.resolve_input(ref) if is_artifact_ref(ref.split("@")[0]) else None
+            version is pinned now; its files are fetched and loaded only when it first scores.
+            The candidate's ``@latest`` resolves once per DAG run. The baseline resolves at use:
+            a candidate must beat production as it is now, so a run cleared after losing the race
+            to promote is judged again against the new production (promotion checks that the alias
+            has not moved since: ``baseline_alias``)."""
+            if not is_artifact_ref(ref.split("@")[0]):
+                manifest = None
+            else:
+                manifest = self.resolve_input(ref) if where == "candidate" else self.store.resolve(ref)
             if predicted_in:  # a tabular / batch-scored model: only its identity is needed
                 return None, manifest
             pinned = str(manifest.ref) if manifest is not None else ref
@@ -260,7 +267,7 @@ class EvaluateModelOperator(DatasetStepOperator):
         base_m = baseline = None
         if base_ref:
             if self.baseline_evaluation:
-                base_m = self.resolve_input(base_ref) if is_artifact_ref(base_ref.split("@")[0]) else None
+                base_m = self.store.resolve(base_ref) if is_artifact_ref(base_ref.split("@")[0]) else None
             else:
                 baseline, base_m = load(base_ref, "baseline", cfg.baseline_prediction_column)
             if base_m is not None:
