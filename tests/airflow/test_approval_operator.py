@@ -46,7 +46,7 @@ def store(store_root, tmp_path):
     return staged(store_root, tmp_path, FOUR_EYES)
 
 
-def _awaiting(timeout: float = 120, dag_id: str = "test_mlcrit_approval") -> str:
+def _awaiting(timeout: float = 600, dag_id: str = "test_mlcrit_approval") -> str:
     """The run whose `approve` task waits in awaiting_input (observed in the metadata DB)."""
     from airflow.models import TaskInstance
     from airflow.utils.session import create_session
@@ -73,6 +73,7 @@ def _answer_when_asked(api, *answers: tuple[str, str, str]) -> dict:
     out: dict = {"responses": []}
 
     def respond() -> None:
+        run_id = None
         try:
             run_id = _awaiting()
             if "before" in out:
@@ -86,10 +87,36 @@ def _answer_when_asked(api, *answers: tuple[str, str, str]) -> dict:
                 )
         except BaseException as exc:  # surfaced by the test, not lost in the thread
             out["error"] = exc
+        finally:
+            # no answer was taken (an error above, or every answer refused): end the wait, or
+            # dag.test() waits for one forever and the whole test process with it
+            if not any(r.status_code == 200 for r in out["responses"]):
+                _end_the_wait(api, run_id)
 
     out["thread"] = threading.Thread(target=respond, daemon=True)
     out["thread"].start()
     return out
+
+
+def _end_the_wait(api, run_id: str | None) -> None:
+    """Answer the waiting task as bob, who is always asked (a rejection: nothing is promoted), or,
+    when it never got as far as waiting, fail it in the metadata DB, so that dag.test() returns
+    and the test reports what went wrong."""
+    client, tokens = api
+    if run_id is not None:
+        path = f"/api/v2/dags/test_mlcrit_approval/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails"
+        body = {"chosen_options": ["reject"], "params_input": {"reason": "ends the test"}}
+        for _ in range(10):  # a SQLite metadata DB busy with the run can refuse one write
+            if client.patch(path, json=body, headers={"Authorization": f"Bearer {tokens['bob']}"}).status_code == 200:
+                return
+            time.sleep(1)
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        for ti in session.query(TaskInstance).filter_by(dag_id="test_mlcrit_approval", task_id="approve"):
+            if ti.state in ("running", "deferred", "awaiting_input", "queued", "scheduled"):
+                ti.state = "failed"
 
 
 def _run(api, *answers: tuple[str, str, str]):
