@@ -388,7 +388,8 @@ def test_a_rerun_of_a_finished_run_evaluates_the_golden_version_the_run_resolved
             "baseline_prediction_column": "pred_v1",
             "replicates": 100,
         },
-        "gate": {"thresholds": [{"metric": "mae", "max": 1000}]},
+        # NOT_BLESSED: production stays at v1, so the baseline (resolved at use) is the same on the re-run
+        "gate": {"thresholds": [{"metric": "mae", "max": 0.0}]},
     }
     first = bag.get_dag("test_mlcrit_evaluate_tabular").test(run_after=when, logical_date=when, run_conf=conf)
     assert first.state == "success", task_states(first)
