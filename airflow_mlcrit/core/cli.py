@@ -708,7 +708,7 @@ class _Cli:
             )
         check_decidable(self.store, request, approve=approve, reason=a.reason)
         answer = answer_hitl(url, token, run, "approve" if approve else "reject", {"reason": a.reason.strip()})
-        user = (answer.get("responded_by_user") or {}).get("id", "?")
+        user = (answer.get("responded_by") or {}).get("id", "?")  # PATCH's answer (GET's is responded_by_user)
         deadline = time.monotonic() + a.wait
         while (decision := decision_of(self.store, request)) is None and time.monotonic() < deadline:
             if task_state(url, token, run) in ("failed", "upstream_failed"):

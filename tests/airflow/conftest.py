@@ -89,8 +89,15 @@ def lineage_tail(lineage_file):
     return LineageTail(lineage_file)
 
 
-def run_dag(dag_id: str, conf: dict | None = None):
-    """dag.test() on a DAG from tests/airflow/dags (it must live in the configured DAG bundle)."""
+def run_dag(dag_id: str, conf: dict | None = None, limit_s: float = 480):
+    """dag.test() on a DAG from tests/airflow/dags (it must live in the configured DAG bundle).
+
+    dag.test() loops for as long as a task waits (for a person's answer, a retry, a trigger), and
+    nothing in it ends that loop. After ``limit_s`` the run's unfinished tasks are failed in the
+    metadata DB: the loop ends, the run fails and the test reports it, where it would otherwise
+    hold its CI process until the per-test limit."""
+    import threading
+
     try:
         from airflow.dag_processing.dagbag import DagBag
     except ImportError:  # Airflow < 3.2
@@ -98,7 +105,25 @@ def run_dag(dag_id: str, conf: dict | None = None):
 
     bag = DagBag(dag_folder=str(Path(__file__).parent / "dags"))
     assert not bag.import_errors, bag.import_errors
-    return bag.get_dag(dag_id).test(run_conf=conf or {})
+    ended = threading.Event()
+
+    def watchdog() -> None:
+        if ended.wait(limit_s):
+            return
+        from airflow.models import TaskInstance
+        from airflow.utils.session import create_session
+        from airflow.utils.state import State
+
+        with create_session() as session:
+            for ti in session.query(TaskInstance).filter_by(dag_id=dag_id):
+                if ti.state not in State.finished:
+                    ti.state = "failed"
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    try:
+        return bag.get_dag(dag_id).test(run_conf=conf or {})
+    finally:
+        ended.set()
 
 
 def demand_models(store, tmp_path: Path, rows: int):

@@ -110,13 +110,28 @@ def _end_the_wait(api, run_id: str | None) -> None:
             if client.patch(path, json=body, headers={"Authorization": f"Bearer {tokens['bob']}"}).status_code == 200:
                 return
             time.sleep(1)
+    _fail_waiting("test_mlcrit_approval")
+
+
+def _fail_waiting(dag_id: str) -> None:
+    """Fail the `approve` task in the metadata DB wherever it still waits: dag.test()'s loop then
+    ends the run."""
     from airflow.models import TaskInstance
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        for ti in session.query(TaskInstance).filter_by(dag_id="test_mlcrit_approval", task_id="approve"):
+        for ti in session.query(TaskInstance).filter_by(dag_id=dag_id, task_id="approve"):
             if ti.state in ("running", "deferred", "awaiting_input", "queued", "scheduled"):
                 ti.state = "failed"
+
+
+def _state(dag_id: str, run_id: str) -> str | None:
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        ti = session.query(TaskInstance).filter_by(dag_id=dag_id, run_id=run_id, task_id="approve").one()
+        return ti.state
 
 
 def _run(api, *answers: tuple[str, str, str]):
@@ -273,15 +288,24 @@ def test_an_unanswered_request_expires_through_the_scheduler_s_sweep(store_root,
     out: dict = {}
 
     def sweep() -> None:
+        run_id = None
         try:
             from airflow.jobs.job import Job
             from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
 
-            _awaiting(dag_id="test_mlcrit_approval_expiry")
+            run_id = _awaiting(dag_id="test_mlcrit_approval_expiry")
             time.sleep(3)  # past the deadline
-            SchedulerJobRunner(job=Job(), executors=[]).check_awaiting_input_timeouts()
+            # as the scheduler's timer does: sweep again until the task has been resumed (one
+            # sweep can meet a SQLite metadata DB busy with dag.test()'s own loop)
+            for _ in range(60):
+                SchedulerJobRunner(job=Job(), executors=[]).check_awaiting_input_timeouts()
+                if _state("test_mlcrit_approval_expiry", run_id) != "awaiting_input":
+                    return
+                time.sleep(1)
+            raise AssertionError("the scheduler's sweep never resumed the expired request")
         except BaseException as exc:
             out["error"] = exc
+            _fail_waiting("test_mlcrit_approval_expiry")  # dag.test() returns, the test reports the error
 
     thread = threading.Thread(target=sweep, daemon=True)
     thread.start()

@@ -192,7 +192,7 @@ def test_four_eyes_promotion_with_a_real_scheduler_and_the_cli(site, tmp_path):
 
     # 1. asked by ops; ops may not answer; the blessing is superseded before alice can; bob rejects
     run_id = af.trigger(dag, people, user="ops")
-    af.wait_task(dag, run_id, "approve", "awaiting_input")
+    af.wait_parked(dag, run_id, "approve")
     assert store.resolve("approval/clf@v1").metadata["requested_by"] == "ops"
     refused = mlcrit("ops", "approve", "approval/clf@v1", "mine")
     assert refused.returncode == 1 and "Airflow answered 403" in refused.stderr, refused.stderr
@@ -211,7 +211,7 @@ def test_four_eyes_promotion_with_a_real_scheduler_and_the_cli(site, tmp_path):
     # 2. blessed again, asked again: alice approves, and the alias history names her
     judge(store, work, v2, 17, baseline=1, base_right=16, gate=LENIENT)
     run_id = af.trigger(dag, people, user="ops")
-    af.wait_task(dag, run_id, "approve", "awaiting_input")
+    af.wait_parked(dag, run_id, "approve")
     approved = mlcrit("alice", "approve", "approval/clf@v3", "phone slice reviewed")
     assert approved.returncode == 0, approved.stderr
     assert approved.stdout.splitlines()[-1] == "approval/clf@v4: APPROVED adapter/clf@v2 for 'production' by alice"

@@ -205,6 +205,24 @@ class Airflow:
                 raise AssertionError(f"{dag_id} {run_id}: {task_id} never reached {state}: {now}\n{self.logs()}")
             time.sleep(1)
 
+    def wait_parked(self, dag_id: str, run_id: str, task_id: str, timeout: float = 180) -> None:
+        """The task waits in awaiting_input, and the scheduler has taken the executor's event for
+        the process that parked it. Airflow 3.3's scheduler takes that stale event, when it comes
+        after an answer has already re-queued the task, as the resumed try ending without a word
+        and fails it ("finished with state success, but the task instance's state attribute is
+        queued"). A person answers after that; a test answering within the same second must wait
+        for it too, or it tests Airflow's race instead of this project."""
+        self.wait_task(dag_id, run_id, task_id, "awaiting_input", timeout)
+        seen = f"TaskInstanceKey(dag_id='{dag_id}', task_id='{task_id}', run_id='{run_id}'"
+        deadline = time.monotonic() + timeout
+        while not any(
+            "Received executor event" in line and seen in line
+            for line in (self.root / "scheduler.log").read_text(errors="replace").splitlines()
+        ):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{dag_id} {run_id}: the scheduler never took {task_id}'s pause\n{self.logs()}")
+            time.sleep(0.5)
+
     def clear(self, dag_id: str, run_id: str, task_ids: list[str]) -> None:
         """Clear task instances (what a user's "clear" does): they run again, with a new try."""
         body = {"dry_run": False, "dag_run_id": run_id, "task_ids": task_ids, "only_failed": False}

@@ -97,38 +97,6 @@ def score_groups(score: np.ndarray, max_groups: int) -> tuple[np.ndarray, int]:
     return np.searchsorted(edges, score, side="right"), max_groups
 
 
-def paired_auc_draws(
-    y_true: np.ndarray, scores: list[np.ndarray], replicates: int, rng: np.random.Generator, max_groups: int = 128
-) -> list[np.ndarray]:
-    """Bayesian-bootstrap AUC replicates of several models on shared weights: Gamma draws of the
-    counts per joint (score group of each model, class) cell, summed into each model's own groups. Each
-    model's replicates are shifted by (exact AUC - binned AUC), so binning changes the spread only."""
-    groups = [score_groups(s, max_groups) for s in scores]
-    joint = y_true.astype(np.int64)
-    for inv, g in groups:
-        joint = joint * g + inv
-    cells, first, counts = np.unique(joint, return_index=True, return_counts=True)
-    drawn = rng.gamma(counts, size=(replicates, len(cells)))  # Bayesian bootstrap: sums of Exp(1) row weights
-    out = []
-    for (inv, g), s in zip(groups, scores, strict=True):
-        cell_group, cell_pos = inv[first], y_true[first] == 1
-        per = []
-        for mask in (cell_pos, ~cell_pos):
-            cols = np.flatnonzero(mask)
-            cols = cols[np.argsort(cell_group[cols], kind="stable")]
-            present, starts = np.unique(cell_group[cols], return_index=True)
-            m = np.zeros((replicates, g))
-            if len(cols):
-                m[:, present] = np.add.reduceat(drawn[:, cols], starts, axis=1)
-            per.append(m)
-        point_binned = auc_from_groups(
-            np.bincount(inv, weights=(y_true == 1).astype(float), minlength=g),
-            np.bincount(inv, weights=(y_true == 0).astype(float), minlength=g),
-        )
-        out.append(auc_from_groups(per[0], per[1]) + (roc_auc(y_true, s) - point_binned))
-    return out
-
-
 def auc_from_groups(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     """AUC from (..., G) group counts in ascending score order."""
     below = np.cumsum(neg, axis=-1) - neg

@@ -255,24 +255,6 @@ def test_a_reused_evaluation_must_match_dataset_and_baseline():
         check_reusable("evaluation/x@v1", meta, "sha256:aa", ("adapter/x@v2", "sha256:m2"))
 
 
-def test_paired_auc_draws_agree_with_per_row_weights():
-    from airflow_mlcrit.core.evaluation.metrics import paired_auc_draws, roc_auc
-
-    rng = np.random.default_rng(5)
-    n = 4000
-    y = rng.integers(0, 2, n)
-    s1 = np.clip(0.5 + (y - 0.5) * 0.4 + rng.normal(0, 0.25, n), 0, 1)
-    s2 = np.clip(s1 + rng.normal(0, 0.1, n), 0, 1)
-    a, b = paired_auc_draws(y, [s1, s2], 2000, rng)
-    w = rng.poisson(1.0, (2000, n)).astype(float)
-    ra, rb = roc_auc(y, s1, w), roc_auc(y, s2, w)
-    q = [0.025, 0.5, 0.975]
-    assert np.quantile(a, q) == pytest.approx(np.quantile(ra, q), abs=0.004)
-    assert np.quantile(a - b, q) == pytest.approx(np.quantile(ra - rb, q), abs=0.002)
-    same_a, same_b = paired_auc_draws(y, [s1, s1], 100, rng)
-    assert np.array_equal(same_a, same_b)
-
-
 def test_count_metrics_over_many_classes_get_intervals_from_row_weights():
     """20 classes and a baseline: 20^3 joint cells pass the limit (4,096), so macro_f1 and weighted_f1 are
     bootstrapped on row weights (found by the bad-input corpus: they fell through to per-row
