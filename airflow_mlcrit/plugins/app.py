@@ -38,7 +38,20 @@ def _templates() -> Any:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
     env.filters["q"] = lambda s: quote(str(s), safe="")
     env.filters["ref_path"] = _ref_path
+    env.filters["size"] = human_size
     return env
+
+
+def human_size(n: int | None) -> str:
+    """Bytes as a person reads them: 1021058 -> "997.1 KiB"."""
+    if n is None:
+        return "-"
+    value, unit = float(n), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 def _ref_path(ref: str) -> str:
@@ -147,16 +160,36 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
 
     @app.exception_handler(MlcritError)
     async def mlcrit_error(request: Request, exc: MlcritError) -> HTMLResponse:
-        status = (
-            409 if isinstance(exc, ArtifactConflictError) else 500 if isinstance(exc, ArtifactIntegrityError) else 400
+        from airflow_mlcrit.exceptions import GateFailedError
+
+        if isinstance(exc, ArtifactConflictError):
+            status, title = 409, "Someone else changed this first"
+        elif isinstance(exc, ArtifactIntegrityError):
+            status, title = 500, "The store failed an integrity check"
+        elif isinstance(exc, GateFailedError):
+            status, title = 400, "Refused by the promotion rules"
+        else:
+            status, title = 400, "Refused"
+        # the class, small, for whoever matches the page with the CLI's and the operator's errors
+        return reg.render(
+            request,
+            "message.html",
+            status,
+            title=title,
+            message=str(exc),
+            error=type(exc).__name__,
+            back=_back(request),
         )
-        return reg.render(request, "message.html", status, title=type(exc).__name__, message=str(exc))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        if exc.status_code in (401, 403):  # the auth manager's answer, as Airflow gives it
+        if exc.status_code in (401, 403) and not request.url.path.rstrip("/").endswith(_FORMS):
+            # the auth manager's answer on a page, as Airflow gives it
             return Response(json.dumps({"detail": exc.detail}), exc.status_code, media_type="application/json")
-        return reg.render(request, "message.html", exc.status_code, title=f"{exc.status_code}", message=str(exc.detail))
+        title = {400: "Refused", 403: "Not allowed", 404: "Not found"}.get(exc.status_code, f"Error {exc.status_code}")
+        return reg.render(
+            request, "message.html", exc.status_code, title=title, message=str(exc.detail), back=_back(request)
+        )
 
     @app.get("/", dependencies=READ)
     def index(request: Request, user: GetUserDep, q: str = "") -> HTMLResponse:
@@ -196,7 +229,9 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         )
 
     @app.get("/a/{kind}/{name}", dependencies=READ)
-    def artifact(request: Request, kind: str, name: str, user: GetUserDep, page: int = 1) -> HTMLResponse:
+    def artifact(
+        request: Request, kind: str, name: str, user: GetUserDep, page: int = 1, moved: str = ""
+    ) -> HTMLResponse:
         from airflow_mlcrit.core.registry import alias_spans
 
         key = _key(kind, name)
@@ -212,7 +247,8 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         for v in shown:
             m = store.resolve(f"{key}@v{v}")
             children = store.children(m.ref)
-            rows.append({"m": m, "children": sorted(str(c.ref) for c in children)})
+            verdict = _verdict(store, m, children) if kind in EVALUATED else None
+            rows.append({"m": m, "children": sorted(str(c.ref) for c in children), "verdict": verdict})
             if kind in EVALUATED and any(blesses(c, m.digest) for c in children):
                 blessed.add(v)
         moves = []
@@ -223,9 +259,16 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         held = {x["move"].to_version for x in moves} - set(shown) - {None}
         blessed |= {v for v in held if kind in EVALUATED and _is_blessed(store, f"{key}@v{v}")}
         blessed = sorted(blessed)
+        held_now = store.aliases(key)
+        done = None  # the confirmation of the move just made, read back from the store
+        if moved and moved in held_now:
+            last = store.alias_history(key, moved)[-1]
+            done = {"alias": moved, "version": last.to_version, "actor": last.actor, "reason": last.reason}
         return reg.render(
             request,
             "artifact.html",
+            done=done,
+            alias_choices=store.alias_names(key),
             key=key,
             kind=kind,
             name=name,
@@ -242,7 +285,12 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         )
 
     @app.get("/e/{kind}/{name}", dependencies=READ)
-    def evolution(request: Request, kind: str, name: str, metric: str = "") -> HTMLResponse:
+    def evolution(request: Request, kind: str, name: str, metric: str = "", view: str = "difference") -> HTMLResponse:
+        """Is each version better than the production it was judged against, where, and by how
+        much? By default each chart plots, per version, the paired difference from the baseline
+        that was evaluated beside it on the same golden set, with its interval: never one version's
+        number beside another's measured on other data. ``view=values`` plots each version's own
+        value instead, and every chart says that those come from each evaluation's own data."""
         from airflow_mlcrit.core.registry import DATASET_KINDS, dataset_history, model_history
         from airflow_mlcrit.plugins.charts import trajectory
 
@@ -251,38 +299,62 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         if kind in DATASET_KINDS:
             doc = dataset_history(store, key, last=EVOLUTION)
             return reg.render(request, "dataset.html", key=key, doc=doc, versions=doc["versions"])
+        if view not in ("difference", "values"):
+            raise HTTPException(404, f"view is difference or values, not {view!r}")
         doc = model_history(store, key, last=EVOLUTION)
         versions = doc["versions"]
         production = {s["version"] for s in doc["aliases"] if s["alias"] == "production"}
         metric = metric or ("accuracy" if "accuracy" in doc["metrics"] else (doc["metrics"] or [""])[0])
         if doc["metrics"] and metric not in doc["metrics"]:
             raise HTTPException(404, f"no evaluation of {key} has the metric {metric!r}; it has {doc['metrics']}")
+        judged = [v for v in versions if v["gate"]]
+        newest = judged[-1] if judged else None
+        stopped = set((newest or {}).get("gate", {}).get("failed_slices", []))
         charts = []
         for slice_name in doc["slices"] if metric else []:
             points = []
             for v in versions:
-                s = next((s for s in v["slices"] if s["name"] == slice_name), None)
-                m = (s or {}).get("candidate", {}).get(metric) or {}
-                gate = v["gate"] or {}
+                s = next((s for s in v["slices"] if s["name"] == slice_name), None) or {}
+                part = "difference" if view == "difference" else "candidate"
+                m = (s.get(part) or {}).get(metric) or {}
+                against = (v["baseline"] or "").rsplit("@", 1)[-1]
                 points.append(
                     {
                         "version": v["version"],
+                        "label": f"v{v['version']} - {against}" if view == "difference" and against else None,
                         "value": m.get("value"),
                         "low": m.get("low"),
                         "high": m.get("high"),
                         "production": v["version"] in production,
-                        "stopped": slice_name in gate.get("failed_slices", []),
+                        "stopped": slice_name in (v["gate"] or {}).get("failed_slices", []),
                     }
                 )
             if any(p["value"] is not None for p in points):
+                latest = next((p for p in reversed(points) if p["value"] is not None), None)
+                title = f"{metric} - baseline · {slice_name}" if view == "difference" else f"{metric} · {slice_name}"
+                label = "same data per point" if view == "difference" else "each on its own data"
                 charts.append(
                     {
                         "metric": metric,
                         "slice": slice_name,
-                        "svg": trajectory(points, title=f"{metric} · {slice_name}"),
+                        "stopped": slice_name in stopped,
+                        "latest": latest["value"] if latest else None,
+                        "svg": trajectory(points, title=title, label=label, zero=view == "difference"),
                     }
                 )
-        return reg.render(request, "evolution.html", key=key, doc=doc, versions=versions, charts=charts, metric=metric)
+        # worst first: where the newest verdict stopped, then the lowest newest figure
+        charts.sort(key=lambda c: (not c["stopped"], c["latest"] if c["latest"] is not None else float("inf")))
+        return reg.render(
+            request,
+            "evolution.html",
+            key=key,
+            doc=doc,
+            versions=versions,
+            charts=charts,
+            metric=metric,
+            view=view,
+            newest=newest,
+        )
 
     @app.get("/l/{kind}/{name}", dependencies=READ)
     def lineage_page(request: Request, kind: str, name: str, at: str = "latest") -> HTMLResponse:
@@ -340,10 +412,26 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
 
     @app.get("/run/{dag_id}/{run_id}", dependencies=READ)
     def dag_run(request: Request, dag_id: str, run_id: str, user: GetUserDep) -> HTMLResponse:
-        """The "Artifacts" view of a DAG run: every version its tasks committed or used."""
+        """The "Artifacts" view of a DAG run: every version its tasks named in their results (what
+        they wrote, or used), and what each of those was made from (what the task read: the
+        evaluate task's candidate, baseline and golden set)."""
         _may_read_xcom(user, dag_id)
         store = reg.store
-        rows = [{"task_id": t, "map_index": i, "m": store.resolve(ref)} for t, i, ref in _run_refs(dag_id, run_id)]
+        rows, seen = [], set()
+        for t, i, ref in _run_refs(dag_id, run_id):
+            m = store.resolve(ref)
+            made = m.producer.get("run_id") == run_id and m.producer.get("dag_id") == dag_id
+            rows.append({"task_id": t, "map_index": i, "m": m, "role": "wrote" if made else "used"})
+            seen.add((t, i, str(m.ref)))
+        for row in list(rows):
+            if row["role"] != "wrote":
+                continue
+            for parent in (p["ref"] for p in row["m"].parents):
+                if (row["task_id"], row["map_index"], parent) not in seen:
+                    seen.add((row["task_id"], row["map_index"], parent))
+                    rows.append({**row, "m": store.resolve(parent), "role": "read"})
+        order = {"read": 0, "used": 1, "wrote": 2}
+        rows.sort(key=lambda r: (r["task_id"], r["map_index"], order[r["role"]], str(r["m"].ref)))
         return reg.render(request, "run.html", dag_id=dag_id, run_id=run_id, rows=rows)
 
     @app.post("/approvals/{name}/{version}", dependencies=READ)
@@ -404,7 +492,8 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
             attest=attest_in_airflow,
             extra={"via": "ML registry UI"},
         )
-        return RedirectResponse(f"{request.scope.get('root_path', '')}/a/{kind}/{quote(name)}", status_code=303)
+        root = request.scope.get("root_path", "")
+        return RedirectResponse(f"{root}/a/{kind}/{quote(name)}?moved={quote(alias)}", status_code=303)
 
     @app.post("/a/{kind}/{name}/promote", dependencies=EDIT)
     def promote_action(
@@ -431,9 +520,41 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
             attest=attest_in_airflow,
             extra={"via": "ML registry UI"},
         )
-        return RedirectResponse(f"{request.scope.get('root_path', '')}/a/{kind}/{quote(name)}", status_code=303)
+        root = request.scope.get("root_path", "")
+        return RedirectResponse(f"{root}/a/{kind}/{quote(name)}?moved={quote(alias.strip())}", status_code=303)
 
     return app
+
+
+_FORMS = ("/promote", "/rollback")  # the forms' refusals (a stale token) render as pages, with a way back
+
+
+def _back(request: Request) -> str:
+    """Where an error page links back to: the page the form was on (a same-origin Referer), else
+    the artifact a form action belongs to, else the registry's index."""
+    root = request.scope.get("root_path", "").rstrip("/")
+    referer = request.headers.get("referer")
+    if referer and urlsplit(referer).netloc == request.headers.get("host") and urlsplit(referer).path.startswith(root):
+        parts = urlsplit(referer)
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+    path = request.url.path
+    if path.endswith(_FORMS):
+        return path.rsplit("/", 1)[0]
+    return f"{root}/"
+
+
+def _verdict(store: Any, m: Any, children: list[Any]) -> dict[str, Any] | None:
+    """The newest judgement of version ``m`` as a candidate: the gate's decision and the slices
+    that stopped it (from the blessings among its children)."""
+    from airflow_mlcrit.core.gating.blessing import read_blessing
+
+    judged = [c for c in children if c.kind == "blessing" and c.metadata.get("candidate") == str(m.ref)]
+    if not judged:
+        return None
+    newest = max(judged, key=lambda c: (c.created_at, c.version))
+    doc = read_blessing(store, newest.ref)
+    failed = sorted({c["slice"] for c in doc.get("checks", []) if c.get("status") == "failed" and c.get("slice")})
+    return {"ref": str(newest.ref), "decision": doc.get("decision"), "failed_slices": failed}
 
 
 def _approvals(text: str) -> list[str]:

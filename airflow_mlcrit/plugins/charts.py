@@ -9,14 +9,16 @@ from typing import Any
 WIDTH, HEIGHT, PAD = 360, 170, 34
 
 
-def trajectory(points: list[dict[str, Any]], *, title: str, label: str = "") -> str:
+def trajectory(points: list[dict[str, Any]], *, title: str, label: str = "", zero: bool = False) -> str:
     """One metric on one slice across versions: the value as a line, its interval as a band,
     versions that were ever in production ringed, and versions the gate stopped on this slice
-    crossed. ``points``: ``{version, value, low, high, production, stopped}``, in version order;
-    a point without a value (not evaluated, or undefined on the slice) leaves a gap."""
+    crossed. ``points``: ``{version, value, low, high, production, stopped}`` (and optionally the
+    ``label`` its tooltip starts with), in version order; a point without a value (not evaluated,
+    or undefined on the slice) leaves a gap. ``zero``: the axis includes 0, drawn as a dashed line
+    (for differences: above it, the candidate did better)."""
     known = [p for p in points if p.get("value") is not None]
-    lows = [p["low"] if p.get("low") is not None else p["value"] for p in known]
-    highs = [p["high"] if p.get("high") is not None else p["value"] for p in known]
+    lows = [p["low"] if p.get("low") is not None else p["value"] for p in known] + ([0.0] if zero else [])
+    highs = [p["high"] if p.get("high") is not None else p["value"] for p in known] + ([0.0] if zero else [])
     lo, hi = (min(lows), max(highs)) if known else (0.0, 1.0)
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, hi + 0.5
@@ -40,10 +42,14 @@ def trajectory(points: list[dict[str, Any]], *, title: str, label: str = "") -> 
         f'<text x="4" y="{y(shown[1]) + 4:.1f}" class="l">{shown[1]:.3g}</text>',
         f'<text x="4" y="{y(shown[0]) + 4:.1f}" class="l">{shown[0]:.3g}</text>',
     ]
+    if zero:
+        parts.append(f'<line x1="{PAD}" y1="{y(0.0):.1f}" x2="{WIDTH - PAD}" y2="{y(0.0):.1f}" class="zero"/>')
+    every = max(1, -(-len(points) // 12))  # at most 12 labels: 30 versions' labels would overprint
     for i, p in enumerate(points):
-        parts.append(
-            f'<text x="{x(i):.1f}" y="{HEIGHT - PAD + 14}" class="l" text-anchor="middle">v{p["version"]}</text>'
-        )
+        if i % every == 0 or i == len(points) - 1:
+            parts.append(
+                f'<text x="{x(i):.1f}" y="{HEIGHT - PAD + 14}" class="l" text-anchor="middle">v{p["version"]}</text>'
+            )
     # runs of consecutive known points: a band and a line each
     runs: list[list[int]] = [[]]
     for i, p in enumerate(points):
@@ -70,7 +76,7 @@ def trajectory(points: list[dict[str, Any]], *, title: str, label: str = "") -> 
         if p.get("value") is None:
             continue
         cx, cy = x(i), y(p["value"])
-        tip = f"v{p['version']}: {p['value']:.4f}"
+        tip = f"{p.get('label') or 'v' + str(p['version'])}: {p['value']:.4f}"
         if p.get("low") is not None:
             tip += f" [{p['low']:.4f}, {p['high']:.4f}]"
         if p.get("production"):

@@ -5,6 +5,7 @@ Users: `reader` (viewer role: may read assets) and `editor` (op role: may edit t
 
 from __future__ import annotations
 
+import html
 import json
 import re
 
@@ -89,13 +90,32 @@ def test_a_reader_sees_the_pages_and_may_not_act(site):
 
 
 def test_the_evolution_pages_chart_every_slice_with_bands_and_the_gate_s_stops(site):
+    """By default each point is the version's paired difference from the baseline it was judged
+    against on the same golden set; the newest verdict and where it stopped come first, then the
+    charts, worst slice first. The values view says each point is on its own evaluation's data."""
     client, _, tokens, _ = site
     page = client.get("/mlcrit/e/adapter/clf", headers=_as(tokens, "reader")).text
+    verdict = page[page.index('id="verdict">') + len('id="verdict">') :].split("</div>")[0]
+    verdict = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", verdict)).strip()
+    # CA and overall too: non-inferiority within 0.05 on 20 and 40 rows is more than they can show
+    assert (
+        verdict == "v3: NOT_BLESSED against adapter/clf@v2 · stopped on overall, state=CA, state=NE · blessing/clf@v3"
+    )
+    assert page.index('id="verdict"') < page.index('class="charts"')
     boxes = re.findall(r'data-metric="([^"]+)" data-slice="([^"]+)"', page)
-    assert boxes == [("accuracy", "overall"), ("accuracy", "state=CA"), ("accuracy", "state=NE")]
+    assert boxes == [("accuracy", "state=NE"), ("accuracy", "overall"), ("accuracy", "state=CA")]
     ne = page[page.index('data-slice="state=NE"') :].split("</svg>")[0]
+    assert "accuracy - baseline · state=NE" in ne and ne.count('class="zero"') == 1
+    assert ne.count('class="band"') == 1 and ne.count('class="prod"') == 1 and ne.count('class="stop"') == 1
+    assert "v2 - v1: 0.0500" in ne and "v3 - v2: -0.4500" in ne and "stopped by the gate on this slice" in ne
+    # the first model was judged against nothing: a gap, not a number
+    assert [t.split(":")[0] for t in re.findall(r'class="pt"><title>([^<]+)', ne)] == ["v2 - v1", "v3 - v2"]
+    values = client.get("/mlcrit/e/adapter/clf?view=values", headers=_as(tokens, "reader")).text
+    assert "its own evaluation&#39;s golden set" in values or "its own evaluation's golden set" in values
+    ne = values[values.index('data-slice="state=NE"') :].split("</svg>")[0]
     assert ne.count('class="band"') == 1 and ne.count('class="prod"') == 2 and ne.count('class="stop"') == 1
-    assert "v3: 0.4000" in ne and "stopped by the gate on this slice" in ne and "v1: 0.8000" in ne
+    assert "v3: 0.4000" in ne and "v1: 0.8000" in ne and "each on its own data" in ne
+    assert client.get("/mlcrit/e/adapter/clf?view=nonsense", headers=_as(tokens, "reader")).status_code == 404
     data = client.get("/mlcrit/e/dataset/msgs", headers=_as(tokens, "reader")).text
     assert "linf 0.2500" in data and ">FAILED<" in data and ">PASSED<" in data
 
@@ -123,11 +143,28 @@ def test_an_editor_rolls_back_through_the_promotion_rules_and_the_history_names_
                 "no BLESSED blessing exists for adapter/clf@v3",
             ),
         ]
-        for r, status, text in refused:
-            assert (r.status_code, text in r.text) == (status, True), r.text[:800]
+        for r, status, text in refused:  # pages that say why, in words
+            assert (r.status_code, text in html.unescape(r.text)) == (status, True), r.text[:800]
         assert store.alias_version("adapter/clf", "production") == 2
+        # a typo'd alias (a crafted form: the page offers only the aliases that exist) is refused
+        # on a page that says why and links back
+        typo = client.post(ACTIONS[1], data=form | {"version": "2", "alias": "prodution"}, headers={"Referer": ""})
+        assert typo.status_code == 400 and "<h1>Refused</h1>" in typo.text, typo.text[:800]
+        assert "unknown alias &#39;prodution&#39; of adapter/clf; known: production." in typo.text
+        assert 'id="back" href="/mlcrit/a/adapter/clf"' in typo.text.replace(
+            'href="/mlcrit/a/adapter/clf" id="back"', 'id="back" href="/mlcrit/a/adapter/clf"'
+        )
+        assert store.alias_names("adapter/clf") == ["production"]
+        assert (
+            re.findall(r'<select name="alias">(.*?)</select>', page)[0]
+            == '<option value="production" selected>production</option>'
+        )
         r = client.post(ACTIONS[0], data=form, headers={"Origin": "http://airflow.test"}, follow_redirects=False)
-        assert (r.status_code, r.headers["location"]) == (303, "/mlcrit/a/adapter/clf")
+        assert (r.status_code, r.headers["location"]) == (303, "/mlcrit/a/adapter/clf?moved=production")
+        done = client.get(r.headers["location"]).text
+        assert re.sub(r"<[^>]+>", "", done.split('id="done">')[1].split("</div>")[0]) == (
+            "Done: production now points to v1, moved by editor: phone regression confirmed"
+        )
     finally:
         client.cookies.clear()
     move = store.alias_history("adapter/clf", "production")[-1]
@@ -149,7 +186,12 @@ def test_a_report_is_served_from_the_store_and_a_tampered_one_is_refused(site):
     stored = root / "store" / "evaluation" / "clf" / "v000003" / "report.html"  # the local store's layout
     stored.write_text(stored.read_text().replace("Evaluation", "Forged evaluation"))
     r = client.get("/mlcrit/report/evaluation/clf/3", headers=_as(tokens, "reader"))
-    assert r.status_code == 500 and "ArtifactIntegrityError" in r.text and "Forged" not in r.text
+    assert (
+        r.status_code == 500
+        and "<h1>The store failed an integrity check</h1>" in r.text
+        and 'id="error-class">ArtifactIntegrityError<' in r.text
+        and "Forged" not in r.text
+    )
     assert client.get("/mlcrit/report/adapter/clf/1", headers=_as(tokens, "reader")).status_code == 404
 
 
@@ -157,6 +199,8 @@ def test_the_task_instance_and_dag_run_views_show_what_a_real_run_committed(site
     """A dag.test() run of evaluate -> gate -> promote (a tabular model judged from prediction
     columns): its task instance's "Evaluation" view and its DAG run's "Artifacts" view."""
     from tests.airflow.conftest import demand_models, run_dag
+    from tests.helpers.airflow_app import serve
+    from tests.helpers.browser import logged_in_page
 
     client, store, tokens, _ = site
     demand_models(store, tmp_path, 300)
@@ -178,11 +222,46 @@ def test_the_task_instance_and_dag_run_views_show_what_a_real_run_committed(site
     gate_page = client.get(f"/mlcrit/ti/{dr.dag_id}/{dr.run_id}/gate", headers=_as(tokens, "reader")).text
     assert '<span class="BLESSED">BLESSED</span>' in gate_page
     run = client.get(f"/mlcrit/run/{dr.dag_id}/{dr.run_id}", headers=_as(tokens, "reader")).text
-    listed = re.findall(r'<td><a href="/mlcrit/a/[^"]+">([^<]+)</a></td>', run)
-    assert ev in listed and "blessing/demand@v1" in listed and "model/demand@v2" in listed
+    listed = re.findall(
+        r'<tr class="(\w+)"><td>(\w+)</td>\s*<td>[^<]+</td>\s*<td><a href="/mlcrit/a/[^"]+">([^<]+)</a>', run
+    )
+    # what the evaluate task read (its candidate, the baseline, the golden set), then what it wrote
+    assert [(role, ref) for role, task, ref in listed if task == "evaluate"] == [
+        ("read", "dataset/demand-eval@v1"),
+        ("read", "model/demand@v1"),
+        ("read", "model/demand@v2"),
+        ("wrote", ev),
+    ]
+    assert ("wrote", "gate", "blessing/demand@v1") in listed
     empty = client.get(f"/mlcrit/ti/{dr.dag_id}/no-such-run/evaluate", headers=_as(tokens, "reader")).text
     assert "has committed no artifact" in empty
     assert client.get(f"/mlcrit/run/{dr.dag_id}/{dr.run_id}").status_code in (401, 403)
+    # as a person sees it: Chromium in Airflow's own UI, the task's "Evaluation" tab clicked
+    mapped = run_dag("test_mlcrit_evaluate_mapped", {})
+    assert mapped.state == "success"
+    refs = {i: _xcom_ref(mapped, "evaluate", i) for i in (0, 1)}
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    with serve(client.app) as url, logged_in_page(url, tokens["reader"]) as browser:
+        browser.goto(f"{url}/dags/{dr.dag_id}/runs/{dr.run_id}/tasks/gate")
+        browser.get_by_role("tab", name="Evaluation").or_(browser.get_by_role("link", name="Evaluation")).first.click()
+        frame = browser.frame_locator("iframe")
+        assert frame.locator("span.BLESSED").first.inner_text() == "BLESSED"  # the gate's checks, rendered
+        browser.screenshot(path=shots / "evaluation-tab-unmapped.png")
+        browser.goto(f"{url}/dags/{mapped.dag_id}/runs/{mapped.run_id}/tasks/evaluate/mapped/1")
+        browser.get_by_role("tab", name="Evaluation").or_(browser.get_by_role("link", name="Evaluation")).first.click()
+        shown = browser.frame_locator("iframe").locator("body").inner_text()
+        assert refs[1] in shown and refs[0] not in shown, shown  # map index 1's evaluation, not 0's
+        browser.screenshot(path=shots / "evaluation-tab-mapped.png")
+        browser.emulate_media(color_scheme="dark")
+        browser.goto(f"{url}/mlcrit/a/model/demand")
+        assert browser.locator("body").evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(26, 32, 44)"
+        browser.screenshot(path=shots / "artifact-dark.png")
+    assert sorted(p.name for p in shots.iterdir() if p.stat().st_size > 5_000) == [
+        "artifact-dark.png",
+        "evaluation-tab-mapped.png",
+        "evaluation-tab-unmapped.png",
+    ]
 
 
 def test_on_s3_the_report_opens_through_the_plugin_and_no_page_shows_the_endpoint(
@@ -278,3 +357,16 @@ def test_the_registry_lists_pending_approvals_and_flags_a_malformed_one(site, tm
     decide(store, str(request.ref), user="bob", approve=False, reason="not for staging", airflow_run=run)
     page = client.get("/mlcrit/", headers=_as(tokens, "reader")).text
     assert str(request.ref) not in page and "approval/evil@v1" in page
+
+
+def _xcom_ref(dr, task_id: str, map_index: int) -> str:
+    """The artifact reference a (mapped) task instance returned."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        query = XComModel.get_many(
+            run_id=dr.run_id, key="return_value", dag_ids=dr.dag_id, task_ids=task_id, map_indexes=map_index
+        )
+        [row] = session.scalars(query).all()
+        return XComModel.deserialize_value(row)["ref"]

@@ -78,3 +78,21 @@ with DAG(
         task_id="gate", evaluation="{{ ti.xcom_pull(task_ids='evaluate')['ref'] }}", config="{{ params.gate }}"
     )
     tab_eval >> tab_gate >> PromoteModelOperator(task_id="promote", candidate="model/demand@v2")
+
+with DAG(
+    dag_id="test_mlcrit_evaluate_mapped",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    render_template_as_native_obj=True,
+    params={"evaluate": {}},
+) as mapped_dag:
+    # one evaluation per candidate column set: a mapped task, whose Evaluation tab carries its index
+    EvaluateModelOperator.partial(
+        task_id="evaluate", dataset="dataset/demand-eval@latest", candidate="model/demand@v2", output_name="demand"
+    ).expand(
+        config=[
+            {"task": "regression", "label_column": "demand", "prediction_column": p, "slices": ["region"]}
+            | {"baseline_prediction_column": "pred_v1", "replicates": 100}
+            for p in ("pred_v1", "pred_v2")
+        ]
+    )
