@@ -564,7 +564,17 @@ class _Cli:
                 }
                 for r in doc["metrics"]
             ]
-            head = f"metrics of {doc['evaluations'][0]} and {doc['evaluations'][1]}"
+            if doc["same_data"]:
+                head = f"metrics of both on one golden set ({doc['evaluations'][0]}), change with its paired interval"
+                for row, r in zip(rows, doc["metrics"], strict=True):
+                    if r["change_interval"] and r["change_interval"][0] is not None:
+                        low, high = r["change_interval"]
+                        row["change"] += f" [{_signed(low)}, {_signed(high)}]"
+            else:
+                head = (
+                    f"metrics of {doc['evaluations'][0]} and {doc['evaluations'][1]}: each on its own evaluation's "
+                    "data (no evaluation judged one against the other), so a change mixes the models with the data"
+                )
             text = head + "\n" + _table(rows, ["slice", "metric", a, b, "change"])
         else:
             rows = []

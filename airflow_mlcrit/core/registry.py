@@ -226,12 +226,21 @@ def history(
 
 def diff(store: ArtifactStore, a: str, b: str) -> dict[str, Any]:
     """Two versions of one artifact side by side: for datasets each column's statistics and the
-    drift from ``a`` to ``b``; for anything evaluated, each slice's metrics (with intervals) of
-    both versions' newest evaluations and the change from ``a`` to ``b``."""
+    drift from ``a`` to ``b``; for anything evaluated, each slice's metrics (with intervals) and
+    the change from ``a`` to ``b``, on one golden set where an evaluation judged one against the
+    other (``same_data``), else from each one's newest evaluation. Both: what each was made from
+    (``parents``: the lineage diff) and its recorded metadata (``metadata``: the config diff)."""
     ma, mb = store.resolve(a), store.resolve(b)
     if (ma.kind, ma.name) != (mb.kind, mb.name):
         raise ConfigError(f"diff compares two versions of one artifact, got {ma.ref} and {mb.ref}")
     out: dict[str, Any] = {"artifact": f"{ma.kind}/{ma.name}", "a": _version_row(ma), "b": _version_row(mb)}
+    pa, pb = ({p["ref"] for p in m.parents} for m in (ma, mb))
+    out["parents"] = {"both": sorted(pa & pb), "only_a": sorted(pa - pb), "only_b": sorted(pb - pa)}
+    out["metadata"] = [
+        {"field": k, "a": ma.metadata.get(k), "b": mb.metadata.get(k)}
+        for k in sorted(set(ma.metadata) | set(mb.metadata))
+        if ma.metadata.get(k) != mb.metadata.get(k)
+    ]
     if ma.kind in DATASET_KINDS:
         return out | _diff_statistics(store, ma, mb)
     return out | _diff_metrics(store, ma, mb)
@@ -272,7 +281,53 @@ def _diff_statistics(store: ArtifactStore, ma: Manifest, mb: Manifest) -> dict[s
     return {"what": "statistics", "statistics": [ref_a, ref_b], "rows": [sa["rows"], sb["rows"]], "columns": columns}
 
 
+def paired_evaluation(store: ArtifactStore, ma: Manifest, mb: Manifest) -> tuple[Manifest, bool] | None:
+    """The newest evaluation that scored both versions on one golden set, one as the candidate
+    and the other as its baseline: (evaluation, True when ``ma`` was the candidate)."""
+    found = []
+    for cand, base, flipped in ((mb, ma, False), (ma, mb, True)):
+        for c in store.children(cand.ref):
+            md = c.metadata
+            if c.kind == "evaluation" and md.get("candidate") == str(cand.ref) and md.get("baseline") == str(base.ref):
+                found.append((c, flipped))
+    return max(found, key=lambda x: (x[0].created_at, x[0].version), default=None)
+
+
+def _flip(entry: dict[str, Any] | None, flipped: bool) -> dict[str, Any] | None:
+    """A difference (candidate - baseline) as b - a."""
+    if entry is None or not flipped:
+        return entry
+    neg = {k: (-entry[k] if entry.get(k) is not None else None) for k in ("value", "low", "high")}
+    return {"value": neg["value"], "low": neg["high"], "high": neg["low"]}
+
+
 def _diff_metrics(store: ArtifactStore, ma: Manifest, mb: Manifest) -> dict[str, Any]:
+    """Each slice's metrics of the two versions. Where one evaluation scored both on one golden set
+    (a candidate judged against the other as its baseline) those figures and their paired
+    difference, with its interval; otherwise each version's newest evaluation, on its own data,
+    and ``same_data`` False: a change between those mixes the models with the data."""
+    paired = paired_evaluation(store, ma, mb)
+    if paired is not None:
+        ev, flipped = paired
+        doc = json.loads(store.read_bytes(ev.ref, EVALUATION_FILE))
+        rows = []
+        for s in doc["slices"]:
+            cand, base = s.get("candidate") or {}, s.get("baseline") or {}
+            a_side, b_side = (cand, base) if flipped else (base, cand)
+            for metric in sorted(cand):
+                change = _flip(_metric((s.get("difference") or {}).get(metric)), flipped)
+                rows.append(
+                    {
+                        "slice": s["name"],
+                        "n": s.get("n"),
+                        "metric": metric,
+                        "a": _metric(a_side.get(metric)),
+                        "b": _metric(b_side.get(metric)),
+                        "change": None if change is None else change["value"],
+                        "change_interval": None if change is None else [change["low"], change["high"]],
+                    }
+                )
+        return {"what": "metrics", "same_data": True, "evaluations": [str(ev.ref)], "metrics": rows}
     missing = "evaluation as a candidate: evaluate it first"
     (ref_a, ea), (ref_b, eb) = _documents(store, (ma, mb), latest_evaluation, EVALUATION_FILE, missing)
     by_a = {s["name"]: s for s in ea["slices"]}
@@ -285,5 +340,5 @@ def _diff_metrics(store: ArtifactStore, ma: Manifest, mb: Manifest) -> dict[str,
             change = None
             if va and vb and va["value"] is not None and vb["value"] is not None:
                 change = vb["value"] - va["value"]
-            rows.append({"slice": name, "metric": metric, "a": va, "b": vb, "change": change})
-    return {"what": "metrics", "evaluations": [ref_a, ref_b], "metrics": rows}
+            rows.append({"slice": name, "metric": metric, "a": va, "b": vb, "change": change, "change_interval": None})
+    return {"what": "metrics", "same_data": False, "evaluations": [ref_a, ref_b], "metrics": rows}

@@ -356,6 +356,24 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
             newest=newest,
         )
 
+    @app.get("/c/{kind}/{name}", dependencies=READ)
+    def compare(request: Request, kind: str, name: str, a: str = "production", b: str = "latest") -> HTMLResponse:
+        """Two versions side by side (the page of ``mlcrit diff``): per-slice metrics on one golden
+        set where an evaluation judged one against the other (else each on its own data, said so),
+        worst change first; for datasets the statistics and drift; what each was made from, and
+        the metadata that differs."""
+        from airflow_mlcrit.core.registry import diff
+
+        key = _key(kind, name)
+        store = reg.store
+        ma, mb = (store.resolve(f"{key}@{x if not x.isdigit() else 'v' + x}") for x in (a, b))
+        doc = diff(store, str(ma.ref), str(mb.ref))
+        if doc["what"] == "metrics":
+            doc["metrics"].sort(key=lambda r: (r["metric"], r["change"] if r["change"] is not None else float("inf")))
+        return reg.render(
+            request, "compare.html", key=key, kind=kind, name=name, doc=doc, a=ma, b=mb, versions=store.versions(key)
+        )
+
     @app.get("/l/{kind}/{name}", dependencies=READ)
     def lineage_page(request: Request, kind: str, name: str, at: str = "latest") -> HTMLResponse:
         """The lineage of one version, upstream (what it was made from) and downstream (what was
@@ -554,7 +572,13 @@ def _verdict(store: Any, m: Any, children: list[Any]) -> dict[str, Any] | None:
     newest = max(judged, key=lambda c: (c.created_at, c.version))
     doc = read_blessing(store, newest.ref)
     failed = sorted({c["slice"] for c in doc.get("checks", []) if c.get("status") == "failed" and c.get("slice")})
-    return {"ref": str(newest.ref), "decision": doc.get("decision"), "failed_slices": failed}
+    base = newest.metadata.get("baseline")
+    return {
+        "ref": str(newest.ref),
+        "decision": doc.get("decision"),
+        "failed_slices": failed,
+        "baseline": int(base.rsplit("@v", 1)[1]) if base and "@v" in base else None,
+    }
 
 
 def _approvals(text: str) -> list[str]:

@@ -120,6 +120,23 @@ def test_the_evolution_pages_chart_every_slice_with_bands_and_the_gate_s_stops(s
     assert "linf 0.2500" in data and ">FAILED<" in data and ">PASSED<" in data
 
 
+def test_the_compare_page_puts_two_versions_on_one_golden_set(site):
+    """v3 was judged against v2: the compare link of v3 opens them on that evaluation's data, the
+    change with its paired interval, worst first; v1 and v3 were never judged together, and the
+    page says that their figures come from different data."""
+    client, _, tokens, _ = site
+    page = client.get("/mlcrit/a/adapter/clf", headers=_as(tokens, "reader")).text
+    assert 'href="/mlcrit/c/adapter/clf?a=2&amp;b=3" title="with v2">compare</a>' in page
+    cmp = client.get("/mlcrit/c/adapter/clf?a=2&b=3", headers=_as(tokens, "reader")).text
+    assert "Both on one golden set" in cmp and "evaluation/clf@v3" in cmp
+    rows = re.findall(r'<tr data-slice="([^"]+)" data-metric="accuracy">(.*?)</tr>', cmp, re.S)
+    assert [s for s, _ in rows] == ["state=NE", "overall", "state=CA"]  # worst change first
+    ne = [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", rows[0][1], re.S)]
+    assert ne[:5] == ["state=NE", "20", "accuracy", "0.8500", "0.4000"] and ne[5].startswith("-0.4500 [-0.")
+    apart = client.get("/mlcrit/c/adapter/clf?a=1&b=3", headers=_as(tokens, "reader")).text
+    assert "No evaluation judged one against the other" in apart and "on its own data" in apart
+
+
 def test_an_editor_rolls_back_through_the_promotion_rules_and_the_history_names_them(site):
     client, store, tokens, _ = site
     client.cookies.set("_token", tokens["editor"])  # as a browser holds it after logging in

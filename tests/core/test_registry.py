@@ -100,13 +100,28 @@ def test_dataset_history_has_each_column_s_statistics_drift_and_the_validation_v
     assert v2["drift"]["length"]["value"] == pytest.approx(0.0, abs=1e-12)  # the same lengths
 
 
-def test_diff_puts_two_versions_side_by_side(registry):
+def test_diff_puts_two_versions_side_by_side(registry, tmp_path):
     store, _ = registry
     metrics = diff(store, "adapter/clf@v1", "adapter/clf@v2")
     rows = {(r["slice"], r["metric"]): r for r in metrics["metrics"]}
-    assert metrics["evaluations"] == ["evaluation/clf@v1", "evaluation/clf@v2"]
-    assert rows[("state=NE", "accuracy")]["change"] == pytest.approx(-0.3)
+    # v2 was judged against v1: both on that evaluation's golden set, with the paired interval
+    assert (metrics["same_data"], metrics["evaluations"]) == (True, ["evaluation/clf@v2"])
+    ne = rows[("state=NE", "accuracy")]
+    assert (ne["a"]["value"], ne["b"]["value"], ne["change"]) == (0.8, 0.5, pytest.approx(-0.3))
+    low, high = ne["change_interval"]
+    assert low < -0.3 < high < 0
     assert rows[("state=CA", "accuracy")]["change"] == 0.0
+    # the other way round: the same evaluation, the signs and the interval flipped
+    back = {(r["slice"], r["metric"]): r for r in diff(store, "adapter/clf@v2", "adapter/clf@v1")["metrics"]}
+    assert back[("state=NE", "accuracy")]["change"] == pytest.approx(0.3)
+    assert back[("state=NE", "accuracy")]["change_interval"] == [pytest.approx(-high), pytest.approx(-low)]
+    assert metrics["parents"] == {"both": [], "only_a": [], "only_b": []}
+    # two versions no evaluation compared: each on its own data, and said so
+    add_adapter_version(store, tmp_path / "work", 12, baseline=1, base_right=16, gate=STRICT)  # v3, against v1
+    apart = diff(store, "adapter/clf@v2", "adapter/clf@v3")
+    assert (apart["same_data"], apart["evaluations"]) == (False, ["evaluation/clf@v2", "evaluation/clf@v3"])
+    ne = next(r for r in apart["metrics"] if r["slice"] == "state=NE")
+    assert (ne["change"], ne["change_interval"]) == (pytest.approx(0.1), None)
     stats = diff(store, "dataset/msgs@v1", "dataset/msgs@v2")
     state = next(c for c in stats["columns"] if c["column"] == "state")
     assert (state["a"]["top"], state["b"]["top"]) == ([["CA", 20], ["NE", 20]], [["CA", 30], ["NE", 10]])
