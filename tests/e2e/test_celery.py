@@ -309,11 +309,22 @@ def test_the_ml_registry_in_the_airflow_ui_shows_the_two_weeks(cluster, tmp_path
         # its paired interval (a band once the racing runs' versions, judged too, stand beside it)
         assert phone.locator("polygon.band, line.band-line").count() >= 1
         page.screenshot(path=shots / "evolution.png", full_page=True)
+        # the artifact page: week 2's verdict and where it stopped, then its compare link: both on
+        # the golden set week 2 was judged on
+        page.goto(f"{af.url}/mlcrit/a/{ADAPTER}")
+        verdict = page.locator(f"tr#v{week_two} td.verdict-cell").inner_text()
+        assert verdict.startswith("NOT_BLESSED") and "channel=phone" in verdict, verdict
+        page.locator(f"tr#v{week_two}").get_by_role("link", name="compare").click()
+        assert "Both on one golden set" in page.locator("#data").inner_text()
+        phone = page.locator('tr[data-slice="channel=phone"][data-metric="accuracy"] td.change').inner_text()
+        assert float(phone.split()[0]) < 0, phone
+        page.screenshot(path=shots / "compare.png", full_page=True)
         page.goto(f"{af.url}/mlcrit/l/{ADAPTER}?at=production")
         assert page.locator("h1").inner_text() == f"Lineage of {ADAPTER}@v1 (production)"
         assert page.locator("#n_dataset_support_messages_clean_v1").count() == 1
         page.screenshot(path=shots / "lineage.png", full_page=True)
     assert sorted(p.name for p in shots.iterdir() if p.stat().st_size > 10_000) == [
+        "compare.png",
         "evolution.png",
         "lineage.png",
         "registry.png",
