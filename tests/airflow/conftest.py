@@ -126,6 +126,51 @@ def run_dag(dag_id: str, conf: dict | None = None, limit_s: float = 480):
         ended.set()
 
 
+def wait_parked(dag_id: str, task_id: str = "approve", timeout: float = 600) -> str:
+    """The run_id of the dag.test() run whose ``task_id`` waits in awaiting_input, once dag.test()
+    has finished parking it: called from a thread beside dag.test() (which runs each task in the
+    main thread), before answering. dag.test() writes a task's end state (awaiting_input) once
+    more when the task returns, so an answer given between the task parking itself and that
+    write is overwritten: the task is never resumed and the run waits for ever (seen under CI's
+    load). Airflow's scheduler path has no such write; this is dag.test()'s alone."""
+    import sys
+    import threading
+    import time
+
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+
+    def in_run_task() -> bool:
+        frame = sys._current_frames().get(threading.main_thread().ident)
+        while frame is not None:
+            if frame.f_code.co_name == "_run_task":
+                return True
+            frame = frame.f_back
+        return False
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with create_session() as session:
+            ti = session.query(TaskInstance).filter_by(dag_id=dag_id, task_id=task_id, state="awaiting_input").first()
+            run_id = ti.run_id if ti is not None else None
+        if run_id is not None and not in_run_task():
+            return run_id
+        time.sleep(0.2)
+    raise AssertionError(f"{dag_id}: {task_id} never waited in awaiting_input with dag.test() back in its loop")
+
+
+def fail_waiting(dag_id: str, task_id: str = "approve") -> None:
+    """Fail ``task_id`` in the metadata DB wherever it still waits: dag.test()'s loop then ends the
+    run, and the test reports what went wrong instead of waiting for an answer that never comes."""
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        for ti in session.query(TaskInstance).filter_by(dag_id=dag_id, task_id=task_id):
+            if ti.state in ("running", "deferred", "awaiting_input", "queued", "scheduled"):
+                ti.state = "failed"
+
+
 def demand_models(store, tmp_path: Path, rows: int):
     """model/demand v1 (production, forced in) and v2, and dataset/demand-eval@v1: ``rows`` rows
     over 3 regions with the true demand and each version's predictions (v2's errors are smaller).

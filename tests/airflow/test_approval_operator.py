@@ -14,7 +14,7 @@ import pytest
 
 from airflow_mlcrit.core.artifacts import open_store
 from airflow_mlcrit.core.gating import AliasPolicy, promote, set_policy
-from tests.airflow.conftest import run_dag, task_states
+from tests.airflow.conftest import fail_waiting, run_dag, task_states, wait_parked
 from tests.helpers.airflow_app import api_app
 from tests.helpers.registry import FIRST, LENIENT, STRICT, add_adapter_version, judge
 
@@ -47,22 +47,8 @@ def store(store_root, tmp_path):
 
 
 def _awaiting(timeout: float = 600, dag_id: str = "test_mlcrit_approval") -> str:
-    """The run whose `approve` task waits in awaiting_input (observed in the metadata DB)."""
-    from airflow.models import TaskInstance
-    from airflow.utils.session import create_session
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with create_session() as session:
-            ti = (
-                session.query(TaskInstance)
-                .filter_by(dag_id=dag_id, task_id="approve", state="awaiting_input")
-                .one_or_none()
-            )
-            if ti is not None:
-                return ti.run_id
-        time.sleep(0.5)
-    raise AssertionError("the approval task never reached awaiting_input")
+    """The run whose `approve` task waits in awaiting_input, parked for good (tests/airflow/conftest.py)."""
+    return wait_parked(dag_id, timeout=timeout)
 
 
 def _answer_when_asked(api, *answers: tuple[str, str, str]) -> dict:
@@ -110,19 +96,7 @@ def _end_the_wait(api, run_id: str | None) -> None:
             if client.patch(path, json=body, headers={"Authorization": f"Bearer {tokens['bob']}"}).status_code == 200:
                 return
             time.sleep(1)
-    _fail_waiting("test_mlcrit_approval")
-
-
-def _fail_waiting(dag_id: str) -> None:
-    """Fail the `approve` task in the metadata DB wherever it still waits: dag.test()'s loop then
-    ends the run."""
-    from airflow.models import TaskInstance
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        for ti in session.query(TaskInstance).filter_by(dag_id=dag_id, task_id="approve"):
-            if ti.state in ("running", "deferred", "awaiting_input", "queued", "scheduled"):
-                ti.state = "failed"
+    fail_waiting("test_mlcrit_approval")
 
 
 def _state(dag_id: str, run_id: str) -> str | None:
@@ -305,7 +279,7 @@ def test_an_unanswered_request_expires_through_the_scheduler_s_sweep(store_root,
             raise AssertionError("the scheduler's sweep never resumed the expired request")
         except BaseException as exc:
             out["error"] = exc
-            _fail_waiting("test_mlcrit_approval_expiry")  # dag.test() returns, the test reports the error
+            fail_waiting("test_mlcrit_approval_expiry")  # dag.test() returns, the test reports the error
 
     thread = threading.Thread(target=sweep, daemon=True)
     thread.start()

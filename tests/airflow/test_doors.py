@@ -27,7 +27,7 @@ from airflow_mlcrit.core.artifacts.records import login_name
 from airflow_mlcrit.core.gating import AliasPolicy, promote, rollback, set_policy
 from airflow_mlcrit.core.gating.approval import decide_signed, generate_key, request_approval
 from airflow_mlcrit.exceptions import MlcritError
-from tests.airflow.conftest import run_dag, task_states
+from tests.airflow.conftest import fail_waiting, run_dag, task_states, wait_parked
 from tests.helpers.airflow_app import api_app
 from tests.helpers.registry import FIRST, LENIENT, STRICT, add_adapter_version
 
@@ -222,32 +222,21 @@ def test_an_approval_made_in_airflow_is_confirmed_against_airflow_s_record_in_th
     """The approval step alone, answered by alice through Airflow's REST API; the decision is then
     used in the registry UI, which checks it against Airflow's own record of the answer (the
     store does not sign). A record that names another approver than Airflow recorded is refused."""
-    import time
 
     client, tokens, store = world["client"], world["tokens"], world["store"]
     out: dict = {}
 
     def answer() -> None:
         try:
-            from airflow.models import TaskInstance
-            from airflow.utils.session import create_session
-
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                with create_session() as session:
-                    ti = (
-                        session.query(TaskInstance)
-                        .filter_by(dag_id="test_mlcrit_approve_only", state="awaiting_input")
-                        .one_or_none()
-                    )
-                if ti is not None:
-                    break
-                time.sleep(0.5)
-            path = f"/api/v2/dags/test_mlcrit_approve_only/dagRuns/{ti.run_id}/taskInstances/approve/-1/hitlDetails"
+            run_id = wait_parked("test_mlcrit_approve_only", timeout=300)
+            path = f"/api/v2/dags/test_mlcrit_approve_only/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails"
             body = {"chosen_options": ["approve"], "params_input": {"reason": "reviewed in Airflow"}}
             out["r"] = client.patch(path, json=body, headers={"Authorization": f"Bearer {tokens['alice']}"})
+            if out["r"].status_code != 200:
+                fail_waiting("test_mlcrit_approve_only")
         except BaseException as exc:
             out["error"] = exc
+            fail_waiting("test_mlcrit_approve_only")  # dag.test() returns, the test reports the error
 
     thread = threading.Thread(target=answer, daemon=True)
     thread.start()

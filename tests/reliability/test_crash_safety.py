@@ -71,6 +71,7 @@ class DagsTest:
         self.lines: list[str] = []
         self.begun: dict[str, float] = {}
         self.ended: dict[str, float] = {}
+        self.begun_line: dict[str, int] = {}
         self.changed = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -81,6 +82,7 @@ class DagsTest:
                 for stage in STAGES:
                     if f"[DAG TEST] starting task_id={stage} " in line:
                         self.begun[stage] = time.monotonic()
+                        self.begun_line[stage] = len(self.lines)
                     elif f"[DAG TEST] end task task_id={stage} " in line:
                         self.ended[stage] = time.monotonic()
                 self.changed.notify_all()
@@ -92,19 +94,27 @@ class DagsTest:
         time.sleep(0.2)  # the reader drains the pipe
         return code
 
+    def said_since_begun(self, stage: str, text: str) -> bool:
+        """Whether the run printed ``text`` since ``stage`` began."""
+        with self.changed:
+            return stage in self.begun_line and any(text in line for line in self.lines[self.begun_line[stage] :])
+
     def kill_during(self, stage: str, delay: float, once=None) -> str:
-        """SIGKILL the task process ``delay`` seconds after ``stage`` starts, or after ``once()``
-        first holds when it has; says where it hit."""
+        """SIGKILL the task process ``delay`` seconds after ``stage`` starts, or after ``once(self)``
+        first holds when it has; says where it hit. A delay drawn from the reference run's timing
+        can outlast the stage on this run: the kill then comes as soon as the stage ends, never
+        later, so the next stage has not committed anything (a later kill let the fine-tune commit,
+        and the next run's kill inside the fine-tune found nothing to kill)."""
         with self.changed:
             ok = self.changed.wait_for(lambda: stage in self.begun or self.proc.poll() is not None, timeout=600)
         assert ok and stage in self.begun, self.output[-4000:]
         start = self.begun[stage]
-        while once is not None and not once():
+        while once is not None and not once(self):
             assert self.proc.poll() is None, f"the run ended before the kill:\n{self.output[-4000:]}"
             assert time.monotonic() < start + 300, "the condition to kill on never held"
             time.sleep(0.02)
         deadline = (start if once is None else time.monotonic()) + delay
-        while time.monotonic() < deadline and self.proc.poll() is None:
+        while time.monotonic() < deadline and self.proc.poll() is None and stage not in self.ended:
             time.sleep(0.01)
         assert self.proc.poll() is None, f"the run ended before the kill:\n{self.output[-4000:]}"
         os.kill(self.proc.pid, signal.SIGKILL)
@@ -202,10 +212,12 @@ def test_sigkill_at_random_points_then_rerun(tmp_path, tiny_bert, reference):
         ("statistics", rng.uniform(0, durations["statistics"]), None),
         ("preprocess", rng.uniform(0, durations["preprocess"]), None),
         # as soon as the training child runs, frozen there: before its first checkpoint
-        ("finetune", 0.0, lambda: _freeze_training(env["TMPDIR"])),
+        ("finetune", 0.0, lambda run: _freeze_training(env["TMPDIR"])),
         # just after the first checkpoint committed: the next run must resume from it
-        ("finetune", rng.uniform(0, 0.2), lambda: bool(store.list_artifacts("checkpoint"))),
-        ("evaluate", rng.uniform(0, durations["evaluate"]), None),
+        ("finetune", rng.uniform(0, 0.2), lambda run: bool(store.list_artifacts("checkpoint"))),
+        # once the evaluation has loaded its model: inside the stage, before its commit (the
+        # evaluation of 80 rows can be over before a delay drawn from the reference run)
+        ("evaluate", 0.0, lambda run: run.said_since_begun("evaluate", "Loading weights")),
     ]
     hits, runs = [], []
     for stage, delay, once in kills:
@@ -217,7 +229,7 @@ def test_sigkill_at_random_points_then_rerun(tmp_path, tiny_bert, reference):
         if len(runs) == 4:
             [ckpt] = store.list_artifacts("checkpoint")
             resumed_from = store.resolve(f"{ckpt}@latest").metadata["step"]
-    assert hits[2:4] == [("finetune", "inside")] * 2, hits
+    assert hits[2:] == [("finetune", "inside"), ("finetune", "inside"), ("evaluate", "inside")], hits
     final = DagsTest(env, tiny_bert)
     assert final.wait() == 0, final.output[-4000:]
     _nothing_partial(store)
