@@ -259,7 +259,7 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         moves = []
         for alias in sorted(store.aliases(key)):
             for move in store.alias_history(key, alias):
-                moves.append({"move": move, "gate": _blessing_of(store, move)})
+                moves.append({"move": move, "gate": _blessing_of(store, key, move)})
         moves.sort(key=lambda x: x["move"].at)
         held = {x["move"].to_version for x in moves} - set(shown) - {None}
         blessed |= {v for v in held if kind in EVALUATED and _is_blessed(store, f"{key}@v{v}")}
@@ -710,15 +710,19 @@ def _check_action(request: Request, user: Any, kind: str, name: str, token: str,
     return key
 
 
-def _blessing_of(store: Any, move: Any) -> dict[str, Any] | None:
-    """The blessing a move recorded, with its decision and failed thresholds."""
-    ref = (move.extra or {}).get("blessing")
+def _blessing_of(store: Any, key: str, move: Any) -> dict[str, Any] | None:
+    """The blessing a move recorded, with its decision and failed thresholds; for a move that
+    recorded none (a rollback), the BLESSED blessing its target holds, marked as found now."""
+    from airflow_mlcrit.core.gating.blessing import find_blessing, read_blessing
+
+    ref, found_now = (move.extra or {}).get("blessing"), False
+    if not ref and move.to_version:
+        target = find_blessing(store, f"{key}@v{move.to_version}")
+        ref, found_now = (str(target.ref) if target is not None else None), True
     if not ref:
         return None
-    from airflow_mlcrit.core.gating.blessing import read_blessing
-
     doc = read_blessing(store, ref)
-    return {"ref": ref, "decision": doc.get("decision"), "failures": doc.get("failures", [])}
+    return {"ref": ref, "decision": doc.get("decision"), "failures": doc.get("failures", []), "found_now": found_now}
 
 
 def _is_blessed(store: Any, ref: str) -> bool:

@@ -179,6 +179,10 @@ def test_an_editor_rolls_back_through_the_promotion_rules_and_the_history_names_
         r = client.post(ACTIONS[0], data=form, headers={"Origin": "http://airflow.test"}, follow_redirects=False)
         assert (r.status_code, r.headers["location"]) == (303, "/mlcrit/a/adapter/clf?moved=production")
         done = client.get(r.headers["location"]).text
+        # the rollback recorded no blessing: the row shows the one its target holds, and says so
+        rolled = html.unescape(done.split('<table class="moves">')[1].split("</table>")[0].split("<tr>")[-1])
+        assert "phone regression confirmed" in rolled and "BLESSED" in rolled and "blessing/clf@v1" in rolled
+        assert "(the target's; the move recorded none)" in rolled
         assert re.sub(r"<[^>]+>", "", done.split('id="done">')[1].split("</div>")[0]) == (
             "Done: production now points to v1, moved by editor: phone regression confirmed"
         )

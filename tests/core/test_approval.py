@@ -64,10 +64,13 @@ def test_an_approved_candidate_is_promoted_and_the_history_names_the_approver(st
     decision = decide_signed(store, str(request.ref), private_key=key("alice"), approve=True, reason="slices ok")
     assert (decision.metadata["decided_by"], decision.metadata["identity"]["source"]) == ("alice", "key")
     assert pending(store, now=T0) == []
+    second = request_approval(store, "adapter/clf@v2", "production", requested_by="bob", now=T0)
+    assert [p["ref"] for p in pending(store, now=T0)] == [str(second.ref)]
     move, _ = promote(
         store, "adapter/clf@v2", "production", reason="approved", actor="pipeline", approval=str(decision.ref)
     )
     assert (move.from_version, move.to_version, move.actor, move.forced) == (1, 2, "pipeline", False)
+    assert pending(store, now=T0) == []  # production holds v2: bob's request is moot, not pending
     assert (move.extra["approvals"], move.extra["approved_by"], move.extra["approval_reason"]) == (
         ["approval/clf@v2"],
         "alice",

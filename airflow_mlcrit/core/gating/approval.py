@@ -31,7 +31,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from airflow_mlcrit.core.artifacts.refs import version_label
+from airflow_mlcrit.core.artifacts.refs import parse_ref, version_label
 from airflow_mlcrit.core.gating.blessing import blesses, newest_judgement
 from airflow_mlcrit.core.gating.policy import AliasPolicy, policy_of
 from airflow_mlcrit.exceptions import ArtifactConflictError, ConfigError, GateFailedError, MlcritError
@@ -562,10 +562,21 @@ def malformed(request: Any) -> str | None:
     return None
 
 
+def _moot(store: Any, request: Any) -> bool:
+    """A request to move an alias to a candidate that the alias already holds (it got there by
+    another approval, or forced): nothing is left to decide."""
+    candidate, alias = request.metadata.get("candidate"), request.metadata.get("alias")
+    if not candidate or not alias:
+        return False
+    target = parse_ref(candidate)
+    return store.alias_version(target.key, alias) == target.version
+
+
 def pending(store: Any, name: str | None = None, now: dt.datetime | None = None) -> list[dict[str, Any]]:
     """Every request without a decision (``name``: of one approval artifact), oldest first, each
-    with whether it has expired. A record that cannot be read as a request is listed with its
-    ``problem`` (and ``state`` MALFORMED) instead of stopping the listing."""
+    with whether it has expired. A request whose alias already holds its candidate is not
+    pending. A record that cannot be read as a request is listed with its ``problem`` (and
+    ``state`` MALFORMED) instead of stopping the listing."""
     keys = [f"{KIND}/{name}"] if name else [k for k in store.list_artifacts(KIND)]
     at = now or _now()
     out, bad = [], []
@@ -577,7 +588,7 @@ def pending(store: Any, name: str | None = None, now: dt.datetime | None = None)
                 if m.metadata.get("state") != REQUESTED:
                     continue
                 problem = malformed(m)
-                if problem is None and decision_of(store, m) is None:
+                if problem is None and decision_of(store, m) is None and not _moot(store, m):
                     expired = at > dt.datetime.fromisoformat(m.metadata["expires_at"])
                     out.append({"ref": str(m.ref), **m.metadata, "expired": expired})
             except MlcritError as exc:  # a damaged or forged record: named, never fatal to the list
