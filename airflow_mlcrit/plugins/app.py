@@ -95,17 +95,17 @@ class Registry:
     def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         root = request.scope.get("root_path", "").rstrip("/")
         airflow = root.rsplit("/", 1)[0] if root.endswith("/mlcrit") else ""
-        html = self.env.get_template(template).render(root=root, airflow=airflow, theme_js=THEME_JS, **context)
+        html = self.env.get_template(template).render(root=root, airflow=airflow, page_script=PAGE_SCRIPT, **context)
         return HTMLResponse(html, status_code=status, headers=_HEADERS)
 
 
 # Pages are framed by the Airflow UI (same origin) and never load anything from elsewhere. Their one
-# script is static/theme.js, inline and allowed by its hash alone (it mirrors Airflow's light or
-# dark theme): no other script can run, whatever a page shows.
-THEME_JS = (Path(__file__).parent / "static" / "theme.js").read_text()
-_THEME_HASH = base64.b64encode(hashlib.sha256(THEME_JS.encode()).digest()).decode()
+# script is static/follow_airflow.js, inline and allowed by its hash alone (it follows Airflow's
+# theme and timezone): no other script can run, whatever a page shows.
+PAGE_SCRIPT = (Path(__file__).parent / "static" / "follow_airflow.js").read_text()
+_SCRIPT_HASH = base64.b64encode(hashlib.sha256(PAGE_SCRIPT.encode()).digest()).decode()
 _HEADERS = {
-    "Content-Security-Policy": f"default-src 'none'; script-src 'sha256-{_THEME_HASH}'; style-src 'unsafe-inline'; "
+    "Content-Security-Policy": f"default-src 'none'; script-src 'sha256-{_SCRIPT_HASH}'; style-src 'unsafe-inline'; "
     "img-src 'self' data:; form-action 'self'; frame-ancestors 'self'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",

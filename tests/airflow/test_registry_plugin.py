@@ -274,6 +274,15 @@ def test_the_task_instance_and_dag_run_views_show_what_a_real_run_committed(site
         shown = browser.frame_locator("iframe").locator("body").inner_text()
         assert refs[1] in shown and refs[0] not in shown, shown  # map index 1's evaluation, not 0's
         browser.screenshot(path=shots / "evaluation-tab-mapped.png")
+        # from Airflow's nav entry to the artifact page: times in the timezone Airflow's selector chose
+        browser.evaluate("localStorage.setItem('timezone', JSON.stringify('Asia/Tokyo'))")
+        browser.goto(f"{url}/")
+        browser.get_by_role("link", name="ML registry").first.click()
+        browser.frame_locator("iframe").locator('a[href$="/a/model/demand"]').first.click()
+        created = browser.frame_locator("iframe").locator("tr#v2 time")
+        iso = created.get_attribute("datetime")
+        assert created.inner_text().endswith("GMT+9") and created.inner_text() != iso, (created.inner_text(), iso)
+        browser.screenshot(path=shots / "artifact-in-airflow.png")
         # Airflow's own dark theme (what its toggle stores): the framed page turns dark with it
         browser.evaluate("localStorage.setItem('theme', 'dark')")
         browser.goto(f"{url}/dags/{dr.dag_id}/runs/{dr.run_id}/tasks/gate")
@@ -282,6 +291,7 @@ def test_the_task_instance_and_dag_run_views_show_what_a_real_run_committed(site
         assert body.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(26, 32, 44)"
         browser.screenshot(path=shots / "evaluation-tab-dark.png")
     assert sorted(p.name for p in shots.iterdir() if p.stat().st_size > 5_000) == [
+        "artifact-in-airflow.png",
         "evaluation-tab-dark.png",
         "evaluation-tab-mapped.png",
         "evaluation-tab-unmapped.png",
