@@ -9,7 +9,8 @@ children in the downstream index and its alias histories, never a listing of the
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 from typing import Any
 
 from airflow_mlcrit.core.artifacts import ArtifactStore, Manifest, parse_ref
@@ -196,8 +197,14 @@ def dataset_history(store: ArtifactStore, key: str, *, last: int | None = None) 
                         row["drift"][name] = _drift(d)
             previous = (str(m.ref), stats)
         report = _newest([c for c in store.children(m.ref) if c.kind == "validation_report"])
+        limits = _drift_limits(store, report)
         if report is not None:
             row["validation"] = {"ref": str(report.ref), "status": report.metadata.get("status")}
+        for name, d in row["drift"].items():
+            mine = {**limits["drift_thresholds"], **limits["column_thresholds"].get(name, {})}
+            over = [k for k, v in (("value", d["measure"]), ("psi", "psi")) if _above(d.get(k), mine.get(v))]
+            d["limits"] = {d["measure"]: mine.get(d["measure"]), "psi": mine.get("psi")}
+            d["over"] = over
         rows.append(row)
     if last and len(rows) > last:
         rows = rows[-last:]
@@ -255,6 +262,22 @@ def _documents(store: ArtifactStore, versions: tuple[Manifest, ...], find: Any, 
             raise ConfigError(f"{m.ref} has no {missing}")
         out.append((str(found.ref), json.loads(store.read_bytes(found.ref, filename))))
     return out
+
+
+def _drift_limits(store: ArtifactStore, report: Manifest | None) -> dict[str, Any]:
+    """The drift limits a version was validated with (its newest validation report's config), or
+    ValidationConfig's defaults where it was not validated."""
+    from airflow_mlcrit.core.validation.validate import REPORT_FILE, ValidationConfig
+
+    defaults = {f.name: f.default_factory() for f in fields(ValidationConfig) if f.name.endswith("_thresholds")}
+    cfg: dict[str, Any] = {}
+    if report is not None:
+        cfg = json.loads(store.read_bytes(report.ref, REPORT_FILE)).get("config") or {}
+    return {k: cfg.get(k, v) for k, v in defaults.items()}
+
+
+def _above(value: float | None, limit: float | None) -> bool:
+    return value is not None and limit is not None and not math.isnan(value) and value > limit
 
 
 def _drift(d: dict[str, Any] | None) -> dict[str, Any] | None:

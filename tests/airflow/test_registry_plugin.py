@@ -118,6 +118,8 @@ def test_the_evolution_pages_chart_every_slice_with_bands_and_the_gate_s_stops(s
     assert client.get("/mlcrit/e/adapter/clf?view=nonsense", headers=_as(tokens, "reader")).status_code == 404
     data = client.get("/mlcrit/e/dataset/msgs", headers=_as(tokens, "reader")).text
     assert "linf 0.2500" in data and ">FAILED<" in data and ">PASSED<" in data
+    # flagged: above the default L-infinity limit (the report records no config of its own)
+    assert '<td class="drift-over" title="above the limit 0.1">linf 0.2500 <b class="err">&gt; 0.1</b></td>' in data
 
 
 def test_the_compare_page_puts_two_versions_on_one_golden_set(site):

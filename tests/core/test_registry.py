@@ -96,6 +96,7 @@ def test_dataset_history_has_each_column_s_statistics_drift_and_the_validation_v
     assert v1["columns"]["length"]["mean"] == 4.5
     drift = v2["drift"]["state"]  # CA 50% -> 75%, NE 50% -> 25%
     assert drift["measure"] == "linf" and drift["value"] == pytest.approx(0.25)
+    assert (drift["over"], drift["limits"]) == (["value"], {"linf": 0.1, "psi": None})  # ValidationConfig's
     assert drift["psi"] == pytest.approx(0.25 * math.log(1.5) + 0.25 * math.log(2))
     assert v2["drift"]["length"]["value"] == pytest.approx(0.0, abs=1e-12)  # the same lengths
 
