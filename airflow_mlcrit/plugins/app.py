@@ -27,6 +27,7 @@ from airflow_mlcrit.exceptions import InvalidReferenceError
 
 TEMPLATES = Path(__file__).parent / "templates"
 PAGE = 50  # versions per page of an artifact
+MOVES = 50  # alias moves on an artifact page, newest last
 EVOLUTION = 30  # versions on an evolution page, newest last
 EVALUATED = ("model", "adapter", "prompt")
 READ = [Depends(requires_access_asset("GET"))]
@@ -256,11 +257,13 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
             rows.append({"m": m, "children": sorted(str(c.ref) for c in children), "verdict": verdict})
             if kind in EVALUATED and any(blesses(c, m.digest) for c in children):
                 blessed.add(v)
-        moves = []
-        for alias in sorted(store.aliases(key)):
-            for move in store.alias_history(key, alias):
-                moves.append({"move": move, "gate": _blessing_of(store, key, move)})
-        moves.sort(key=lambda x: x["move"].at)
+        every = sorted(
+            (move for alias in sorted(store.aliases(key)) for move in store.alias_history(key, alias)),
+            key=lambda m: m.at,
+        )
+        # the newest MOVES moves, each with its blessing read: a page's cost follows what it shows,
+        # not how often the model was promoted (mlcrit aliases history lists them all)
+        moves = [{"move": m, "gate": _blessing_of(store, key, m)} for m in every[-MOVES:]]
         held = {x["move"].to_version for x in moves} - set(shown) - {None}
         blessed |= {v for v in held if kind in EVALUATED and _is_blessed(store, f"{key}@v{v}")}
         blessed = sorted(blessed)
@@ -279,6 +282,7 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
             name=name,
             rows=rows,
             moves=moves,
+            older_moves=len(every) - len(moves),
             spans=alias_spans(store, key),
             page=page,
             pages=(len(versions) + PAGE - 1) // PAGE,

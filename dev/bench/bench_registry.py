@@ -1,6 +1,7 @@
 """Page times of the ML registry (the Airflow UI plugin) as the store grows with unrelated history.
 
     .venv/bin/python dev/bench/bench_registry.py [--sizes 100 1000 10000] [--s3-sizes 100 1000] [--repeat 5]
+        [--own-sizes 100 1000]
 
 For each size N, a store holds adapter/clf (10 versions, each evaluated and gated, production
 moved twice: what the pages are about) and N versions of unrelated artifacts (dataset/noise-0..9,
@@ -8,7 +9,9 @@ tiny files). The registry's FastAPI app renders the index, adapter/clf's artifac
 evolution page (auth is Airflow's and is left out here: the plugin's own work is measured). The
 baseline is the same page on the smallest store, in the same run; the goal: every page under
 300 ms at 10,000 versions on the local store, and within 2x of its time at 100. On S3 (a moto
-server on 127.0.0.1, started here) the same pages, at the --s3-sizes.
+server on 127.0.0.1, started here) the same pages, at the --s3-sizes. With --own-sizes, first a
+store where ONE adapter has that many versions of its own, each evaluated and gated and every
+10th promoted: its artifact, evolution and compare pages, against the smallest such store.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 PAGES = {"index": "/", "artifact": "/a/adapter/clf", "evolution": "/e/adapter/clf"}
+# the compare page of the newest version against the one before it (judged against production)
+OWN_PAGES = {"artifact": "/a/adapter/clf", "evolution": "/e/adapter/clf", "compare": "/c/adapter/clf?b=latest"}
 
 
 def build(store, work: Path, unrelated: int) -> None:
@@ -42,6 +47,22 @@ def build(store, work: Path, unrelated: int) -> None:
     for i in range(unrelated):
         tiny.write_text(f"row {i}\n")
         store.put(f"dataset/noise-{i % 10}", tiny)
+
+
+def build_own_history(store, work: Path, versions: int) -> None:
+    """ONE adapter with ``versions`` versions of its own, each evaluated against production and
+    gated, and every 10th promoted: what grows as one model is retrained week after week."""
+    from airflow_mlcrit.core.gating import promote
+    from tests.helpers.registry import FIRST, LENIENT, add_adapter_version
+
+    work.mkdir(parents=True)
+    add_adapter_version(store, work, 16, baseline=None, base_right=0, gate=FIRST)
+    promote(store, "adapter/clf@v1", "production", reason="first", actor="bench", create=True)
+    for v in range(2, versions + 1):
+        production = store.alias_version("adapter/clf", "production")
+        add_adapter_version(store, work, 16 + v % 3, baseline=production, base_right=16, gate=LENIENT)
+        if v % 10 == 0:
+            promote(store, f"adapter/clf@v{v}", "production", reason="blessed", actor="bench")
 
 
 def client_for(store):
@@ -65,10 +86,10 @@ def client_for(store):
     return TestClient(app)
 
 
-def page_times(store, repeat: int) -> dict[str, float]:
+def page_times(store, repeat: int, pages: dict[str, str] = PAGES) -> dict[str, float]:
     client = client_for(store)
     out = {}
-    for name, path in PAGES.items():
+    for name, path in pages.items():
         assert client.get(path).status_code == 200, (name, client.get(path).text[:500])
         runs = []
         for _ in range(repeat):
@@ -82,10 +103,11 @@ def page_times(store, repeat: int) -> dict[str, float]:
 def report(label: str, results: dict[int, dict[str, float]]) -> None:
     sizes = sorted(results)
     base = results[sizes[0]]
+    pages = list(base)
     print(f"\n{label}: median ms per page (ratio to the {sizes[0]}-version store, same run)")
-    print(f"{'versions':>9}  " + "  ".join(f"{p:>18}" for p in PAGES))
+    print(f"{'versions':>9}  " + "  ".join(f"{p:>18}" for p in pages))
     for n in sizes:
-        cells = [f"{results[n][p] * 1000:8.1f} ({results[n][p] / base[p]:4.2f}x)" for p in PAGES]
+        cells = [f"{results[n][p] * 1000:8.1f} ({results[n][p] / base[p]:4.2f}x)" for p in pages]
         print(f"{n:>9}  " + "  ".join(f"{c:>18}" for c in cells))
 
 
@@ -94,10 +116,22 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     ap.add_argument("--s3-sizes", type=int, nargs="*", default=[100, 1000])
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument(
+        "--own-sizes", type=int, nargs="*", default=[], help="ONE adapter's own history: 100 1000 (10000: hours)"
+    )
     args = ap.parse_args()
     from airflow_mlcrit.core.artifacts import open_store
 
     with tempfile.TemporaryDirectory() as tmp:
+        if args.own_sizes:
+            own = {}
+            for n in args.own_sizes:
+                store = open_store(Path(tmp) / f"own-{n}")
+                t = time.perf_counter()
+                build_own_history(store, Path(tmp) / f"own-work-{n}", n)
+                print(f"local store with one adapter of {n} versions built in {time.perf_counter() - t:.1f} s")
+                own[n] = page_times(store, args.repeat, OWN_PAGES)
+            report("one adapter's own history, local store", own)
         local = {}
         for n in args.sizes:
             store = open_store(Path(tmp) / f"local-{n}")
