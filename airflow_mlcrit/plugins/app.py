@@ -202,19 +202,17 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         store = reg.store
         rows = []
         has_approvals = False  # pending approvals show whatever the search
+        terms = q.lower().split()
         for key, latest in store.catalog():  # each artifact's newest version, not all its versions
             has_approvals |= key.startswith("approval/")
-            if not q or q.lower() in key.lower():
-                kind, name = key.split("/", 1)
-                rows.append(
-                    {
-                        "key": key,
-                        "kind": kind,
-                        "name": name,
-                        "latest": latest,
-                        "aliases": sorted(store.aliases(key).items()),
-                    }
-                )
+            if terms and not all(t in key.lower() for t in terms):
+                # every term must match the kind/name or an alias ("adapter production")
+                names = [a.lower() for a in store.alias_names(key)]
+                if not all(t in key.lower() or any(t in a for a in names) for t in terms):
+                    continue
+            kind, name = key.split("/", 1)
+            aliases = sorted(store.aliases(key).items())
+            rows.append({"key": key, "kind": kind, "name": name, "latest": latest, "aliases": aliases})
         kinds: dict[str, list] = {}
         for r in rows:
             kinds.setdefault(r["kind"], []).append(r)

@@ -74,6 +74,11 @@ def test_a_reader_sees_the_pages_and_may_not_act(site):
         assert str(root) not in r.text  # no page shows where the store is
     index = client.get("/mlcrit/", headers=_as(tokens, "reader")).text
     assert 'href="/mlcrit/a/adapter/clf"' in index and "production: v2" in index
+    # search: every term matches the kind/name or an alias
+    found = client.get("/mlcrit/?q=production", headers=_as(tokens, "reader")).text
+    assert re.findall(r'href="/mlcrit/a/(\w+/\w+)"', found) == ["adapter/clf"]
+    assert "1 artifact matching" in found
+    assert "0 artifacts matching" in client.get("/mlcrit/?q=dataset+production", headers=_as(tokens, "reader")).text
     page = client.get("/mlcrit/a/adapter/clf", headers=_as(tokens, "reader")).text
     assert "Governed actions" not in page and "<form" not in page  # no action offered
     assert [m for m in re.findall(r'<tr id="v(\d+)">', page)] == ["3", "2", "1"]
@@ -285,6 +290,25 @@ def test_the_task_instance_and_dag_run_views_show_what_a_real_run_committed(site
         iso = created.get_attribute("datetime")
         assert created.inner_text().endswith("GMT+9") and created.inner_text() != iso, (created.inner_text(), iso)
         browser.screenshot(path=shots / "artifact-in-airflow.png")
+        # the lineage graph fits the page, zooms with the wheel, pans by dragging
+        require_program("dot", "graphviz")
+        browser.goto(f"{url}/mlcrit/l/model/demand?at=v2")
+        graph = browser.locator(".graph svg")
+        width = float(graph.get_attribute("viewBox").split()[2])
+        assert graph.evaluate("e => e.getBoundingClientRect().width") <= 1440
+        graph.hover()
+        browser.mouse.wheel(0, -300)
+        browser.wait_for_function(
+            "w => parseFloat(document.querySelector('.graph svg').getAttribute('viewBox').split(' ')[2]) < w", arg=width
+        )
+        x = float(graph.get_attribute("viewBox").split()[0])
+        corner = graph.bounding_box()  # drag from an empty corner (a drag on a node opens its page)
+        browser.mouse.move(corner["x"] + 4, corner["y"] + 4)
+        browser.mouse.down()
+        browser.mouse.move(corner["x"] + 104, corner["y"] + 84, steps=5)
+        browser.mouse.up()
+        assert float(graph.get_attribute("viewBox").split()[0]) != x  # moved
+        browser.screenshot(path=shots / "lineage-zoomed.png")
         # Airflow's own dark theme (what its toggle stores): the framed page turns dark with it
         browser.evaluate("localStorage.setItem('theme', 'dark')")
         browser.goto(f"{url}/dags/{dr.dag_id}/runs/{dr.run_id}/tasks/gate")
@@ -297,6 +321,7 @@ def test_the_task_instance_and_dag_run_views_show_what_a_real_run_committed(site
         "evaluation-tab-dark.png",
         "evaluation-tab-mapped.png",
         "evaluation-tab-unmapped.png",
+        "lineage-zoomed.png",
     ]
 
 

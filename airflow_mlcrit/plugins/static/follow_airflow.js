@@ -4,6 +4,46 @@
 // - the timezone: Airflow's selector keeps it in localStorage "timezone"; every
 //   <time datetime="..."> is shown in it (the page's text is the UTC ISO time, as without this).
 // Outside a frame the CSS follows the browser's preference and the times stay in UTC.
+// It also makes a lineage graph (.graph svg) fit its frame, zoom with the wheel and pan by dragging.
+document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll(".graph svg[viewBox]").forEach(function (svg) {
+    var box = svg.getAttribute("viewBox").split(/[ ,]+/).map(Number);
+    svg.removeAttribute("width");
+    svg.removeAttribute("height");
+    function show() {
+      svg.setAttribute("viewBox", box.join(" "));
+    }
+    function at(e) { // the pointer, in the graph's coordinates
+      var r = svg.getBoundingClientRect();
+      var scale = Math.max(box[2] / r.width, box[3] / r.height);
+      return [box[0] + (e.clientX - r.left) * scale, box[1] + (e.clientY - r.top) * scale, scale];
+    }
+    svg.addEventListener("wheel", function (e) {
+      e.preventDefault();
+      var p = at(e);
+      var f = e.deltaY < 0 ? 0.8 : 1.25;
+      box = [p[0] - (p[0] - box[0]) * f, p[1] - (p[1] - box[1]) * f, box[2] * f, box[3] * f];
+      show();
+    }, { passive: false });
+    var from = null;
+    svg.addEventListener("pointerdown", function (e) {
+      if (e.target.closest && e.target.closest("a")) return; // a node's link still opens its page
+      from = [e.clientX, e.clientY];
+      svg.setPointerCapture(e.pointerId);
+    });
+    svg.addEventListener("pointermove", function (e) {
+      if (!from) return;
+      var scale = at(e)[2];
+      box[0] -= (e.clientX - from[0]) * scale;
+      box[1] -= (e.clientY - from[1]) * scale;
+      from = [e.clientX, e.clientY];
+      show();
+    });
+    svg.addEventListener("pointerup", function () {
+      from = null;
+    });
+  });
+});
 (function () {
   var own = document.documentElement;
   var parent;
