@@ -101,11 +101,12 @@ def model_history(
     against), the gate's decision on it with the slices that failed, and the alias spans."""
     ref = parse_ref(key)
     key = ref.key
-    versions = store.versions(key)
+    # the newest ``last`` only: the cost follows what is shown, not the history's length
+    versions = list(reversed(store.versions_window(key, last)[0])) if last else store.versions(key)
     if not versions:
         raise ConfigError(f"{key} has no committed version; `mlcrit artifacts list` shows what the store holds")
     rows, metrics, available, slices = [], set(), set(), []
-    for v in versions[-last:] if last else versions:
+    for v in versions:
         m = store.resolve(ref.at(v))
         row = _version_row(m) | {"evaluation": None, "baseline": None, "gate": None, "slices": []}
         ev = latest_evaluation(store, m)

@@ -240,11 +240,9 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
 
         key = _key(kind, name)
         store = reg.store
-        versions = store.versions(key)
-        if not versions:
+        shown, claimed = store.versions_window(key, PAGE, skip=(page - 1) * PAGE)
+        if not shown and page == 1:
             raise HTTPException(404, f"{key} has no committed version")
-        newest_first = list(reversed(versions))
-        shown = newest_first[(page - 1) * PAGE : page * PAGE]
         from airflow_mlcrit.core.gating import blesses
 
         rows, blessed = [], set()  # the forms offer this page's blessed versions and those aliases held
@@ -262,8 +260,10 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         # the newest MOVES moves, each with its blessing read: a page's cost follows what it shows,
         # not how often the model was promoted (mlcrit aliases history lists them all)
         moves = [{"move": m, "gate": _blessing_of(store, key, m)} for m in every[-MOVES:]]
-        held = {x["move"].to_version for x in moves} - set(shown) - {None}
-        blessed |= {v for v in held if kind in EVALUATED and _is_blessed(store, f"{key}@v{v}")}
+        # rollback targets beyond this page: the versions those moves put in place on a BLESSED
+        # blessing of their digest (the move recorded it; rollback checks again in the core)
+        held = {x["move"].to_version for x in moves if (x["gate"] or {}).get("decision") == "BLESSED"}
+        blessed |= (held - set(shown) - {None}) if kind in EVALUATED else set()
         blessed = sorted(blessed)
         held_now = store.aliases(key)
         done = None  # the confirmation of the move just made, read back from the store
@@ -283,7 +283,7 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
             older_moves=len(every) - len(moves),
             spans=alias_spans(store, key),
             page=page,
-            pages=(len(versions) + PAGE - 1) // PAGE,
+            pages=(claimed + PAGE - 1) // PAGE,
             evaluated=kind in EVALUATED,
             can_edit=_can_edit(user) and kind in EVALUATED,
             blessed=blessed,
@@ -377,9 +377,10 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         doc = diff(store, str(ma.ref), str(mb.ref))
         if doc["what"] == "metrics":
             doc["metrics"].sort(key=lambda r: (r["metric"], r["change"] if r["change"] is not None else float("inf")))
-        return reg.render(
-            request, "compare.html", key=key, kind=kind, name=name, doc=doc, a=ma, b=mb, versions=store.versions(key)
-        )
+        # the choices: the newest PAGE versions and the two shown (not the whole history)
+        newest, _ = store.versions_window(key, PAGE)
+        choices = sorted({*newest, ma.version, mb.version})
+        return reg.render(request, "compare.html", key=key, kind=kind, name=name, doc=doc, a=ma, b=mb, versions=choices)
 
     @app.get("/l/{kind}/{name}", dependencies=READ)
     def lineage_page(request: Request, kind: str, name: str, at: str = "latest") -> HTMLResponse:
@@ -725,9 +726,3 @@ def _blessing_of(store: Any, key: str, move: Any) -> dict[str, Any] | None:
         return None
     doc = read_blessing(store, ref)
     return {"ref": ref, "decision": doc.get("decision"), "failures": doc.get("failures", []), "found_now": found_now}
-
-
-def _is_blessed(store: Any, ref: str) -> bool:
-    from airflow_mlcrit.core.gating.promotion import find_blessing
-
-    return find_blessing(store, ref) is not None

@@ -589,6 +589,26 @@ def test_latest_version_skips_claims_that_never_committed(store, tmp_path):
     assert store.resolve("dataset/a@latest").version == 2
 
 
+def test_a_window_of_versions_walks_only_as_far_as_it_shows(store, tmp_path):
+    """versions_window: the newest committed versions, newest first, skipping uncommitted claims,
+    and the count of claims (for paging). It checks no more versions than it returns."""
+    (tmp_path / "a.txt").write_text("a")
+    for i in range(5):
+        store.put("dataset/a", tmp_path / "a.txt", metadata={"i": i})
+    store.stage("dataset/a")  # v6 claimed, never committed
+    assert store.versions_window("dataset/a", 2) == ([5, 4], 6)
+    assert store.versions_window("dataset/a", 2, skip=2) == ([3, 2], 6)
+    assert store.versions_window("dataset/a", 2, skip=4) == ([1], 6)
+    assert store.versions_window("dataset/a", 2, skip=6) == ([], 6)
+    checked = []
+    committed = store._committed
+    store._committed = lambda kind, name, v: checked.append(v) or committed(kind, name, v)
+    try:
+        assert store.versions_window("dataset/a", 2)[0] == [5, 4] and checked == [6, 5, 4]
+    finally:
+        del store._committed
+
+
 def test_a_claim_far_beyond_the_others_is_flagged_by_gc_and_does_not_move_the_next_version(store, payload):
     """A stray or forged _CLAIM.json at v1000000: the next put is v3, not v1000001, and gc names it
     whatever its age (and removes it with --delete)."""

@@ -485,6 +485,21 @@ class ArtifactStore:
         kind, name = parse_key(key)
         return [v for v in self._versions_claimed(kind, name) if self._committed(kind, name, v)]
 
+    def versions_window(self, key: str, count: int, skip: int = 0) -> tuple[list[int], int]:
+        """Up to ``count`` committed version numbers of ``kind/name``, newest first, after the
+        ``skip`` newest committed ones; and how many version numbers were ever claimed (an upper
+        bound on the committed ones, for paging). One listing and the checks of the versions it
+        walks: a page of versions costs what it shows, not the length of the history."""
+        kind, name = parse_key(key)
+        claimed = self._versions_claimed(kind, name)
+        out: list[int] = []
+        for v in reversed(claimed):
+            if len(out) == skip + count:
+                break
+            if self._committed(kind, name, v):
+                out.append(v)
+        return out[skip:], len(claimed)
+
     def latest_version(self, key: str) -> int | None:
         """The newest committed version number of ``kind/name`` (None: none), checking versions
         newest first: one listing and usually one version's checks, whatever the history's length."""
