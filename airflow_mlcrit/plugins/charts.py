@@ -90,6 +90,6 @@ def trajectory(points: list[dict[str, Any]], *, title: str, label: str = "", zer
             )
         parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" class="pt"><title>{escape(tip)}</title></circle>')
     if label:
-        parts.append(f'<text x="{WIDTH - PAD}" y="16" class="l" text-anchor="end">{escape(label)}</text>')
+        parts.append(f'<text x="{WIDTH - PAD}" y="29" class="l" text-anchor="end">{escape(label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
