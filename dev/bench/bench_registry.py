@@ -31,27 +31,9 @@ PAGES = {"index": "/", "artifact": "/a/adapter/clf", "evolution": "/e/adapter/cl
 OWN_PAGES = {"artifact": "/a/adapter/clf", "evolution": "/e/adapter/clf", "compare": "/c/adapter/clf?b=latest"}
 
 
-def build(store, work: Path, unrelated: int) -> None:
-    from airflow_mlcrit.core.gating import promote
-    from tests.helpers.registry import FIRST, LENIENT, add_adapter_version
-
-    work.mkdir(parents=True)
-    add_adapter_version(store, work, 16, baseline=None, base_right=0, gate=FIRST)
-    promote(store, "adapter/clf@v1", "production", reason="first", actor="bench", create=True)
-    for v in range(2, 11):  # each judged against production, as the flagship DAG does
-        production = store.alias_version("adapter/clf", "production")
-        add_adapter_version(store, work, 16 + v % 3, baseline=production, base_right=16, gate=LENIENT)
-        if v in (5, 10):
-            promote(store, f"adapter/clf@v{v}", "production", reason="blessed", actor="bench")
-    tiny = work / "noise.txt"
-    for i in range(unrelated):
-        tiny.write_text(f"row {i}\n")
-        store.put(f"dataset/noise-{i % 10}", tiny)
-
-
-def build_own_history(store, work: Path, versions: int) -> None:
-    """ONE adapter with ``versions`` versions of its own, each evaluated against production and
-    gated, and every 10th promoted: what grows as one model is retrained week after week."""
+def adapter_history(store, work: Path, versions: int, promote_every: int) -> None:
+    """adapter/clf with ``versions`` versions, each evaluated against production and gated (as the
+    flagship DAG does), every ``promote_every``-th promoted."""
     from airflow_mlcrit.core.gating import promote
     from tests.helpers.registry import FIRST, LENIENT, add_adapter_version
 
@@ -61,8 +43,24 @@ def build_own_history(store, work: Path, versions: int) -> None:
     for v in range(2, versions + 1):
         production = store.alias_version("adapter/clf", "production")
         add_adapter_version(store, work, 16 + v % 3, baseline=production, base_right=16, gate=LENIENT)
-        if v % 10 == 0:
+        if v % promote_every == 0:
             promote(store, f"adapter/clf@v{v}", "production", reason="blessed", actor="bench")
+
+
+def build(store, work: Path, unrelated: int) -> None:
+    """adapter/clf's 10 versions (production moved at v5 and v10) and ``unrelated`` versions of
+    other artifacts."""
+    adapter_history(store, work, 10, promote_every=5)
+    tiny = work / "noise.txt"
+    for i in range(unrelated):
+        tiny.write_text(f"row {i}\n")
+        store.put(f"dataset/noise-{i % 10}", tiny)
+
+
+def build_own_history(store, work: Path, versions: int) -> None:
+    """ONE adapter with ``versions`` versions of its own, every 10th promoted: what grows as one
+    model is retrained week after week."""
+    adapter_history(store, work, versions, promote_every=10)
 
 
 def client_for(store):
@@ -123,23 +121,24 @@ def main() -> None:
     from airflow_mlcrit.core.artifacts import open_store
 
     with tempfile.TemporaryDirectory() as tmp:
-        if args.own_sizes:
-            own = {}
-            for n in args.own_sizes:
-                store = open_store(Path(tmp) / f"own-{n}")
+
+        def measure(what: str, sizes: list[int], open_one, build_one, pages=PAGES) -> dict[int, dict[str, float]]:
+            out = {}
+            for n in sizes:
+                store = open_one(n)
                 t = time.perf_counter()
-                build_own_history(store, Path(tmp) / f"own-work-{n}", n)
-                print(f"local store with one adapter of {n} versions built in {time.perf_counter() - t:.1f} s")
-                own[n] = page_times(store, args.repeat, OWN_PAGES)
+                build_one(store, Path(tmp) / f"work-{what}-{n}", n)
+                print(f"{what} ({n}) built in {time.perf_counter() - t:.1f} s")
+                out[n] = page_times(store, args.repeat, pages)
+            return out
+
+        def local(n: int):
+            return open_store(Path(tmp) / f"store-{n}-{time.perf_counter_ns()}")
+
+        if args.own_sizes:
+            own = measure("one adapter's own versions", args.own_sizes, local, build_own_history, OWN_PAGES)
             report("one adapter's own history, local store", own)
-        local = {}
-        for n in args.sizes:
-            store = open_store(Path(tmp) / f"local-{n}")
-            t = time.perf_counter()
-            build(store, Path(tmp) / f"work-{n}", n)
-            print(f"local store with {n} unrelated versions built in {time.perf_counter() - t:.1f} s")
-            local[n] = page_times(store, args.repeat)
-        report("local store", local)
+        report("local store", measure("unrelated versions, local store", args.sizes, local, build))
         if args.s3_sizes:
             import os
 
@@ -149,17 +148,14 @@ def main() -> None:
             from tests.helpers.servers import MotoServer
 
             server = MotoServer()
+
+            def on_s3(n: int):
+                bucket = f"bench-{n}"
+                server.client().create_bucket(Bucket=bucket)
+                return open_store(f"s3://{bucket}/ml", endpoint_url=server.endpoint_url)
+
             try:
-                remote = {}
-                for n in args.s3_sizes:
-                    bucket = f"bench-{n}"
-                    server.client().create_bucket(Bucket=bucket)
-                    store = open_store(f"s3://{bucket}/ml", endpoint_url=server.endpoint_url)
-                    t = time.perf_counter()
-                    build(store, Path(tmp) / f"s3-work-{n}", n)
-                    print(f"S3 store with {n} unrelated versions built in {time.perf_counter() - t:.1f} s")
-                    remote[n] = page_times(store, args.repeat)
-                report("S3 (moto server)", remote)
+                report("S3 (moto server)", measure("unrelated versions, S3", args.s3_sizes, on_s3, build))
             finally:
                 server.stop()
 
