@@ -60,14 +60,18 @@ def latest_evaluation(store: ArtifactStore, version: Manifest) -> Manifest | Non
 
 
 def _blessing(store: ArtifactStore, evaluation: Manifest) -> dict[str, Any] | None:
+    return judgement(store, _newest([c for c in store.children(evaluation.ref) if c.kind == "blessing"]))
+
+
+def judgement(store: ArtifactStore, blessing: Manifest | None) -> dict[str, Any] | None:
+    """A blessing as a verdict: its decision and the slices whose checks failed (None: none)."""
     from airflow_mlcrit.core.gating.blessing import read_blessing
 
-    newest = _newest([c for c in store.children(evaluation.ref) if c.kind == "blessing"])
-    if newest is None:
+    if blessing is None:
         return None
-    doc = read_blessing(store, newest.ref)
+    doc = read_blessing(store, blessing.ref)
     failed = sorted({c["slice"] for c in doc.get("checks", []) if c.get("status") == "failed" and c.get("slice")})
-    return {"ref": str(newest.ref), "decision": doc.get("decision"), "failed_slices": failed}
+    return {"ref": str(blessing.ref), "decision": doc.get("decision"), "failed_slices": failed}
 
 
 def _metric(entry: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -253,8 +253,9 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
             rows.append({"m": m, "children": sorted(str(c.ref) for c in children), "verdict": verdict})
             if kind in EVALUATED and any(blesses(c, m.digest) for c in children):
                 blessed.add(v)
+        held_now = store.aliases(key)
         every = sorted(
-            (move for alias in sorted(store.aliases(key)) for move in store.alias_history(key, alias)),
+            (move for alias in sorted(held_now) for move in store.alias_history(key, alias)),
             key=lambda m: m.at,
         )
         # the newest MOVES moves, each with its blessing read: a page's cost follows what it shows,
@@ -265,7 +266,6 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
         held = {x["move"].to_version for x in moves if (x["gate"] or {}).get("decision") == "BLESSED"}
         blessed |= (held - set(shown) - {None}) if kind in EVALUATED else set()
         blessed = sorted(blessed)
-        held_now = store.aliases(key)
         done = None  # the confirmation of the move just made, read back from the store
         if moved and moved in held_now:
             last = store.alias_history(key, moved)[-1]
@@ -287,7 +287,7 @@ def create_app(store_factory: Callable[[], Any] | None = None) -> FastAPI:
             evaluated=kind in EVALUATED,
             can_edit=_can_edit(user) and kind in EVALUATED,
             blessed=blessed,
-            aliases=sorted(store.aliases(key).items()),
+            aliases=sorted(held_now.items()),
             token=action_token(user, key),
         )
 
@@ -570,23 +570,16 @@ def _back(request: Request) -> str:
 
 
 def _verdict(store: Any, m: Any, children: list[Any]) -> dict[str, Any] | None:
-    """The newest judgement of version ``m`` as a candidate: the gate's decision and the slices
-    that stopped it (from the blessings among its children)."""
-    from airflow_mlcrit.core.gating.blessing import read_blessing
+    """The newest judgement of version ``m`` as a candidate (from the blessings among its
+    children), with the version it was judged against."""
+    from airflow_mlcrit.core.registry import judgement
 
     judged = [c for c in children if c.kind == "blessing" and c.metadata.get("candidate") == str(m.ref)]
     if not judged:
         return None
     newest = max(judged, key=lambda c: (c.created_at, c.version))
-    doc = read_blessing(store, newest.ref)
-    failed = sorted({c["slice"] for c in doc.get("checks", []) if c.get("status") == "failed" and c.get("slice")})
     base = newest.metadata.get("baseline")
-    return {
-        "ref": str(newest.ref),
-        "decision": doc.get("decision"),
-        "failed_slices": failed,
-        "baseline": int(base.rsplit("@v", 1)[1]) if base and "@v" in base else None,
-    }
+    return judgement(store, newest) | {"baseline": int(base.rsplit("@v", 1)[1]) if base and "@v" in base else None}
 
 
 def _approvals(text: str) -> list[str]:
